@@ -1,0 +1,88 @@
+"""The `tempme` command: one subcommand per job, each a plain module under `jobs/`.
+
+Every job module exposes `add_arguments(parser)` and `run(args) -> int`, and runs on its own as
+`python -m jobs.<module>` (what `ray job submit` calls) through `jobs.cli.run_module`. Only the module of
+the subcommand being run is imported, so `tempme --help` stays fast and a job never pays for another's
+imports.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module under jobs/, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "preprocess": ("preprocess", "decode a video corpus into WebDataset shards (Ray Data)"),
+    "train": ("train", "fine-tune a TempMe model with Ray Train, tracked in MLflow"),
+    "evaluate": ("evaluate", "text-video retrieval metrics of a model on a split of the shards"),
+    "embed": ("embed", "embed every video of the shards into a Parquet index (Ray Data)"),
+    "search": ("search", "find the videos of an index that best match a text query"),
+    "flops": ("flops", "per-layer token schedule, GMACs and trainable parameters of a preset"),
+    "visualize": ("visualize", "paint which patches each final token merged, across frames"),
+    "import-official": ("import_official", "convert a checkpoint of the authors' code into an adapter"),
+    "submit": ("submit", "submit any job to a Ray cluster through the job submission API"),
+    "schedule": ("schedule", "run the incremental embedding against a registry alias (nightly)"),
+    "demo": ("demo", "the whole pipeline end to end on a small generated corpus"),
+}
+
+# `tempme bench <what>` -> (module, summary)
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "model": ("bench_model", "video-encoder throughput of presets side by side"),
+    "preprocess": ("bench_preprocess", "preprocessing job vs plain ffmpeg, 1 and 2 decoders"),
+    "reader": ("bench_reader", "shards to normalised tensors, videos/s per core"),
+    "train": ("bench_train", "training throughput and peak memory, 1 and 2 workers"),
+    "embed": ("bench_embed", "embedding job vs a plain loop, 1 and 2 workers"),
+    "search": ("bench_search", "exact search latency over large random indexes"),
+}
+
+
+def _module(name: str):
+    return importlib.import_module(f"jobs.{name}")
+
+
+def _add_commands(sub, table: dict[str, tuple[str, str]], selected: str | None) -> None:
+    """Register every subcommand; import and configure only the one being run."""
+    for command, (module, summary) in table.items():
+        p = sub.add_parser(command, help=summary, description=summary,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if command == selected:
+            job = _module(module)
+            job.add_arguments(p)
+            p.set_defaults(_run=job.run)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    words = [a for a in argv if not a.startswith("-")]
+    command = words[0] if words else None
+    parser = argparse.ArgumentParser(
+        prog="tempme",
+        description="TempMe text-video retrieval pipeline: preprocess, train, evaluate, embed, search.",
+        epilog="Example: tempme flops --preset tempme-b32-12f",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_commands(sub, COMMANDS, command)
+    bench = sub.add_parser("bench", help="benchmarks that print figures side by side",
+                           description="Benchmarks that print figures side by side.",
+                           epilog="Example: tempme bench model --presets lora,tome,tempme")
+    bench_sub = bench.add_subparsers(dest="benchmark", metavar="WHAT", required=True)
+    _add_commands(bench_sub, BENCHMARKS, words[1] if command == "bench" and len(words) > 1 else None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+def run_module(module_name: str) -> int:
+    """`python -m jobs.<name>`: the same arguments as the matching `tempme` subcommand."""
+    job = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"python -m {module_name}", description=job.__doc__)
+    job.add_arguments(parser)
+    return int(job.run(parser.parse_args()) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
