@@ -1,0 +1,137 @@
+"""Model configurations as data: a backbone, a frame count and a merge schedule.
+
+Presets are named `{method}-{backbone}-{frames}f` (`tempme-b32-12f`, `tome-b16-12f`, `lora-b32-64f`, ...);
+users write their own `ModelConfig` (or a YAML/dict of the same fields) for other schedules or backbones.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+# Short backbone names used in preset names -> open_clip model names. `tiny` is a random-weight ViT with the
+# real 12-layer, 50-tokens-per-frame shape, for tests and CPU demos.
+BACKBONES = {"b32": "ViT-B-32", "b16": "ViT-B-16", "tiny": "TempMe-Tiny"}
+
+
+@dataclass(frozen=True)
+class MergeSchedule:
+    """Which merges happen in which layer of the video encoder.
+
+    - `imgme_r`: tokens merged inside each frame after attention, in every layer before the first ClipMe
+      layer (in every layer when there is none): ToMe-style ImgMe blocks.
+    - `clipme_layers` / `clip_groups`: the layers that join `M` adjacent clips, with `M` for each.
+    - `p_cross` / `p_intra`: the shares of tokens merged away across the joined clips (before attention)
+      and inside the clip (after attention); layers after the first ClipMe layer that join nothing merge
+      `p_intra` of their tokens.
+    """
+
+    imgme_r: int = 0
+    clipme_layers: tuple[int, ...] = ()
+    clip_groups: tuple[int, ...] = ()
+    p_cross: float = 0.0
+    p_intra: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "clipme_layers", tuple(self.clipme_layers))
+        object.__setattr__(self, "clip_groups", tuple(self.clip_groups))
+        if len(self.clipme_layers) != len(self.clip_groups):
+            raise ValueError(f"merge schedule: clipme_layers {self.clipme_layers} and clip_groups "
+                             f"{self.clip_groups} must have the same length")
+        if list(self.clipme_layers) != sorted(set(self.clipme_layers)):
+            raise ValueError(f"merge schedule: clipme_layers {self.clipme_layers} must be increasing")
+        if any(m < 2 for m in self.clip_groups):
+            raise ValueError(f"merge schedule: every clip group joins at least 2 clips, got {self.clip_groups}")
+        if self.imgme_r < 0:
+            raise ValueError(f"merge schedule: imgme_r must be >= 0, got {self.imgme_r}")
+        for key in ("p_cross", "p_intra"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"merge schedule: {key} must be in [0, 1), got {getattr(self, key)}")
+
+    @property
+    def frames_per_video_multiple(self) -> int:
+        """Frame counts must be a multiple of this for the clips to join evenly."""
+        out = 1
+        for m in self.clip_groups:
+            out *= m
+        return out
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model, and what an adapter records about its base."""
+
+    name: str
+    backbone: str                      # open_clip model name
+    frames: int = 12
+    schedule: MergeSchedule = field(default_factory=MergeSchedule)
+    lora_rank: int = 8
+    lora_alpha: float | None = None    # None: equal to the rank (scale 1, as the paper)
+    text_context: int = 32
+    quick_gelu: bool = True            # OpenAI CLIP weights use QuickGELU
+    pretrained: str | None = None      # "openai", a local checkpoint path, or None (random weights)
+
+    def __post_init__(self):
+        if self.frames < 1:
+            raise ValueError(f"model config {self.name!r}: frames must be >= 1, got {self.frames}")
+        multiple = self.schedule.frames_per_video_multiple
+        if self.frames % multiple:
+            raise ValueError(f"model config {self.name!r}: {self.frames} frames cannot be joined in groups "
+                             f"{self.schedule.clip_groups}; use a multiple of {multiple}")
+        if self.lora_rank < 1:
+            raise ValueError(f"model config {self.name!r}: lora_rank must be >= 1, got {self.lora_rank}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        data = dict(data)
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"model config: unknown keys {sorted(unknown)}")
+        schedule = data.pop("schedule", None) or {}
+        if not isinstance(schedule, MergeSchedule):
+            bad = set(schedule) - {f.name for f in dataclasses.fields(MergeSchedule)}
+            if bad:
+                raise ValueError(f"model config: unknown schedule keys {sorted(bad)}")
+            schedule = MergeSchedule(**schedule)
+        return cls(schedule=schedule, **data)
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _tempme_schedule(backbone: str, frames: int) -> MergeSchedule:
+    """The paper's schedules: B/32 12f is the authors' default; B/16 and 64f give the paper's token counts."""
+    groups = (4, 4, 4) if frames == 64 else (2, 2, 3)
+    if backbone == "b16":
+        return MergeSchedule(imgme_r=10, clipme_layers=(8, 9, 10), clip_groups=groups, p_cross=0.4, p_intra=0.2)
+    return MergeSchedule(imgme_r=2, clipme_layers=(8, 9, 10), clip_groups=groups, p_cross=0.3, p_intra=0.1)
+
+
+def _schedule(method: str, backbone: str, frames: int) -> MergeSchedule:
+    if method == "tempme":
+        return _tempme_schedule(backbone, frames)
+    if method == "tome":
+        return MergeSchedule(imgme_r=10 if backbone == "b16" else 2)
+    return MergeSchedule()
+
+
+METHODS = ("tempme", "tome", "lora")
+FRAME_COUNTS = (12, 64)
+
+
+def preset_names() -> list[str]:
+    return [f"{m}-{b}-{f}f" for m in METHODS for b in BACKBONES for f in FRAME_COUNTS
+            if not (b == "b16" and f == 64)]
+
+
+def get_config(name: str) -> ModelConfig:
+    """The preset called `name`, e.g. `tempme-b32-12f`."""
+    parts = name.split("-")
+    if (len(parts) != 3 or parts[0] not in METHODS or parts[1] not in BACKBONES
+            or parts[2] not in {f"{f}f" for f in FRAME_COUNTS} or name not in preset_names()):
+        raise ValueError(f"unknown preset {name!r}; presets are: {', '.join(preset_names())}")
+    method, backbone, frames = parts[0], parts[1], int(parts[2][:-1])
+    return ModelConfig(name=name, backbone=BACKBONES[backbone], frames=frames,
+                       schedule=_schedule(method, backbone, frames))
