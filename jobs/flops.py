@@ -1,0 +1,32 @@
+"""Per-layer token schedule, video-encoder GMACs and trainable parameters of a preset, by running it."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import jobs.cli
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", action="append", required=True,
+                        help="preset name (repeatable), e.g. tempme-b32-12f")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per preset")
+    parser.epilog = "Example: tempme flops --preset tempme-b32-12f --preset lora-b32-12f"
+
+
+def run(args) -> int:
+    import logging
+
+    import tempme
+    from tempme.flops import complexity_report, format_report
+
+    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that weights are random: irrelevant here
+    for name in args.preset:
+        report = complexity_report(tempme.get_config(name))
+        print(json.dumps(report) if args.json else format_report(report) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.cli.run_module(__name__))
