@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 
@@ -22,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile each encoder first")
     parser.add_argument("--reference", action="store_true",
-                        help="also time the reference (authors'-style, unfused) TempMe encoder in float32")
+                        help="also time the reference (authors'-style, unfused) TempMe encoder on the same "
+                             "backbone weights, in float32 (the authors' default) and in the benchmark dtype")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.epilog = "Example: tempme bench model --presets lora,tome,tempme --backbone ViT-B-16 --frames 12"
 
@@ -60,11 +62,14 @@ def run(args) -> int:
         import open_clip
         torch.manual_seed(0)
         visual = open_clip.create_model(args.backbone, force_quick_gelu=True).visual.to(device).eval()
-        encoders["reference-tempme"] = ReferenceVideoEncoder(visual, reference_base.config.schedule, args.frames)
+        reference = ReferenceVideoEncoder(visual, reference_base.config.schedule, args.frames)
+        encoders["reference-fp32"] = reference
+        if dtype != torch.float32:
+            encoders[f"reference-{_short(dtype)}"] = copy.deepcopy(reference).to(dtype)
     size = next(iter(models.values())).image_size
     video = torch.randn(args.batch, args.frames, 3, size, size, device=device)
     results = measure_side_by_side(
-        {name: (lambda v, e=e, n=name: e(v if n.startswith("reference") else v.to(dtype))) for name, e in encoders.items()},
+        {name: (lambda v, e=e, n=name: e(v if n == "reference-fp32" else v.to(dtype))) for name, e in encoders.items()},
         video, rounds=args.rounds, warmup=args.warmup)
     base = {r.name: r.videos_per_s for r in results}
     rows = [{"model": r.name, "videos_per_s": round(r.videos_per_s, 3),
@@ -83,6 +88,10 @@ def run(args) -> int:
             ratios = [f"{row[k]:>9.2f}x" if row[k] else f"{'-':>10}" for k in ("vs_lora", "vs_tome")]
             print(f"{row['model']:<18}{row['videos_per_s']:>10.2f}" + "".join(ratios))
     return 0
+
+
+def _short(dtype) -> str:
+    return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(dtype), "fp32")
 
 
 def _pick_dtype(choice: str, device):

@@ -71,7 +71,7 @@ class ReferenceVideoEncoder(nn.Module):
         x = v.conv1(video.flatten(0, 1)).flatten(2).transpose(1, 2)
         x = torch.cat([v.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + v.positional_embedding
         x = v.ln_pre(x)
-        size = torch.ones(x.shape[0], x.shape[1], 1)
+        size = x.new_ones(x.shape[0], x.shape[1], 1)
         plans = plan_layers(self.schedule, len(v.transformer.resblocks), t, x.shape[1])
         for layer, (block, plan) in enumerate(zip(v.transformer.resblocks, plans)):
             if plan.join > 1:
@@ -83,7 +83,7 @@ class ReferenceVideoEncoder(nn.Module):
         cls = x[:, : plans[-1].cls].reshape(b, t, -1)
         frames = v.ln_post(cls) @ v.proj
         frames = frames / frames.norm(dim=-1, keepdim=True)
-        weights = torch.ones(b, t) if mask is None else mask.float()
+        weights = x.new_ones(b, t) if mask is None else mask.to(x.dtype)
         pooled = (frames * weights[..., None]).sum(1) / weights.sum(1, keepdim=True)
         return pooled / pooled.norm(dim=-1, keepdim=True)
 
