@@ -1,0 +1,58 @@
+"""Embed every video of the shards into a Parquet index (Ray Data); incremental per model version."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import jobs.cli
+
+
+def add_embed_arguments(parser: argparse.ArgumentParser, model_default: str | None = None,
+                        required: bool = True) -> None:
+    """The embedding options, shared with `tempme schedule` (which only changes their defaults)."""
+    from pipelines.index import PART_ROWS
+
+    parser.add_argument("--shards", required=required, help="shard directory or URI written by `tempme preprocess`")
+    parser.add_argument("--model", required=required and model_default is None, default=model_default,
+                        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run_id>/<path> or an "
+                             "adapter directory" + (" (default %(default)s)" if model_default else ""))
+    parser.add_argument("--out", required=required, help="index directory or URI (created if missing)")
+    parser.add_argument("--workers", type=int, default=1, help="embedding actors, one model each (default 1)")
+    parser.add_argument("--batch-size", type=int, default=16, help="videos per model call (default 16)")
+    parser.add_argument("--cpus-per-worker", type=int, default=1,
+                        help="CPUs (torch threads) per actor; the pool needs workers x this many (default 1)")
+    parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                        help="auto: one GPU per actor when the cluster has GPUs, else CPU")
+    parser.add_argument("--part-rows", type=int, default=PART_ROWS,
+                        help="rows per committed part file: at most this much work is lost when a run is killed "
+                             "(default %(default)s)")
+    parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument("--experiment", default="tempme-embed", help="MLflow experiment (default %(default)s)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_embed_arguments(parser)
+    parser.epilog = ("Example: tempme embed --shards outputs/shards --model models:/tempme@champion "
+                     "--out outputs/index --workers 2")
+
+
+def run(args) -> int:
+    from pipelines.embed import EmbedError, embed_corpus
+    from pipelines.index import VideoIndexError
+
+    try:
+        report = embed_corpus(args.shards, args.model, args.out, workers=args.workers,
+                              batch_size=args.batch_size, device=args.device,
+                              cpus_per_worker=args.cpus_per_worker, ray_address=args.ray_address,
+                              tracking_uri=args.tracking_uri, experiment=args.experiment,
+                              part_rows=args.part_rows)
+    except (EmbedError, VideoIndexError, FileNotFoundError, ValueError) as e:
+        print(f"tempme embed: {e}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.cli.run_module(__name__))

@@ -1,0 +1,59 @@
+"""Text-video retrieval metrics (R@1/5/10/50, median and mean rank, R-sum) of a model on a split of the shards."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import jobs.cli
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/<path> or an adapter dir")
+    parser.add_argument("--shards", required=True, help="shard folder written by `tempme preprocess`")
+    parser.add_argument("--split", default="test", help="split to evaluate (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=16, help="videos per forward pass (default %(default)s)")
+    parser.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    parser.add_argument("--loader-workers", type=int, default=0, help="decoding processes (default %(default)s)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ URIs "
+                                               "(default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    parser.add_argument("--plot", help="also save the recall-at-K plot to this PNG file")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.epilog = "Example: tempme evaluate --model models:/tempme-msrvtt-b32@candidate --shards data/msrvtt/shards"
+
+
+def run(args) -> int:
+    import mlflow
+
+    from pipelines.evaluate import evaluate_model, save_recall_plot
+    from pipelines.tracking import TrackingUnavailable, check_reachable, resolve_tracking_uri
+
+    try:
+        if args.model.startswith(("models:/", "runs:/")):
+            uri = resolve_tracking_uri(args.tracking_uri)
+            check_reachable(uri)
+            mlflow.set_tracking_uri(uri)
+        result, resolved = evaluate_model(args.model, args.shards, args.split, args.batch_size, args.device,
+                                          args.loader_workers)
+    except (TrackingUnavailable, FileNotFoundError, ValueError, mlflow.MlflowException) as err:
+        print(f"tempme evaluate: {err}", file=sys.stderr)
+        return 2
+    if args.plot:
+        save_recall_plot(result.ranks, args.plot, f"{resolved.name} v{resolved.version}, {args.split}")
+    if args.json:
+        print(json.dumps({"model": {"name": resolved.name, "version": resolved.version, "uri": resolved.uri},
+                          "split": args.split, "videos": result.videos, "texts": result.texts,
+                          "metrics": result.metrics}, indent=1))
+        return 0
+    print(f"{resolved.name} v{resolved.version} on {args.split}: {result.videos} videos, {result.texts} texts")
+    print(f"{'':4s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'R@50':>6s} {'MdR':>6s} {'MnR':>7s} {'R-sum':>7s}")
+    for d in ("t2v", "v2t"):
+        m = result.metrics
+        print(f"{d:4s} {m[f'{d}_r1']:6.1f} {m[f'{d}_r5']:6.1f} {m[f'{d}_r10']:6.1f} {m[f'{d}_r50']:6.1f} "
+              f"{m[f'{d}_medr']:6.1f} {m[f'{d}_meanr']:7.1f} {m[f'{d}_rsum']:7.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.cli.run_module(__name__))

@@ -1,0 +1,57 @@
+"""Decode a video corpus (MSR-VTT layout or a manifest) into WebDataset shards with Ray Data."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import jobs.cli
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_argument_group("input (one of)")
+    source.add_argument("--msrvtt", metavar="DIR", help="folder with MSRVTT_data.json, MSRVTT_train.9k.csv and "
+                        "MSRVTT_JSFUSION_test.csv (9k train and 1k-A test splits)")
+    source.add_argument("--videos", metavar="DIR", help="with --msrvtt: the folder of {video_id}.mp4")
+    source.add_argument("--manifest", metavar="FILE", help="CSV, JSONL or Parquet with columns video (path or "
+                        "URI, relative to the manifest), id, captions (list, or in CSV a JSON list or one "
+                        "caption), split")
+    parser.add_argument("--out", required=True, help="output folder or URI; re-running over it completes it")
+    parser.add_argument("--frames", type=int, default=12, help="frames per video (default %(default)s)")
+    parser.add_argument("--fps", type=float, default=1.0,
+                        help="rate frames are taken at before spreading --frames of them uniformly (default %(default)s)")
+    parser.add_argument("--resolution", type=int, default=224,
+                        help="frame side: short side scaled (bicubic) and centre-cropped by ffmpeg (default %(default)s)")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality 1-100 (default %(default)s)")
+    parser.add_argument("--samples-per-shard", type=int, default=256, help="videos per shard (default %(default)s)")
+    parser.add_argument("--decoders", type=int, help="parallel decoders, one CPU each (default: every CPU of the cluster)")
+    parser.add_argument("--splits", type=lambda s: tuple(x for x in s.split(",") if x),
+                        help="only these splits, comma-separated (train, val, test; default all)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds one video may take (default %(default)s)")
+    parser.add_argument("--progress-every", type=float, default=10.0,
+                        help="seconds between progress lines (default %(default)s)")
+    parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
+    parser.epilog = ("Examples:\n"
+                     "  tempme preprocess --msrvtt data/msrvtt --videos data/msrvtt/videos --out outputs/shards\n"
+                     "  tempme preprocess --manifest corpus/manifest.csv --out s3://bucket/shards --decoders 16\n"
+                     "Exit status: 0 all inputs made it into shards, 1 some failed (see OUT/_failures.csv), "
+                     "2 bad options.")
+
+
+def run(args) -> int:
+    from pipelines.preprocess import OptionsError, PreprocessOptions, run_preprocess
+
+    options = PreprocessOptions(
+        out=args.out, msrvtt=args.msrvtt, videos=args.videos, manifest=args.manifest, frames=args.frames,
+        fps=args.fps, resolution=args.resolution, quality=args.quality, samples_per_shard=args.samples_per_shard,
+        decoders=args.decoders, splits=args.splits, timeout=args.timeout, progress_every=args.progress_every,
+        ray_address=args.ray_address)
+    try:
+        report = run_preprocess(options, log=lambda line: print(line, flush=True))
+    except OptionsError as e:
+        print(f"tempme preprocess: error: {e}", file=sys.stderr)
+        return 2
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.cli.run_module(__name__))

@@ -1,0 +1,53 @@
+"""Find the videos of an embedding index that best match a text query."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import jobs.cli
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("query", nargs="+", help="text query (several queries: one search each)")
+    parser.add_argument("--index", required=True, help="index directory or URI written by `tempme embed`")
+    parser.add_argument("-k", type=int, default=10, help="videos per query (default %(default)s)")
+    parser.add_argument("--model", help="model URI to encode queries with; must be the index's model version "
+                                        "(default: the model the index records)")
+    parser.add_argument("--tracking-uri", help="MLflow store holding a models:/ or runs:/ model "
+                                               "(default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.epilog = 'Example: tempme search "a man is cooking" --index outputs/index -k 10 --json'
+
+
+def run(args) -> int:
+    from pipelines.embed.search import ModelMismatch, TextSearch
+    from pipelines.index import VideoIndexError
+
+    if args.k < 1:
+        print(f"tempme search: -k must be at least 1, got {args.k}", file=sys.stderr)
+        return 2
+    try:
+        searcher = TextSearch(args.index, args.model, args.tracking_uri)
+        results = searcher.search(args.query, args.k)
+    except (ModelMismatch, VideoIndexError, ValueError) as e:
+        print(f"tempme search: {e}", file=sys.stderr)
+        return 2
+    ref = searcher.index_model
+    if args.json:
+        print(json.dumps({"index": args.index, "model": {"name": ref.name, "version": ref.version, "uri": ref.uri},
+                          "results": [{"query": q, "hits": [{"rank": r + 1, "video_id": h.video_id,
+                                                             "score": round(h.score, 6)}
+                                                            for r, h in enumerate(hits)]}
+                                      for q, hits in zip(args.query, results)]}, indent=1))
+        return 0
+    print(f"index {args.index}: {len(searcher.index)} videos, model {ref.name} v{ref.version}")
+    for q, hits in zip(args.query, results):
+        print(f"\n{q!r}")
+        for r, h in enumerate(hits, 1):
+            print(f"{r:4d}  {h.score:+.4f}  {h.video_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.cli.run_module(__name__))

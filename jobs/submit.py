@@ -1,0 +1,83 @@
+"""Submit any job (preprocess, train, evaluate, embed, ...) to a Ray cluster through the job submission API."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import jobs.cli
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default="http://127.0.0.1:8265",
+                        help="the cluster's dashboard / job API (default %(default)s)")
+    parser.add_argument("--follow", action="store_true", help="stream the job's logs and exit with its status")
+    parser.add_argument("--working-dir", default=str(REPO_ROOT),
+                        help="code uploaded as the runtime env's working_dir (default: this checkout)")
+    parser.add_argument("--pip", action="append", default=[], metavar="REQUIREMENT",
+                        help="extra package for the job's runtime env (repeatable)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment variable for the job, e.g. MLFLOW_TRACKING_URI=http://mlflow:5000")
+    parser.add_argument("--submission-id", help="a fixed id (submitting the same id twice is refused)")
+    parser.add_argument("--token", help="cluster auth token (default: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, "
+                                        "~/.ray/auth_token)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_options(parser)
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="JOB [-- JOB OPTIONS]",
+                        help=f"one of: {', '.join(_submittable())}; its options after --")
+    parser.epilog = ("Example: tempme submit embed --address http://head:8265 --follow -- "
+                     "--shards s3://corpus/shards --model models:/tempme@champion --out s3://corpus/index")
+
+
+def _submittable() -> list[str]:
+    return [name for name in jobs.cli.COMMANDS if name != "submit"]
+
+
+def _split_command(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """JOB, then this command's own options, then `--` and the job's options (argparse keeps them together)."""
+    words = list(args.command)
+    if words and words[0] == "--":
+        words = words[1:]
+    if not words:
+        raise SystemExit(f"tempme submit: name a job, one of: {', '.join(_submittable())}")
+    job, rest = words[0], words[1:]
+    own, job_args = (rest[: rest.index("--")], rest[rest.index("--") + 1:]) if "--" in rest else (rest, [])
+    if own:
+        own_parser = argparse.ArgumentParser(prog="tempme submit", add_help=False)
+        _add_options(own_parser)
+        own_parser.parse_args(own, namespace=args)   # options given after the job name
+    if job not in _submittable():
+        raise SystemExit(f"tempme submit: unknown job {job!r}; one of: {', '.join(_submittable())}")
+    return job, job_args
+
+
+def entrypoint(job: str, job_args: list[str]) -> str:
+    """The shell command the cluster runs: the job's module, as `python -m jobs.<module>`."""
+    module = jobs.cli.COMMANDS[job][0]
+    return shlex.join(["python", "-m", f"jobs.{module}", *job_args])
+
+
+def run(args) -> int:
+    from pipelines import submit
+
+    job, job_args = _split_command(args)
+    env_vars = dict(kv.split("=", 1) for kv in args.env)
+    client = submit.connect(args.address, args.token)
+    command = entrypoint(job, job_args)
+    submission_id = submit.submit(client, command, submit.runtime_env(args.working_dir, args.pip, env_vars),
+                                  args.submission_id, metadata={"tempme_job": job})
+    print(f"submitted {job} as {submission_id} to {args.address}: {command}", flush=True)
+    if not args.follow:
+        return 0
+    status = submit.follow(client, submission_id, lambda line: print(line, flush=True))
+    print(f"job {submission_id} {status}", flush=True)
+    return 0 if status == "SUCCEEDED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.cli.run_module(__name__))

@@ -1,0 +1,1 @@
+"""Distributed stages of the TempMe pipeline, built on Ray Data and Ray Train."""

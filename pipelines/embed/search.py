@@ -1,0 +1,69 @@
+"""Text queries against an embedding index, encoded by the very model version that embedded it.
+
+A query vector from another model version lives in another space, and its scores would look plausible while
+meaning nothing, so a model that differs from the one the index records is refused, never used.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from pipelines.embed.model import resolve
+from pipelines.index import Hit, IndexStore, ModelRef, VideoIndex
+
+
+class ModelMismatch(ValueError):
+    pass
+
+
+def _load_query_model(index: VideoIndex, location: str, model_uri: str | None, tracking_uri: str | None):
+    """The index's own model (its recorded pinned URI), or `model_uri` if it is the same name and version."""
+    import tempme
+
+    wanted = index.model
+    uri = model_uri or wanted.uri
+    try:
+        ref, adapter_dir = resolve(uri, tracking_uri)
+    except Exception as e:
+        raise ModelMismatch(f"index {location} was embedded with {wanted.name} version {wanted.version} "
+                            f"({wanted.uri}), which cannot be loaded here: {e}. Pass --model with a URI of "
+                            f"that same version") from e
+    if (ref.name, ref.version) != (wanted.name, wanted.version):
+        raise ModelMismatch(f"index {location} was embedded with {wanted.name} version {wanted.version} "
+                            f"({wanted.uri}), but {uri} is {ref.name} version {ref.version}: queries must be "
+                            f"encoded by the index's model; search without --model, or re-embed the index "
+                            f"with `tempme embed --model {uri}`")
+    return tempme.load_model(adapter=adapter_dir).eval(), ref
+
+
+class TextSearch:
+    """An opened index and its model: encode queries, return the top-k videos (reuse it across queries)."""
+
+    def __init__(self, index: str | os.PathLike, model_uri: str | None = None, tracking_uri: str | None = None):
+        self.location = str(index)
+        self.index = IndexStore(index).open()
+        self.model, self.model_ref = _load_query_model(self.index, self.location, model_uri, tracking_uri)
+
+    @property
+    def index_model(self) -> ModelRef:
+        return self.index.model
+
+    def encode(self, queries: list[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model.encode_text(list(queries)).float().cpu().numpy()
+
+    def search(self, queries: str | list[str], k: int = 10) -> list[list[Hit]]:
+        """Top-k hits per query, best first (a single string gives a one-element list)."""
+        queries = [queries] if isinstance(queries, str) else list(queries)
+        if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
+            raise ValueError(f"queries must be non-empty strings, got {queries!r}")
+        return self.index.search(self.encode(queries), k)
+
+
+def search(index: str | os.PathLike, queries: str | list[str], k: int = 10, model_uri: str | None = None,
+           tracking_uri: str | None = None) -> list[list[Hit]]:
+    """One-shot search (loads the index and the model each call; keep a TextSearch for many queries)."""
+    return TextSearch(index, model_uri, tracking_uri).search(queries, k)

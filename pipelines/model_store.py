@@ -1,0 +1,121 @@
+"""Trained adapters in the MLflow model registry, and loading a model from any adapter URI.
+
+An adapter directory (`model.save_adapter`: LoRA weights, clip positional embeddings and the model config
+that names the preset and the pretrained source) is logged as an MLflow 3 *logged model* whose artifacts are
+exactly the directory's files, then registered as a new version of a registered model with an alias. The
+backbone weights are not part of it: loading rebuilds the preset from its recorded source and applies the
+adapter. Consumers name a model by URI:
+
+    models:/<name>@<alias>   models:/<name>/<version>   runs:/<run_id>/<artifact_path>   /a/local/adapter_dir
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+MODEL_TYPE = "tempme-adapter"
+RANDOM_INIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where an adapter URI's files are on this machine, and which registered version they are."""
+
+    adapter_dir: Path
+    name: str
+    version: str
+    uri: str
+
+
+def register_adapter(adapter_dir: str | Path, name: str, alias: str) -> str:
+    """Log `adapter_dir` as a model, register it as a new version of `name`, point `alias` at it.
+
+    Works inside an active run (the model is linked to it) or outside one (in the active experiment).
+    Uses the current tracking URI. Returns the new version.
+    """
+    import mlflow
+
+    adapter_dir = Path(adapter_dir)
+    if not adapter_dir.is_dir():
+        raise FileNotFoundError(f"adapter directory {adapter_dir} does not exist")
+    client = mlflow.MlflowClient()
+    logged = mlflow.initialize_logged_model(name=name, model_type=MODEL_TYPE)  # linked to the active run
+    client.log_model_artifacts(logged.model_id, str(adapter_dir))
+    client.finalize_logged_model(logged.model_id, "READY")
+    version = mlflow.register_model(logged.model_uri, name).version
+    client.set_registered_model_alias(name, alias, version)
+    return str(version)
+
+
+def _content_hash(directory: Path) -> str:
+    """A short hash of the adapter files' names and bytes: a version for adapters outside the registry."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _registered_version(uri: str) -> tuple[str, str]:
+    """(name, version) that a `models:/name@alias` or `models:/name/version` URI points at."""
+    import mlflow
+
+    ref = uri[len("models:/"):]
+    client = mlflow.MlflowClient()
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, str(client.get_model_version_by_alias(name, alias).version)
+    name, _, version = ref.rpartition("/")
+    if not name or not version:
+        raise ValueError(f"model URI {uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
+    return name, str(client.get_model_version(name, version).version)
+
+
+def resolve_model(uri: str, dst: str | Path | None = None) -> ResolvedModel:
+    """The adapter that `uri` names, downloaded to `dst` (a fresh temporary folder when None) unless local."""
+    import mlflow
+
+    if uri.startswith(("models:/", "runs:/")):
+        if uri.startswith("models:/"):
+            name, version = _registered_version(uri)
+            source = f"models:/{name}/{version}"
+        else:
+            source = uri
+        dst = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="tempme-adapter-"))
+        dst.mkdir(parents=True, exist_ok=True)
+        adapter_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst)))
+        if uri.startswith("runs:/"):
+            name, version = adapter_dir.name, _content_hash(adapter_dir)
+        return ResolvedModel(adapter_dir=adapter_dir, name=name, version=version, uri=uri)
+    adapter_dir = Path(uri).expanduser()
+    if not adapter_dir.is_dir():
+        raise FileNotFoundError(f"model {uri!r} is neither a models:/ or runs:/ URI nor an adapter directory")
+    adapter_dir = adapter_dir.resolve()
+    return ResolvedModel(adapter_dir=adapter_dir, name=adapter_dir.name,
+                         version=_content_hash(adapter_dir), uri=uri)
+
+
+def build_model(preset, pretrained: str | None = None, adapter: str | Path | None = None, device="cpu"):
+    """`tempme.load_model` with its random draws taken from a fixed seed.
+
+    A backbone without pretrained weights (the tiny presets) is then the same in every process: in each
+    training worker and wherever the trained adapter is loaded later, so the adapter means the same thing.
+    """
+    import tempme
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return tempme.load_model(preset, pretrained=pretrained, adapter=adapter, device=device)
+
+
+def load_registered_model(uri: str, dst: str | Path | None = None):
+    """(tempme model, ResolvedModel) for an adapter URI: the adapter's recorded config (preset, schedule and
+    pretrained source) with the adapter applied."""
+    import tempme
+
+    resolved = resolve_model(uri, dst)
+    config = tempme.read_adapter_config(resolved.adapter_dir)
+    return build_model(config, adapter=resolved.adapter_dir), resolved

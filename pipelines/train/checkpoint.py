@@ -1,0 +1,76 @@
+"""Training checkpoints: the adapter plus what it takes to continue, written atomically, a few MB.
+
+    <checkpoint>/adapter/      model.save_adapter: LoRA, clip positional embeddings, model config
+    <checkpoint>/state.pt      optimiser, scheduler and (fp16) grad-scaler state
+    <checkpoint>/progress.json step, epoch, this checkpoint's selection score, the best so far
+
+The frozen backbone is never saved. Files are staged in a temporary folder that is renamed into place, so a
+worker killed while writing leaves either the whole checkpoint or none; Ray Train then copies it to storage
+and registers it only once every worker has reported.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+ADAPTER = "adapter"
+STATE = "state.pt"
+PROGRESS = "progress.json"
+
+
+@dataclass
+class Progress:
+    """Where training stands; `score` is this checkpoint's selection R@1 (None when not evaluated)."""
+
+    step: int = 0
+    epoch: int = 0
+    score: float | None = None
+    best_score: float | None = None
+    best_step: int | None = None
+
+    def record(self, score: float) -> bool:
+        """Note an evaluation of the current step; True when it is the best so far."""
+        self.score = score
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.best_step = score, self.step
+            return True
+        return False
+
+
+def save_checkpoint(directory: str | Path, model, optimizer, scheduler, scaler, progress: Progress) -> Path:
+    """Write a whole checkpoint at `directory` (replacing nothing: it must not exist yet)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        model.save_adapter(staging / ADAPTER)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None}, staging / STATE)
+        (staging / PROGRESS).write_text(json.dumps(asdict(progress), indent=2))
+        os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_progress(directory: str | Path) -> Progress:
+    return Progress(**json.loads((Path(directory) / PROGRESS).read_text()))
+
+
+def load_checkpoint(directory: str | Path, model, optimizer, scheduler, scaler) -> Progress:
+    """Restore the adapter and the optimiser/scheduler/scaler state; returns the saved progress."""
+    directory = Path(directory)
+    model.load_adapter(directory / ADAPTER)
+    state = torch.load(directory / STATE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    return read_progress(directory)

@@ -1,0 +1,123 @@
+"""The training job as the driver sees it: check everything, start or resume the run, fit, register.
+
+Everything that can be known wrong is found before a worker starts: the config (`check_config`), the shards
+and splits (`data.plan_training`) and the tracking store (`check_reachable`). The Ray Train run and the
+MLflow run are both named `run.name`, so re-running the same command after the whole job died continues
+both: Ray Train from the latest checkpoint under `run.storage_path`, MLflow in the same run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.model_store import register_adapter
+from pipelines.tracking import activate_run, check_reachable, resolve_tracking_uri, start_or_resume_run
+
+from . import data
+from .checkpoint import ADAPTER
+from .config import ConfigError, TrainJobConfig, check_config
+from .loop import FAULT_ENV, SCORE, SUMMARY_PREFIXES, UNSCORED, train_worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    run_id: str
+    tracking_uri: str
+    steps: int
+    model_uri: str            # models:/<name>@<alias>
+    version: str
+    best_step: int
+    summary: dict[str, float]  # final test-split metrics, steady throughput, peak memory of each worker
+
+
+def _storage_path(path: str) -> str:
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def _log_config(cfg: TrainJobConfig, plan: data.TrainPlan, resumed: bool) -> None:
+    """The resolved config as params and as an artifact; a resumed run must not have changed any of it."""
+    import mlflow
+
+    params = {**cfg.flat(), **{f"plan.{k}": v for k, v in plan.to_dict().items()}}
+    params = {k: str(v) for k, v in params.items()}
+    if resumed:
+        logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+        changed = sorted(k for k, v in params.items() if k in logged and logged[k] != v)
+        if changed:
+            key = changed[0]
+            raise ConfigError(key, f"run {cfg.run.name!r} was started with {key}={logged[key]!r}, now "
+                                   f"{params[key]!r}; resume it unchanged or choose a new run.name")
+    mlflow.log_params(params)
+    mlflow.log_text(cfg.to_yaml(), "config.yaml")
+    selected_on_test = cfg.data.eval_split is not None and cfg.data.eval_split == cfg.data.test_split
+    mlflow.set_tags({"selection_split": cfg.data.eval_split or "none (latest checkpoint)",
+                     "selected_on_test_split": str(selected_on_test).lower(),
+                     "preset": cfg.model.preset})
+    if selected_on_test:
+        log.warning("the model is selected on the test split %r (data.select_on_test=true); its test metrics "
+                    "are optimistic", cfg.data.test_split)
+
+
+def _trainer(cfg: TrainJobConfig, plan: data.TrainPlan, run_id: str, uri: str):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={"config": cfg.to_dict(), "plan": plan.to_dict(), "run_id": run_id, "tracking_uri": uri},
+        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                     resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
+        run_config=RunConfig(
+            name=cfg.run.name, storage_path=_storage_path(cfg.run.storage_path),
+            failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
+            # Keeps the best-scored checkpoint and, always, the latest one.
+            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,
+                                               checkpoint_score_order="max"),
+            worker_runtime_env={"env_vars": env} if env else None,
+        ),
+    )
+
+
+def _best(result):
+    """(checkpoint, metrics) of the best-scored checkpoint, the latest among equals (or when none is scored)."""
+    candidates = result.best_checkpoints or []
+    return max(candidates, key=lambda cm: (cm[1].get(SCORE, UNSCORED), cm[1].get("step", 0)))
+
+
+def run_training(cfg: TrainJobConfig) -> TrainOutcome:
+    """Train `cfg` with Ray Train (starting a local Ray unless one is running), tracked in MLflow."""
+    check_config(cfg)
+    plan = data.plan_training(cfg)
+    uri = resolve_tracking_uri(cfg.tracking.uri)
+    check_reachable(uri)
+    run_id, resumed = start_or_resume_run(cfg.run.name, cfg.tracking.experiment, uri)
+    with activate_run(run_id, uri):
+        _log_config(cfg, plan, resumed)
+    log.info("MLflow run %s (%s) at %s; %s", run_id, "resumed" if resumed else "new", uri, plan)
+
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    result = _trainer(cfg, plan, run_id, uri).fit()
+
+    checkpoint, metrics = _best(result)
+    with activate_run(run_id, uri), checkpoint.as_directory() as directory:
+        import mlflow
+
+        adapter = Path(directory) / ADAPTER
+        mlflow.log_artifacts(str(adapter), "best_adapter")
+        version = register_adapter(adapter, cfg.tracking.registered_model, cfg.tracking.alias)
+        mlflow.set_tags({"best_step": str(metrics["step"]), "registered_model":
+                         f"models:/{cfg.tracking.registered_model}/{version}"})
+        logged = mlflow.get_run(run_id).data.metrics
+    summary = {k: v for k, v in logged.items() if k.startswith(SUMMARY_PREFIXES)}
+    return TrainOutcome(run_id=run_id, tracking_uri=uri, steps=int(result.metrics["step"]),
+                        model_uri=f"models:/{cfg.tracking.registered_model}@{cfg.tracking.alias}",
+                        version=version, best_step=int(metrics["step"]), summary=summary)

@@ -1,0 +1,262 @@
+"""What every Ray Train worker runs: resume, train on its part of the shards, evaluate, checkpoint, log.
+
+The step plan is fixed before the workers start (`TrainPlan`), so a worker restarted from a checkpoint at
+step s skips the first s batches of the same deterministic epoch order and the run ends at the same step
+count. Checkpoints are reported by rank 0 at the end of each epoch (scored by the evaluation split's
+text-to-video R@1) and every `train.checkpoint_every` steps (unscored); Ray Train keeps the best and the
+latest. After the last step the best checkpoint's adapter is evaluated on the test split.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from pipelines.evaluate import (SplitEmbeddings, embed_videos, save_merge_pictures, save_recall_plot, score,
+                                 split_videos)
+
+from . import data
+from .checkpoint import ADAPTER, Progress, load_checkpoint, save_checkpoint
+from .config import TrainJobConfig, config_from_dict
+from .loss import all_reduce_gradients, global_contrastive_loss
+from .optim import build_optimizer, build_scheduler
+from .run_logger import RunLogger
+from .runtime import amp_dtype, build_model, peak_memory_mb
+
+SCORE = "selection_score"   # the checkpoint metric Ray Train keeps the best of
+UNSCORED = -1.0             # score of mid-epoch checkpoints: never the best, kept only as the latest
+SUMMARY_PREFIXES = ("final_", "steady_videos_per_s", "peak_memory_mb_rank")  # metrics logged once, at the end
+FAULT_ENV = "TEMPME_TEST_KILL_WORKER"   # tests only: "rank:step:marker_file" kills that worker once
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _gather_to_zero(obj):
+    """Every rank's `obj` on rank 0 (a list in rank order); None elsewhere."""
+    if not _distributed():
+        return [obj]
+    out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def _broadcast_from_zero(obj):
+    if not _distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def evaluate_split(model, cfg: TrainJobConfig, split: str, rank: int, world: int, amp):
+    """Distributed evaluation: each worker embeds its part, rank 0 ranks everything. EvalResult on all ranks."""
+    videos = split_videos(cfg.data.shards, split, rank, world, cfg.data.loader_workers)
+    part = embed_videos(model, videos, cfg.train.eval_batch_size, amp)
+    parts = _gather_to_zero(part)
+    return _broadcast_from_zero(score(SplitEmbeddings.concat(parts)) if parts is not None else None)
+
+
+def _maybe_inject_fault(rank: int, step: int) -> None:
+    """Test hook: kill this worker process once at the step named in $TEMPME_TEST_KILL_WORKER."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    kill_rank, kill_step, marker = spec.split(":", 2)
+    if int(kill_rank) == rank and int(kill_step) == step and not Path(marker).exists():
+        Path(marker).write_text(f"killed rank {rank} after step {step}\n")
+        os._exit(1)
+
+
+class _Throughput:
+    """Videos per second over each logging window, and over the whole run without its first window."""
+
+    def __init__(self):
+        self.window_start, self.window_videos = time.perf_counter(), 0
+        self.total_time, self.total_videos, self.windows = 0.0, 0, 0
+
+    def add(self, videos: int) -> None:
+        self.window_videos += videos
+
+    def close_window(self) -> float:
+        now = time.perf_counter()
+        elapsed = now - self.window_start
+        rate = self.window_videos / elapsed if elapsed > 0 else 0.0
+        if self.windows:  # the first window pays for start-up (imports, allocator, data loader)
+            self.total_time += elapsed
+            self.total_videos += self.window_videos
+        self.windows += 1
+        self.window_start, self.window_videos = now, 0
+        return rate
+
+    @property
+    def steady(self) -> float | None:
+        return self.total_videos / self.total_time if self.total_time > 0 else None
+
+
+def _report(progress: Progress, rank: int, write, score: float | None) -> None:
+    """Report a checkpoint to Ray Train from every rank; rank 0 attaches the files written by `write(dir)`."""
+    import ray.train
+
+    metrics = {"step": progress.step, "epoch": progress.epoch, SCORE: UNSCORED if score is None else score}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="tempme-ckpt-") as tmp:
+        directory = write(Path(tmp) / f"step_{progress.step:08d}")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
+                         checkpoint_dir_name=directory.name)
+
+
+def _best_adapter(reported) -> tuple[Path | None, contextlib.ExitStack]:
+    """The adapter of the best-scored (else latest) reported checkpoint, opened as a local directory."""
+    stack = contextlib.ExitStack()
+    if not reported:
+        return None, stack
+    best = max(reported, key=lambda r: (r.metrics.get(SCORE, UNSCORED), r.metrics.get("step", 0)))
+    return Path(stack.enter_context(best.checkpoint.as_directory())) / ADAPTER, stack
+
+
+def train_worker(loop_config: dict) -> None:
+    """The Ray Train worker function. `loop_config`: config (dict), plan (dict), run_id, tracking_uri."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = config_from_dict(loop_config["config"])
+    plan = data.TrainPlan(**loop_config["plan"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    amp = amp_dtype(cfg.train.precision, device)
+
+    model = build_model(cfg, device)
+    with torch.no_grad():
+        embed_dim = model.encode_text([""]).shape[1]
+    params = list(model.trainable_parameters().values())
+    optimizer = build_optimizer(params, cfg.optim)
+    scheduler = build_scheduler(optimizer, plan.total_steps, cfg.optim.warmup_ratio)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    progress = Progress()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            progress = load_checkpoint(directory, model, optimizer, scheduler, scaler)
+
+    def write_checkpoint(directory: Path) -> Path:
+        return save_checkpoint(directory, model, optimizer, scheduler, scaler, progress)
+
+    logger = RunLogger(rank == 0, loop_config["run_id"], loop_config["tracking_uri"],
+                       cfg.tracking.system_metrics_interval_s if cfg.tracking.system_metrics else None)
+    with logger:
+        if checkpoint is not None:
+            logger.tags({"resumed_from_step": str(progress.step)})
+        meter = _Throughput()
+        loss_sum, loss_steps = torch.zeros((), device=device), 0
+        while progress.step < plan.total_steps:
+            progress.epoch = progress.step // plan.steps_per_epoch
+            done_in_epoch = progress.step - progress.epoch * plan.steps_per_epoch
+            for batch in data.train_batches(cfg, plan, rank, world, progress.epoch, skip=done_in_epoch):
+                loss, global_batch = _train_step(model, batch, params, optimizer, scheduler, scaler, cfg, amp, embed_dim)
+                progress.step += 1
+                meter.add(global_batch)
+                loss_sum, loss_steps = loss_sum + loss.detach(), loss_steps + 1
+                if progress.step % cfg.train.log_every == 0 or progress.step == plan.total_steps:
+                    memory = torch.tensor(peak_memory_mb(device), device=device)
+                    if _distributed():
+                        dist.all_reduce(memory, op=dist.ReduceOp.MAX)
+                    logger.metrics({"train_loss": (loss_sum / loss_steps).item(),
+                                    "learning_rate": scheduler.get_last_lr()[0],
+                                    "logit_scale": float(model.logit_scale),
+                                    "videos_per_s": meter.close_window(),
+                                    "peak_memory_mb": memory.item(),
+                                    "epoch": progress.epoch}, step=progress.step)
+                    loss_sum, loss_steps = torch.zeros((), device=device), 0
+                epoch_end = progress.step % plan.steps_per_epoch == 0 or progress.step == plan.total_steps
+                if epoch_end:
+                    _end_of_epoch(model, cfg, progress, rank, world, amp, logger, write_checkpoint)
+                elif cfg.train.checkpoint_every and progress.step % cfg.train.checkpoint_every == 0:
+                    _report(progress, rank, write_checkpoint, None)
+                _maybe_inject_fault(rank, progress.step)
+                if epoch_end:
+                    break
+
+        summary = _final_evaluation(model, cfg, rank, world, amp, logger)
+        memory = [None] * world
+        if _distributed():
+            dist.all_gather_object(memory, peak_memory_mb(device))
+        else:
+            memory = [peak_memory_mb(device)]
+        summary.update({f"peak_memory_mb_rank{r}": m for r, m in enumerate(memory)})
+        if meter.steady is not None:
+            summary["steady_videos_per_s"] = meter.steady
+        logger.metrics(summary, step=progress.step)
+
+
+def _train_step(model, batch: dict, params, optimizer, scheduler, scaler, cfg: TrainJobConfig, amp, embed_dim: int):
+    """One optimiser step on the global batch; returns (loss, global batch size)."""
+    device = model.device
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=device.type, dtype=amp) if amp else contextlib.nullcontext():
+        if batch:
+            video = model.encode_video(batch["video"].to(device, non_blocking=True), batch["mask"].to(device))
+            text = model.encode_text(batch["caption"])
+        else:  # this worker's part of the epoch is used up; the others still have pairs
+            video = text = torch.zeros(0, embed_dim, device=device)
+    loss, global_batch = global_contrastive_loss(text.float(), video.float(), model.logit_scale)
+    if global_batch and loss.requires_grad:
+        (scaler.scale(loss) if scaler else loss).backward()
+    all_reduce_gradients(params)
+    if scaler:
+        scaler.unscale_(optimizer)
+    if cfg.optim.grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    return loss, global_batch
+
+
+def _end_of_epoch(model, cfg: TrainJobConfig, progress: Progress, rank, world, amp, logger, write_checkpoint):
+    """Evaluate the selection split (when there is one) and report a scored checkpoint."""
+    score_value = None
+    if cfg.data.eval_split is not None:
+        result = evaluate_split(model, cfg, cfg.data.eval_split, rank, world, amp)
+        score_value = result.metrics["t2v_r1"]
+        progress.record(score_value)
+        logger.metrics({f"{cfg.data.eval_split}_{k}": v for k, v in result.metrics.items()}, step=progress.step)
+    _report(progress, rank, write_checkpoint, score_value)
+
+
+def _final_evaluation(model, cfg: TrainJobConfig, rank, world, amp, logger) -> dict[str, float]:
+    """Evaluate the best checkpoint's adapter on the test split; rank 0 logs metrics and the recall plot."""
+    import ray.train
+
+    reported = ray.train.get_all_reported_checkpoints()
+    adapter, opened = _best_adapter(reported)
+    with opened:
+        if adapter is not None:
+            model.load_adapter(adapter)
+    split = cfg.data.test_split or cfg.data.eval_split
+    if split is None:
+        return {}
+    result = evaluate_split(model, cfg, split, rank, world, amp)
+    summary = {f"final_{split}_{k}": v for k, v in result.metrics.items()}
+    if rank == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            plot = save_recall_plot(result.ranks, Path(tmp) / "recall_at_k.png",
+                                    f"{cfg.model.preset}, {split} split ({result.videos} videos)")
+            logger.artifact(plot, "plots")
+            if cfg.tracking.visualize_videos:
+                save_merge_pictures(model, split_videos(cfg.data.shards, cfg.data.eval_split or split),
+                                    cfg.tracking.visualize_videos, Path(tmp) / "merges")
+                logger.artifact(Path(tmp) / "merges", "merge_visualization")
+    return summary

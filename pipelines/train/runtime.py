@@ -1,0 +1,43 @@
+"""Per-worker device facts: the model built identically on every worker, autocast dtype, peak memory."""
+from __future__ import annotations
+
+import resource
+
+import torch
+import torch.distributed as dist
+
+from pipelines import model_store
+
+from .config import TrainJobConfig
+
+_AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: `auto` is bf16 on GPU and full fp32 on CPU (where bf16 autocast is slower)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return _AMP[precision]
+
+
+def build_model(cfg: TrainJobConfig, device: torch.device):
+    """The preset with its pretrained weights, in train mode, the same on every worker.
+
+    Random parts (LoRA A, random-weight tiny backbones) come from a fixed seed (`model_store.build_model`);
+    rank 0's trainable values are broadcast as well, as DDP would, so workers can never start apart.
+    """
+    model = model_store.build_model(cfg.model.preset, pretrained=cfg.model.pretrained, device=device)
+    torch.manual_seed(cfg.train.seed)
+    model.train()
+    if dist.is_available() and dist.is_initialized():
+        with torch.no_grad():
+            for param in model.trainable_parameters().values():
+                dist.broadcast(param.data, src=0)
+    return model
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this worker: allocated GPU memory on GPU, the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

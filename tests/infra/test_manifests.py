@@ -1,0 +1,153 @@
+"""infra/: every manifest parses and holds what its kind needs; entrypoints name real jobs."""
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from jobs.cli import COMMANDS
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+JOB_MODULES = {f"jobs.{module}" for module, _ in COMMANDS.values()}
+CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+
+
+def load_all() -> list[tuple[Path, dict]]:
+    docs = []
+    for path in sorted(INFRA.rglob("*.yaml")):
+        docs += [(path, d) for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    return docs
+
+
+DOCS = load_all()
+
+
+def of_kind(kind):
+    return [d for _, d in DOCS if d["kind"] == kind]
+
+
+def assert_cron(schedule: str):
+    fields = schedule.split()
+    assert len(fields) == 5 and all(CRON_FIELD.match(f) for f in fields), f"bad cron schedule {schedule!r}"
+
+
+def assert_pod_spec(spec: dict):
+    assert spec["containers"], "pod without containers"
+    for c in spec["containers"]:
+        assert c["name"] and c["image"], c
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", c["name"])
+
+
+def assert_ray_cluster_spec(spec: dict, autoscaling: bool = False):
+    assert spec["rayVersion"] == ray.__version__
+    head = spec["headGroupSpec"]
+    assert "rayStartParams" in head
+    assert_pod_spec(head["template"]["spec"])
+    ports = {p["containerPort"] for p in head["template"]["spec"]["containers"][0].get("ports", [])}
+    assert 8265 in ports, "head does not expose the job API"
+    assert spec["workerGroupSpecs"]
+    for group in spec["workerGroupSpecs"]:
+        assert group["groupName"] and "rayStartParams" in group
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        assert_pod_spec(group["template"]["spec"])
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert int(limits["nvidia.com/gpu"]) >= 1, "worker group without GPUs"
+    if autoscaling:
+        assert spec["enableInTreeAutoscaling"] is True
+        assert any(g["maxReplicas"] > g["minReplicas"] for g in spec["workerGroupSpecs"])
+
+
+def assert_entrypoint(entrypoint: str):
+    words = shlex.split(entrypoint)
+    assert words[:2] == ["python", "-m"] and words[2] in JOB_MODULES, entrypoint
+
+
+def test_every_document_has_the_basics():
+    assert len(DOCS) >= 8
+    for path, d in DOCS:
+        assert d.get("apiVersion") and d.get("kind") and d["metadata"]["name"], path
+        if d["kind"] != "Namespace":
+            assert d["metadata"]["namespace"] == "tempme", (path, d["kind"])
+
+
+def test_ray_cluster_autoscales_gpu_workers():
+    (cluster,) = of_kind("RayCluster")
+    assert_ray_cluster_spec(cluster["spec"], autoscaling=True)
+
+
+def test_training_rayjob():
+    (job,) = of_kind("RayJob")
+    spec = job["spec"]
+    assert_entrypoint(spec["entrypoint"])
+    assert shlex.split(spec["entrypoint"])[2] == "jobs.train"
+    config = shlex.split(spec["entrypoint"])[-1]
+    assert (REPO / config.removeprefix("/home/ray/tempme/")).is_file(), config
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert "MLFLOW_TRACKING_URI" in yaml.safe_load(spec["runtimeEnvYAML"])["env_vars"]
+    assert_ray_cluster_spec(spec["rayClusterSpec"])
+
+
+def test_nightly_raycronjob():
+    (cron,) = of_kind("RayCronJob")
+    assert_cron(cron["spec"]["schedule"])
+    template = cron["spec"]["jobTemplate"]        # a RayJob spec, as KubeRay's RayCronJobSpec defines it
+    assert_entrypoint(template["entrypoint"])
+    assert "models:/" in template["entrypoint"]
+    assert_ray_cluster_spec(template["rayClusterSpec"])
+
+
+def test_nightly_kubernetes_cronjob_submits_to_the_cluster():
+    (cron,) = of_kind("CronJob")
+    assert cron["apiVersion"] == "batch/v1"
+    assert_cron(cron["spec"]["schedule"])
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] in ("Never", "OnFailure")
+    assert_pod_spec(pod)
+    command = pod["containers"][0]["command"]
+    assert command[:2] == ["tempme", "submit"] and command[2] in COMMANDS and "--follow" in command
+    address = command[command.index("--address") + 1]
+    (cluster,) = of_kind("RayCluster")
+    assert f"{cluster['metadata']['name']}-head-svc" in address and address.endswith(":8265")
+
+
+def test_mlflow_server_has_a_database_and_an_object_store():
+    deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
+    mlflow = deployments["mlflow"]
+    pod = mlflow["spec"]["template"]["spec"]
+    assert_pod_spec(pod)
+    assert mlflow["spec"]["selector"]["matchLabels"].items() <= mlflow["spec"]["template"]["metadata"]["labels"].items()
+    args = " ".join(pod["containers"][0]["args"])
+    assert "mlflow server" in args and "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in args
+    assert re.search(r"--artifacts-destination=(s3|gs|wasbs)://", args)
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    secret_ref = env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]
+    secrets = {s["metadata"]["name"]: s for s in of_kind("Secret")}
+    assert secret_ref["key"] in secrets[secret_ref["name"]]["stringData"]
+    assert secrets[secret_ref["name"]]["stringData"][secret_ref["key"]].startswith("postgresql://")
+    services = {s["metadata"]["name"]: s for s in of_kind("Service")}
+    assert services["mlflow"]["spec"]["selector"].items() <= mlflow["spec"]["template"]["metadata"]["labels"].items()
+    (postgres,) = of_kind("StatefulSet")
+    assert postgres["spec"]["volumeClaimTemplates"]
+
+
+def test_in_cluster_services_resolve():
+    """Every *.svc.cluster.local URL the manifests use names a Service (or a KubeRay head service)."""
+    names = {s["metadata"]["name"] for s in of_kind("Service")}
+    names |= {f"{c['metadata']['name']}-head-svc" for c in of_kind("RayCluster")}
+    text = "\n".join(p.read_text() for p in INFRA.rglob("*.yaml"))
+    used = set(re.findall(r"([a-z0-9-]+)\.tempme\.svc\.cluster\.local", text))
+    assert used and used <= names, used - names
+
+
+def test_dockerfile_builds_the_package_on_the_pinned_ray_image():
+    text = (INFRA / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM (\S+)", text, flags=re.M)
+    assert froms[0] == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    assert "ffmpeg" in text and "-c constraints.txt" in text
+    for folder in ("tempme", "pipelines", "jobs"):
+        assert re.search(rf"^COPY .*\b{folder}\b", text, flags=re.M), folder
+    assert re.search(r"AS mlflow", text) and "psycopg2" in text and "boto3" in text

@@ -1,0 +1,156 @@
+"""The embedding job on a real local Ray cluster and real shards: incremental, versioned, kill-safe."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.embed import embed_corpus
+from pipelines.embed.model import resolve
+from pipelines.index import POINTER, IndexStore
+
+VIDEOS = 16          # the synthetic_shards fixture
+
+
+def tracking(tmp_path):
+    return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+def embed(shards, adapter, out, tmp_path, **kw):
+    kw.setdefault("workers", 2)
+    kw.setdefault("batch_size", 4)
+    return embed_corpus(str(shards), str(adapter), str(out), tracking_uri=tracking(tmp_path), **kw)
+
+
+def index_rows(out):
+    manifest = IndexStore(out).manifest()
+    return [r for p in manifest.parts for r in pq.read_table(Path(out) / p.parquet).to_pylist()]
+
+
+def test_embed_then_rerun_embeds_nothing_new(ray_cluster, synthetic_shards, trained_adapter, tmp_path):
+    out = tmp_path / "index"
+    first = embed(synthetic_shards, trained_adapter, out, tmp_path)
+    assert (first.videos, first.already_done, first.embedded, first.failed) == (VIDEOS, 0, VIDEOS, 0)
+    model, _ = resolve(str(trained_adapter))
+    rows = index_rows(out)
+    assert sorted(r["video_id"] for r in rows) == sorted({r["video_id"] for r in rows}) and len(rows) == VIDEOS
+    assert {(r["model_name"], r["model_version"]) for r in rows} == {(model.name, model.version)}
+    assert all(len(r["embedding"]) == 64 and abs(np.linalg.norm(r["embedding"]) - 1) < 1e-4 for r in rows)
+    assert all(r["embedded_at"] is not None for r in rows)
+
+    run = mlflow.MlflowClient(tracking(tmp_path)).get_run(first.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["embedded"] == VIDEOS and run.data.metrics["videos_per_s"] > 0
+    assert run.data.params["model_version"] == model.version
+    assert run.data.tags["index_location"] == str(out)
+
+    second = embed(synthetic_shards, trained_adapter, out, tmp_path)
+    assert (second.already_done, second.embedded) == (VIDEOS, 0)
+    assert second.manifest == first.manifest       # nothing changed: same generation, same parts
+
+
+def test_new_model_version_reembeds_everything_while_readers_see_a_complete_index(
+        ray_cluster, synthetic_shards, trained_adapter, untrained_adapter, tmp_path):
+    out = tmp_path / "index"
+    embed(synthetic_shards, trained_adapter, out, tmp_path)
+    old, _ = resolve(str(trained_adapter))
+    new, _ = resolve(str(untrained_adapter))
+    assert (old.name, old.version) != (new.name, new.version)
+
+    seen, problems, unpublished_while_old = [], [], []
+    done = threading.Event()
+
+    def read():
+        while not done.is_set():
+            try:
+                index = IndexStore(out).open()
+                ids = index.video_ids()
+                if len(ids) != VIDEOS or len(set(ids)) != VIDEOS:
+                    problems.append(f"{len(ids)} ids in generation {index.manifest.generation}")
+                seen.append(index.model.version)
+                if index.model == old and any((out / "parts" / new.key).glob("*.parquet")):
+                    unpublished_while_old.append(True)
+            except Exception as e:
+                problems.append(repr(e))
+            time.sleep(0.01)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        report = embed(synthetic_shards, untrained_adapter, out, tmp_path, part_rows=2)
+    finally:
+        done.set()
+        reader.join()
+    assert (report.already_done, report.embedded) == (0, VIDEOS)
+    assert not problems, problems[:3]
+    assert unpublished_while_old, "the reader never ran while new parts existed unpublished"
+    assert set(seen) <= {old.version, new.version} and seen[0] == old.version
+    rows = index_rows(out)
+    assert len(rows) == VIDEOS and {r["model_version"] for r in rows} == {new.version}
+
+
+def corrupt_one_frame(shards, dst) -> str:
+    """Copy the shards and overwrite one JPEG of one sample in place; returns that video's id."""
+    shutil.copytree(shards, dst)
+    index = json.loads(sorted((dst / "_index").glob("train-*.json"))[0].read_text())
+    sample = index["samples"][1]
+    offset, size = next(v for k, v in sample["members"].items() if k.endswith("003.jpg"))
+    with open(dst / index["shard"], "r+b") as f:
+        f.seek(offset)
+        f.write(b"\x00" * size)
+    return sample["id"]
+
+
+def test_corrupt_samples_are_recorded_and_skipped(ray_cluster, synthetic_shards, trained_adapter, tmp_path):
+    bad = corrupt_one_frame(synthetic_shards, tmp_path / "shards")
+    out = tmp_path / "index"
+    report = embed(tmp_path / "shards", trained_adapter, out, tmp_path)
+    assert (report.embedded, report.failed) == (VIDEOS - 1, 1)
+    assert bad not in IndexStore(out).open().video_ids()
+    (failure,) = IndexStore(out).failures().to_pylist()
+    assert failure["video_id"] == bad and failure["source"].endswith(".tar") and failure["error"]
+    again = embed(tmp_path / "shards", trained_adapter, out, tmp_path)
+    assert (again.already_done, again.embedded, again.failed) == (VIDEOS - 1, 0, 1)
+
+
+def test_a_run_killed_mid_way_and_rerun_embeds_every_video_exactly_once(
+        ray_cluster, synthetic_shards, trained_adapter, tmp_path):
+    out = tmp_path / "index"
+    model, _ = resolve(str(trained_adapter))
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    command = [sys.executable, "-m", "jobs.embed", "--shards", str(synthetic_shards), "--model", str(trained_adapter),
+               "--out", str(out), "--workers", "1", "--batch-size", "1", "--part-rows", "2",
+               "--tracking-uri", tracking(tmp_path), "--ray-address", ray_cluster.get_runtime_context().gcs_address]
+    job = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    parts = out / "parts" / model.key
+    try:
+        deadline = time.monotonic() + 180
+        while len(list(parts.glob("*.parquet"))) < 2:
+            assert job.poll() is None, job.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no part committed in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    assert not (out / POINTER).exists()            # nothing was published by the killed run
+    committed = sum(pq.read_metadata(p).num_rows for p in parts.glob("[!.]*.parquet"))
+    assert 4 <= committed < VIDEOS
+
+    report = embed(synthetic_shards, trained_adapter, out, tmp_path)
+    assert report.already_done == committed and report.embedded == VIDEOS - committed
+    ids = IndexStore(out).open().video_ids()
+    assert len(ids) == VIDEOS and len(set(ids)) == VIDEOS
+    # the re-run continued the MLflow run the killed one left unfinished
+    runs = mlflow.MlflowClient(tracking(tmp_path)).search_runs(
+        [mlflow.MlflowClient(tracking(tmp_path)).get_experiment_by_name("tempme-embed").experiment_id])
+    assert [r.info.run_id for r in runs] == [report.mlflow_run_id]

@@ -1,0 +1,94 @@
+"""Reading inputs: the MSR-VTT layout, manifests in three formats, and one failure per bad row."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.preprocess.sources import InputError, read_manifest, read_msrvtt, validate
+
+
+def write_msrvtt(root):
+    sentences = [{"video_id": "video1", "caption": "second", "sen_id": 5},
+                 {"video_id": "video1", "caption": "first", "sen_id": 2},
+                 {"video_id": "video0", "caption": "only", "sen_id": 0},
+                 {"video_id": "video7010", "caption": "not the test caption", "sen_id": 9}]
+    (root / "MSRVTT_data.json").write_text(json.dumps({"videos": [], "sentences": sentences}))
+    (root / "MSRVTT_train.9k.csv").write_text("video_id\nvideo0\nvideo1\nvideo2\n")
+    (root / "MSRVTT_JSFUSION_test.csv").write_text(
+        "key,vid_key,video_id,sentence\nret0,msr7010,video7010,a man is cooking\n")
+
+
+def test_msrvtt_layout_gives_9k_train_and_jsfusion_test(tmp_path):
+    write_msrvtt(tmp_path)
+    inputs, failures = validate(read_msrvtt(str(tmp_path), str(tmp_path / "videos")))
+    by_id = {v.id: v for v in inputs}
+    assert by_id["video1"].captions == ("first", "second")          # sen_id order
+    assert by_id["video0"].split == "train" and by_id["video7010"].split == "test"
+    assert by_id["video7010"].captions == ("a man is cooking",)     # from the JSFUSION csv only
+    assert by_id["video0"].uri == str(tmp_path / "videos" / "video0.mp4")
+    assert [(f.id, f.stage) for f in failures] == [("video2", "source")]   # no sentences at all
+    assert "no captions" in failures[0].error
+
+
+def test_msrvtt_missing_file_names_it(tmp_path):
+    write_msrvtt(tmp_path)
+    (tmp_path / "MSRVTT_JSFUSION_test.csv").unlink()
+    with pytest.raises(InputError, match="MSRVTT_JSFUSION_test.csv"):
+        read_msrvtt(str(tmp_path), str(tmp_path))
+
+
+ROWS = [{"video": "a.mp4", "id": "a", "captions": ["a cat", "a dog"], "split": "train"},
+        {"video": "sub/b c.mp4", "id": "b", "captions": ["one"], "split": "test"},
+        {"video": "/abs/c.mp4", "id": "c", "captions": ["x"], "split": "val"},
+        {"video": "s3://bucket/d.mp4", "id": "d", "captions": ["y"], "split": "train"}]
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
+def test_manifest_formats_read_alike(tmp_path, kind):
+    path = tmp_path / f"m.{kind}"
+    if kind == "csv":
+        lines = ["video,id,captions,split"] + [
+            f'"{r["video"]}",{r["id"]},"{json.dumps(r["captions"]).replace(chr(34), chr(34) * 2)}",{r["split"]}'
+            for r in ROWS]
+        path.write_text("\n".join(lines) + "\n")
+    elif kind == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    else:
+        pq.write_table(pa.Table.from_pylist(ROWS), path)
+    inputs, failures = validate(read_manifest(str(path)))
+    assert failures == []
+    assert [(v.id, v.captions, v.split) for v in inputs] == [(r["id"], tuple(r["captions"]), r["split"]) for r in ROWS]
+    assert [v.uri for v in inputs] == [str(tmp_path / "a.mp4"), str(tmp_path / "sub" / "b c.mp4"),
+                                       "/abs/c.mp4", "s3://bucket/d.mp4"]
+
+
+def test_each_bad_row_is_one_failure_and_good_rows_stay(tmp_path):
+    rows = [{"video": "ok.mp4", "id": "ok", "captions": ["fine"], "split": "train"},
+            {"video": "e.mp4", "id": "empty", "captions": ["fine", "  "], "split": "train"},
+            {"video": "n.mp4", "id": "number", "captions": ["fine", 42], "split": "train"},
+            {"video": "l.mp4", "id": "nolist", "captions": None, "split": "train"},
+            {"video": "z.mp4", "id": "none", "captions": [], "split": "train"},
+            {"video": "s.mp4", "id": "split", "captions": ["x"], "split": "holdout"},
+            {"video": "d.mp4", "id": "ok", "captions": ["again"], "split": "train"},
+            {"video": "", "id": "novideo", "captions": ["x"], "split": "train"},
+            {"video": "i.mp4", "id": None, "captions": ["x"], "split": "train"}]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
+    inputs, failures = validate(read_manifest(str(path)))
+    assert [v.id for v in inputs] == ["ok"] and inputs[0].captions == ("fine",)
+    reasons = [f.error for f in failures]
+    assert len(failures) == len(rows)  # 8 bad rows + the line that is not JSON
+    for expected in ["caption 2 of 2 is empty", "caption 2 of 2 is not text (int 42)",
+                     "captions are not text", "no captions", "unknown split 'holdout'",
+                     "duplicate id 'ok' (first given at m.jsonl line 1)", "video path missing",
+                     "id missing", "not JSON"]:
+        assert sum(expected in r for r in reasons) == 1, (expected, reasons)
+    assert all(f.stage == "source" for f in failures)
+
+
+def test_manifest_without_a_needed_column_is_an_input_error(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("path,id,split\nx.mp4,a,train\n")
+    with pytest.raises(InputError, match="no captions column"):
+        read_manifest(str(path))

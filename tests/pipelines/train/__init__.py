@@ -1,0 +1,1 @@
+"""Tests of the training and evaluation stage."""

@@ -1,0 +1,119 @@
+"""The training job end to end: 2 Ray Train workers (gloo, CPU) over real shards, a real MLflow SQLite store."""
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from pipelines.model_store import load_registered_model
+from pipelines.train.data import plan_training
+from pipelines.train.job import run_training
+from pipelines.train.loop import FAULT_ENV
+
+from .conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def _run(cfg):
+    """The one MLflow run of the job's name, and a client on its store."""
+    client = mlflow.MlflowClient(cfg.tracking.uri)
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_name for r in runs] == [cfg.run.name]      # one run per job, even across restarts
+    return runs[0], client
+
+
+def _steps(client, run_id, metric):
+    return [m.step for m in client.get_metric_history(run_id, metric)]
+
+
+def _checkpoints(cfg) -> list[Path]:
+    return sorted(Path(cfg.run.storage_path, cfg.run.name).glob("step_*"))
+
+
+def test_two_workers_train_evaluate_log_and_register(synthetic_shards, tmp_path):
+    cfg = tiny_config(synthetic_shards, tmp_path, "train.epochs=2", "run.name=two-workers")
+    plan = plan_training(cfg)
+    assert (plan.train_pairs, plan.local_batch, plan.steps_per_epoch) == (36, 2, 9)
+
+    outcome = run_training(cfg)
+
+    assert outcome.steps == plan.total_steps == 18
+    run, client = _run(cfg)
+    run_id = run.info.run_id
+    assert run_id == outcome.run_id and run.info.status == "FINISHED"
+    assert run.data.params["optim.lr"] == str(cfg.optim.lr) and run.data.params["plan.total_steps"] == "18"
+    assert run.data.tags["selected_on_test_split"] == "true" and run.data.tags["selection_split"] == "test"
+    # Each metric once per logging step / epoch: rank 0 logs, the other worker does not.
+    assert _steps(client, run_id, "train_loss") == list(range(2, 19, 2))
+    assert _steps(client, run_id, "test_t2v_r1") == [9, 18]
+    for metric in ("learning_rate", "logit_scale", "videos_per_s", "peak_memory_mb"):
+        assert len(_steps(client, run_id, metric)) == 9
+    assert {"final_test_t2v_r1", "final_test_v2t_rsum", "steady_videos_per_s", "peak_memory_mb_rank0",
+            "peak_memory_mb_rank1"} <= set(outcome.summary)
+    assert any(k.startswith("system/") for k in run.data.metrics)
+    assert outcome.summary["steady_videos_per_s"] > 0
+
+    def files(path=None):
+        return sorted(f.path for f in client.list_artifacts(run_id, path))
+    assert files() == ["best_adapter", "config.yaml", "merge_visualization", "plots"]
+    assert files("best_adapter") == ["best_adapter/adapter.safetensors", "best_adapter/tempme_config.json"]
+    assert files("plots") == ["plots/recall_at_k.png"]
+    assert len(files("merge_visualization")) == 1
+
+    # Ray Train keeps the best-scored checkpoint and the latest one.
+    kept = [p.name for p in _checkpoints(cfg)]
+    assert kept[-1] == "step_00000018" and len(kept) <= 2
+    assert f"step_{outcome.best_step:08d}" in kept
+    assert all((p / "adapter" / "adapter.safetensors").stat().st_size < 1_000_000 for p in _checkpoints(cfg))
+
+    # The registered model is what the embedding job loads.
+    mlflow.set_tracking_uri(outcome.tracking_uri)
+    model, resolved = load_registered_model(outcome.model_uri, tmp_path / "download")
+    assert (resolved.name, resolved.version) == (cfg.tracking.registered_model, "1")
+    assert model.encode_text(["a red square moving left"]).shape == (1, 64)
+    assert run.data.tags["registered_model"] == f"models:/{cfg.tracking.registered_model}/1"
+
+
+def _killing_rank1_after_step5(monkeypatch, tmp_path) -> Path:
+    """Make training worker 1 die (os._exit) right after step 5, once; returns the file that marks it done."""
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(FAULT_ENV, f"1:5:{marker}")
+    return marker
+
+
+def test_killed_worker_restarts_from_checkpoint(synthetic_shards, tmp_path, monkeypatch):
+    marker = _killing_rank1_after_step5(monkeypatch, tmp_path)
+    cfg = tiny_config(synthetic_shards, tmp_path, "train.checkpoint_every=2", "scaling.max_failures=1",
+                      "tracking.visualize_videos=0", "tracking.system_metrics=false", "run.name=killed")
+
+    outcome = run_training(cfg)
+
+    assert marker.exists()                          # the worker really died ...
+    assert outcome.steps == 9                       # ... and the run still ended at the planned step
+    run, client = _run(cfg)
+    # Restarted from a checkpoint before the kill (the controller may not have registered the step-4 one
+    # yet when the worker died); the steps after it are trained again.
+    assert run.data.tags["resumed_from_step"] in ("2", "4")
+    assert _steps(client, run.info.run_id, "train_loss")[-2:] == [8, 9]
+    assert _steps(client, run.info.run_id, "test_t2v_r1") == [9]
+    assert run.info.status == "FINISHED"
+
+
+def test_rerunning_a_dead_job_resumes_it(synthetic_shards, tmp_path, monkeypatch):
+    marker = _killing_rank1_after_step5(monkeypatch, tmp_path)
+    cfg = tiny_config(synthetic_shards, tmp_path, "train.checkpoint_every=2", "scaling.max_failures=0",
+                      "tracking.visualize_videos=0", "tracking.system_metrics=false", "run.name=died")
+    with pytest.raises(Exception):                 # no retries left: the whole job fails
+        run_training(cfg)
+    assert marker.exists() and _checkpoints(cfg)
+    first, client = _run(cfg)
+    assert "registered_model" not in first.data.tags
+
+    again = run_training(cfg)                      # the same command again
+
+    assert again.run_id == first.info.run_id and again.steps == 9
+    run, _ = _run(cfg)
+    assert run.data.tags["resumed_from_step"] in ("2", "4") and run.info.status == "FINISHED"
+    assert _steps(client, run.info.run_id, "test_t2v_r1") == [9]
+    assert again.version == "1"
