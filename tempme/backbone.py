@@ -95,7 +95,11 @@ def create_backbone(backbone: str, pretrained: str | None, quick_gelu: bool) -> 
     if pretrained is not None and not is_file:
         model = open_clip.create_model(backbone, pretrained=pretrained, force_quick_gelu=quick_gelu)
     else:
-        model = open_clip.create_model(backbone, force_quick_gelu=quick_gelu)
+        # Random weights are a fixed function of the backbone name, so that every process of a job (training
+        # workers, embedding actors, a search client) builds the same model without sharing a file.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = open_clip.create_model(backbone, force_quick_gelu=quick_gelu)
         if is_file:
             load_weights(model, pretrained)
     fuse_attention(model.visual.transformer)

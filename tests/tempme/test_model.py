@@ -143,3 +143,13 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
 
 class EvilPayload:
     pass
+
+
+def test_random_backbones_are_the_same_in_every_process(random_video):
+    """Workers and actors each build the model; without weights they must still agree."""
+    torch.manual_seed(123)
+    first = tempme.load_model("lora-tiny-12f")
+    torch.manual_seed(456)
+    second = tempme.load_model("lora-tiny-12f")
+    with torch.no_grad():
+        assert torch.equal(first.encode_video(random_video(1)), second.encode_video(random_video(1)))
