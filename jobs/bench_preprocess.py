@@ -48,7 +48,7 @@ def run(args) -> int:
     seconds = sum(lengths[i % len(lengths)] for i in range(args.videos))
     print(f"preprocess benchmark: {args.videos} H.264 videos ({args.size}, {args.source_fps} fps, "
           f"{args.lengths} s, {seconds:.0f} s in all) -> {args.frames} frames of {args.resolution} px at 1 fps; "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     header = "".join(f"{f'{n} decoder' + ('s' if n > 1 else ''):>14}" for n in counts)
     scaling = len(counts) > 1
     print(f"{'videos/s':<24}{header}" + (f"{f'{counts[-1]} vs {counts[0]}':>10}" if scaling else ""))

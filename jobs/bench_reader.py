@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -54,8 +55,8 @@ def run(args) -> int:
         shards = args.shards or _make_shards(Path(scratch), args.videos)
         summary = read_summary(shards)
         frames, side = summary["options"]["frames"], summary["options"]["resolution"]
-        print(f"reader benchmark: {shards} split {args.split} "
-              f"({summary['splits'][args.split]['samples']} videos, {frames} frames of {side} px)")
+        print(f"reader benchmark: {shards} split {args.split} ({summary['splits'][args.split]['samples']} videos, "
+              f"{frames} frames of {side} px); load average {os.getloadavg()[0]:.1f}")
         print(f"{'':<42}{'videos/s':>10}{'cores':>7}{'videos/s/core':>15}")
         for augment in (False, True):
             for workers in (0, 2):

@@ -6,7 +6,6 @@ caption against every video of the split.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +45,6 @@ class EvalResult:
     texts: int
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _batches(items: Iterable, size: int) -> Iterator[list]:
     batch = []
     for item in items:
@@ -85,7 +78,7 @@ def embed_videos(model, videos: Iterable, batch_size: int, amp_dtype: torch.dtyp
             frames = torch.stack([item[0] for item in batch]).to(device, non_blocking=True)
             mask = torch.stack([torch.as_tensor(item[1], dtype=torch.bool) for item in batch]).to(device)
             captions = [c for item in batch for c in item[2]]
-            with _autocast(device, amp_dtype):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 v = model.encode_video(frames, mask)
                 t = model.encode_text(captions) if captions else v[:0]
             video_ids += [item[3] for item in batch]

@@ -7,6 +7,9 @@ Shard folder (local path or object-store URI)
     _summary.json          {"splits": {split: {samples, shards, bytes, frames, captions, failures}}, ...}
     _failures.csv          input, id, split, stage, error: every input that gave no sample, and why
     _index/<shard>.json    per shard: byte range of every member of every sample; present = shard finished
+An index file is JSON: {"shard", "split", "bytes", "frames", "planned": [ids assigned to the shard],
+"samples": [{"key", "id", "captions": count, "valid", "span": [start, end), "members": {suffix: [offset,
+size]}}], "failures": [{"input", "id", "split", "stage", "error"}]}; offsets are bytes into the tar.
 Only finished shards have an index; this reader sees nothing else. Names starting with "_" or "." are
 skipped by `ray.data.read_webdataset(folder)`, and every tar is a plain ustar archive (`tar tf` lists it).
 
@@ -49,11 +52,18 @@ Reader
         ...
 
 mode="pairs": an epoch is every (video, caption) pair of the split once, shuffled by (seed, epoch).
+augment=True: torchvision RandAugment, one draw per item (seeded by seed, epoch, item) applied to all of
+the video's frames alike.
 mode="videos": every video once, in shard order unless shuffle=True; items carry all its captions.
 Items are cut into `world_size` contiguous parts of the epoch's order (rank r gets part r, sizes differ by at
 most one), and each rank's part again across its DataLoader workers, so no item is seen twice in an epoch
 and none is missed. Samples are read by byte range (the index), so a worker reads only its own items.
 For equal step counts on every rank, stop after `ds.total // world_size // batch_size` batches.
+
+Lower level, for stages that schedule samples themselves (e.g. embedding with Ray Data): `shard_index`
+lists a split's samples with their byte ranges, `SampleReader().read(sample)` returns (metadata, JPEG
+frames) with one ranged read, and `frames_to_tensor` makes the model's (video, mask) from the frames.
+`shard_paths` gives the tar files for `webdataset.WebDataset` or `ray.data.read_webdataset`.
 """
 from __future__ import annotations
 
@@ -189,7 +199,7 @@ class ShardDataset(IterableDataset):
         return _part(mine, worker.id, worker.num_workers) if worker else mine
 
     def __iter__(self) -> Iterator[dict]:
-        reader = _SpanReader()
+        reader = SampleReader()
         try:
             for sample_no, caption_no in self.my_items():
                 sample = self.samples[sample_no]
@@ -206,13 +216,15 @@ class ShardDataset(IterableDataset):
             reader.close()
 
 
-class _SpanReader:
-    """Reads one sample's members with a single ranged read; keeps each tar open while iterating."""
+class SampleReader:
+    """Reads a sample's members (metadata, JPEG frames) with one ranged read; keeps each tar it opened open
+    until `close()`. For stages that pick their own samples from `shard_index` (e.g. embedding)."""
 
     def __init__(self):
         self._files: dict[str, object] = {}
 
     def read(self, sample: IndexedSample) -> tuple[dict, list[bytes]]:
+        """(metadata dict, JPEG bytes of the `valid` real frames) of one sample."""
         f = self._files.get(sample.shard)
         if f is None:
             loc = Location.of(sample.shard)
@@ -231,6 +243,9 @@ class _SpanReader:
         for f in self._files.values():
             f.close()
         self._files.clear()
+
+
+_SpanReader = SampleReader  # the name pipelines.embed.encoder imports; SampleReader is the public one
 
 
 def _part(items: Sequence, part: int, parts: int) -> Sequence:

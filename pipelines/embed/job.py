@@ -84,12 +84,12 @@ def _pipeline(ray, todo: list[IndexedSample], adapter: dict[str, bytes], workers
               device: str, cpus_per_worker: int):
     """Rows of the videos to embed, one block per model batch, through a fixed pool of `workers` actors."""
     num_cpus, num_gpus = _actor_resources(ray, device, cpus_per_worker)
-    rows = [sample_row(s) for s in todo]
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(math.ceil(len(rows) / batch_size), 10_000)))
+    blocks = max(1, min(math.ceil(len(todo) / batch_size), 10_000))
+    ds = ray.data.from_items([sample_row(s) for s in todo], override_num_blocks=blocks)
     return ds.map_batches(
         VideoEmbedder,
         fn_constructor_kwargs={"adapter": adapter, "threads": cpus_per_worker, "use_gpu": num_gpus > 0},
-        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)),
         num_cpus=num_cpus, num_gpus=num_gpus)
 
 

@@ -1,9 +1,9 @@
 """Measure the preprocessing job against plain ffmpeg doing the same extraction, for `tempme bench preprocess`.
 
-The baseline is what one would do by hand without Ray: one ffmpeg process per video with the same decode
-settings (one thread, 1 fps, bicubic short-side scale, centre crop) writing the frames as JPEG files, run
-`processes` at a time from a thread pool. The job does that plus picking frames, JPEG in Python, writing
-shards, the index and the summary, and Ray Data's scheduling.
+The baseline is what one would do by hand without Ray: one ffmpeg process per video with the same settings
+(one thread, 1 fps, bicubic short-side scale, centre crop) writing the frames as JPEG files, `processes`
+at a time from a thread pool. The job does that plus picking frames, JPEG in Python, writing shards, the
+index and the summary, and Ray Data's scheduling.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def plain_ffmpeg_rate(videos: list[Path], processes: int, fps: float, resolution
          .filter("fps", fps=fps, eof_action="pass")
          .filter("scale", resolution, resolution, force_original_aspect_ratio="increase", flags="bicubic")
          .filter("crop", resolution, resolution)
-         .output(f"{folder}/{video.stem}-%03d.jpg", **{"q:v": 2})
+         .output(f"{folder}/{video.stem}-%03d.jpg", threads=1, **{"q:v": 2})
          .global_args("-hide_banner", "-loglevel", "error", "-nostdin", "-filter_complex_threads", "1")
          .run(cmd=ffmpeg_exe(), overwrite_output=True))
 

@@ -137,6 +137,8 @@ def _read_inputs(o: PreprocessOptions) -> tuple[list, list[Failure]]:
         rows = read_msrvtt(o.msrvtt, o.videos) if o.msrvtt else read_manifest(o.manifest)
     except InputError as e:
         raise OptionsError(str(e)) from None
+    if not rows:
+        raise OptionsError(f"{o.manifest or o.msrvtt} lists no videos")
     inputs, failures = validate(rows)
     if o.splits:
         present = sorted({v.split for v in inputs})

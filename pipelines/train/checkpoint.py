@@ -2,7 +2,7 @@
 
     <checkpoint>/adapter/      model.save_adapter: LoRA, clip positional embeddings, model config
     <checkpoint>/state.pt      optimiser, scheduler and (fp16) grad-scaler state
-    <checkpoint>/progress.json step, epoch, this checkpoint's selection score, the best so far
+    <checkpoint>/progress.json step and epoch
 
 The frozen backbone is never saved. Files are staged in a temporary folder that is renamed into place, so a
 worker killed while writing leaves either the whole checkpoint or none; Ray Train then copies it to storage
@@ -26,21 +26,10 @@ PROGRESS = "progress.json"
 
 @dataclass
 class Progress:
-    """Where training stands; `score` is this checkpoint's selection R@1 (None when not evaluated)."""
+    """Where training stands: optimiser steps taken, and the epoch they are in."""
 
     step: int = 0
     epoch: int = 0
-    score: float | None = None
-    best_score: float | None = None
-    best_step: int | None = None
-
-    def record(self, score: float) -> bool:
-        """Note an evaluation of the current step; True when it is the best so far."""
-        self.score = score
-        if self.best_score is None or score > self.best_score:
-            self.best_score, self.best_step = score, self.step
-            return True
-        return False
 
 
 def save_checkpoint(directory: str | Path, model, optimizer, scheduler, scaler, progress: Progress) -> Path:

@@ -18,7 +18,7 @@ from pipelines.tracking import activate_run, check_reachable, resolve_tracking_u
 from . import data
 from .checkpoint import ADAPTER
 from .config import ConfigError, TrainJobConfig, check_config
-from .loop import FAULT_ENV, SCORE, SUMMARY_PREFIXES, UNSCORED, train_worker
+from .loop import FAULT_ENV, SCORE, SUMMARY_PREFIXES, best_checkpoint, train_worker
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,6 @@ def _trainer(cfg: TrainJobConfig, plan: data.TrainPlan, run_id: str, uri: str):
     )
 
 
-def _best(result):
-    """(checkpoint, metrics) of the best-scored checkpoint, the latest among equals (or when none is scored)."""
-    candidates = result.best_checkpoints or []
-    return max(candidates, key=lambda cm: (cm[1].get(SCORE, UNSCORED), cm[1].get("step", 0)))
-
-
 def run_training(cfg: TrainJobConfig) -> TrainOutcome:
     """Train `cfg` with Ray Train (starting a local Ray unless one is running), tracked in MLflow."""
     check_config(cfg)
@@ -101,16 +95,19 @@ def run_training(cfg: TrainJobConfig) -> TrainOutcome:
         _log_config(cfg, plan, resumed)
     log.info("MLflow run %s (%s) at %s; %s", run_id, "resumed" if resumed else "new", uri, plan)
 
+    import mlflow
     import ray
 
     if not ray.is_initialized():
         ray.init()
-    result = _trainer(cfg, plan, run_id, uri).fit()
+    try:
+        result = _trainer(cfg, plan, run_id, uri).fit()
+    except BaseException:
+        mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED")   # re-running the command resumes it
+        raise
 
-    checkpoint, metrics = _best(result)
+    checkpoint, metrics = best_checkpoint(result.best_checkpoints)
     with activate_run(run_id, uri), checkpoint.as_directory() as directory:
-        import mlflow
-
         adapter = Path(directory) / ADAPTER
         mlflow.log_artifacts(str(adapter), "best_adapter")
         version = register_adapter(adapter, cfg.tracking.registered_model, cfg.tracking.alias)

@@ -8,7 +8,6 @@ latest. After the last step the best checkpoint's adapter is evaluated on the te
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import time
@@ -114,13 +113,18 @@ def _report(progress: Progress, rank: int, write, score: float | None) -> None:
                          checkpoint_dir_name=directory.name)
 
 
-def _best_adapter(reported) -> tuple[Path | None, contextlib.ExitStack]:
-    """The adapter of the best-scored (else latest) reported checkpoint, opened as a local directory."""
-    stack = contextlib.ExitStack()
-    if not reported:
-        return None, stack
-    best = max(reported, key=lambda r: (r.metrics.get(SCORE, UNSCORED), r.metrics.get("step", 0)))
-    return Path(stack.enter_context(best.checkpoint.as_directory())) / ADAPTER, stack
+def best_checkpoint(candidates):
+    """The (checkpoint, metrics) pair with the best selection score, the latest among equals (and when
+    nothing was scored, the latest)."""
+    return max(candidates, key=lambda cm: (cm[1].get(SCORE, UNSCORED), cm[1].get("step", 0)))
+
+
+def _all_gather(obj) -> list:
+    if not _distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def train_worker(loop_config: dict) -> None:
@@ -133,6 +137,8 @@ def train_worker(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)     # object collectives (evaluation) on NCCL use the current device
     amp = amp_dtype(cfg.train.precision, device)
 
     model = build_model(cfg, device)
@@ -187,12 +193,7 @@ def train_worker(loop_config: dict) -> None:
                     break
 
         summary = _final_evaluation(model, cfg, rank, world, amp, logger)
-        memory = [None] * world
-        if _distributed():
-            dist.all_gather_object(memory, peak_memory_mb(device))
-        else:
-            memory = [peak_memory_mb(device)]
-        summary.update({f"peak_memory_mb_rank{r}": m for r, m in enumerate(memory)})
+        summary.update({f"peak_memory_mb_rank{r}": m for r, m in enumerate(_all_gather(peak_memory_mb(device)))})
         if meter.steady is not None:
             summary["steady_videos_per_s"] = meter.steady
         logger.metrics(summary, step=progress.step)
@@ -202,7 +203,7 @@ def _train_step(model, batch: dict, params, optimizer, scheduler, scaler, cfg: T
     """One optimiser step on the global batch; returns (loss, global batch size)."""
     device = model.device
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type=device.type, dtype=amp) if amp else contextlib.nullcontext():
+    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
         if batch:
             video = model.encode_video(batch["video"].to(device, non_blocking=True), batch["mask"].to(device))
             text = model.encode_text(batch["caption"])
@@ -231,7 +232,6 @@ def _end_of_epoch(model, cfg: TrainJobConfig, progress: Progress, rank, world, a
     if cfg.data.eval_split is not None:
         result = evaluate_split(model, cfg, cfg.data.eval_split, rank, world, amp)
         score_value = result.metrics["t2v_r1"]
-        progress.record(score_value)
         logger.metrics({f"{cfg.data.eval_split}_{k}": v for k, v in result.metrics.items()}, step=progress.step)
     _report(progress, rank, write_checkpoint, score_value)
 
@@ -241,10 +241,10 @@ def _final_evaluation(model, cfg: TrainJobConfig, rank, world, amp, logger) -> d
     import ray.train
 
     reported = ray.train.get_all_reported_checkpoints()
-    adapter, opened = _best_adapter(reported)
-    with opened:
-        if adapter is not None:
-            model.load_adapter(adapter)
+    if reported:
+        best, _ = best_checkpoint([(r.checkpoint, r.metrics) for r in reported])
+        with best.as_directory() as directory:
+            model.load_adapter(Path(directory) / ADAPTER)
     split = cfg.data.test_split or cfg.data.eval_split
     if split is None:
         return {}

@@ -59,3 +59,16 @@ def untrained_adapter(backbone_checkpoint, tmp_path_factory):
     torch.manual_seed(1)
     model = tempme.load_model("tempme-tiny-12f", pretrained=str(backbone_checkpoint))
     return model.save_adapter(tmp_path_factory.mktemp("untrained") / "tempme-synthetic")
+
+
+@pytest.fixture(scope="session")
+def trained_index(ray_cluster, synthetic_shards, trained_adapter, tmp_path_factory):
+    """The synthetic shards embedded once with the trained model (2 actors): (index dir, report, MLflow URI).
+    Tests that change an index work on a copy."""
+    from pipelines.embed import embed_corpus
+
+    work = tmp_path_factory.mktemp("trained_index")
+    uri = f"sqlite:///{work}/mlflow.db"
+    report = embed_corpus(str(synthetic_shards), str(trained_adapter), str(work / "index"), workers=2,
+                          batch_size=4, tracking_uri=uri)
+    return work / "index", report, uri

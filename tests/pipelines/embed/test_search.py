@@ -5,22 +5,19 @@ import pytest
 import torch
 
 from jobs.cli import main
-from pipelines.embed import ModelMismatch, TextSearch, embed_corpus
+from pipelines.embed import ModelMismatch, TextSearch
 from pipelines.index import IndexStore
 from tests.pipelines.embed.conftest import shard_videos
 
 
 @pytest.fixture(scope="module")
-def trained_index(ray_cluster, synthetic_shards, trained_adapter, tmp_path_factory):
-    work = tmp_path_factory.mktemp("search")
-    embed_corpus(str(synthetic_shards), str(trained_adapter), str(work / "index"), workers=2, batch_size=4,
-                 tracking_uri=f"sqlite:///{work}/mlflow.db")
-    return work / "index"
+def index(trained_index):
+    return trained_index[0]
 
 
-def test_captions_find_their_video(trained_index, synthetic_shards):
+def test_captions_find_their_video(index, synthetic_shards):
     items, video, mask = shard_videos(synthetic_shards)
-    searcher = TextSearch(trained_index)
+    searcher = TextSearch(index)
     captions = [(c, it["id"]) for it in items for c in it["captions"]]
     results = searcher.search([c for c, _ in captions], k=5)
     top1 = sum(hits[0].video_id == vid for (_, vid), hits in zip(captions, results)) / len(captions)
@@ -36,19 +33,19 @@ def test_captions_find_their_video(trained_index, synthetic_shards):
         assert row[position[hits[0].video_id]].item() > row.max().item() - 1e-4   # ...and the video that has it
 
 
-def test_search_command_prints_json(trained_index, capsys):
-    assert main(["search", "a red square moving left", "--index", str(trained_index), "-k", "3", "--json"]) == 0
+def test_search_command_prints_json(index, capsys):
+    assert main(["search", "a red square moving left", "--index", str(index), "-k", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     (result,) = out["results"]
     assert result["query"] == "a red square moving left" and [h["rank"] for h in result["hits"]] == [1, 2, 3]
-    assert out["model"]["version"] == IndexStore(trained_index).manifest().model.version
+    assert out["model"]["version"] == IndexStore(index).manifest().model.version
 
 
-def test_a_different_model_version_is_refused(trained_index, untrained_adapter, capsys):
+def test_a_different_model_version_is_refused(index, untrained_adapter, capsys):
     with pytest.raises(ModelMismatch, match="version") as err:
-        TextSearch(trained_index, model_uri=str(untrained_adapter))
-    assert str(trained_index) in str(err.value)
-    assert main(["search", "anything", "--index", str(trained_index), "--model", str(untrained_adapter)]) == 2
+        TextSearch(index, model_uri=str(untrained_adapter))
+    assert str(index) in str(err.value)
+    assert main(["search", "anything", "--index", str(index), "--model", str(untrained_adapter)]) == 2
     assert "re-embed" in capsys.readouterr().err
 
 

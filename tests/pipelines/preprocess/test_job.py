@@ -184,6 +184,12 @@ def test_bad_options_fail_before_any_work(corpus, tmp_path, capsys, argv, messag
     assert message in capsys.readouterr().err and not out.exists()
 
 
+def test_empty_manifest_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "m.csv").write_text("video,id,captions,split\n")
+    assert tempme(["preprocess", "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "lists no videos" in capsys.readouterr().err
+
+
 def test_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert tempme(["preprocess", "--msrvtt", str(tmp_path / "nope"), "--videos", str(tmp_path),
                    "--out", str(tmp_path / "o")]) == 2

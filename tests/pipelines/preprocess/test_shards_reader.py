@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipelines.preprocess import PreprocessOptions, run_preprocess
-from pipelines.shards import ShardDataset, collate, frames_to_tensor, read_summary, shard_index, shard_paths
+from pipelines.shards import (SampleReader, ShardDataset, collate, frames_to_tensor, read_summary, shard_index,
+                              shard_paths)
 from tempme import CLIP_MEAN, CLIP_STD
 from tests.fixtures.video_fixtures import encode_frames, gray_level, gray_steps
 
@@ -90,9 +91,10 @@ def test_videos_mode_in_shard_order_with_batches(synthetic_shards):
 
 def test_augment_is_one_draw_for_all_frames_and_seeded(pattern_shards):
     sample = next(s for s in shard_index(str(pattern_shards), "train") if s.id == "red")
-    import tarfile
-    with tarfile.open(sample.shard) as tar:
-        jpegs = [tar.extractfile(f"red.{i:03d}.jpg").read() for i in range(3)]
+    reader = SampleReader()
+    meta, jpegs = reader.read(sample)
+    reader.close()
+    assert meta["valid"] == len(jpegs) == 3
     plain, _ = frames_to_tensor(jpegs, 12)
     changed = 0
     for seed in range(6):

@@ -51,7 +51,7 @@ def test_bad_values_name_the_key(overrides, key):
     (["optim.lr=0"], "optim.lr", "> 0"),
     (["train.precision=fp8"], "train.precision", "fp8"),
     (["data.shards=''"], "data.shards", "required"),
-    (["data.eval_split=test"], "data.eval_split", "select_on_test"),
+    (["data.select_on_test=false"], "data.eval_split", "select_on_test"),
 ])
 def test_settings_that_cannot_run_name_the_key(overrides, key, words):
     cfg = load_config(CONFIGS / "tiny.yaml", overrides)

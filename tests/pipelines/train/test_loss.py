@@ -56,16 +56,21 @@ def _free_port() -> int:
 
 
 def test_two_workers_match_one_process():
-    # fork, not spawn: the children need not import torch again (seconds on a busy machine)
-    ctx = mp.get_context("fork")
+    # spawn, not fork: forking a process that already runs torch threads (and a Ray cluster) can deadlock
+    ctx = mp.get_context("spawn")
     queue, port = ctx.Queue(), _free_port()
-    procs = [ctx.Process(target=_worker, args=(rank, 2, port, queue)) for rank in (0, 1)]
+    procs = [ctx.Process(target=_worker, args=(rank, 2, port, queue), daemon=True) for rank in (0, 1)]
     for p in procs:
         p.start()
-    results = dict(queue.get(timeout=60) for _ in range(2 * len(SPLITS)))
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+    try:
+        results = dict(queue.get(timeout=120) for _ in range(2 * len(SPLITS)))
+        for p in procs:
+            p.join(timeout=30)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
     for i, sizes in enumerate(SPLITS):
         t, v = _batch(sum(sizes))
         head = _Head()

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from ray.train import TrainingFailedError
 
 from pipelines.model_store import load_registered_model
 from pipelines.train.data import plan_training
@@ -104,11 +105,11 @@ def test_rerunning_a_dead_job_resumes_it(synthetic_shards, tmp_path, monkeypatch
     marker = _killing_rank1_after_step5(monkeypatch, tmp_path)
     cfg = tiny_config(synthetic_shards, tmp_path, "train.checkpoint_every=2", "scaling.max_failures=0",
                       "tracking.visualize_videos=0", "tracking.system_metrics=false", "run.name=died")
-    with pytest.raises(Exception):                 # no retries left: the whole job fails
+    with pytest.raises(TrainingFailedError):       # no retries left: the whole job fails
         run_training(cfg)
     assert marker.exists() and _checkpoints(cfg)
     first, client = _run(cfg)
-    assert "registered_model" not in first.data.tags
+    assert first.info.status == "FAILED" and "registered_model" not in first.data.tags
 
     again = run_training(cfg)                      # the same command again
 

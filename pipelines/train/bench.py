@@ -1,0 +1,90 @@
+"""Measurements of the training job itself: throughput and memory by preset and worker count, and a learning
+check on the synthetic captioned corpus. Every figure comes from a real `run_training` (Ray Train workers,
+MLflow run) in a scratch folder, read back from what the job logged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.shards import shard_index
+
+from .config import TrainJobConfig, load_config
+from .job import run_training
+
+TINY = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "tiny.yaml"
+
+
+@dataclass(frozen=True)
+class ThroughputRow:
+    preset: str
+    workers: int
+    videos_per_s: float            # steady state: the first logging window (start-up) left out
+    peak_memory_mb: list[float]    # per worker
+
+
+@dataclass(frozen=True)
+class LearningCheck:
+    preset: str
+    steps: int
+    seconds: float
+    test_videos: int
+    t2v_r1: float
+    chance_r1: float
+    metrics: dict[str, float]
+
+
+def make_synthetic_shards(workdir: str | Path, n_videos: int, seed: int = 0) -> Path:
+    """The synthetic captioned corpus (`pipelines.synthetic`) preprocessed into shards under `workdir`."""
+    from pipelines.preprocess import PreprocessOptions, run_preprocess
+    from pipelines.synthetic import make_synthetic_corpus
+
+    workdir = Path(workdir)
+    manifest = make_synthetic_corpus(workdir / "corpus", n_videos=n_videos, seed=seed)
+    report = run_preprocess(PreprocessOptions(out=str(workdir / "shards"), manifest=str(manifest),
+                                              samples_per_shard=4), log=lambda line: None)
+    if not report.ok:
+        raise RuntimeError(f"preprocessing the synthetic corpus failed: {report.failures}")
+    return workdir / "shards"
+
+
+def _config(shards: Path, workdir: Path, name: str, *overrides: str) -> TrainJobConfig:
+    workdir.mkdir(parents=True, exist_ok=True)
+    return load_config(TINY, [
+        f"data.shards={shards}", f"run.name={name}", f"run.storage_path={workdir / 'ray'}",
+        f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", "tracking.experiment=bench-train",
+        "tracking.visualize_videos=0", "tracking.system_metrics=false", *overrides])
+
+
+def measure_throughput(shards: Path, workdir: Path, presets: list[str], worker_counts: list[int],
+                       steps: int, batch_per_worker: int) -> list[ThroughputRow]:
+    """Train each preset with each worker count for `steps` steps (no evaluation) and read what was logged."""
+    rows = []
+    for preset in presets:
+        for workers in worker_counts:
+            cfg = _config(shards, workdir, f"throughput-{preset}-{workers}w", f"model.preset={preset}",
+                          f"scaling.num_workers={workers}", f"train.batch_size={batch_per_worker * workers}",
+                          f"train.max_steps={steps}", "train.epochs=1000", "train.log_every=2",
+                          "data.eval_split=null", "data.test_split=null")
+            summary = run_training(cfg).summary
+            rows.append(ThroughputRow(preset, workers, summary["steady_videos_per_s"],
+                                      [summary[f"peak_memory_mb_rank{r}"] for r in range(workers)]))
+    return rows
+
+
+def learning_check(shards: Path, workdir: Path, epochs: int, workers: int = 2) -> LearningCheck:
+    """Train the tiny preset from its random weights (only LoRA and the clip positional embeddings learn)
+    on the training split, no model selection, and evaluate the last model on the held-out test split."""
+    import mlflow
+
+    cfg = _config(shards, workdir, "learning-check", f"train.epochs={epochs}", f"scaling.num_workers={workers}",
+                  "data.eval_split=null", "data.test_split=test")
+    outcome = run_training(cfg)
+    run = mlflow.MlflowClient(outcome.tracking_uri).get_run(outcome.run_id)
+    seconds = (run.info.end_time - run.info.start_time) / 1000
+    test_videos = len(shard_index(str(shards), "test"))
+    prefix = "final_test_"
+    metrics = {k[len(prefix):]: v for k, v in outcome.summary.items() if k.startswith(prefix)}
+    return LearningCheck(preset=cfg.model.preset, steps=outcome.steps, seconds=seconds, test_videos=test_videos,
+                         t2v_r1=metrics["t2v_r1"], chance_r1=100.0 / test_videos, metrics=metrics)
+

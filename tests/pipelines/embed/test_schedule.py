@@ -1,0 +1,69 @@
+"""`tempme schedule`: the nightly embedding follows the registry alias, re-embedding when it moves."""
+import shlex
+
+import mlflow
+import pytest
+
+from jobs.cli import main
+from pipelines import tracking
+from pipelines.embed import TextSearch
+from pipelines.index import IndexStore
+from pipelines.model_store import register_adapter
+
+NAME = "tempme-synthetic"
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    """A SQLite MLflow store under tmp_path, current for this test only (env vars, restored after)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", tracking.get_or_create_experiment("models", uri))
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(previous)
+
+
+def test_nightly_run_follows_the_alias(ray_cluster, synthetic_shards, trained_adapter, untrained_adapter,
+                                       registry, tmp_path):
+    out = tmp_path / "index"
+    nightly = ["schedule", "--shards", str(synthetic_shards), "--out", str(out), "--model", f"models:/{NAME}@champion",
+               "--tracking-uri", registry, "--workers", "1", "--batch-size", "4"]
+    assert register_adapter(trained_adapter, NAME, "champion") == "1"
+    assert main(nightly) == 0
+    first = IndexStore(out).manifest()
+    assert (first.model.version, first.model.uri, first.count) == ("1", f"models:/{NAME}/1", 16)
+
+    assert register_adapter(untrained_adapter, NAME, "champion") == "2"      # the alias moves to a new version
+    assert main(nightly) == 0
+    second = IndexStore(out).manifest()
+    assert (second.model.version, second.model.uri, second.count) == ("2", f"models:/{NAME}/2", 16)
+    assert second.generation == first.generation + 1
+
+    # Search loads the exact version the index records, from the registry, not whatever the alias says now.
+    searcher = TextSearch(out, tracking_uri=registry)
+    assert searcher.model_ref.version == "2" and len(searcher.search("a red bar moving up", k=3)[0]) == 3
+
+    runs = mlflow.MlflowClient(registry).search_runs(
+        [mlflow.MlflowClient(registry).get_experiment_by_name("tempme-embed").experiment_id])
+    assert sorted(r.data.params["model_version"] for r in runs) == ["1", "2"]
+    assert all(r.data.metrics["embedded"] == 16 for r in runs)
+
+
+def test_print_cron_gives_a_self_contained_crontab_line(capsys):
+    assert main(["schedule", "--print-cron", "--shards", "/corpus/shards", "--out", "/corpus/index",
+                 "--tracking-uri", "http://mlflow:5000"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if not x.startswith("#")][0]
+    fields = line.split(maxsplit=5)
+    assert fields[:5] == ["0", "2", "*", "*", "*"]
+    words = shlex.split(fields[5])
+    command = words[words.index("-m") - 1:]
+    assert command[1:3] == ["-m", "jobs.schedule"]
+    assert {"--shards": "/corpus/shards", "--out": "/corpus/index", "--model": "models:/tempme@champion",
+            "--tracking-uri": "http://mlflow:5000"}.items() <= dict(zip(command[3::2], command[4::2])).items()
+
+
+def test_schedule_without_shards_says_what_is_missing(capsys):
+    assert main(["schedule", "--out", "/x"]) == 2
+    assert "missing --shards" in capsys.readouterr().err
