@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipelines.embed.encoder import VideoEmbedder, sample_row
-from pipelines.embed.model import adapter_files, random_backbone, resolve
+from pipelines.embed.model import adapter_files, resolve
 from pipelines.index import PART_ROWS, IndexStore, Manifest, ModelRef
 from pipelines.shards import IndexedSample, read_summary, shard_index
 
@@ -149,9 +149,6 @@ def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, bat
         raise ValueError(f"workers, batch_size and cpus_per_worker must be at least 1 "
                          f"(got {workers}, {batch_size}, {cpus_per_worker})")
     model, adapter_dir = resolve(model_uri, tracking_uri)
-    if random_backbone(adapter_dir):
-        log.warning("%s records no backbone weights: each process builds a different random backbone, so "
-                    "this index will not match queries encoded elsewhere", model_uri)
     samples = list_samples(shards)
     run = _MlflowRun(tracking_uri, experiment, model, str(out))
     try:

@@ -48,11 +48,3 @@ def load_from_files(files: dict[str, bytes]):
             (Path(tmp) / rel).write_bytes(data)
         model = tempme.load_model(adapter=tmp)   # preset and backbone weights as the adapter records them
     return model.eval()
-
-
-def random_backbone(adapter_dir: Path) -> bool:
-    """Whether the adapter records no backbone weights: its frozen backbone is then random at every load,
-    so vectors from two processes (two actors, or embedding and search) do not share a space."""
-    import tempme
-
-    return tempme.read_adapter_config(adapter_dir).pretrained is None
