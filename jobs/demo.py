@@ -1,0 +1,44 @@
+"""The whole pipeline end to end on a small generated corpus: preprocess, train, evaluate, register, embed,
+search, on a local Ray cluster and a local MLflow store."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import jobs.cli
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", default="demo_out", help="where everything goes (default %(default)s)")
+    parser.add_argument("--videos", type=int, default=96, help="videos in the generated corpus (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default %(default)s)")
+    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers and embedding actors")
+    parser.add_argument("--pretrained", default="auto",
+                        help="CLIP weights: auto (a local checkpoint in $TEMPME_PRETRAINED or ~/.cache/clip, "
+                             "else the open_clip hub if it answers, else random), none, openai, or a file")
+    parser.add_argument("--preset", help="model preset (default: tempme-b32-12f with weights, tempme-tiny-12f "
+                                         "with random ones)")
+    parser.epilog = "Example: tempme demo --workdir demo_out --videos 96 --epochs 12"
+
+
+def run(args) -> int:
+    from pipelines.demo import DemoOptions, run_demo
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("pipelines").setLevel(logging.INFO)
+    if args.videos < 8 or args.epochs < 1 or args.workers < 1:
+        print("tempme demo: --videos must be at least 8, --epochs and --workers at least 1", file=sys.stderr)
+        return 2
+    options = DemoOptions(workdir=args.workdir, videos=args.videos, epochs=args.epochs, workers=args.workers,
+                          pretrained=args.pretrained, preset=args.preset)
+    try:
+        run_demo(options, say=lambda line: print(line, flush=True))
+    except FileNotFoundError as e:
+        print(f"tempme demo: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.cli.run_module(__name__))

@@ -1,0 +1,48 @@
+"""The demo's pipeline, end to end on a smaller corpus: the same code path `make demo` runs, fewer steps."""
+import json
+
+import mlflow
+import pytest
+
+from pipelines.demo import DemoOptions, choose_weights, run_demo
+from pipelines.index import IndexStore
+
+QUERIES = ("a red square moving left", "a blue bar moving up")
+
+
+def test_demo_runs_every_stage_and_says_where_things_are(ray_cluster, tmp_path):
+    lines = []
+    result = run_demo(DemoOptions(workdir=str(tmp_path / "demo"), videos=12, epochs=1, pretrained="none",
+                                  queries=QUERIES, top_k=3), say=lines.append)
+    text = "\n".join(lines)
+
+    summary = json.loads((result.shards / "_summary.json").read_text())
+    assert sum(s["samples"] for s in summary["splits"].values()) == 12
+    assert result.embedded == 12
+    index = IndexStore(result.index).open()
+    assert len(index) == 12 and index.model.version == result.version
+    assert result.model_uri == "models:/tempme-demo@champion"
+    client = mlflow.MlflowClient(result.tracking_uri)
+    assert str(client.get_model_version_by_alias("tempme-demo", "champion").version) == result.version
+    assert set(result.hits) == set(QUERIES)
+    for hits in result.hits.values():
+        scores = [score for _, score, _ in hits]
+        assert len(hits) == 3 and scores == sorted(scores, reverse=True)
+        assert all(caption for _, _, caption in hits)        # every hit is a video of the corpus
+    assert 0 <= result.test_metrics["t2v_r1"] <= 100 and result.chance_r1 == pytest.approx(100 / 3)
+    assert "RANDOM" in text                                   # says plainly that the weights are random
+    for where in (str(result.shards), str(result.index), "mlflow ui --backend-store-uri " + result.tracking_uri):
+        assert where in text
+
+
+def test_weights_choice(tmp_path, monkeypatch):
+    said = []
+    assert choose_weights("none", said.append) is None
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        choose_weights(str(tmp_path / "nope.pt"), said.append)
+    checkpoint = tmp_path / "ViT-B-32.pt"
+    checkpoint.write_bytes(b"weights")
+    assert choose_weights(str(checkpoint), said.append) == str(checkpoint)
+    monkeypatch.setenv("TEMPME_PRETRAINED", str(checkpoint))
+    assert choose_weights("auto", said.append) == str(checkpoint)
+    assert not said
