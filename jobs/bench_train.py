@@ -32,7 +32,8 @@ def run(args) -> int:
 
     import ray
 
-    from pipelines.train.bench import learning_check, make_synthetic_shards, measure_throughput
+    from pipelines.synthetic import make_synthetic_shards
+    from pipelines.train.bench import learning_check, measure_throughput
 
     logging.basicConfig(level=logging.WARNING)
     presets, worker_counts = args.presets.split(","), [int(w) for w in args.workers.split(",")]

@@ -110,3 +110,17 @@ def render_video(path: Path, video: SyntheticVideo, *, side: int, fps: int, lane
         graph.run(cmd=ffmpeg_exe(), overwrite_output=True, capture_stdout=True, capture_stderr=True)
     except ffmpeg.Error as e:
         raise RuntimeError(f"ffmpeg could not render {path}: {e.stderr.decode(errors='replace')[-500:]}") from None
+
+
+def make_synthetic_shards(workdir: str | Path, n_videos: int, seed: int = 0, samples_per_shard: int = 4) -> Path:
+    """The synthetic corpus made under `workdir/corpus` and preprocessed into `workdir/shards` (benchmarks and
+    learning checks start here); uses the running Ray cluster, or starts a local one."""
+    from pipelines.preprocess import PreprocessOptions, run_preprocess
+
+    workdir = Path(workdir)
+    manifest = make_synthetic_corpus(workdir / "corpus", n_videos=n_videos, seed=seed)
+    report = run_preprocess(PreprocessOptions(out=str(workdir / "shards"), manifest=str(manifest),
+                                              samples_per_shard=samples_per_shard), log=lambda line: None)
+    if not report.ok:
+        raise RuntimeError(f"preprocessing the synthetic corpus failed: {report.failures}")
+    return workdir / "shards"

@@ -152,8 +152,11 @@ def _read_inputs(o: PreprocessOptions) -> tuple[list, list[Failure]]:
 
 
 def _check_same_shape(out: Location, o: PreprocessOptions) -> None:
+    """Refuse options that differ from those of the shards already finished in `out`; while no shard is
+    finished (a first run stopped early), the new options simply replace the recorded ones."""
     loc = out.child(INDEX_DIR, OPTIONS)
-    if not loc.exists():
+    finished = [x for x in out.child(INDEX_DIR).list("*.json") if x.name != OPTIONS]
+    if not loc.exists() or not finished:
         loc.write_atomic(json.dumps(o.shape(), indent=2).encode())
         return
     before = json.loads(loc.read_text())

@@ -34,20 +34,6 @@ class LearningCheck:
     metrics: dict[str, float]
 
 
-def make_synthetic_shards(workdir: str | Path, n_videos: int, seed: int = 0) -> Path:
-    """The synthetic captioned corpus (`pipelines.synthetic`) preprocessed into shards under `workdir`."""
-    from pipelines.preprocess import PreprocessOptions, run_preprocess
-    from pipelines.synthetic import make_synthetic_corpus
-
-    workdir = Path(workdir)
-    manifest = make_synthetic_corpus(workdir / "corpus", n_videos=n_videos, seed=seed)
-    report = run_preprocess(PreprocessOptions(out=str(workdir / "shards"), manifest=str(manifest),
-                                              samples_per_shard=4), log=lambda line: None)
-    if not report.ok:
-        raise RuntimeError(f"preprocessing the synthetic corpus failed: {report.failures}")
-    return workdir / "shards"
-
-
 def _config(shards: Path, workdir: Path, name: str, *overrides: str) -> TrainJobConfig:
     workdir.mkdir(parents=True, exist_ok=True)
     return load_config(TINY, [

@@ -172,6 +172,18 @@ def test_resume_refuses_other_options(shards):
         run_preprocess(PreprocessOptions(**{**options.__dict__, "frames": 8}), log=lambda line: None)
 
 
+def test_options_of_a_run_that_finished_no_shard_can_change(corpus, tmp_path, ray_cluster):
+    manifest = tmp_path / "one.jsonl"
+    video = corpus[0].parent / "videos" / "plain.mp4"
+    manifest.write_text(json.dumps({"video": str(video), "id": "v", "captions": ["c"], "split": "train"}) + "\n")
+    out = tmp_path / "out"
+    (out / "_index").mkdir(parents=True)
+    (out / "_index" / "options.json").write_text(json.dumps({"frames": 4}))   # a run stopped before any shard
+    report = run_preprocess(PreprocessOptions(out=str(out), manifest=str(manifest), frames=3), log=lambda line: None)
+    assert report.ok and report.summary["options"]["frames"] == 3
+    assert json.loads((out / "_index" / "options.json").read_text())["frames"] == 3
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--frames", "0"], "--frames must be an integer from 1"),
     (["--splits", "train,dev"], "unknown split 'dev'"),
