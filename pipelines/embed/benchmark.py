@@ -1,0 +1,182 @@
+"""Measure the embedding job against a plain loop doing the same work in one process, for `tempme bench embed`.
+
+The plain loop is what one would write by hand without Ray: the same samples (`list_samples`), read with the
+shard reader (`SampleReader`, `frames_to_tensor`) and encoded batch by batch with the same adapter, in one
+process with one torch thread. The job adds Ray Data scheduling, actor start-up, rows shipped to and from the
+actors (one CPU and one torch thread each), the index writer and its MLflow run. Each job run writes into a
+fresh index folder, so it embeds every video, and its index must hold the plain loop's embeddings.
+
+Three rates per measurement, all videos/s, the Ray cluster being up already:
+    end_to_end   the whole call
+    stage        from the start of the embedding work: the job's own `EmbedReport.seconds` (actor start-up
+                 and model load included); for the loop, model load and loop
+    steady       after every worker's first batch is in (slope of videos done against time): start-up and
+                 model load left out on both sides; it needs several batches per worker to mean much
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.embed.job import embed_corpus, list_samples
+from pipelines.index import IndexStore
+
+EXPERIMENT = "bench-embed"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    runner: str                      # "plain loop" or "embed job"
+    workers: int                     # processes embedding, one torch thread each
+    videos: int                      # videos embedded
+    seconds: float                   # end to end
+    end_to_end: float                # videos/s
+    stage: float                     # videos/s
+    steady: float | None             # videos/s; None with too few batches after every worker's first
+    index: str | None = None         # the job's index folder
+
+
+@dataclass(frozen=True)
+class EmbedBenchmark:
+    shards: str
+    adapter: str
+    batch_size: int
+    plain: Measurement
+    jobs: list[Measurement]
+    max_difference: float            # largest |job index - plain loop| over every embedding element
+
+    def overhead(self, job: Measurement, rate: str) -> float | None:
+        """Extra time per video of `job` over the plain loop, in % (by the rate named `rate`)."""
+        ours, theirs = getattr(job, rate), getattr(self.plain, rate)
+        return 100 * (theirs / ours - 1) if ours and theirs else None
+
+    def scaling(self, job: Measurement, rate: str) -> float | None:
+        """`job`'s rate over the first job measurement's (e.g. 2 workers vs 1)."""
+        ours, base = getattr(job, rate), getattr(self.jobs[0], rate)
+        return ours / base if ours and base else None
+
+
+class _Arrivals:
+    """When each batch came in and how many videos were done by then; `progress` callback of the job."""
+
+    def __init__(self):
+        self.marks: list[tuple[float, int]] = []
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        self.marks.append((time.perf_counter(), done))
+
+    def steady(self, first_batches: int) -> float | None:
+        """Videos/s from the arrival of batch number `first_batches` on: the least-squares slope of videos done
+        against time, so that batches the pipeline hands over in bursts do not skew it; None with fewer than
+        three arrivals to fit."""
+        marks = np.asarray(self.marks[max(first_batches, 1) - 1:], dtype=np.float64)
+        if len(marks) < 3 or np.ptp(marks[:, 0]) <= 0:
+            return None
+        return float(np.polyfit(marks[:, 0] - marks[0, 0], marks[:, 1], 1)[0])
+
+
+def make_random_adapter(preset: str, folder: str | Path) -> Path:
+    """A random-weight adapter of `preset` (same weights every time): throughput does not depend on training."""
+    from pipelines.model_store import build_model
+
+    return build_model(preset).save_adapter(Path(folder) / preset)
+
+
+def plain_loop(shards: str, adapter_dir: Path, batch_size: int) -> tuple[Measurement, dict[str, np.ndarray]]:
+    """Embed every video of `shards` in this process with one torch thread: (measurement, id -> embedding)."""
+    import torch
+
+    import tempme
+    from pipelines.shards import SampleReader, frames_to_tensor
+
+    started = time.perf_counter()
+    samples = list_samples(shards)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    reader, arrivals, embeddings = SampleReader(), _Arrivals(), {}
+    try:
+        stage_started = time.perf_counter()
+        model = tempme.load_model(adapter=adapter_dir)
+        with torch.inference_mode():
+            for i in range(0, len(samples), batch_size):
+                batch = samples[i:i + batch_size]
+                videos, masks = zip(*(frames_to_tensor(reader.read(s)[1], model.config.frames) for s in batch))
+                out = model.encode_video(torch.stack(videos), torch.stack(masks)).float().numpy()
+                embeddings.update(zip((s.id for s in batch), out))
+                arrivals(len(embeddings))
+    finally:
+        reader.close()
+        torch.set_num_threads(threads)
+    ended = time.perf_counter()
+    n = len(embeddings)
+    return Measurement("plain loop", 1, n, ended - started, n / (ended - started), n / (ended - stage_started),
+                       arrivals.steady(1)), embeddings
+
+
+def job_run(shards: str, adapter_dir: Path, out: Path, workers: int, batch_size: int,
+            tracking_uri: str) -> Measurement:
+    """One `embed_corpus` run on CPU actors with one CPU (one torch thread) each, into the empty folder `out`."""
+    if out.exists():
+        raise FileExistsError(f"{out} exists: each measured run needs a fresh index folder")
+    arrivals = _Arrivals()
+    started = time.perf_counter()
+    report = embed_corpus(shards, str(adapter_dir), str(out), workers=workers, batch_size=batch_size,
+                          device="cpu", cpus_per_worker=1, tracking_uri=tracking_uri, experiment=EXPERIMENT,
+                          progress=arrivals)
+    seconds = time.perf_counter() - started
+    if report.failed or report.already_done:
+        raise RuntimeError(f"{out}: the job embedded {report.embedded} of {report.videos} videos "
+                           f"({report.failed} failed, {report.already_done} already done); not comparable")
+    return Measurement("embed job", workers, report.embedded, seconds, report.embedded / seconds,
+                       report.videos_per_s, arrivals.steady(workers), str(out))
+
+
+def index_embeddings(index: str | Path) -> dict[str, np.ndarray]:
+    """video id -> embedding of the live generation of a local index (ids from the Parquet part, vectors
+    from its matrix, same row order)."""
+    import pyarrow.parquet as pq
+
+    manifest = IndexStore(index).manifest()
+    found = {}
+    for part in manifest.parts if manifest else ():
+        ids = pq.read_table(Path(index) / part.parquet, columns=["video_id"]).column(0).to_pylist()
+        found.update(zip(ids, np.load(Path(index) / part.matrix)))
+    return found
+
+
+def _largest_difference(index: Path, reference: dict[str, np.ndarray]) -> float:
+    found = index_embeddings(index)
+    if found.keys() != reference.keys():
+        raise RuntimeError(f"{index}: the job's index holds {len(found)} videos, the plain loop embedded "
+                           f"{len(reference)}; {len(found.keys() ^ reference.keys())} differ")
+    return max(float(np.abs(found[k] - v).max()) for k, v in reference.items())
+
+
+def run_benchmark(shards: str | Path, adapter_dir: str | Path, workdir: str | Path, batch_size: int = 8,
+                  worker_counts: tuple[int, ...] = (1, 2)) -> EmbedBenchmark:
+    """Plain loop, then the job with each worker count, on an already started Ray cluster; index folders and
+    the MLflow store go under `workdir`."""
+    import ray
+
+    from pipelines.tracking import get_or_create_experiment
+
+    if batch_size < 1 or not worker_counts or min(worker_counts) < 1:
+        raise ValueError(f"batch size and worker counts must be at least 1 (got {batch_size} and {worker_counts})")
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if max(worker_counts) > cpus:
+        raise ValueError(f"{max(worker_counts)} workers need as many CPUs; the Ray cluster has {cpus:g}")
+    shards, adapter_dir, workdir = str(shards), Path(adapter_dir), Path(workdir)
+    tracking_uri = f"sqlite:///{workdir.resolve()}/mlflow.db"
+    workdir.mkdir(parents=True, exist_ok=True)
+    get_or_create_experiment(EXPERIMENT, tracking_uri)   # the store is created before anything is timed,
+    ray.data.range(1).materialize()                      # and so is Ray Data's one-time set-up in this process
+    plain, reference = plain_loop(shards, adapter_dir, batch_size)
+    jobs, difference = [], 0.0
+    for i, workers in enumerate(worker_counts):
+        out = workdir / f"index-{i}-{workers}w"
+        jobs.append(job_run(shards, adapter_dir, out, workers, batch_size, tracking_uri))
+        difference = max(difference, _largest_difference(out, reference))
+    return EmbedBenchmark(shards, str(adapter_dir), batch_size, plain, jobs, difference)
