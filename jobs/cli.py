@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-official": ("import_official", "convert a checkpoint of the authors' code into an adapter"),
     "submit": ("submit", "submit any job to a Ray cluster through the job submission API"),
     "schedule": ("schedule", "run the incremental embedding against a registry alias (nightly)"),
+    "promote": ("promote", "point a registry alias (e.g. champion) at a checked model version"),
     "demo": ("demo", "the whole pipeline end to end on a small generated corpus"),
 }
 

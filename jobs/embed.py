@@ -26,6 +26,8 @@ def add_embed_arguments(parser: argparse.ArgumentParser, model_default: str | No
     parser.add_argument("--part-rows", type=int, default=PART_ROWS,
                         help="rows per committed part file: at most this much work is lost when a run is killed "
                              "(default %(default)s)")
+    parser.add_argument("--progress-every", type=float, default=10.0,
+                        help="seconds between progress lines (default %(default)s)")
     parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--experiment", default="tempme-embed", help="MLflow experiment (default %(default)s)")
@@ -33,21 +35,23 @@ def add_embed_arguments(parser: argparse.ArgumentParser, model_default: str | No
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_embed_arguments(parser)
-    parser.epilog = ("Example: tempme embed --shards outputs/shards --model models:/tempme@champion "
+    parser.epilog = ("Example: tempme embed --shards outputs/shards --model models:/tempme-msrvtt-b32@champion "
                      "--out outputs/index --workers 2")
 
 
 def run(args) -> int:
     from pipelines.embed import EmbedError, embed_corpus
     from pipelines.index import VideoIndexError
+    from pipelines.tracking import TrackingUnavailable
 
     try:
         report = embed_corpus(args.shards, args.model, args.out, workers=args.workers,
                               batch_size=args.batch_size, device=args.device,
                               cpus_per_worker=args.cpus_per_worker, ray_address=args.ray_address,
                               tracking_uri=args.tracking_uri, experiment=args.experiment,
-                              part_rows=args.part_rows)
-    except (EmbedError, VideoIndexError, FileNotFoundError, ValueError) as e:
+                              part_rows=args.part_rows, log=lambda line: print(line, flush=True),
+                              progress_every=args.progress_every)
+    except (EmbedError, VideoIndexError, TrackingUnavailable, FileNotFoundError, ValueError) as e:
         print(f"tempme embed: {e}", file=sys.stderr)
         return 2
     print(report.summary())

@@ -10,7 +10,8 @@ from pathlib import Path
 import jobs.cli
 from jobs.embed import add_embed_arguments
 
-DEFAULT_MODEL = "models:/tempme@champion"
+# What jobs/configs/msrvtt-tempme-b32.yaml registers (as @candidate); `tempme promote` moves @champion.
+DEFAULT_MODEL = "models:/tempme-msrvtt-b32@champion"
 DEFAULT_CRON = "0 2 * * *"   # every night at 02:00, machine time
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cron", default=DEFAULT_CRON, help="schedule for --print-cron (default %(default)r)")
     parser.add_argument("--log", default=str(REPO_ROOT / "outputs" / "nightly-embed.log"),
                         help="where the cron line appends the output (default %(default)s)")
-    parser.epilog = ("Each run embeds only the videos the alias's current version has not embedded yet; when the "
+    parser.epilog = ("Training registers each new version as <registered_model>@candidate; `tempme promote "
+                     "models:/tempme-msrvtt-b32@candidate --alias champion` moves champion to it.\n"
+                     "Each run embeds only the videos the alias's current version has not embedded yet; when the "
                      "alias moves to a new version, the next run re-embeds everything and swaps the index at once.\n"
                      "Example: tempme schedule --shards outputs/shards --out outputs/index --print-cron "
                      "| crontab -   (replaces your crontab: merge by hand if you have one)")

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="JOB [-- JOB OPTIONS]",
                         help=f"one of: {', '.join(_submittable())}; its options after --")
     parser.epilog = ("Example: tempme submit embed --address http://head:8265 --follow -- "
-                     "--shards s3://corpus/shards --model models:/tempme@champion --out s3://corpus/index")
+                     "--shards s3://corpus/shards --model models:/tempme-msrvtt-b32@champion --out s3://corpus/index")
 
 
 def _submittable() -> list[str]:
@@ -62,19 +62,34 @@ def entrypoint(job: str, job_args: list[str]) -> str:
     return shlex.join(["python", "-m", f"jobs.{module}", *job_args])
 
 
+def _env_vars(pairs: list[str]) -> dict[str, str]:
+    """--env KEY=VALUE options as a dict; ValueError naming the first one without a KEY=."""
+    env = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"--env {pair!r} must look like KEY=VALUE")
+        env[key] = value
+    return env
+
+
 def run(args) -> int:
     from pipelines import submit
 
     job, job_args = _split_command(args)
-    env_vars = dict(kv.split("=", 1) for kv in args.env)
-    client = submit.connect(args.address, args.token)
-    command = entrypoint(job, job_args)
-    submission_id = submit.submit(client, command, submit.runtime_env(args.working_dir, args.pip, env_vars),
-                                  args.submission_id, metadata={"tempme_job": job})
-    print(f"submitted {job} as {submission_id} to {args.address}: {command}", flush=True)
-    if not args.follow:
-        return 0
-    status = submit.follow(client, submission_id, lambda line: print(line, flush=True))
+    try:
+        env_vars = _env_vars(args.env)
+        client = submit.connect(args.address, args.token)
+        command = entrypoint(job, job_args)
+        submission_id = submit.submit(client, command, submit.runtime_env(args.working_dir, args.pip, env_vars),
+                                      args.submission_id, metadata={"tempme_job": job})
+        print(f"submitted {job} as {submission_id} to {args.address}: {command}", flush=True)
+        if not args.follow:
+            return 0
+        status = submit.follow(client, submission_id, lambda line: print(line, flush=True))
+    except (submit.SubmitError, ValueError) as e:
+        print(f"tempme submit: {e}", file=sys.stderr)
+        return 2
     print(f"job {submission_id} {status}", flush=True)
     return 0 if status == "SUCCEEDED" else 1
 

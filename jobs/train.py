@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one config value by dotted key (repeatable), e.g. optim.lr=3e-4")
     parser.add_argument("--check", action="store_true",
                         help="check the config, shards and tracking store, print the plan, and stop")
+    parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
     parser.epilog = ("Example: tempme train --config jobs/configs/tiny.yaml "
                      "--set data.shards=outputs/synthetic/shards --set train.epochs=2")
 
@@ -34,7 +35,7 @@ def run(args) -> int:
             check_reachable(resolve_tracking_uri(cfg.tracking.uri))
             print(f"ok: {plan}")
             return 0
-        outcome = run_training(cfg)
+        outcome = run_training(cfg, ray_address=args.ray_address)
     except (ConfigError, TrackingUnavailable) as err:
         print(f"tempme train: {err}", file=sys.stderr)
         return 2

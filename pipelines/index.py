@@ -11,6 +11,7 @@ Layout of an index at ROOT (a local directory, or any URI pyarrow opens, e.g. s3
                                           the same rows' embeddings, in the same order, as one contiguous
                                           float32 matrix, so search can np.load(mmap_mode="r") it
     failures/<run>.parquet                samples a run could not embed, and why
+    .lock                                 the writers' lock (local paths and file:// only: IndexStore.writer)
 
 Why this shape: readers follow CURRENT -> manifest -> parts, and every file they can reach is immutable,
 so they see the previous complete index or the new complete one, never a mix. A writer commits each part
@@ -234,13 +235,18 @@ class IndexStore:
     @contextlib.contextmanager
     def writer(self, model: ModelRef, run_id: str | None = None, part_rows: int = PART_ROWS,
                max_parts: int = MAX_PARTS) -> Iterator[IndexWriter]:
-        """A writing run for `model`, holding the index's lock (one writer at a time, local indexes)."""
+        """A writing run for `model`, holding the index's lock: IndexBusy while another run writes.
+
+        The lock is an flock on ROOT/.lock, so it holds for local paths and file:// URIs (on one machine, or
+        a shared filesystem with working flock). Object stores (s3://, gs://, memory://, ...) offer no atomic
+        create-if-absent through pyarrow's filesystems, so there nothing is locked: run one writer per index
+        at a time (a single scheduled job); two at once could publish over each other."""
         with self._lock():
             yield IndexWriter(self, model, run_id or uuid.uuid4().hex[:12], part_rows, max_parts)
 
     @contextlib.contextmanager
     def _lock(self):
-        if not self.files.local:   # object stores: one scheduled writer per index is the operator's contract
+        if not self.files.local:   # see writer(): one writer at a time is the operator's contract there
             yield
             return
         import fcntl
@@ -277,11 +283,8 @@ class IndexWriter:
 
     @property
     def adopted_count(self) -> int:
+        """Rows of the parts adopted from a killed run (until `publish()` makes them part of the index)."""
         return sum(p.rows for p in self.adopted_parts)
-
-    @property
-    def written_count(self) -> int:
-        return sum(p.rows for p in self.new_parts) + self._buffered
 
     def _remove_temporaries(self) -> None:
         folders = ["", "manifests", "failures", f"parts/{self.model.key}"]

@@ -7,6 +7,9 @@ backbone weights are not part of it: loading rebuilds the preset from its record
 adapter. Consumers name a model by URI:
 
     models:/<name>@<alias>   models:/<name>/<version>   runs:/<run_id>/<artifact_path>   /a/local/adapter_dir
+
+Training points the alias `candidate` at each new version; `promote` moves another alias (`champion`, which
+the nightly embedding follows) to a version once it has been checked.
 """
 from __future__ import annotations
 
@@ -17,6 +20,10 @@ from pathlib import Path
 
 MODEL_TYPE = "tempme-adapter"
 RANDOM_INIT_SEED = 0
+
+
+class UnknownModel(ValueError):
+    """A models:/ URI that names no registered model, version or alias; the message names the URI."""
 
 
 @dataclass(frozen=True)
@@ -58,19 +65,50 @@ def _content_hash(directory: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+# What the registry answers for a name, version or alias it does not hold (a version that is not a number
+# and an unknown alias are "invalid parameters" to it).
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def _registered_version(uri: str) -> tuple[str, str]:
-    """(name, version) that a `models:/name@alias` or `models:/name/version` URI points at."""
+    """(name, version) that a `models:/name@alias` or `models:/name/version` URI points at, in the current
+    tracking store; UnknownModel when the store holds no such model, version or alias."""
     import mlflow
 
-    ref = uri[len("models:/"):]
-    client = mlflow.MlflowClient()
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return name, str(client.get_model_version_by_alias(name, alias).version)
-    name, _, version = ref.rpartition("/")
-    if not name or not version:
+    ref = uri[len("models:/"):] if uri.startswith("models:/") else ""
+    name, at, alias = ref.partition("@")
+    if not at:
+        name, _, version = ref.rpartition("/")
+    if not name or not (alias if at else version):
         raise ValueError(f"model URI {uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
-    return name, str(client.get_model_version(name, version).version)
+    client = mlflow.MlflowClient()
+    try:
+        found = client.get_model_version_by_alias(name, alias) if at else client.get_model_version(name, version)
+    except mlflow.MlflowException as err:
+        if err.error_code not in _NOT_FOUND:
+            raise
+        raise UnknownModel(f"model URI {uri!r} names nothing in the registry at {mlflow.get_tracking_uri()}: "
+                           f"{err.message}") from None
+    return name, str(found.version)
+
+
+def promote(uri: str, alias: str) -> str:
+    """Point `alias` of the registered model that `uri` (models:/name@alias or models:/name/version) names at
+    the version it names, in the current tracking store; returns that version.
+
+    `promote("models:/tempme-msrvtt-b32@candidate", "champion")` makes the candidate the champion; the
+    alias's previous version stays registered, so promoting it again by number rolls back.
+    """
+    import mlflow
+
+    name, version = _registered_version(uri)
+    try:
+        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+    except mlflow.MlflowException as err:
+        if err.error_code != "INVALID_PARAMETER_VALUE":
+            raise
+        raise ValueError(f"alias {alias!r} cannot be set on {name!r}: {err.message}") from None
+    return version
 
 
 def resolve_model(uri: str, dst: str | Path | None = None) -> ResolvedModel:

@@ -245,9 +245,6 @@ class SampleReader:
         self._files.clear()
 
 
-_SpanReader = SampleReader  # the name pipelines.embed.encoder imports; SampleReader is the public one
-
-
 def _part(items: Sequence, part: int, parts: int) -> Sequence:
     """The `part`-th of `parts` contiguous, near-equal slices (sizes differ by at most one)."""
     n = len(items)

@@ -66,7 +66,7 @@ def submit(client, entrypoint: str, env: dict, submission_id: str | None = None,
         return client.submit_job(entrypoint=entrypoint, runtime_env=env, submission_id=submission_id,
                                  metadata=dict(metadata or {}))
     except Exception as e:
-        raise SubmitError(f"the cluster refused the job {entrypoint!r}: {e}") from e
+        raise SubmitError(f"the cluster at {client.get_address()} refused the job {entrypoint!r}: {e}") from e
 
 
 def follow(client, submission_id: str, write: Callable[[str], None] = print) -> str:

@@ -90,16 +90,20 @@ def find_run(run_name: str, experiment_id: str, uri: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def start_or_resume_run(run_name: str, experiment: str, uri: str,
-                        tags: dict[str, str] | None = None) -> tuple[str, bool]:
-    """(run id, resumed): the existing run called `run_name`, or a new one. Nothing is made active."""
+def start_or_resume_run(run_name: str, experiment: str, uri: str, tags: dict[str, str] | None = None,
+                        resume_finished: bool = True) -> tuple[str, bool]:
+    """(run id, resumed): the existing run called `run_name`, or a new one. Nothing is made active.
+
+    With `resume_finished=False` the newest run of that name is resumed only if it did not finish (it was
+    killed or failed), else a new run starts: for a job run again and again under one name (nightly)."""
     import mlflow
 
+    client = mlflow.MlflowClient(uri)
     experiment_id = get_or_create_experiment(experiment, uri)
     run_id = find_run(run_name, experiment_id, uri)
-    if run_id is not None:
+    if run_id is not None and (resume_finished or client.get_run(run_id).info.status != "FINISHED"):
         return run_id, True
-    run = mlflow.MlflowClient(uri).create_run(experiment_id, run_name=run_name, tags=tags or {})
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
     return run.info.run_id, False
 
 

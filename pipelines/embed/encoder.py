@@ -11,7 +11,7 @@ import json
 import numpy as np
 
 from pipelines.embed.model import load_from_files
-from pipelines.shards import IndexedSample, _SpanReader, frames_to_tensor
+from pipelines.shards import IndexedSample, SampleReader, frames_to_tensor
 
 # Columns of the rows fed to the actors (one per video to embed); `members` is the sample's member table
 # as JSON, so rows stay plain Arrow types.
@@ -42,7 +42,7 @@ class VideoEmbedder:
         self.frames, self.size = self.model.config.frames, self.model.image_size
         with torch.inference_mode():
             self.dim = int(self.model.encode_text(["x"]).shape[-1])
-        self.reader = _SpanReader()
+        self.reader = SampleReader()
 
     def _load(self, batch: dict, i: int):
         sample = _indexed_sample(batch, i)

@@ -1,6 +1,7 @@
 """The embedding job: shards + model URI -> index, incremental per model version, safe to kill at any time.
 
-1. Resolve the model URI to a pinned version (driver, once) and read the shard indexes (no tar scans).
+1. Check the MLflow store answers, resolve the model URI to a pinned version (driver, once) and read the
+   shard indexes (no tar scans).
 2. Take the index's writer lock; what the live manifest (same version) or a killed run's committed parts
    already hold is done; everything else is to do.
 3. Ray Data: one row per video to do -> `map_batches` over an actor pool (one model per actor; a GPU each
@@ -15,13 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipelines import tracking
 from pipelines.embed.encoder import VideoEmbedder, sample_row
 from pipelines.embed.model import adapter_files, resolve
 from pipelines.index import PART_ROWS, IndexStore, Manifest, ModelRef
+from pipelines.preprocess.sources import KNOWN_SPLITS
 from pipelines.shards import IndexedSample, read_summary, shard_index
 
-SPLITS = ("train", "val", "test")
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class EmbedError(RuntimeError):
@@ -34,6 +36,7 @@ class EmbedReport:
     location: str
     videos: int               # distinct videos in the shards
     already_done: int         # in the live index for this model version, or adopted from a killed run
+    adopted: int              # of those, the ones a killed run had committed but not published
     embedded: int             # embedded by this run
     failed: int
     seconds: float            # embedding stage only (Ray pipeline start to last row written)
@@ -46,17 +49,39 @@ class EmbedReport:
 
     def summary(self) -> str:
         live = f"generation {self.manifest.generation}, {self.manifest.count} videos" if self.manifest else "empty"
+        adopted = f" ({self.adopted} from an interrupted run)" if self.adopted else ""
         return (f"{self.location}: {live}; model {self.model.name} v{self.model.version}\n"
-                f"  {self.videos} videos in the shards: {self.already_done} already embedded, {self.embedded} "
-                f"embedded now ({self.videos_per_s:.1f} videos/s), {self.failed} failed")
+                f"  {self.videos} videos in the shards: {self.already_done} already embedded{adopted}, "
+                f"{self.embedded} embedded now ({self.videos_per_s:.1f} videos/s), {self.failed} failed")
+
+
+class EmbedProgress:
+    """Counts videos as their batches come back; a line through `log` at most every `every` seconds."""
+
+    def __init__(self, total: int, every: float, log: Callable[[str], None]):
+        self.total, self.every, self.log = total, every, log
+        self.done = self.failed = 0
+        self.started = self.last = time.monotonic()
+
+    def update(self, done: int, failed: int) -> None:
+        self.done += done
+        self.failed += failed
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.log(self.line())
+
+    def line(self) -> str:
+        rate = self.done / max(time.monotonic() - self.started, 1e-9)
+        return f"embed: {self.done}/{self.total} videos done, {self.failed} failed, {rate:.2f} videos/s"
 
 
 def list_samples(shards: str) -> list[IndexedSample]:
     """Every finished sample of every split, each video id once (the first occurrence)."""
     try:
-        splits = list(read_summary(shards).get("splits", {})) or list(SPLITS)
+        splits = list(read_summary(shards).get("splits", {})) or list(KNOWN_SPLITS)
     except (FileNotFoundError, OSError, ValueError):
-        splits = list(SPLITS)
+        splits = list(KNOWN_SPLITS)
     samples, seen = [], set()
     for split in splits:
         try:
@@ -84,6 +109,8 @@ def _pipeline(ray, todo: list[IndexedSample], adapter: dict[str, bytes], workers
               device: str, cpus_per_worker: int):
     """Rows of the videos to embed, one block per model batch, through a fixed pool of `workers` actors."""
     num_cpus, num_gpus = _actor_resources(ray, device, cpus_per_worker)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = context.print_on_execution_start = False   # the job prints its own progress
     blocks = max(1, min(math.ceil(len(todo) / batch_size), 10_000))
     ds = ray.data.from_items([sample_row(s) for s in todo], override_num_blocks=blocks)
     return ds.map_batches(
@@ -93,84 +120,85 @@ def _pipeline(ray, todo: list[IndexedSample], adapter: dict[str, bytes], workers
         num_cpus=num_cpus, num_gpus=num_gpus)
 
 
-class _MlflowRun:
+def _start_run(uri: str, experiment: str, model: ModelRef, location: str) -> str:
     """One MLflow run per model version and attempt: a re-run after a kill or a failure continues the run
     that was left unfinished; after a finished run, the next night starts a new one."""
+    import mlflow
 
-    def __init__(self, tracking_uri: str | None, experiment: str, model: ModelRef, location: str):
-        from pipelines import tracking
+    run_id, resumed = tracking.start_or_resume_run(f"embed {model.name} v{model.version}", experiment, uri,
+                                                   resume_finished=False)
+    client = mlflow.MlflowClient(uri)
+    if resumed:
+        client.update_run(run_id, status="RUNNING")
+    else:
+        client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in {
+            "model_uri": model.uri, "model_name": model.name, "model_version": model.version,
+            "index": location}.items()])
+    return run_id
 
-        self.uri = tracking.resolve_tracking_uri(tracking_uri)
-        tracking.check_reachable(self.uri)
-        import mlflow
 
-        self.client = mlflow.MlflowClient(self.uri)
-        experiment_id = tracking.get_or_create_experiment(experiment, self.uri)
-        name = f"embed {model.name} v{model.version}"
-        previous = tracking.find_run(name, experiment_id, self.uri)
-        self.resumed = bool(previous) and self.client.get_run(previous).info.status != "FINISHED"
-        if self.resumed:
-            self.run_id = previous
-            self.client.update_run(self.run_id, status="RUNNING")
-        else:
-            self.run_id = self.client.create_run(experiment_id, run_name=name).info.run_id
-            self.client.log_batch(self.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in {
-                "model_uri": model.uri, "model_name": model.name, "model_version": model.version,
-                "index": location}.items()])
+def _finish_run(uri: str, run_id: str, report: EmbedReport, options: dict) -> None:
+    import mlflow
 
-    def failed(self) -> None:
-        self.client.set_terminated(self.run_id, "FAILED")
-
-    def finish(self, report: EmbedReport, options: dict) -> None:
-        import mlflow
-
-        now = int(time.time() * 1000)
-        metrics = {"videos": report.videos, "already_done": report.already_done, "embedded": report.embedded,
-                   "failed": report.failed, "seconds": report.seconds, "videos_per_s": report.videos_per_s,
-                   "index_videos": report.manifest.count if report.manifest else 0}
-        self.client.log_batch(self.run_id, metrics=[mlflow.entities.Metric(k, float(v), now, 0)
-                                                    for k, v in metrics.items()],
-                              tags=[mlflow.entities.RunTag(k, str(v)) for k, v in {
-                                  **options, "index_location": report.location,
-                                  "index_generation": report.manifest.generation if report.manifest else ""}.items()])
-        if report.manifest:
-            self.client.log_text(self.run_id, report.manifest.to_json(), "index_manifest.json")
-        self.client.set_terminated(self.run_id, "FINISHED")
+    client = mlflow.MlflowClient(uri)
+    now = int(time.time() * 1000)
+    metrics = {"videos": report.videos, "already_done": report.already_done, "adopted": report.adopted,
+               "embedded": report.embedded, "failed": report.failed, "seconds": report.seconds,
+               "videos_per_s": report.videos_per_s, "index_videos": report.manifest.count if report.manifest else 0}
+    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                     tags=[mlflow.entities.RunTag(k, str(v)) for k, v in {
+                         **options, "index_location": report.location,
+                         "index_generation": report.manifest.generation if report.manifest else ""}.items()])
+    if report.manifest:
+        client.log_text(run_id, report.manifest.to_json(), "index_manifest.json")
+    client.set_terminated(run_id, "FINISHED")
 
 
 def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, batch_size: int = 16,
                  device: str = "auto", cpus_per_worker: int = 1, ray_address: str | None = None,
                  tracking_uri: str | None = None, experiment: str = "tempme-embed", part_rows: int = PART_ROWS,
-                 progress: Callable[[int, int], None] | None = None) -> EmbedReport:
-    """Embed the videos of `shards` that `out` does not hold yet for this model version; publish atomically."""
+                 progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None,
+                 progress_every: float = 10.0) -> EmbedReport:
+    """Embed the videos of `shards` that `out` does not hold yet for this model version; publish atomically.
+
+    `log` gets a line when embedding starts and then at most every `progress_every` seconds (videos done,
+    failed, videos/s); `progress(done, total)` is called after every batch. A tracking store that does not
+    answer (`tracking.TrackingUnavailable`) or a model it does not hold (ValueError) is found before anything
+    is written."""
+    import mlflow
     import ray
 
     if workers < 1 or batch_size < 1 or cpus_per_worker < 1:
         raise ValueError(f"workers, batch_size and cpus_per_worker must be at least 1 "
                          f"(got {workers}, {batch_size}, {cpus_per_worker})")
-    model, adapter_dir = resolve(model_uri, tracking_uri)
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    tracking.check_reachable(uri)
+    model, adapter_dir = resolve(model_uri, uri)
     samples = list_samples(shards)
-    run = _MlflowRun(tracking_uri, experiment, model, str(out))
+    run_id = _start_run(uri, experiment, model, str(out))
     try:
         if not ray.is_initialized():
             ray.init(address=ray_address)
-        report = _embed(ray, samples, model, adapter_dir, str(out), run.run_id, workers, batch_size, device,
-                        cpus_per_worker, part_rows, progress)
+        report = _embed(ray, samples, model, adapter_dir, str(out), run_id, workers, batch_size, device,
+                        cpus_per_worker, part_rows, progress, log or logger.info, progress_every)
     except BaseException:
-        run.failed()
+        mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED")
         raise
-    report.mlflow_run_id = run.run_id
-    run.finish(report, {"workers": workers, "batch_size": batch_size, "device": device,
-                        "cpus_per_worker": cpus_per_worker, "shards": shards})
+    report.mlflow_run_id = run_id
+    _finish_run(uri, run_id, report, {"workers": workers, "batch_size": batch_size, "device": device,
+                                      "cpus_per_worker": cpus_per_worker, "shards": shards})
     return report
 
 
 def _embed(ray, samples, model, adapter_dir, out, run_id, workers, batch_size, device, cpus_per_worker,
-           part_rows, progress) -> EmbedReport:
+           part_rows, progress, log, progress_every) -> EmbedReport:
     with IndexStore(out).writer(model, run_id=run_id[:12], part_rows=part_rows) as writer:
         todo = [s for s in samples if s.id not in writer.done_ids]
-        log.info("%s: %d videos, %d to embed with %s v%s", out, len(samples), len(todo), model.name, model.version)
-        embedded = failed = 0
+        adopted = writer.adopted_count
+        log(f"embed: {len(samples)} videos in the shards, {len(samples) - len(todo)} already in {out}, "
+            f"{len(todo)} to embed with {model.name} v{model.version}")
+        counter = EmbedProgress(len(todo), progress_every, log)
+        embedded = 0
         start = time.perf_counter()
         if todo:
             pipeline = _pipeline(ray, todo, adapter_files(adapter_dir), workers, batch_size, device, cpus_per_worker)
@@ -180,9 +208,10 @@ def _embed(ray, samples, model, adapter_dir, out, run_id, workers, batch_size, d
                 for i, e in enumerate(batch["error"]):
                     if e:
                         writer.fail(str(batch["video_id"][i]), str(e), source=str(batch["source"][i]))
-                        failed += 1
+                counter.update(len(batch["error"]), len(batch["error"]) - len(good))
                 if progress:
-                    progress(embedded + failed, len(todo))
+                    progress(counter.done, len(todo))
         manifest = writer.publish()
-        return EmbedReport(model, out, len(samples), len(samples) - len(todo), embedded, failed,
-                           time.perf_counter() - start, manifest)
+        return EmbedReport(model=model, location=out, videos=len(samples), already_done=len(samples) - len(todo),
+                           adopted=adopted, embedded=embedded, failed=counter.failed,
+                           seconds=time.perf_counter() - start, manifest=manifest)

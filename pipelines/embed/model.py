@@ -3,7 +3,8 @@
 The driver resolves the URI once (registry alias -> version, download) and ships the adapter's few files as
 bytes to the actors, so workers on other nodes need neither MLflow access nor a shared disk. The index
 records a *pinned* URI that names exactly that version (`models:/<name>/<version>` rather than an alias,
-which moves), so search can load the very model that embedded the index.
+which moves), so search can load the very model that embedded the index. Models are built the one way every
+stage builds them, `pipelines.model_store.load_registered_model`, here always from a local adapter folder.
 """
 from __future__ import annotations
 
@@ -12,25 +13,36 @@ from pathlib import Path
 
 from pipelines.index import ModelRef
 
+REGISTRY_SCHEMES = ("models:/", "runs:/")
+
+
+class ModelUnavailable(ValueError):
+    """A models:/ or runs:/ URI the MLflow store cannot serve; the message names the URI and the store."""
+
 
 def resolve(uri: str, tracking_uri: str | None = None) -> tuple[ModelRef, Path]:
-    """(pinned model reference, local adapter directory) for any adapter URI the model store accepts;
-    models:/ and runs:/ URIs are looked up in `tracking_uri` (default: MLFLOW_TRACKING_URI, else ./mlflow.db)."""
+    """(pinned model reference, local adapter directory) for any adapter URI the model store accepts.
+
+    models:/ and runs:/ URIs are looked up in `tracking_uri` (default: MLFLOW_TRACKING_URI, else ./mlflow.db),
+    which must answer first (`TrackingUnavailable` otherwise, before any retrying MLflow call); a name,
+    version, alias or run it does not hold is a ValueError naming the URI and the store."""
     from pipelines.model_store import resolve_model
 
-    if uri.startswith(("models:/", "runs:/")):
-        import mlflow
+    if not uri.startswith(REGISTRY_SCHEMES):
+        resolved = resolve_model(uri)
+        return ModelRef(resolved.name, resolved.version, str(resolved.adapter_dir)), resolved.adapter_dir
+    import mlflow
 
-        from pipelines.tracking import resolve_tracking_uri
+    from pipelines.tracking import check_reachable, resolve_tracking_uri
 
-        mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
-    resolved = resolve_model(uri)
-    if uri.startswith("models:/"):
-        pinned = f"models:/{resolved.name}/{resolved.version}"
-    elif uri.startswith("runs:/"):
-        pinned = uri
-    else:
-        pinned = str(resolved.adapter_dir)
+    store = resolve_tracking_uri(tracking_uri)
+    check_reachable(store)
+    mlflow.set_tracking_uri(store)   # the model store reads the current tracking URI
+    try:
+        resolved = resolve_model(uri)     # an unknown name, version or alias: model_store.UnknownModel
+    except mlflow.MlflowException as e:
+        raise ModelUnavailable(f"model {uri} cannot be loaded from the MLflow store {store}: {e.message}") from None
+    pinned = f"models:/{resolved.name}/{resolved.version}" if uri.startswith("models:/") else uri
     return ModelRef(resolved.name, resolved.version, pinned), resolved.adapter_dir
 
 
@@ -38,13 +50,17 @@ def adapter_files(adapter_dir: Path) -> dict[str, bytes]:
     return {p.relative_to(adapter_dir).as_posix(): p.read_bytes() for p in adapter_dir.rglob("*") if p.is_file()}
 
 
+def load_adapter(adapter_dir: str | Path):
+    """The tempme model of a local adapter folder (preset, schedule and backbone as its config records)."""
+    from pipelines.model_store import load_registered_model
+
+    return load_registered_model(str(adapter_dir))[0].eval()
+
+
 def load_from_files(files: dict[str, bytes]):
     """The tempme model of an adapter given as {relative path: bytes}, in eval mode."""
-    import tempme
-
     with tempfile.TemporaryDirectory(prefix="tempme-adapter-") as tmp:
         for rel, data in files.items():
             (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
             (Path(tmp) / rel).write_bytes(data)
-        model = tempme.load_model(adapter=tmp)   # preset and backbone weights as the adapter records them
-    return model.eval()
+        return load_adapter(tmp)

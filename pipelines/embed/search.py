@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from pipelines.embed.model import resolve
+from pipelines.embed.model import load_adapter, resolve
 from pipelines.index import Hit, IndexStore, ModelRef, VideoIndex
 
 
@@ -19,8 +19,6 @@ class ModelMismatch(ValueError):
 
 def _load_query_model(index: VideoIndex, location: str, model_uri: str | None, tracking_uri: str | None):
     """The index's own model (its recorded pinned URI), or `model_uri` if it is the same name and version."""
-    import tempme
-
     wanted = index.model
     uri = model_uri or wanted.uri
     try:
@@ -34,7 +32,7 @@ def _load_query_model(index: VideoIndex, location: str, model_uri: str | None, t
                             f"({wanted.uri}), but {uri} is {ref.name} version {ref.version}: queries must be "
                             f"encoded by the index's model; search without --model, or re-embed the index "
                             f"with `tempme embed --model {uri}`")
-    return tempme.load_model(adapter=adapter_dir).eval(), ref
+    return load_adapter(adapter_dir), ref
 
 
 class TextSearch:

@@ -84,8 +84,12 @@ def _trainer(cfg: TrainJobConfig, plan: data.TrainPlan, run_id: str, uri: str):
     )
 
 
-def run_training(cfg: TrainJobConfig) -> TrainOutcome:
-    """Train `cfg` with Ray Train (starting a local Ray unless one is running), tracked in MLflow."""
+def run_training(cfg: TrainJobConfig, ray_address: str | None = None) -> TrainOutcome:
+    """Train `cfg` with Ray Train, tracked in MLflow.
+
+    Runs on the Ray this process is already connected to, else joins `ray_address` (None: $RAY_ADDRESS,
+    else a local Ray started here).
+    """
     check_config(cfg)
     plan = data.plan_training(cfg)
     uri = resolve_tracking_uri(cfg.tracking.uri)
@@ -99,7 +103,7 @@ def run_training(cfg: TrainJobConfig) -> TrainOutcome:
     import ray
 
     if not ray.is_initialized():
-        ray.init()
+        ray.init(address=ray_address)
     try:
         result = _trainer(cfg, plan, run_id, uri).fit()
     except BaseException:

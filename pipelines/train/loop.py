@@ -25,7 +25,7 @@ from .config import TrainJobConfig, config_from_dict
 from .loss import all_reduce_gradients, global_contrastive_loss
 from .optim import build_optimizer, build_scheduler
 from .run_logger import RunLogger
-from .runtime import amp_dtype, build_model, peak_memory_mb
+from .runtime import amp_dtype, build_model, distributed, peak_memory_mb
 
 SCORE = "selection_score"   # the checkpoint metric Ray Train keeps the best of
 UNSCORED = -1.0             # score of mid-epoch checkpoints: never the best, kept only as the latest
@@ -33,13 +33,9 @@ SUMMARY_PREFIXES = ("final_", "steady_videos_per_s", "peak_memory_mb_rank")  # m
 FAULT_ENV = "TEMPME_TEST_KILL_WORKER"   # tests only: "rank:step:marker_file" kills that worker once
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
 def _gather_to_zero(obj):
     """Every rank's `obj` on rank 0 (a list in rank order); None elsewhere."""
-    if not _distributed():
+    if not distributed():
         return [obj]
     out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
     dist.gather_object(obj, out, dst=0)
@@ -47,7 +43,7 @@ def _gather_to_zero(obj):
 
 
 def _broadcast_from_zero(obj):
-    if not _distributed():
+    if not distributed():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -120,7 +116,7 @@ def best_checkpoint(candidates):
 
 
 def _all_gather(obj) -> list:
-    if not _distributed():
+    if not distributed():
         return [obj]
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
@@ -174,7 +170,7 @@ def train_worker(loop_config: dict) -> None:
                 loss_sum, loss_steps = loss_sum + loss.detach(), loss_steps + 1
                 if progress.step % cfg.train.log_every == 0 or progress.step == plan.total_steps:
                     memory = torch.tensor(peak_memory_mb(device), device=device)
-                    if _distributed():
+                    if distributed():
                         dist.all_reduce(memory, op=dist.ReduceOp.MAX)
                     logger.metrics({"train_loss": (loss_sum / loss_steps).item(),
                                     "learning_rate": scheduler.get_last_lr()[0],

@@ -11,9 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+from .runtime import distributed
 
 
 def gather_with_local_grad(local: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -21,7 +19,7 @@ def gather_with_local_grad(local: torch.Tensor) -> tuple[torch.Tensor, int]:
 
     Rows of other workers are detached; this worker's rows are the autograd-tracked `local` itself.
     """
-    if not _distributed():
+    if not distributed():
         return local, 0
     world, rank = dist.get_world_size(), dist.get_rank()
     size = torch.tensor([local.shape[0]], device=local.device)
@@ -59,7 +57,7 @@ def global_contrastive_loss(text: torch.Tensor, video: torch.Tensor,
 
 def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
     """Sum the workers' gradients in one flat all-reduce (parameters without a gradient count as zero)."""
-    if not _distributed():
+    if not distributed():
         return
     for p in params:
         if p.grad is None:

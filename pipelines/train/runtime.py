@@ -1,4 +1,5 @@
-"""Per-worker device facts: the model built identically on every worker, autocast dtype, peak memory."""
+"""Per-worker device facts: the model built identically on every worker, autocast dtype, peak memory, and
+whether collectives across workers are needed."""
 from __future__ import annotations
 
 import resource
@@ -11,6 +12,11 @@ from pipelines import model_store
 from .config import TrainJobConfig
 
 _AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def distributed() -> bool:
+    """True inside a process group of more than one worker; a single worker skips every collective."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -29,7 +35,7 @@ def build_model(cfg: TrainJobConfig, device: torch.device):
     model = model_store.build_model(cfg.model.preset, pretrained=cfg.model.pretrained, device=device)
     torch.manual_seed(cfg.train.seed)
     model.train()
-    if dist.is_available() and dist.is_initialized():
+    if distributed():
         with torch.no_grad():
             for param in model.trainable_parameters().values():
                 dist.broadcast(param.data, src=0)

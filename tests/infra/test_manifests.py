@@ -1,4 +1,5 @@
 """infra/: every manifest parses and holds what its kind needs; entrypoints name real jobs."""
+import argparse
 import re
 import shlex
 from pathlib import Path
@@ -7,7 +8,10 @@ import pytest
 import ray
 import yaml
 
+import jobs.schedule
+import jobs.train
 from jobs.cli import COMMANDS
+from pipelines.train.config import TrainJobConfig, check_config, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -78,16 +82,98 @@ def test_ray_cluster_autoscales_gpu_workers():
     assert_ray_cluster_spec(cluster["spec"], autoscaling=True)
 
 
+def training_config(entrypoint: str) -> TrainJobConfig:
+    """The config a `python -m jobs.train ...` entrypoint trains with: its arguments parsed as the job parses
+    them, the config file (in the image at /home/ray/tempme) loaded from this checkout with the overrides."""
+    words = shlex.split(entrypoint)
+    assert words[:3] == ["python", "-m", "jobs.train"], entrypoint
+    parser = argparse.ArgumentParser()
+    jobs.train.add_arguments(parser)
+    args = parser.parse_args(words[3:])
+    config = REPO / args.config.removeprefix("/home/ray/tempme/")
+    assert config.is_file(), args.config
+    cfg = load_config(config, args.overrides)
+    check_config(cfg)
+    return cfg
+
+
+def _gpu_group_capacity(cluster_spec: dict) -> tuple[int, int]:
+    """(GPUs the job can count on, fewest CPUs of a GPU worker pod) of a RayCluster spec."""
+    gpus, cpus = 0, []
+    for group in cluster_spec["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        replicas = group["maxReplicas"] if cluster_spec.get("enableInTreeAutoscaling") else group["replicas"]
+        if int(limits.get("nvidia.com/gpu", 0)):
+            gpus += replicas * int(limits["nvidia.com/gpu"])
+            cpus.append(int(limits["cpu"]))
+    return gpus, min(cpus, default=0)
+
+
+def _is_shared_storage(location: str) -> bool:
+    """An object-store (or other remote) URI: the same place from every node of a multi-node cluster."""
+    return re.match(r"^[a-z][a-z0-9+.-]*://", location) is not None and not location.startswith("file://")
+
+
+def training_job_problems(spec: dict) -> list[str]:
+    """What would keep a training RayJob from running on its own cluster, one line each."""
+    cfg = training_config(spec["entrypoint"])
+    gpus, pod_cpus = _gpu_group_capacity(spec["rayClusterSpec"])
+    problems = []
+    if cfg.scaling.use_gpu and gpus < cfg.scaling.num_workers:
+        problems.append(f"scaling.num_workers={cfg.scaling.num_workers} GPU workers, but the cluster has {gpus} GPUs")
+    if cfg.scaling.use_gpu and pod_cpus < cfg.scaling.cpus_per_worker:
+        problems.append(f"scaling.cpus_per_worker={cfg.scaling.cpus_per_worker}, but GPU pods have {pod_cpus} CPUs")
+    for key, location in (("data.shards", cfg.data.shards), ("run.storage_path", cfg.run.storage_path)):
+        if not _is_shared_storage(location):
+            problems.append(f"{key}={location!r} is local to one node")
+    env_uri = yaml.safe_load(spec.get("runtimeEnvYAML") or "{}").get("env_vars", {}).get("MLFLOW_TRACKING_URI")
+    uri = cfg.tracking.uri or env_uri
+    if not (uri or "").startswith(("http://", "https://")) or (env_uri and uri != env_uri):
+        problems.append(f"tracking URI {uri!r} is not the in-cluster MLflow server {env_uri!r}")
+    return problems
+
+
 def test_training_rayjob():
     (job,) = of_kind("RayJob")
     spec = job["spec"]
     assert_entrypoint(spec["entrypoint"])
     assert shlex.split(spec["entrypoint"])[2] == "jobs.train"
-    config = shlex.split(spec["entrypoint"])[-1]
-    assert (REPO / config.removeprefix("/home/ray/tempme/")).is_file(), config
+    assert training_job_problems(spec) == []
     assert spec["shutdownAfterJobFinishes"] is True
     assert "MLFLOW_TRACKING_URI" in yaml.safe_load(spec["runtimeEnvYAML"])["env_vars"]
     assert_ray_cluster_spec(spec["rayClusterSpec"])
+
+
+def test_training_job_check_would_catch_the_shipped_config_unchanged():
+    """The checks above have teeth: the paper's config as it ships asks for 4 GPUs and local paths."""
+    (job,) = of_kind("RayJob")
+    spec = dict(job["spec"], entrypoint="python -m jobs.train --config jobs/configs/msrvtt-tempme-b32.yaml",
+                runtimeEnvYAML="")
+    problems = training_job_problems(spec)
+    assert len(problems) == 4, problems
+    assert "scaling.num_workers=4 GPU workers, but the cluster has 2 GPUs" in problems
+    assert any(p.startswith("data.shards='data/msrvtt/shards'") for p in problems)
+    assert any(p.startswith("run.storage_path='outputs/ray'") for p in problems)
+    assert any(p.startswith("tracking URI None") for p in problems)
+
+
+def _model_option(words: list[str]) -> str:
+    return words[words.index("--model") + 1]
+
+
+def test_nightly_embedding_follows_the_champion_of_what_training_registers():
+    """Training registers <registered_model>@candidate; `tempme promote` moves @champion, which every nightly
+    runner (both manifests and `tempme schedule`'s default) embeds with."""
+    (job,) = of_kind("RayJob")
+    cfg = training_config(job["spec"]["entrypoint"])
+    champion = f"models:/{cfg.tracking.registered_model}@champion"
+    assert cfg.tracking.alias != "champion", "training must not bypass promotion"
+    (raycron,) = of_kind("RayCronJob")
+    (cron,) = of_kind("CronJob")
+    nightly = {"RayCronJob": _model_option(shlex.split(raycron["spec"]["jobTemplate"]["entrypoint"])),
+               "CronJob": _model_option(cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]),
+               "tempme schedule": jobs.schedule.DEFAULT_MODEL}
+    assert nightly == dict.fromkeys(nightly, champion)
 
 
 def test_nightly_raycronjob():

@@ -1,9 +1,12 @@
-"""Adapters through a real MLflow SQLite registry: register, resolve every URI kind, load and embed."""
+"""Adapters through a real MLflow SQLite registry: register, resolve every URI kind, load and embed, promote."""
 import mlflow
 import pytest
 import torch
 
-from pipelines.model_store import build_model, load_registered_model, register_adapter, resolve_model
+import tempme
+from jobs.cli import main
+from pipelines.model_store import (UnknownModel, build_model, load_registered_model, promote, register_adapter,
+                                   resolve_model)
 from pipelines.tracking import get_or_create_experiment, resolve_tracking_uri
 
 
@@ -82,7 +85,58 @@ def test_runs_uri_and_local_directory(store, trained_adapter, tmp_path):
 def test_unknown_models_are_errors(store, tmp_path):
     with pytest.raises(FileNotFoundError, match="neither"):
         resolve_model(str(tmp_path / "missing"))
-    with pytest.raises(mlflow.MlflowException):
+    with pytest.raises(UnknownModel, match="'models:/no-such-model@candidate'"):
         resolve_model("models:/no-such-model@candidate")
     with pytest.raises(ValueError, match="models:/<name>"):
         resolve_model("models:/just-a-name")
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tmp_path_factory):
+    """Two small random-weight adapters: what two training runs would register."""
+    root = tmp_path_factory.mktemp("two")
+    return [tempme.load_model("tempme-tiny-12f").save_adapter(root / f"run{i}") for i in (1, 2)]
+
+
+def test_promote_moves_the_alias(store, two_adapters):
+    first, second = two_adapters
+    assert register_adapter(first, "tiny-promoted", "candidate") == "1"
+    assert promote("models:/tiny-promoted@candidate", "champion") == "1"
+    assert register_adapter(second, "tiny-promoted", "candidate") == "2"    # a new run: champion stays put
+    client = mlflow.MlflowClient()
+
+    def champion() -> str:
+        return str(client.get_model_version_by_alias("tiny-promoted", "champion").version)
+
+    assert champion() == "1"
+    assert promote("models:/tiny-promoted@candidate", "champion") == "2"
+    assert champion() == "2" and resolve_model("models:/tiny-promoted@champion").version == "2"
+    assert promote("models:/tiny-promoted/1", "champion") == "1"             # roll back by version number
+    assert champion() == "1"
+    assert str(client.get_model_version_by_alias("tiny-promoted", "candidate").version) == "2"
+
+
+def test_promote_names_a_uri_that_names_nothing(store, two_adapters):
+    register_adapter(two_adapters[0], "tiny-bad", "candidate")
+    for uri in ("models:/no-such-model@candidate", "models:/tiny-bad/7", "models:/tiny-bad@no-such-alias",
+                "models:/tiny-bad/seven"):
+        with pytest.raises(UnknownModel) as err:
+            promote(uri, "champion")
+        assert repr(uri) in str(err.value)
+    with pytest.raises(ValueError, match="alias 'latest' cannot be set on 'tiny-bad'"):
+        promote("models:/tiny-bad@candidate", "latest")          # reserved by the registry
+    with pytest.raises(mlflow.MlflowException):                   # and nothing was set
+        mlflow.MlflowClient().get_model_version_by_alias("tiny-bad", "champion")
+
+
+def test_promote_command(store, two_adapters, capsys):
+    register_adapter(two_adapters[0], "tiny-cli", "candidate")
+    register_adapter(two_adapters[1], "tiny-cli", "candidate")
+    assert main(["promote", "models:/tiny-cli@candidate", "--alias", "champion", "--tracking-uri", store]) == 0
+    assert "version 2" in capsys.readouterr().out
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("tiny-cli", "champion").version) == "2"
+
+    assert main(["promote", "models:/tiny-cli/9", "--alias", "champion", "--tracking-uri", store]) == 2
+    assert "tempme promote: model URI 'models:/tiny-cli/9'" in capsys.readouterr().err
+    assert main(["promote", "tiny-cli", "--alias", "champion", "--tracking-uri", store]) == 2
+    assert "'tiny-cli' must look like models:/<name>@<alias>" in capsys.readouterr().err

@@ -12,9 +12,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
-from pipelines.embed import embed_corpus
+from jobs.cli import main
+from pipelines.embed import TextSearch, embed_corpus
 from pipelines.embed.model import resolve
 from pipelines.index import POINTER, IndexStore
 
@@ -53,9 +53,13 @@ def test_embed_then_rerun_embeds_nothing_new(trained_index, synthetic_shards, tr
 
     out = tmp_path / "index"
     shutil.copytree(index, out)
-    second = embed(synthetic_shards, trained_adapter, out, tmp_path, workers=1)
+    second = embed_corpus(str(synthetic_shards), str(trained_adapter), str(out), workers=1, batch_size=4,
+                          tracking_uri=uri)
     assert (second.already_done, second.embedded) == (VIDEOS, 0)
     assert second.manifest == first.manifest       # nothing changed: same generation, same parts
+    # the first run had finished, so the second is a run of its own (only an unfinished run is continued)
+    assert second.mlflow_run_id != first.mlflow_run_id
+    assert mlflow.MlflowClient(uri).get_run(second.mlflow_run_id).data.metrics["already_done"] == VIDEOS
 
 
 def test_new_model_version_reembeds_everything_while_readers_see_a_complete_index(
@@ -148,10 +152,39 @@ def test_a_run_killed_mid_way_and_rerun_embeds_every_video_exactly_once(
     assert 4 <= committed < VIDEOS
 
     report = embed(synthetic_shards, trained_adapter, out, tmp_path, workers=1)
-    assert report.already_done == committed and report.embedded == VIDEOS - committed
+    assert report.already_done == report.adopted == committed and report.embedded == VIDEOS - committed
+    assert f"{committed} already embedded ({committed} from an interrupted run)" in report.summary()
     ids = IndexStore(out).open().video_ids()
     assert len(ids) == VIDEOS and len(set(ids)) == VIDEOS
     # the re-run continued the MLflow run the killed one left unfinished
     runs = mlflow.MlflowClient(tracking(tmp_path)).search_runs(
         [mlflow.MlflowClient(tracking(tmp_path)).get_experiment_by_name("tempme-embed").experiment_id])
     assert [r.info.run_id for r in runs] == [report.mlflow_run_id]
+
+
+def test_embed_command_reports_progress_into_an_object_store_index_that_search_reads(
+        trained_index, synthetic_shards, trained_adapter, tmp_path, capsys):
+    """memory:// goes through the index's pyarrow-filesystem code like s3:// (here in this process only)."""
+    import fsspec
+
+    uri = f"memory://{tmp_path.name}/index"
+    try:
+        assert main(["embed", "--shards", str(synthetic_shards), "--model", str(trained_adapter), "--out", uri,
+                     "--workers", "1", "--batch-size", "4", "--progress-every", "0",
+                     "--tracking-uri", tracking(tmp_path)]) == 0
+        out = capsys.readouterr().out
+        lines = [line for line in out.splitlines() if line.startswith("embed: ")]
+        assert lines[0].startswith(f"embed: {VIDEOS} videos in the shards, 0 already in {uri}, {VIDEOS} to embed")
+        assert [line.split(" videos done")[0] for line in lines[1:]] == [f"embed: {n}/{VIDEOS}" for n in (4, 8, 12, 16)]
+        assert lines[-1].startswith(f"embed: {VIDEOS}/{VIDEOS} videos done, 0 failed, ") and "videos/s" in lines[-1]
+        assert f"{VIDEOS} embedded now" in out
+
+        assert main(["search", "a red square moving left", "--index", uri, "-k", "3", "--json"]) == 0
+        assert [h["rank"] for h in json.loads(capsys.readouterr().out)["results"][0]["hits"]] == [1, 2, 3]
+        queries = ["a red square moving left", "a blue bar moving up"]
+        ours, local = TextSearch(uri).search(queries, k=5), TextSearch(trained_index[0]).search(queries, k=5)
+        for a, b in zip(ours, local):      # the same model on the same shards: the same answers
+            assert [h.video_id for h in a] == [h.video_id for h in b]
+            assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
+    finally:
+        fsspec.filesystem("memory").rm(f"/{tmp_path.name}", recursive=True)

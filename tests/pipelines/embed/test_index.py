@@ -158,3 +158,33 @@ def test_readers_see_one_complete_generation_while_writers_swap(tmp_path):
     assert seen == {"1", "2"}
     pointer = (tmp_path / POINTER).read_text().strip()
     assert json.loads((tmp_path / pointer).read_text())["count"] == 40
+
+
+def test_a_file_uri_is_the_same_index_and_the_same_lock_as_its_path(tmp_path):
+    uri = tmp_path.as_uri()
+    assert build(uri).count == 40
+    index = IndexStore(tmp_path).open()
+    assert sorted(index.video_ids()) == IDS
+    assert index.search(EMB[7], k=1)[0][0].video_id == IDS[7]
+    with IndexStore(uri).writer(V1):
+        with pytest.raises(IndexBusy, match=str(tmp_path)):
+            with IndexStore(tmp_path).writer(V1):
+                pass
+
+
+def test_an_object_store_index_commits_adopts_and_searches(tmp_path):
+    """memory:// goes through the same pyarrow filesystem code as s3:// (no mmap, no local lock)."""
+    import fsspec
+
+    uri = f"memory://{tmp_path.name}/index"
+    try:
+        with IndexStore(uri).writer(V1, part_rows=8) as w:
+            w.add(IDS[:21], EMB[:21])          # killed after 2 committed parts
+        with IndexStore(uri).writer(V1, part_rows=8) as w:
+            assert w.adopted_count == 16 and w.add(IDS, EMB) == 24
+            w.publish()
+        index = IndexStore(uri).open()
+        assert sorted(index.video_ids()) == IDS
+        assert [h.video_id for h in index.search(EMB[:2], k=1)[1]] == [IDS[1]]
+    finally:
+        fsspec.filesystem("memory").rm(f"/{tmp_path.name}", recursive=True)

@@ -5,6 +5,8 @@ import mlflow
 import pytest
 
 from jobs.cli import main
+from jobs.schedule import DEFAULT_MODEL
+from jobs.schedule import DEFAULT_MODEL
 from pipelines import tracking
 from pipelines.embed import TextSearch
 from pipelines.index import IndexStore
@@ -60,7 +62,7 @@ def test_print_cron_gives_a_self_contained_crontab_line(capsys):
     words = shlex.split(fields[5])
     command = words[words.index("-m") - 1:]
     assert command[1:3] == ["-m", "jobs.schedule"]
-    assert {"--shards": "/corpus/shards", "--out": "/corpus/index", "--model": "models:/tempme@champion",
+    assert {"--shards": "/corpus/shards", "--out": "/corpus/index", "--model": DEFAULT_MODEL,
             "--tracking-uri": "http://mlflow:5000"}.items() <= dict(zip(command[3::2], command[4::2])).items()
 
 

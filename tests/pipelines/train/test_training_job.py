@@ -1,4 +1,7 @@
 """The training job end to end: 2 Ray Train workers (gloo, CPU) over real shards, a real MLflow SQLite store."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -10,7 +13,9 @@ from pipelines.train.data import plan_training
 from pipelines.train.job import run_training
 from pipelines.train.loop import FAULT_ENV
 
-from .conftest import tiny_config
+from .conftest import TINY, tiny_config
+
+REPO = TINY.parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -118,3 +123,24 @@ def test_rerunning_a_dead_job_resumes_it(synthetic_shards, tmp_path, monkeypatch
     assert run.data.tags["resumed_from_step"] in ("2", "4") and run.info.status == "FINISHED"
     assert _steps(client, run.info.run_id, "test_t2v_r1") == [9]
     assert again.version == "1"
+
+
+def test_the_command_joins_the_ray_cluster_at_ray_address(synthetic_shards, tmp_path):
+    """`python -m jobs.train --ray-address` (what `ray job submit` runs) trains on that cluster, not a new one."""
+    import ray
+
+    address = ray.get_runtime_context().gcs_address          # the tests' cluster, from another process
+    cfg = tiny_config(synthetic_shards, tmp_path, "train.max_steps=1", "data.eval_split=null",
+                      "data.test_split=null", "tracking.visualize_videos=0", "tracking.system_metrics=false",
+                      "run.name=joined")
+    argv = ["--config", str(TINY)] + [arg for key, value in cfg.flat().items() if value is not None
+                                      for arg in ("--set", f"{key}={value}")]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-m", "jobs.train", "--ray-address", address, *argv],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Connecting to existing Ray cluster at address: {address}" in done.stderr
+    assert "trained 1 steps" in done.stdout
+    run, _ = _run(cfg)
+    assert run.info.status == "FINISHED" and run.data.tags["registered_model"] == "models:/tempme-tiny/1"

@@ -1,0 +1,40 @@
+"""Point a registry alias (e.g. champion, which the nightly embedding follows) at a checked model version."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import jobs.cli
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL_URI",
+                        help="the version to promote: models:/<name>@<alias> (e.g. the candidate training "
+                             "registered) or models:/<name>/<version> (e.g. an older one, to roll back)")
+    parser.add_argument("--alias", required=True, help="the alias to move to that version, e.g. champion")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.epilog = ("Training registers each new version as <registered_model>@candidate; promote it once its "
+                     "metrics are checked (`tempme evaluate`). The next nightly run re-embeds with it.\n"
+                     "Example: tempme promote models:/tempme-msrvtt-b32@candidate --alias champion")
+
+
+def run(args) -> int:
+    import mlflow
+
+    from pipelines.model_store import promote
+    from pipelines.tracking import TrackingUnavailable, check_reachable, resolve_tracking_uri
+
+    try:
+        uri = resolve_tracking_uri(args.tracking_uri)
+        check_reachable(uri)
+        mlflow.set_tracking_uri(uri)
+        version = promote(args.model, args.alias)
+    except (TrackingUnavailable, ValueError) as err:
+        print(f"tempme promote: {err}", file=sys.stderr)
+        return 2
+    print(f"promoted {args.model} (version {version}) to alias {args.alias!r} at {uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.cli.run_module(__name__))
