@@ -21,6 +21,7 @@ from pipelines.embed.encoder import VideoEmbedder, sample_row
 from pipelines.embed.model import adapter_files, resolve
 from pipelines.index import PART_ROWS, IndexStore, Manifest, ModelRef
 from pipelines.preprocess.sources import KNOWN_SPLITS
+from pipelines.progress import Progress
 from pipelines.shards import IndexedSample, read_summary, shard_index
 
 logger = logging.getLogger(__name__)
@@ -53,27 +54,6 @@ class EmbedReport:
         return (f"{self.location}: {live}; model {self.model.name} v{self.model.version}\n"
                 f"  {self.videos} videos in the shards: {self.already_done} already embedded{adopted}, "
                 f"{self.embedded} embedded now ({self.videos_per_s:.1f} videos/s), {self.failed} failed")
-
-
-class EmbedProgress:
-    """Counts videos as their batches come back; a line through `log` at most every `every` seconds."""
-
-    def __init__(self, total: int, every: float, log: Callable[[str], None]):
-        self.total, self.every, self.log = total, every, log
-        self.done = self.failed = 0
-        self.started = self.last = time.monotonic()
-
-    def update(self, done: int, failed: int) -> None:
-        self.done += done
-        self.failed += failed
-        now = time.monotonic()
-        if now - self.last >= self.every:
-            self.last = now
-            self.log(self.line())
-
-    def line(self) -> str:
-        rate = self.done / max(time.monotonic() - self.started, 1e-9)
-        return f"embed: {self.done}/{self.total} videos done, {self.failed} failed, {rate:.2f} videos/s"
 
 
 def list_samples(shards: str) -> list[IndexedSample]:
@@ -197,7 +177,7 @@ def _embed(ray, samples, model, adapter_dir, out, run_id, workers, batch_size, d
         adopted = writer.adopted_count
         log(f"embed: {len(samples)} videos in the shards, {len(samples) - len(todo)} already in {out}, "
             f"{len(todo)} to embed with {model.name} v{model.version}")
-        counter = EmbedProgress(len(todo), progress_every, log)
+        counter = Progress("embed", len(todo), progress_every, log)
         embedded = 0
         start = time.perf_counter()
         if todo:

@@ -21,6 +21,7 @@ from pipelines.preprocess.sources import (KNOWN_SPLITS, Failure, InputError, rea
                                           validate)
 from pipelines.preprocess.summary import all_failures, build_summary, write_report
 from pipelines.preprocess.writer import ResumeError, finished_index, remove_unfinished, write_shard
+from pipelines.progress import Progress
 from pipelines.storage import Location
 
 BLOCKS_PER_DECODER = 4   # enough blocks (tasks) to balance the decoders' loads at the end of the run,
@@ -119,7 +120,7 @@ def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = prin
     log(f"preprocess: {len(inputs)} videos in {len(plans)} shards, {len(source_failures)} rejected inputs; "
         f"{len(plans) - len(pending)} shards already done ({resumed} videos)"
         + (f", removed {removed} unfinished files" if removed else ""))
-    progress = Progress(sum(len(p.videos) for p in pending), options.progress_every, log)
+    progress = Progress("preprocess", sum(len(p.videos) for p in pending), options.progress_every, log)
     written = _decode_and_write(pending, options, out, progress) if pending else {}
     indexes = [done[p.name] or written[p.name] for p in plans]
     failures = all_failures(indexes, source_failures)
@@ -168,7 +169,7 @@ def _check_same_shape(out: Location, o: PreprocessOptions) -> None:
 
 
 def _decode_and_write(pending: list[ShardPlan], o: PreprocessOptions, out: Location,
-                      progress: "Progress") -> dict[str, dict]:
+                      progress: Progress) -> dict[str, dict]:
     import ray
 
     if not ray.is_initialized():
@@ -191,36 +192,10 @@ def _decode_and_write(pending: list[ShardPlan], o: PreprocessOptions, out: Locat
     for row in ds.iter_rows():
         name = row["shard"]
         arrived[name].append(dict(row))
-        progress.update(failed=bool(row["error"]))
+        progress.update(failed=int(bool(row["error"])))
         if len(arrived[name]) == len(plans[name].videos):
             written[name] = write_shard(out, plans[name], arrived.pop(name))
     return written
-
-
-class Progress:
-    """Counts decoded videos and prints a line every `every` seconds."""
-
-    def __init__(self, total: int, every: float, log: Callable[[str], None]):
-        self.total, self.every, self.log = total, every, log
-        self.done = self.failed = 0
-        self.started = self.last = time.monotonic()
-
-    def start(self) -> None:
-        self.started = self.last = time.monotonic()
-
-    def update(self, failed: bool) -> None:
-        self.done += 1
-        self.failed += failed
-        now = time.monotonic()
-        if now - self.last >= self.every:
-            self.last = now
-            self.log(self.line())
-
-    def rate(self) -> float:
-        return self.done / max(time.monotonic() - self.started, 1e-9)
-
-    def line(self) -> str:
-        return f"preprocess: {self.done}/{self.total} videos done, {self.failed} failed, {self.rate():.2f} videos/s"
 
 
 def closing_lines(r: PreprocessReport) -> list[str]:
