@@ -27,14 +27,11 @@ def run(args) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("pipelines").setLevel(logging.INFO)
-    if args.videos < 8 or args.epochs < 1 or args.workers < 1:
-        print("tempme demo: --videos must be at least 8, --epochs and --workers at least 1", file=sys.stderr)
-        return 2
     options = DemoOptions(workdir=args.workdir, videos=args.videos, epochs=args.epochs, workers=args.workers,
                           pretrained=args.pretrained, preset=args.preset)
     try:
         run_demo(options, say=lambda line: print(line, flush=True))
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         print(f"tempme demo: {e}", file=sys.stderr)
         return 2
     return 0

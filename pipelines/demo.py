@@ -114,6 +114,9 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
     from pipelines.train.config import load_config
     from pipelines.train.job import run_training
 
+    if options.videos < 8 or options.epochs < 1 or options.workers < 1:
+        raise ValueError("the demo needs at least 8 videos, 1 epoch and 1 worker, got "
+                         f"{options.videos}, {options.epochs}, {options.workers}")
     work = Path(options.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
@@ -148,6 +151,9 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
     say(f"      registered {outcome.model_uri} = version {outcome.version} (MLflow run {outcome.run_id})")
 
     say("[4/6] evaluating the registered model on the held-out test split")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)   # the registry the models:/ URI is looked up in
     result, _ = evaluate_model(outcome.model_uri, str(shards), "test")
     chance = 100.0 / result.videos
     say(f"      {result.videos} test videos: text->video R@1 {result.metrics['t2v_r1']:.1f} "
