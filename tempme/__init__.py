@@ -12,6 +12,7 @@ from .adapter import read_adapter_config
 from .backbone import CheckpointError
 from .config import MergeSchedule, ModelConfig, get_config, preset_names
 from .model import CLIP_MEAN, CLIP_STD, TempMeModel, load_model
+from .precision import PRECISIONS, inference_dtype
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "CheckpointError", "MergeSchedule", "ModelConfig", "TempMeModel",
-           "get_config", "load_model", "preset_names", "read_adapter_config"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "CheckpointError", "MergeSchedule", "ModelConfig", "PRECISIONS", "TempMeModel",
+           "get_config", "inference_dtype", "load_model", "preset_names", "read_adapter_config"]

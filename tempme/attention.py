@@ -4,12 +4,20 @@
 into `qkv` + `proj` Linears holds the same weights and computes the same function. The forward pass adds
 log(size) of each key to the attention logits (proportional attention for merged tokens) and returns the
 keys averaged over heads, the metric for merges done after attention.
+
+Two kernels compute the size bias: `sdpa` passes it as an additive mask to `scaled_dot_product_attention`
+(the memory-efficient kernel on CUDA, the fused CPU kernel), `flex` (CUDA) adds it in a FlexAttention
+score modification, which compiles into one kernel with the attention (`set_attention_kernel` picks one; `tempme
+bench model --attention` measures both). Layers without a bias (no merge yet) always use SDPA, whose flash
+kernel is the fastest where there is nothing to add.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+KERNELS = ("sdpa", "flex")
 
 
 class FusedAttention(nn.Module):
@@ -18,6 +26,7 @@ class FusedAttention(nn.Module):
         if width % heads:
             raise ValueError(f"width {width} is not divisible by {heads} heads")
         self.heads = heads
+        self.kernel = "sdpa"
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
@@ -38,10 +47,12 @@ class FusedAttention(nn.Module):
         """x [S, L, C]; size [S, L, 1] token sizes (None: all ones). Returns (output, keys averaged over heads)."""
         s, length, width = x.shape
         q, k, v = self.qkv(x).view(s, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        bias = None
-        if size is not None:
-            bias = size.log().to(q.dtype).view(s, 1, 1, length)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal)
+        if size is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        elif self.kernel == "flex":
+            out = _flex_attention(q, k, v, score_mod=_size_bias(size.view(s, length).log().float()))
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=size.log().to(q.dtype).view(s, 1, 1, length))
         out = self.proj(out.transpose(1, 2).reshape(s, length, width))
         return out, (k.mean(dim=1) if want_keys else None)
 
@@ -51,3 +62,37 @@ def fuse_attention(transformer: nn.Module) -> None:
     for block in transformer.resblocks:
         if isinstance(block.attn, nn.MultiheadAttention):
             block.attn = FusedAttention.from_multihead(block.attn)
+
+
+def set_attention_kernel(module: nn.Module, kernel: str) -> None:
+    """Use `kernel` ("sdpa" or "flex") for the size-biased attention of every FusedAttention in `module`."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown attention kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    for m in module.modules():
+        if isinstance(m, FusedAttention):
+            m.kernel = kernel
+
+
+def _size_bias(log_size: torch.Tensor):
+    def add_log_size(score, batch, head, query, key):
+        return score + log_size[batch, key]
+    return add_log_size
+
+
+def _flex_attention(q, k, v, score_mod):
+    """FlexAttention, compiled: inside a compiled encoder it joins its graph; in eager it is compiled once
+    here (eager FlexAttention is a slow reference implementation)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if q.device.type != "cuda":
+        raise ValueError("the flex attention kernel runs on CUDA only; use the sdpa kernel on "
+                         f"{q.device.type}")
+    if torch.compiler.is_compiling():
+        return flex_attention(q, k, v, score_mod=score_mod)
+    global _COMPILED_FLEX
+    if _COMPILED_FLEX is None:
+        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=True)
+    return _COMPILED_FLEX(q, k, v, score_mod=score_mod)
+
+
+_COMPILED_FLEX = None

@@ -40,3 +40,34 @@ def measure_side_by_side(encoders: dict[str, Callable[[torch.Tensor], torch.Tens
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def matmul_gmacs_per_s(m: int, k: int, n: int, device: torch.device, dtype: torch.dtype,
+                       rounds: int = 5) -> float:
+    """GMAC/s of one plain [m, k] x [k, n] matrix product in `dtype`: the peak an encoder is measured against."""
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    times = []
+    with torch.inference_mode():
+        for round_ in range(rounds + 2):
+            _synchronize(device)
+            start = time.perf_counter()
+            a @ b
+            _synchronize(device)
+            if round_ >= 2:
+                times.append(time.perf_counter() - start)
+    return m * k * n / statistics.median(times) / 1e9
+
+
+def peak_memory_per_video(encode: Callable[[torch.Tensor], torch.Tensor], video: torch.Tensor) -> float | None:
+    """MB of GPU memory one forward pass takes per video above what was allocated before it (None on CPU,
+    where no allocator keeps a peak: `tempme bench model --memory` measures CPU memory in child processes)."""
+    if video.device.type != "cuda":
+        return None
+    torch.cuda.synchronize(video.device)
+    torch.cuda.reset_peak_memory_stats(video.device)
+    before = torch.cuda.memory_allocated(video.device)
+    with torch.inference_mode():
+        encode(video)
+    torch.cuda.synchronize(video.device)
+    return (torch.cuda.max_memory_allocated(video.device) - before) / 2**20 / video.shape[0]

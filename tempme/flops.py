@@ -29,7 +29,7 @@ def complexity_report(config: ModelConfig) -> dict:
     video = torch.randn(1, config.frames, 3, model.image_size, model.image_size)
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CUSTOM_FORMULAS) as counter:
         encoding = model.encode_video_full(video)
-    plans = model.video.plan(config.frames)
+    plans = model.video.plans
     tokens_per_layer = [f"{seqs}x{tokens}" for seqs, tokens in encoding.layer_shapes]
     return {
         "preset": config.name,

@@ -4,7 +4,8 @@ Sequences are `[c CLS tokens, patch tokens]`. The whole sequence alternates into
 and set B (odd positions); CLS tokens belong to neither. Each A token finds its most similar B token; the
 `r` A tokens with the highest similarity merge into their partner. The result is laid out as
 `[CLS tokens, unmerged A tokens in their original order, B tokens]`. Everything is batched: no Python
-loop runs over tokens or sequences.
+loop runs over tokens or sequences, the sets are strided views (no index tensors, no host synchronisation),
+and the token counts are plain integers, so the encoder compiles into one graph.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ class Matching:
     """Which tokens go where; apply it to any per-token tensor with `merge_weighted` or `merge_sum`."""
 
     cls: int
-    a_pos: torch.Tensor       # [Na] positions of set A in the sequence
-    b_pos: torch.Tensor       # [Nb] positions of set B in the sequence
+    a_pos: slice              # positions of set A in the sequence
+    b_pos: slice              # positions of set B in the sequence
     unm_idx: torch.Tensor     # [S, Na - r, 1] indices into A of the tokens that stay, in original order
     src_idx: torch.Tensor     # [S, r, 1] indices into A of the tokens merged away
     dst_idx: torch.Tensor     # [S, r, 1] indices into B of their partners
@@ -40,18 +41,20 @@ class Matching:
         return self.merge_sum(x * size) / merged_size, merged_size
 
 
-def alternation(length: int, cls: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def alternation(length: int, cls: int) -> tuple[slice, slice]:
     """Positions of sets A (even) and B (odd) in a sequence of `length` tokens whose first `cls` are CLS."""
-    positions = torch.arange(cls, length, device=device)
-    return positions[positions % 2 == 0], positions[positions % 2 == 1]
+    first_even = cls + cls % 2
+    first_odd = cls + 1 - cls % 2
+    return slice(first_even, length, 2), slice(first_odd, length, 2)
 
 
 def bipartite_soft_matching(metric: torch.Tensor, r: int, cls: int) -> Matching:
     """Match `r` A tokens of each sequence of `metric` [S, L, C] to their most similar B token (cosine)."""
     length = metric.shape[1]
-    a_pos, b_pos = alternation(length, cls, metric.device)
-    if not 0 <= r <= len(a_pos):
-        raise ValueError(f"cannot merge {r} tokens: set A holds {len(a_pos)} of {length} tokens")
+    a_pos, b_pos = alternation(length, cls)
+    set_a = len(range(length)[a_pos])
+    if not 0 <= r <= set_a:
+        raise ValueError(f"cannot merge {r} tokens: set A holds {set_a} of {length} tokens")
     metric = F.normalize(metric, dim=-1)
     scores = metric[:, a_pos] @ metric[:, b_pos].transpose(1, 2)        # [S, Na, Nb]
     best, partner = scores.max(dim=-1)                                  # [S, Na]

@@ -6,11 +6,13 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from .adapter import add_lora, read_adapter_config, read_adapter_tensors, save_adapter
 from .backbone import create_backbone
 from .config import ModelConfig, get_config
+from .precision import inference_dtype
 from .text import TextEncoder
 from .video import VideoEncoder, VideoEncoding
 
@@ -56,12 +58,48 @@ class TempMeModel(nn.Module):
 
     def encode_video(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """video [B, T, 3, H, W] CLIP-normalised, mask [B, T] (True = real frame) -> [B, D] L2-normalised."""
-        return self.video(video, mask).embedding
+        return self.video(video.to(self.dtype), mask)
 
     def encode_video_full(self, video: torch.Tensor, mask: torch.Tensor | None = None,
                           trace: bool = False) -> VideoEncoding:
         """Video embeddings with per-frame embeddings, per-layer token shapes and, if traced, merge sources."""
-        return self.video(video, mask, trace=trace)
+        return self.video.encode(video.to(self.dtype), mask, trace=trace)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.video.visual.conv1.weight.dtype
+
+    def for_inference(self, precision: str = "auto", compile: bool = False) -> "TempMeModel":
+        """The fast inference form, in place: eval mode, LoRA folded, weights in the inference dtype (`auto`:
+        bf16 where the hardware computes it natively), and with `compile` the video encoder compiled into
+        one graph (worth it for long jobs: compiling takes seconds to minutes)."""
+        self.eval().fold_lora()
+        self.to(inference_dtype(precision, self.device))
+        if compile:
+            self.video.compile(fullgraph=True)
+        return self
+
+    @property
+    def lora_folded(self) -> bool:
+        return any(layer.merged for layer in self._lora_layers())
+
+    def fold_lora(self, fold: bool = True) -> "TempMeModel":
+        """Fold each LoRA product into its frozen q,k,v weight (inference: one matrix product instead of
+        three, same function), or take it back out (`fold=False`). Training always unfolds first."""
+        for layer in self._lora_layers():
+            if fold and not layer.merged:
+                layer.merge()
+            elif not fold and layer.merged:
+                layer.unmerge()
+        return self
+
+    def train(self, mode: bool = True) -> "TempMeModel":
+        if mode:
+            self.fold_lora(False)   # gradients must reach the LoRA matrices, not a folded copy
+        return super().train(mode)
+
+    def _lora_layers(self) -> list[LoraLayer]:
+        return [m for m in self.modules() if isinstance(m, LoraLayer)]
 
     def similarity(self, text_emb: torch.Tensor, video_emb: torch.Tensor) -> torch.Tensor:
         """[Bt, D] x [Bv, D] normalised embeddings -> [Bt, Bv] logits (cosine times the logit scale)."""
@@ -72,6 +110,8 @@ class TempMeModel(nn.Module):
 
     def load_adapter(self, directory: str | Path) -> None:
         tensors = read_adapter_tensors(directory)
+        folded = self.lora_folded
+        self.fold_lora(False)
         own = self.trainable_parameters()
         missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
         if missing or unexpected:
@@ -83,6 +123,7 @@ class TempMeModel(nn.Module):
                     raise ValueError(f"{directory}: {name} has shape {tuple(value.shape)}, "
                                      f"the model expects {tuple(own[name].shape)}")
                 own[name].copy_(value)
+        self.fold_lora(folded)
 
 
 def load_model(preset: str | ModelConfig | None = None, pretrained: str | None = None,

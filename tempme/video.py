@@ -9,15 +9,13 @@ are never merged; the video embedding is the mean of their normalised projection
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import MergeSchedule
 from .merge import bipartite_soft_matching
-from .schedule import LayerPlan, plan_layers
+from .schedule import plan_layers
 
 
 @dataclass
@@ -45,10 +43,11 @@ class VideoEncoder(nn.Module):
         self.schedule = schedule
         self.frames = frames
         width = visual.conv1.out_channels
-        plans = self.plan(frames)
+        # The merge plan is fixed by the frame count, so the forward pass follows plain integers.
+        self.plans = plan_layers(schedule, len(visual.transformer.resblocks), frames, self.tokens_per_frame)
         # One trainable embedding per frame slot of each ClipMe layer, starting at zero.
         self.clip_pos = nn.ParameterDict({
-            str(layer): nn.Parameter(torch.zeros(plans[layer].seqs * plans[layer].join, width))
+            str(layer): nn.Parameter(torch.zeros(self.plans[layer].seqs * self.plans[layer].join, width))
             for layer in schedule.clipme_layers
         })
 
@@ -61,9 +60,6 @@ class VideoEncoder(nn.Module):
     def tokens_per_frame(self) -> int:
         return self.visual.positional_embedding.shape[0]
 
-    def plan(self, frames: int) -> list[LayerPlan]:
-        return _cached_plan(self.schedule, len(self.visual.transformer.resblocks), frames, self.tokens_per_frame)
-
     def _embed_patches(self, frames: torch.Tensor) -> torch.Tensor:
         v = self.visual
         x = v.conv1(frames).flatten(2).transpose(1, 2)
@@ -71,8 +67,9 @@ class VideoEncoder(nn.Module):
         x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
         return v.ln_pre(v.patch_dropout(x))
 
-    def forward(self, video: torch.Tensor, mask: torch.Tensor | None = None, trace: bool = False) -> VideoEncoding:
-        """video [B, T, 3, H, W] (CLIP-normalised), mask [B, T] (True = real frame) or None."""
+    def check_input(self, video: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """Shapes always (plain integers, free); empty videos only for a mask on the CPU, where reading it
+        costs no device synchronisation. Callers that move masks to a GPU check them before (`check_mask`)."""
         if video.dim() != 5 or video.shape[2] != 3:
             raise ValueError(f"video must be [B, T, 3, H, W], got shape {tuple(video.shape)}")
         batch, frames, _, height, width = video.shape
@@ -83,10 +80,24 @@ class VideoEncoder(nn.Module):
         if mask is not None:
             if mask.shape != (batch, frames):
                 raise ValueError(f"mask must be [B, T] = {(batch, frames)}, got {tuple(mask.shape)}")
-            empty = (~mask.bool()).all(dim=1).nonzero().flatten().tolist()
-            if empty:
-                raise ValueError(f"videos {empty} of the batch have zero valid frames")
+            if mask.device.type == "cpu" and not torch.compiler.is_compiling():
+                check_mask(mask)
 
+    def forward(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """video [B, T, 3, H, W] (CLIP-normalised), mask [B, T] (True = real frame) or None -> [B, D]
+        L2-normalised video embeddings. The hot path: free of host synchronisations, it compiles into one
+        graph (`torch.compile(encoder, fullgraph=True)`)."""
+        self.check_input(video, mask)
+        return self._run(video, mask, trace=False)[0]
+
+    def encode(self, video: torch.Tensor, mask: torch.Tensor | None = None, trace: bool = False) -> VideoEncoding:
+        """Like `forward`, with per-frame embeddings, per-layer token shapes and, if traced, merge sources."""
+        self.check_input(video, mask)
+        video_emb, frame_emb, shapes, source = self._run(video, mask, trace)
+        return VideoEncoding(video_emb, frame_emb, shapes, source)
+
+    def _run(self, video, mask, trace):
+        batch, frames, _, height, width = video.shape
         x = self._embed_patches(video.reshape(batch * frames, 3, height, width))
         size = None
         source = None
@@ -95,8 +106,7 @@ class VideoEncoder(nn.Module):
             source = torch.eye(frames * n0, device=x.device).view(frames * n0, frames, n0)
             source = source.permute(1, 2, 0).repeat(batch, 1, 1)                 # [B*T, N0, T*N0]
         shapes = []
-        plans = self.plan(frames)
-        for layer, (block, plan) in enumerate(zip(self.visual.transformer.resblocks, plans)):
+        for layer, (block, plan) in enumerate(zip(self.visual.transformer.resblocks, self.plans)):
             if plan.join > 1:
                 x, size, source = self._join_clips(layer, plan, batch, x, size, source)
             shapes.append((plan.seqs, x.shape[1]))
@@ -106,14 +116,14 @@ class VideoEncoder(nn.Module):
                 x, size, source = self._merge(keys, plan.r_after, plan.cls, x, size, source)
             x = x + block.ls_2(block.mlp(block.ln_2(x)))
 
-        cls_tokens = x[:, : plans[-1].cls].reshape(batch, frames, -1)
+        cls_tokens = x[:, : self.plans[-1].cls].reshape(batch, frames, -1)
         frame_emb = F.normalize(self.visual.ln_post(cls_tokens) @ self.visual.proj, dim=-1)
         weights = torch.ones(batch, frames, 1, device=x.device, dtype=frame_emb.dtype) if mask is None \
             else mask.to(frame_emb.dtype)[..., None]
         video_emb = F.normalize((frame_emb * weights).sum(1) / weights.sum(1), dim=-1)
         if source is not None:
             source = source.reshape(batch, -1, source.shape[-1])
-        return VideoEncoding(video_emb, frame_emb, shapes, source)
+        return video_emb, frame_emb, shapes, source
 
     def _join_clips(self, layer, plan, batch, x, size, source):
         cls = plan.cls // plan.join
@@ -140,6 +150,9 @@ class VideoEncoder(nn.Module):
         return x, size, source
 
 
-@lru_cache(maxsize=64)
-def _cached_plan(schedule: MergeSchedule, layers: int, frames: int, tokens_per_frame: int) -> list[LayerPlan]:
-    return plan_layers(schedule, layers, frames, tokens_per_frame)
+
+def check_mask(mask: torch.Tensor) -> None:
+    """A mask [B, T] must leave every video at least one real frame (reads the mask: a sync on a GPU)."""
+    empty = (~mask.bool()).all(dim=1).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"videos {empty} of the batch have zero valid frames")

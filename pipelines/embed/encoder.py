@@ -33,12 +33,12 @@ def _indexed_sample(batch: dict, i: int) -> IndexedSample:
 class VideoEmbedder:
     """Callable class for `Dataset.map_batches`: batch of sample rows -> video_id, source, embedding, error."""
 
-    def __init__(self, adapter: dict[str, bytes], threads: int = 1, use_gpu: bool = False):
+    def __init__(self, adapter: dict[str, bytes], threads: int = 1, use_gpu: bool = False, precision: str = "auto"):
         import torch
 
         torch.set_num_threads(max(1, threads))
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.model = load_from_files(adapter).to(self.device)
+        self.model = load_from_files(adapter).to(self.device).for_inference(precision)
         self.frames, self.size = self.model.config.frames, self.model.image_size
         with torch.inference_mode():
             self.dim = int(self.model.encode_text(["x"]).shape[-1])
