@@ -11,6 +11,7 @@ def add_embed_arguments(parser: argparse.ArgumentParser, model_default: str | No
                         required: bool = True) -> None:
     """The embedding options, shared with `tempme schedule` (which only changes their defaults)."""
     from pipelines.index import PART_ROWS
+    from tempme.precision import PRECISIONS
 
     parser.add_argument("--shards", required=required, help="shard directory or URI written by `tempme preprocess`")
     parser.add_argument("--model", required=required and model_default is None, default=model_default,
@@ -23,6 +24,12 @@ def add_embed_arguments(parser: argparse.ArgumentParser, model_default: str | No
                         help="CPUs (torch threads) per actor; the pool needs workers x this many (default 1)")
     parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                         help="auto: one GPU per actor when the cluster has GPUs, else CPU")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="inference precision; auto: bf16 where the CPU or GPU computes it natively "
+                             "(default %(default)s)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile each actor's video encoder once (takes a minute or two per actor; "
+                             "pays off over thousands of videos)")
     parser.add_argument("--part-rows", type=int, default=PART_ROWS,
                         help="rows per committed part file: at most this much work is lost when a run is killed "
                              "(default %(default)s)")
@@ -46,7 +53,8 @@ def run(args) -> int:
 
     try:
         report = embed_corpus(args.shards, args.model, args.out, workers=args.workers,
-                              batch_size=args.batch_size, device=args.device,
+                              batch_size=args.batch_size, device=args.device, precision=args.precision,
+                              compile=args.compile,
                               cpus_per_worker=args.cpus_per_worker, ray_address=args.ray_address,
                               tracking_uri=args.tracking_uri, experiment=args.experiment,
                               part_rows=args.part_rows, log=lambda line: print(line, flush=True),

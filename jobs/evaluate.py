@@ -9,12 +9,17 @@ import jobs.cli
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tempme.precision import PRECISIONS
+
     parser.add_argument("--model", required=True,
                         help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/<path> or an adapter dir")
     parser.add_argument("--shards", required=True, help="shard folder written by `tempme preprocess`")
     parser.add_argument("--split", default="test", help="split to evaluate (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="videos per forward pass (default %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="inference precision; auto: bf16 where the CPU or GPU computes it natively "
+                             "(default %(default)s)")
     parser.add_argument("--loader-workers", type=int, default=0, help="decoding processes (default %(default)s)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ URIs "
                                                "(default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
@@ -35,7 +40,7 @@ def run(args) -> int:
             check_reachable(uri)
             mlflow.set_tracking_uri(uri)
         result, resolved = evaluate_model(args.model, args.shards, args.split, args.batch_size, args.device,
-                                          args.loader_workers)
+                                          args.loader_workers, args.precision)
     except (TrackingUnavailable, FileNotFoundError, ValueError, mlflow.MlflowException) as err:
         print(f"tempme evaluate: {err}", file=sys.stderr)
         return 2

@@ -37,11 +37,14 @@ def cron_line(args) -> str:
     command = [sys.executable, "-m", "jobs.schedule", "--shards", args.shards or "SHARDS",
                "--out", args.out or "INDEX", "--model", args.model, "--workers", str(args.workers),
                "--batch-size", str(args.batch_size), "--cpus-per-worker", str(args.cpus_per_worker),
-               "--device", args.device, "--experiment", args.experiment]
+               "--device", args.device, "--precision", args.precision, "--part-rows", str(args.part_rows),
+               "--progress-every", str(args.progress_every), "--experiment", args.experiment]
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     for flag, value in (("--ray-address", args.ray_address), ("--tracking-uri", tracking_uri)):
         if value:
             command += [flag, value]
+    if args.compile:
+        command.append("--compile")
     log = Path(args.log)
     return (f"{args.cron} mkdir -p {shlex.quote(str(log.parent))} && cd {shlex.quote(str(REPO_ROOT))} && "
             f"{shlex.join(command)} >> {shlex.quote(str(log))} 2>&1")

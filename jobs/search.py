@@ -9,6 +9,8 @@ import jobs.cli
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tempme.precision import PRECISIONS
+
     parser.add_argument("query", nargs="+", help="text query (several queries: one search each)")
     parser.add_argument("--index", required=True, help="index directory or URI written by `tempme embed`")
     parser.add_argument("-k", type=int, default=10, help="videos per query (default %(default)s)")
@@ -16,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "(default: the model the index records)")
     parser.add_argument("--tracking-uri", help="MLflow store holding a models:/ or runs:/ model "
                                                "(default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="text-encoder precision; auto: bf16 where the CPU or GPU computes it natively "
+                             "(default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.epilog = 'Example: tempme search "a man is cooking" --index outputs/index -k 10 --json'
 
@@ -28,7 +33,7 @@ def run(args) -> int:
         print(f"tempme search: -k must be at least 1, got {args.k}", file=sys.stderr)
         return 2
     try:
-        searcher = TextSearch(args.index, args.model, args.tracking_uri)
+        searcher = TextSearch(args.index, args.model, args.tracking_uri, args.precision)
         results = searcher.search(args.query, args.k)
     except (ModelMismatch, VideoIndexError, ValueError) as e:
         print(f"tempme search: {e}", file=sys.stderr)

@@ -151,9 +151,10 @@ def save_merge_pictures(model, videos: Iterable, count: int, out_dir: str | Path
 
 
 def evaluate_model(model_uri: str, shards: str, split: str, batch_size: int = 16, device: str = "cpu",
-                   loader_workers: int = 0) -> tuple[EvalResult, ResolvedModel]:
-    """Load a model from any adapter URI (see `model_store`) and evaluate it on a split, in this process."""
+                   loader_workers: int = 0, precision: str = "auto") -> tuple[EvalResult, ResolvedModel]:
+    """Load a model from any adapter URI (see `model_store`) and evaluate it on a split, in this process,
+    in its inference form (`precision` auto: bf16 where the hardware computes it natively)."""
     model, resolved = load_registered_model(model_uri)
-    model.to(device)
+    model.to(device).for_inference(precision)
     embeddings = embed_videos(model, split_videos(shards, split, loader_workers=loader_workers), batch_size)
     return score(embeddings), resolved

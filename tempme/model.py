@@ -50,14 +50,15 @@ class TempMeModel(nn.Module):
         return self._tokenizer(list(texts), context_length=self.config.text_context).to(self.device)
 
     def encode_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text(tokens), dim=-1)
+        return F.normalize(self.text(tokens).float(), dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """[B] captions -> [B, D] L2-normalised embeddings."""
         return self.encode_text_tokens(self.tokenize(texts))
 
     def encode_video(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """video [B, T, 3, H, W] CLIP-normalised, mask [B, T] (True = real frame) -> [B, D] L2-normalised."""
+        """video [B, T, 3, H, W] CLIP-normalised, mask [B, T] (True = real frame) -> [B, D] L2-normalised
+        float32 (the encoder runs in the model's dtype)."""
         return self.video(video.to(self.dtype), mask)
 
     def encode_video_full(self, video: torch.Tensor, mask: torch.Tensor | None = None,

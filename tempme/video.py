@@ -117,7 +117,8 @@ class VideoEncoder(nn.Module):
             x = x + block.ls_2(block.mlp(block.ln_2(x)))
 
         cls_tokens = x[:, : self.plans[-1].cls].reshape(batch, frames, -1)
-        frame_emb = F.normalize(self.visual.ln_post(cls_tokens) @ self.visual.proj, dim=-1)
+        # Embeddings are normalised and returned in float32 whatever the encoder's dtype.
+        frame_emb = F.normalize((self.visual.ln_post(cls_tokens) @ self.visual.proj).float(), dim=-1)
         weights = torch.ones(batch, frames, 1, device=x.device, dtype=frame_emb.dtype) if mask is None \
             else mask.to(frame_emb.dtype)[..., None]
         video_emb = F.normalize((frame_emb * weights).sum(1) / weights.sum(1), dim=-1)

@@ -33,12 +33,16 @@ def _indexed_sample(batch: dict, i: int) -> IndexedSample:
 class VideoEmbedder:
     """Callable class for `Dataset.map_batches`: batch of sample rows -> video_id, source, embedding, error."""
 
-    def __init__(self, adapter: dict[str, bytes], threads: int = 1, use_gpu: bool = False, precision: str = "auto"):
+    def __init__(self, adapter: dict[str, bytes], threads: int = 1, use_gpu: bool = False, precision: str = "auto",
+                 compile_batch: int | None = None):
+        """`compile_batch`: compile the video encoder for batches of exactly this many videos; shorter
+        batches are padded to it, so that one graph serves every call."""
         import torch
 
         torch.set_num_threads(max(1, threads))
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.model = load_from_files(adapter).to(self.device).for_inference(precision)
+        self.model = load_from_files(adapter).to(self.device).for_inference(precision, compile=bool(compile_batch))
+        self.compile_batch = compile_batch
         self.frames, self.size = self.model.config.frames, self.model.image_size
         with torch.inference_mode():
             self.dim = int(self.model.encode_text(["x"]).shape[-1])
@@ -71,9 +75,11 @@ class VideoEmbedder:
             ok.append(i)
         embedding = np.zeros((n, self.dim), np.float32)
         if ok:
+            pad = max(0, (self.compile_batch or 0) - len(ok))
+            video, mask = torch.stack(videos + videos[:1] * pad), torch.stack(masks + masks[:1] * pad)
             with torch.inference_mode():
-                out = self.model.encode_video(torch.stack(videos).to(self.device), torch.stack(masks).to(self.device))
-            embedding[ok] = out.float().cpu().numpy()
+                out = self.model.encode_video(video.to(self.device), mask.to(self.device))
+            embedding[ok] = out[: len(ok)].float().cpu().numpy()
         return {"video_id": np.asarray(batch["video_id"], dtype=object),
                 "source": np.asarray(batch["shard"], dtype=object),
                 "embedding": embedding, "error": np.asarray(errors, dtype=object)}

@@ -23,6 +23,7 @@ from pipelines.index import PART_ROWS, IndexStore, Manifest, ModelRef
 from pipelines.preprocess.sources import KNOWN_SPLITS
 from pipelines.progress import Progress
 from pipelines.shards import IndexedSample, read_summary, shard_index
+from tempme.precision import inference_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def _actor_resources(ray, device: str, cpus_per_worker: int) -> tuple[int, int]:
 
 
 def _pipeline(ray, todo: list[IndexedSample], adapter: dict[str, bytes], workers: int, batch_size: int,
-              device: str, cpus_per_worker: int):
+              device: str, cpus_per_worker: int, precision: str, compile: bool):
     """Rows of the videos to embed, one block per model batch, through a fixed pool of `workers` actors."""
     num_cpus, num_gpus = _actor_resources(ray, device, cpus_per_worker)
     context = ray.data.DataContext.get_current()
@@ -95,7 +96,8 @@ def _pipeline(ray, todo: list[IndexedSample], adapter: dict[str, bytes], workers
     ds = ray.data.from_items([sample_row(s) for s in todo], override_num_blocks=blocks)
     return ds.map_batches(
         VideoEmbedder,
-        fn_constructor_kwargs={"adapter": adapter, "threads": cpus_per_worker, "use_gpu": num_gpus > 0},
+        fn_constructor_kwargs={"adapter": adapter, "threads": cpus_per_worker, "use_gpu": num_gpus > 0,
+                               "precision": precision, "compile_batch": batch_size if compile else None},
         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)),
         num_cpus=num_cpus, num_gpus=num_gpus)
 
@@ -135,19 +137,23 @@ def _finish_run(uri: str, run_id: str, report: EmbedReport, options: dict) -> No
 
 
 def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, batch_size: int = 16,
-                 device: str = "auto", cpus_per_worker: int = 1, ray_address: str | None = None,
+                 device: str = "auto", precision: str = "auto", compile: bool = False,
+                 cpus_per_worker: int = 1, ray_address: str | None = None,
                  tracking_uri: str | None = None, experiment: str = "tempme-embed", part_rows: int = PART_ROWS,
                  progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None,
                  progress_every: float = 10.0) -> EmbedReport:
     """Embed the videos of `shards` that `out` does not hold yet for this model version; publish atomically.
 
     `log` gets a line when embedding starts and then at most every `progress_every` seconds (videos done,
-    failed, videos/s); `progress(done, total)` is called after every batch. A tracking store that does not
+    failed, videos/s); `progress(done, total)` is called after every batch. `precision` is the actors'
+    inference precision (`auto`: bf16 where the hardware computes it natively); `compile` compiles each
+    actor's video encoder once for the batch size. A tracking store that does not
     answer (`tracking.TrackingUnavailable`) or a model it does not hold (ValueError) is found before anything
     is written."""
     import mlflow
     import ray
 
+    inference_dtype(precision, "cpu")    # an unknown precision fails here, before anything starts
     if workers < 1 or batch_size < 1 or cpus_per_worker < 1:
         raise ValueError(f"workers, batch_size and cpus_per_worker must be at least 1 "
                          f"(got {workers}, {batch_size}, {cpus_per_worker})")
@@ -160,18 +166,20 @@ def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, bat
         if not ray.is_initialized():
             ray.init(address=ray_address)
         report = _embed(ray, samples, model, adapter_dir, str(out), run_id, workers, batch_size, device,
-                        cpus_per_worker, part_rows, progress, log or logger.info, progress_every)
+                        cpus_per_worker, precision, compile, part_rows, progress, log or logger.info,
+                        progress_every)
     except BaseException:
         mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED")
         raise
     report.mlflow_run_id = run_id
     _finish_run(uri, run_id, report, {"workers": workers, "batch_size": batch_size, "device": device,
+                                      "precision": precision, "compile": compile,
                                       "cpus_per_worker": cpus_per_worker, "shards": shards})
     return report
 
 
 def _embed(ray, samples, model, adapter_dir, out, run_id, workers, batch_size, device, cpus_per_worker,
-           part_rows, progress, log, progress_every) -> EmbedReport:
+           precision, compile, part_rows, progress, log, progress_every) -> EmbedReport:
     with IndexStore(out).writer(model, run_id=run_id[:12], part_rows=part_rows) as writer:
         todo = [s for s in samples if s.id not in writer.done_ids]
         adopted = writer.adopted_count
@@ -181,7 +189,8 @@ def _embed(ray, samples, model, adapter_dir, out, run_id, workers, batch_size, d
         embedded = 0
         start = time.perf_counter()
         if todo:
-            pipeline = _pipeline(ray, todo, adapter_files(adapter_dir), workers, batch_size, device, cpus_per_worker)
+            pipeline = _pipeline(ray, todo, adapter_files(adapter_dir), workers, batch_size, device, cpus_per_worker,
+                                 precision, compile)
             for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
                 good = [i for i, e in enumerate(batch["error"]) if not e]
                 embedded += writer.add([str(batch["video_id"][i]) for i in good], batch["embedding"][good])

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from tempme.precision import PRECISIONS
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot run; the message starts with the dotted key."""
@@ -107,7 +109,6 @@ class TrainJobConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _coerce(key: str, value, hint):

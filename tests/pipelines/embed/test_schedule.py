@@ -66,6 +66,17 @@ def test_print_cron_gives_a_self_contained_crontab_line(capsys):
             "--tracking-uri": "http://mlflow:5000"}.items() <= dict(zip(command[3::2], command[4::2])).items()
 
 
+def test_print_cron_keeps_every_embedding_option(capsys):
+    assert main(["schedule", "--print-cron", "--shards", "s3://c/shards", "--out", "s3://c/index",
+                 "--precision", "fp32", "--compile", "--part-rows", "500", "--progress-every", "30"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if not x.startswith("#")][0]
+    words = shlex.split(line.split(maxsplit=5)[5])
+    command = words[words.index("-m") + 2: words.index(">>")]
+    assert command[-1] == "--compile"
+    assert {"--precision": "fp32", "--part-rows": "500", "--progress-every": "30.0"}.items() \
+        <= dict(zip(command[:-1:2], command[1:-1:2])).items()
+
+
 def test_schedule_without_shards_says_what_is_missing(capsys):
     assert main(["schedule", "--out", "/x"]) == 2
     assert "missing --shards" in capsys.readouterr().err
