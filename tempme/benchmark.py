@@ -19,12 +19,14 @@ class Throughput:
     name: str
     videos_per_s: float
     seconds_per_batch: list[float]
+    first_call_s: float           # the first call alone: set-up, and compilation for a compiled encoder
 
 
 def measure_side_by_side(encoders: dict[str, Callable[[torch.Tensor], torch.Tensor]], video: torch.Tensor,
                          rounds: int = 5, warmup: int = 2) -> list[Throughput]:
     """Median videos/s of each encoder over `rounds` interleaved rounds on the batch `video`."""
     times: dict[str, list[float]] = {name: [] for name in encoders}
+    first: dict[str, float] = {}
     with torch.inference_mode():
         for round_ in range(warmup + rounds):
             for name, encode in encoders.items():
@@ -32,9 +34,11 @@ def measure_side_by_side(encoders: dict[str, Callable[[torch.Tensor], torch.Tens
                 start = time.perf_counter()
                 encode(video)
                 _synchronize(video.device)
+                if round_ == 0:
+                    first[name] = time.perf_counter() - start
                 if round_ >= warmup:
                     times[name].append(time.perf_counter() - start)
-    return [Throughput(name, video.shape[0] / statistics.median(t), t) for name, t in times.items()]
+    return [Throughput(name, video.shape[0] / statistics.median(t), t, first[name]) for name, t in times.items()]
 
 
 def _synchronize(device: torch.device) -> None:

@@ -99,7 +99,7 @@ def plain_loop(shards: str, adapter_dir: Path, batch_size: int) -> tuple[Measure
     reader, arrivals, embeddings = SampleReader(), _Arrivals(), {}
     try:
         stage_started = time.perf_counter()
-        model = tempme.load_model(adapter=adapter_dir)
+        model = tempme.load_model(adapter=adapter_dir).for_inference()   # the same inference form as the job
         with torch.inference_mode():
             for i in range(0, len(samples), batch_size):
                 batch = samples[i:i + batch_size]
