@@ -27,8 +27,9 @@ def test_plain_loop_and_job_runs_embed_the_same_videos_alike(ray_cluster, synthe
     for job in result.jobs:
         found = index_embeddings(job.index)
         assert found.keys() == expected.keys()
-        assert max(float(np.abs(found[k] - v).max()) for k, v in expected.items()) < 1e-5
-    assert result.max_difference < 1e-5
+        # the job's inference form (bf16 where native) against fp32
+        assert min(float(found[k] @ v) for k, v in expected.items()) >= 0.999
+    assert result.max_difference < 1e-5        # the plain loop and the job: the same inference form, alike
     assert result.overhead(result.jobs[0], "end_to_end") == pytest.approx(
         100 * (result.plain.end_to_end / result.jobs[0].end_to_end - 1))
 
