@@ -3,6 +3,7 @@ pytest_plugins = [
     "tests.fixtures.ray_fixtures",
     "tests.fixtures.model_fixtures",
     "tests.fixtures.video_fixtures",
+    "tests.fixtures.s3_fixtures",
 ]
 
 

@@ -172,19 +172,14 @@ def test_a_file_uri_is_the_same_index_and_the_same_lock_as_its_path(tmp_path):
                 pass
 
 
-def test_an_object_store_index_commits_adopts_and_searches(tmp_path):
-    """memory:// goes through the same pyarrow filesystem code as s3:// (no mmap, no local lock)."""
-    import fsspec
-
-    uri = f"memory://{tmp_path.name}/index"
-    try:
-        with IndexStore(uri).writer(V1, part_rows=8) as w:
-            w.add(IDS[:21], EMB[:21])          # killed after 2 committed parts
-        with IndexStore(uri).writer(V1, part_rows=8) as w:
-            assert w.adopted_count == 16 and w.add(IDS, EMB) == 24
-            w.publish()
-        index = IndexStore(uri).open()
-        assert sorted(index.video_ids()) == IDS
-        assert [h.video_id for h in index.search(EMB[:2], k=1)[1]] == [IDS[1]]
-    finally:
-        fsspec.filesystem("memory").rm(f"/{tmp_path.name}", recursive=True)
+def test_an_object_store_index_commits_adopts_and_searches(s3_server):
+    """A real S3 server: the index's pyarrow-filesystem code, with no mmap and no local lock."""
+    uri = f"{s3_server.prefix('index')}/index"
+    with IndexStore(uri).writer(V1, part_rows=8) as w:
+        w.add(IDS[:21], EMB[:21])          # killed after 2 committed parts
+    with IndexStore(uri).writer(V1, part_rows=8) as w:
+        assert w.adopted_count == 16 and w.add(IDS, EMB) == 24
+        w.publish()
+    index = IndexStore(uri).open()
+    assert sorted(index.video_ids()) == IDS
+    assert [h.video_id for h in index.search(EMB[:2], k=1)[1]] == [IDS[1]]
