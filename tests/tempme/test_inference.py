@@ -92,3 +92,19 @@ def test_flex_attention_kernel_is_refused_off_cuda(random_video):
     set_attention_kernel(model, "flex")
     with torch.inference_mode(), pytest.raises(ValueError, match="flex attention kernel runs on CUDA only"):
         model.encode_video(random_video())
+
+
+@pytest.mark.filterwarnings("ignore:.*flex_attention.*")
+def test_flex_score_modification_adds_log_size_of_each_key():
+    """The CUDA kernel's score modification, checked here with FlexAttention's eager reference code."""
+    import torch.nn.functional as F
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from tempme.attention import _size_bias
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 37, 16, generator=generator) for _ in range(3))
+    size = torch.randint(1, 5, (3, 37), generator=generator).float()
+    flex = flex_attention(q, k, v, score_mod=_size_bias(size.log()))
+    sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=size.log().view(3, 1, 1, 37))
+    torch.testing.assert_close(flex, sdpa, atol=1e-5, rtol=1e-5)
