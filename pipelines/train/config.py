@@ -48,6 +48,9 @@ class OptimSection:
     weight_decay: float = 0.2
     warmup_ratio: float = 0.1           # share of all steps spent warming up, then cosine decay to 0
     grad_clip: float = 1.0              # max global gradient norm; 0 disables clipping
+    grad_average_over: int = 4          # the authors' DDP averaged gradients over their 4 GPUs before clipping:
+                                        # the gradient of the global loss is divided by this, whatever the
+                                        # worker count, so clipping and the update are theirs; 1: the plain gradient
 
 
 @dataclass
@@ -228,6 +231,8 @@ def check_config(cfg: TrainJobConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(key, f"must be >= 1, got {value}")
+    if cfg.optim.grad_average_over < 1:
+        raise ConfigError("optim.grad_average_over", f"must be >= 1, got {cfg.optim.grad_average_over}")
     if cfg.train.max_steps is not None and cfg.train.max_steps < 1:
         raise ConfigError("train.max_steps", f"must be >= 1 or null, got {cfg.train.max_steps}")
     if cfg.train.batch_size % cfg.scaling.num_workers:

@@ -208,7 +208,7 @@ def _train_step(model, batch: dict, params, optimizer, scheduler, scaler, cfg: T
     loss, global_batch = global_contrastive_loss(text.float(), video.float(), model.logit_scale)
     if global_batch and loss.requires_grad:
         (scaler.scale(loss) if scaler else loss).backward()
-    all_reduce_gradients(params)
+    all_reduce_gradients(params, cfg.optim.grad_average_over)
     if scaler:
         scaler.unscale_(optimizer)
     if cfg.optim.grad_clip:

@@ -3,7 +3,9 @@
 Each worker gathers the text and video features of all workers, keeping the autograd graph only for its own
 rows. The loss is the same number on every worker; the gradient each worker computes is the part that flows
 through its own features, so summing the workers' gradients (`all_reduce_gradients`) gives exactly the
-gradient of the global loss. Local batches may differ in size (the last steps of an epoch) or be empty.
+gradient of the global loss. The authors' DDP averaged it over their 4 GPUs instead, that is divided it by 4
+before clipping; `average_over` does the same for any number of workers. Local batches may differ in size
+(the last steps of an epoch) or be empty.
 """
 from __future__ import annotations
 
@@ -55,15 +57,21 @@ def global_contrastive_loss(text: torch.Tensor, video: torch.Tensor,
     return symmetric_infonce(all_text, all_video, logit_scale), all_text.shape[0]
 
 
-def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Sum the workers' gradients in one flat all-reduce (parameters without a gradient count as zero)."""
+def all_reduce_gradients(params: list[torch.nn.Parameter], average_over: int = 1) -> None:
+    """Sum the workers' gradients in one flat all-reduce (parameters without a gradient count as zero), then
+    divide by `average_over` (the authors' 4: DDP's average over their 4 GPUs)."""
     if not distributed():
+        for p in params:
+            if p.grad is not None and average_over != 1:
+                p.grad.div_(average_over)
         return
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     flat = torch.cat([p.grad.reshape(-1) for p in params])
     dist.all_reduce(flat)
+    if average_over != 1:
+        flat.div_(average_over)
     offset = 0
     for p in params:
         n = p.numel()

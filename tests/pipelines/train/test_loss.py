@@ -33,7 +33,7 @@ class _Head(torch.nn.Module):
 SPLITS = [[3, 3], [4, 1], [3, 0]]
 
 
-def _worker(rank: int, world: int, port: int, out):
+def _worker(rank: int, world: int, port: int, out, average_over: int, clip: float):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     for i, sizes in enumerate(SPLITS):
@@ -44,7 +44,9 @@ def _worker(rank: int, world: int, port: int, out):
         loss, n = global_contrastive_loss(ft, fv, 10.0)
         loss.backward()
         params = list(head.parameters())
-        all_reduce_gradients(params)
+        all_reduce_gradients(params, average_over)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         out.put(((i, rank), (loss.item(), n, [p.grad.clone() for p in params])))
     dist.destroy_process_group()
 
@@ -55,11 +57,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_workers_match_one_process():
+@pytest.mark.parametrize("average_over, clip", [(1, 0.0), (4, 0.05)], ids=["global-gradient", "authors-4-gpus"])
+def test_two_workers_match_one_process(average_over, clip):
+    """Plain: the gradient of the global loss. Authors': that gradient over 4 (DDP's average on their 4 GPUs),
+    then clipped, as one process computes it, whatever the worker count."""
     # spawn, not fork: forking a process that already runs torch threads (and a Ray cluster) can deadlock
     ctx = mp.get_context("spawn")
     queue, port = ctx.Queue(), _free_port()
-    procs = [ctx.Process(target=_worker, args=(rank, 2, port, queue), daemon=True) for rank in (0, 1)]
+    procs = [ctx.Process(target=_worker, args=(rank, 2, port, queue, average_over, clip), daemon=True)
+             for rank in (0, 1)]
     for p in procs:
         p.start()
     try:
@@ -75,7 +81,9 @@ def test_two_workers_match_one_process():
         t, v = _batch(sum(sizes))
         head = _Head()
         expected = symmetric_infonce(*head(t, v), 10.0)
-        expected.backward()
+        (expected / average_over).backward()
+        if clip:
+            assert torch.nn.utils.clip_grad_norm_(list(head.parameters()), clip) > clip   # clipping bites
         for rank in (0, 1):
             loss, n, grads = results[(i, rank)]
             assert n == sum(sizes)
