@@ -92,10 +92,18 @@ def embed_videos(model, videos: Iterable, batch_size: int, amp_dtype: torch.dtyp
     return SplitEmbeddings(video_ids, np.concatenate(video_emb), text_ids, np.concatenate(text_emb))
 
 
-def score(embeddings: SplitEmbeddings) -> EvalResult:
-    """Rank every caption against every video of the split: both directions' retrieval metrics."""
+def score(embeddings: SplitEmbeddings, split: str = "evaluation") -> EvalResult:
+    """Rank every caption against every video of the split: both directions' retrieval metrics. NaN or
+    infinite embeddings are an error naming the split and the videos, never a silent hit."""
     if not embeddings.text_video_ids:
-        raise ValueError("the evaluation split has no captions to rank")
+        raise ValueError(f"the {split} split has no captions to rank")
+    broken = sorted({vid for vid, row in zip(embeddings.video_ids, embeddings.videos) if not np.isfinite(row).all()}
+                    | {vid for vid, row in zip(embeddings.text_video_ids, embeddings.texts)
+                       if not np.isfinite(row).all()})
+    if broken:
+        raise ValueError(f"the {split} split: NaN or infinite embeddings for {len(broken)} videos or their "
+                         f"captions ({', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''}); the model "
+                         f"or its inputs are broken")
     column = {vid: i for i, vid in enumerate(embeddings.video_ids)}
     if len(column) != len(embeddings.video_ids):
         raise ValueError("the evaluation split holds some video ids more than once")
@@ -157,4 +165,4 @@ def evaluate_model(model_uri: str, shards: str, split: str, batch_size: int = 16
     model, resolved = load_registered_model(model_uri)
     model.to(device).for_inference(precision)
     embeddings = embed_videos(model, split_videos(shards, split, loader_workers=loader_workers), batch_size)
-    return score(embeddings), resolved
+    return score(embeddings, split), resolved

@@ -38,6 +38,11 @@ def retrieval_ranks(similarity, text_video) -> RetrievalRanks:
         raise ValueError("no texts to rank")
     if owner.min() < 0 or owner.max() >= n_video:
         raise ValueError(f"text_video holds video indices outside [0, {n_video})")
+    bad = ~np.isfinite(sim)
+    if bad.any():   # NaN compares false with everything: it would silently rank its target first
+        texts, videos = np.nonzero(bad)
+        raise ValueError(f"{int(bad.sum())} similarities are NaN or infinite (texts {sorted(set(texts.tolist()))[:5]}, "
+                         f"videos {sorted(set(videos.tolist()))[:5]})")
 
     target = sim[np.arange(n_text), owner]
     # Every video scoring >= the target counts; the target itself is one of them, which makes the rank 1-based.

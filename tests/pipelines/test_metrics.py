@@ -80,3 +80,10 @@ def test_bad_shapes_are_errors():
         retrieval_ranks(np.eye(3), [0, 1])
     with pytest.raises(ValueError, match="outside"):
         retrieval_ranks(np.eye(2), [0, 2])
+
+
+def test_nan_similarities_are_an_error_not_a_hit():
+    sim = np.eye(3)
+    sim[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"1 similarities are NaN or infinite \(texts \[1\], videos \[2\]\)"):
+        retrieval_ranks(sim, [0, 1, 2])

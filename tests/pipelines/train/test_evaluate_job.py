@@ -1,6 +1,7 @@
 """`tempme evaluate` on real shards: every test video and caption ranked, with an adapter directory as the model."""
 import json
 
+import numpy as np
 import pytest
 
 from jobs.cli import main
@@ -41,3 +42,11 @@ def test_split_parts_together_equal_the_whole(adapter_dir, synthetic_shards):
 def test_evaluate_command_names_a_missing_model(synthetic_shards, tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "nope"), "--shards", str(synthetic_shards)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_nan_embeddings_are_an_error_that_names_the_split_and_videos():
+    videos = np.eye(3, dtype=np.float32)
+    videos[2, 0] = np.nan
+    broken = SplitEmbeddings(["a", "b", "c"], videos, ["a", "b", "c"], np.eye(3, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"the val split: NaN or infinite embeddings for 1 videos .*\(c\)"):
+        score(broken, "val")
