@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from .metrics import RetrievalRanks, rank_metrics, recall_curve, retrieval_ranks
+from .metrics import RetrievalRanks, embedding_ranks, rank_metrics, recall_curve
 from .model_store import ResolvedModel, load_registered_model
 from .shards import ShardDataset
 
@@ -92,9 +92,10 @@ def embed_videos(model, videos: Iterable, batch_size: int, amp_dtype: torch.dtyp
     return SplitEmbeddings(video_ids, np.concatenate(video_emb), text_ids, np.concatenate(text_emb))
 
 
-def score(embeddings: SplitEmbeddings, split: str = "evaluation") -> EvalResult:
-    """Rank every caption against every video of the split: both directions' retrieval metrics. NaN or
-    infinite embeddings are an error naming the split and the videos, never a silent hit."""
+def score(embeddings: SplitEmbeddings, split: str = "evaluation", device="cpu") -> EvalResult:
+    """Rank every caption against every video of the split, in blocks on `device`: both directions'
+    retrieval metrics. NaN or infinite embeddings are an error naming the split and the videos, never a
+    silent hit."""
     if not embeddings.text_video_ids:
         raise ValueError(f"the {split} split has no captions to rank")
     broken = sorted({vid for vid, row in zip(embeddings.video_ids, embeddings.videos) if not np.isfinite(row).all()}
@@ -107,8 +108,8 @@ def score(embeddings: SplitEmbeddings, split: str = "evaluation") -> EvalResult:
     column = {vid: i for i, vid in enumerate(embeddings.video_ids)}
     if len(column) != len(embeddings.video_ids):
         raise ValueError("the evaluation split holds some video ids more than once")
-    ranks = retrieval_ranks(embeddings.texts @ embeddings.videos.T,
-                            [column[vid] for vid in embeddings.text_video_ids])
+    ranks = embedding_ranks(embeddings.texts, embeddings.videos,
+                            [column[vid] for vid in embeddings.text_video_ids], device)
     metrics = {**rank_metrics(ranks.t2v, "t2v"), **rank_metrics(ranks.v2t, "v2t")}
     return EvalResult(metrics=metrics, ranks=ranks, videos=len(embeddings.video_ids),
                       texts=len(embeddings.text_video_ids))
@@ -165,4 +166,4 @@ def evaluate_model(model_uri: str, shards: str, split: str, batch_size: int = 16
     model, resolved = load_registered_model(model_uri)
     model.to(device).for_inference(precision)
     embeddings = embed_videos(model, split_videos(shards, split, loader_workers=loader_workers), batch_size)
-    return score(embeddings, split), resolved
+    return score(embeddings, split, model.device), resolved

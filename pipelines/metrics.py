@@ -4,8 +4,9 @@ Texts are rows, videos are columns, and `text_video[i]` is the column of text i'
 several captions per video need nothing special: a text's target is its video, and for video-to-text a video
 is ranked by its best-ranked caption (the other captions of the same video never count against it).
 
-Ties count against the target: a rank is 1 + the number of wrong candidates scoring at least as high as the
-target. A model whose embeddings collapsed to one point (every score tied) therefore scores R@1 = 0 instead
+Similarities are float32 and ranked a block of texts at a time, on the device that holds the embeddings, so
+a split of any size needs block x videos of memory. Ties count against the target: a rank is 1 + the number
+of wrong candidates scoring at least as high as the target. A model whose embeddings collapsed to one point (every score tied) therefore scores R@1 = 0 instead
 of a perfect 100, which an optimistic tie rule would give it.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 RECALL_KS = (1, 5, 10, 50)
 
@@ -26,34 +28,62 @@ class RetrievalRanks:
 
 
 def retrieval_ranks(similarity, text_video) -> RetrievalRanks:
-    """Ranks of the right video for each text and of the best caption for each captioned video."""
-    sim = np.asarray(similarity, dtype=np.float64)
-    owner = np.asarray(text_video, dtype=np.int64)
+    """Ranks of the right video for each text and of the best caption for each captioned video, from a
+    [texts, videos] similarity matrix."""
+    sim = torch.as_tensor(np.asarray(similarity, dtype=np.float32))
     if sim.ndim != 2:
-        raise ValueError(f"similarity must be a [texts, videos] matrix, got shape {sim.shape}")
-    n_text, n_video = sim.shape
-    if owner.shape != (n_text,):
-        raise ValueError(f"text_video must give one video index per text ({n_text}), got shape {owner.shape}")
+        raise ValueError(f"similarity must be a [texts, videos] matrix, got shape {tuple(sim.shape)}")
+    return _blocked_ranks(lambda start, stop: sim[start:stop], sim.shape[0], sim.shape[1], text_video, "cpu")
+
+
+def embedding_ranks(texts, videos, text_video, device="cpu", block: int = 4096) -> RetrievalRanks:
+    """`retrieval_ranks` of the cosine similarities of L2-normalised text and video embeddings, computed in
+    float32 on `device` a block of `block` texts at a time: memory is block x videos, never texts x videos."""
+    texts = torch.as_tensor(np.asarray(texts, dtype=np.float32)).to(device)
+    videos = torch.as_tensor(np.asarray(videos, dtype=np.float32)).to(device)
+    return _blocked_ranks(lambda start, stop: texts[start:stop] @ videos.T, texts.shape[0], videos.shape[0],
+                          text_video, device, block)
+
+
+def _blocked_ranks(scores, n_text: int, n_video: int, text_video, device, block: int = 4096) -> RetrievalRanks:
+    """Two passes over blocks of texts, `scores(start, stop)` giving each block's [b, videos] similarities:
+    first every text's target score, then how many candidates score at least as high (ties count against)."""
+    owner_np = np.asarray(text_video, dtype=np.int64)
+    if owner_np.shape != (n_text,):
+        raise ValueError(f"text_video must give one video index per text ({n_text}), got shape {owner_np.shape}")
     if n_text == 0:
         raise ValueError("no texts to rank")
-    if owner.min() < 0 or owner.max() >= n_video:
+    if owner_np.min() < 0 or owner_np.max() >= n_video:
         raise ValueError(f"text_video holds video indices outside [0, {n_video})")
-    bad = ~np.isfinite(sim)
-    if bad.any():   # NaN compares false with everything: it would silently rank its target first
-        texts, videos = np.nonzero(bad)
-        raise ValueError(f"{int(bad.sum())} similarities are NaN or infinite (texts {sorted(set(texts.tolist()))[:5]}, "
-                         f"videos {sorted(set(videos.tolist()))[:5]})")
-
-    target = sim[np.arange(n_text), owner]
-    # Every video scoring >= the target counts; the target itself is one of them, which makes the rank 1-based.
-    t2v = (sim >= target[:, None]).sum(axis=1)
-
-    best = np.full(n_video, -np.inf)
-    np.maximum.at(best, owner, target)
-    captioned = np.isfinite(best)
-    other_video = owner[:, None] != np.arange(n_video)[None, :]
-    v2t = 1 + ((sim >= best[None, :]) & other_video).sum(axis=0)
-    return RetrievalRanks(t2v=t2v, v2t=v2t[captioned])
+    owner = torch.as_tensor(owner_np, device=device)
+    videos = torch.arange(n_video, device=device)
+    target = torch.empty(n_text, device=device)
+    bad_texts, bad_videos, bad = set(), set(), 0
+    for start in range(0, n_text, block):
+        sim = scores(start, min(start + block, n_text))
+        broken = ~torch.isfinite(sim)
+        if broken.any():   # NaN compares false with everything: it would silently rank its target first
+            rows, cols = broken.nonzero(as_tuple=True)
+            bad += int(broken.sum())
+            bad_texts.update((rows + start).tolist())
+            bad_videos.update(cols.tolist())
+            continue
+        target[start:start + sim.shape[0]] = sim.gather(1, owner[start:start + sim.shape[0], None]).squeeze(1)
+    if bad:
+        raise ValueError(f"{bad} similarities are NaN or infinite (texts {sorted(bad_texts)[:5]}, "
+                         f"videos {sorted(bad_videos)[:5]})")
+    best = torch.full((n_video,), -torch.inf, device=device).scatter_reduce(0, owner, target, "amax")
+    t2v = torch.empty(n_text, dtype=torch.int64, device=device)
+    above_best = torch.zeros(n_video, dtype=torch.int64, device=device)
+    for start in range(0, n_text, block):
+        sim = scores(start, min(start + block, n_text))
+        stop = start + sim.shape[0]
+        # Every video scoring >= the target counts; the target itself is one of them: ranks are 1-based.
+        t2v[start:stop] = (sim >= target[start:stop, None]).sum(1)
+        other_video = owner[start:stop, None] != videos[None, :]
+        above_best += ((sim >= best[None, :]) & other_video).sum(0)
+    captioned = torch.isfinite(best)
+    return RetrievalRanks(t2v=t2v.cpu().numpy(), v2t=(1 + above_best)[captioned].cpu().numpy())
 
 
 def rank_metrics(ranks: np.ndarray, prefix: str) -> dict[str, float]:

@@ -55,7 +55,7 @@ def evaluate_split(model, cfg: TrainJobConfig, split: str, rank: int, world: int
     videos = split_videos(cfg.data.shards, split, rank, world, cfg.data.loader_workers)
     part = embed_videos(model, videos, cfg.train.eval_batch_size, amp)
     parts = _gather_to_zero(part)
-    return _broadcast_from_zero(score(SplitEmbeddings.concat(parts), split) if parts is not None else None)
+    return _broadcast_from_zero(score(SplitEmbeddings.concat(parts), split, model.device) if parts is not None else None)
 
 
 def _maybe_inject_fault(rank: int, step: int) -> None:

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipelines.metrics import recall_curve, retrieval_metrics, retrieval_ranks
+from pipelines.metrics import embedding_ranks, recall_curve, retrieval_metrics, retrieval_ranks
 
 
 def test_perfect_diagonal_ranks_everything_first():
@@ -87,3 +87,16 @@ def test_nan_similarities_are_an_error_not_a_hit():
     sim[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"1 similarities are NaN or infinite \(texts \[1\], videos \[2\]\)"):
         retrieval_ranks(sim, [0, 1, 2])
+
+
+def test_blocks_of_texts_rank_exactly_like_the_whole_matrix():
+    rng = np.random.default_rng(0)
+    texts = rng.standard_normal((23, 8)).astype(np.float32)
+    videos = rng.standard_normal((9, 8)).astype(np.float32)
+    videos[4] = videos[3]                                    # a tie between two videos
+    owner = rng.integers(0, 8, 23)                           # video 8 has no caption
+    whole = retrieval_ranks(texts @ videos.T, owner)
+    for block in (1, 5, 23, 4096):
+        blocked = embedding_ranks(texts, videos, owner, block=block)
+        assert blocked.t2v.tolist() == whole.t2v.tolist() and blocked.v2t.tolist() == whole.v2t.tolist()
+    assert len(whole.v2t) == len(set(owner.tolist()))
