@@ -63,6 +63,8 @@ def run(args) -> int:
     kernels = _choices(args.attention, ("sdpa", "flex"), "--attention")
     key = BACKBONE_KEYS[args.backbone]
     methods = args.presets.split(",")
+    if args.reference and "tempme" not in methods:
+        raise SystemExit("--reference compares with the tempme preset: include tempme in --presets")
     gmacs = {m: complexity_report(tempme.get_config(f"{m}-{key}-{args.frames}f"))["gmacs"] for m in methods}
 
     encoders, fp32_models, names = {}, {}, {}
@@ -73,10 +75,11 @@ def run(args) -> int:
             for kernel in kernels:
                 name = method if (len(modes), len(kernels)) == (1, 1) else \
                     "-".join([method, mode] + ([kernel] if len(kernels) > 1 else []))
-                model = copy.deepcopy(base).to(dtype)
-                set_attention_kernel(model, kernel)
+                model = copy.deepcopy(base)
                 if mode != "eager":
-                    model.fold_lora()
+                    model.fold_lora()           # in fp32, then cast: the form `for_inference` ships
+                model.to(dtype)
+                set_attention_kernel(model, kernel)
                 if mode == "compiled":
                     model.video.compile(fullgraph=True, mode=args.compile_mode)
                 encoders[name], names[name] = model.video, (method, mode, kernel)
@@ -90,7 +93,8 @@ def run(args) -> int:
     results = measure_side_by_side({n: (lambda v, e=e, n=n: e(inputs[cast[n]])) for n, e in encoders.items()},
                                    video, rounds=args.rounds, warmup=args.warmup)
 
-    peak = _peak(device, dtype, batch * args.frames * 197, fp32_models[methods[0]])
+    first = fp32_models[methods[0]]
+    peak = _peak(device, dtype, batch * args.frames * first.video.tokens_per_frame, first)
     with torch.inference_mode():
         truth = {m: model.video(video[:2]).float() for m, model in fp32_models.items()}
     rows = []

@@ -76,7 +76,7 @@ def embed_videos(model, videos: Iterable, batch_size: int, amp_dtype: torch.dtyp
     try:
         for batch in _batches(videos, batch_size):
             frames = torch.stack([item[0] for item in batch]).to(device, non_blocking=True)
-            mask = torch.stack([torch.as_tensor(item[1], dtype=torch.bool) for item in batch]).to(device)
+            mask = torch.stack([torch.as_tensor(item[1], dtype=torch.bool) for item in batch])   # checked on the CPU
             captions = [c for item in batch for c in item[2]]
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 v = model.encode_video(frames, mask)

@@ -14,7 +14,7 @@ from .backbone import create_backbone
 from .config import ModelConfig, get_config
 from .precision import inference_dtype
 from .text import TextEncoder
-from .video import VideoEncoder, VideoEncoding
+from .video import VideoEncoder, VideoEncoding, check_mask
 
 # CLIP's image normalisation, which frames must be given in.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -58,13 +58,20 @@ class TempMeModel(nn.Module):
 
     def encode_video(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """video [B, T, 3, H, W] CLIP-normalised, mask [B, T] (True = real frame) -> [B, D] L2-normalised
-        float32 (the encoder runs in the model's dtype)."""
-        return self.video(video.to(self.dtype), mask)
+        float32 (the encoder runs in the model's dtype). Give the mask on the CPU, where checking it for
+        videos without frames costs no synchronisation; it is moved to the video's device here."""
+        return self.video(video.to(self.dtype), self._checked(mask, video.device))
 
     def encode_video_full(self, video: torch.Tensor, mask: torch.Tensor | None = None,
                           trace: bool = False) -> VideoEncoding:
         """Video embeddings with per-frame embeddings, per-layer token shapes and, if traced, merge sources."""
-        return self.video.encode(video.to(self.dtype), mask, trace=trace)
+        return self.video.encode(video.to(self.dtype), self._checked(mask, video.device), trace=trace)
+
+    @staticmethod
+    def _checked(mask: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+        if mask is not None and mask.device.type == "cpu" and not torch.compiler.is_compiling():
+            check_mask(mask)
+        return None if mask is None else mask.to(device, non_blocking=True)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -113,6 +120,12 @@ class TempMeModel(nn.Module):
         tensors = read_adapter_tensors(directory)
         folded = self.lora_folded
         self.fold_lora(False)
+        try:
+            self._copy_adapter(directory, tensors)
+        finally:
+            self.fold_lora(folded)
+
+    def _copy_adapter(self, directory, tensors: dict[str, torch.Tensor]) -> None:
         own = self.trainable_parameters()
         missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
         if missing or unexpected:
@@ -124,7 +137,6 @@ class TempMeModel(nn.Module):
                     raise ValueError(f"{directory}: {name} has shape {tuple(value.shape)}, "
                                      f"the model expects {tuple(own[name].shape)}")
                 own[name].copy_(value)
-        self.fold_lora(folded)
 
 
 def load_model(preset: str | ModelConfig | None = None, pretrained: str | None = None,

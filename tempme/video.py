@@ -69,7 +69,7 @@ class VideoEncoder(nn.Module):
 
     def check_input(self, video: torch.Tensor, mask: torch.Tensor | None) -> None:
         """Shapes always (plain integers, free); empty videos only for a mask on the CPU, where reading it
-        costs no device synchronisation. Callers that move masks to a GPU check them before (`check_mask`)."""
+        costs no device synchronisation (`TempMeModel.encode_video` checks masks on the CPU, then moves them)."""
         if video.dim() != 5 or video.shape[2] != 3:
             raise ValueError(f"video must be [B, T, 3, H, W], got shape {tuple(video.shape)}")
         batch, frames, _, height, width = video.shape

@@ -78,7 +78,7 @@ class VideoEmbedder:
             pad = max(0, (self.compile_batch or 0) - len(ok))
             video, mask = torch.stack(videos + videos[:1] * pad), torch.stack(masks + masks[:1] * pad)
             with torch.inference_mode():
-                out = self.model.encode_video(video.to(self.device), mask.to(self.device))
+                out = self.model.encode_video(video.to(self.device), mask)
             embedding[ok] = out[: len(ok)].float().cpu().numpy()
         return {"video_id": np.asarray(batch["video_id"], dtype=object),
                 "source": np.asarray(batch["shard"], dtype=object),

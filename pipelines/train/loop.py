@@ -201,7 +201,7 @@ def _train_step(model, batch: dict, params, optimizer, scheduler, scaler, cfg: T
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
         if batch:
-            video = model.encode_video(batch["video"].to(device, non_blocking=True), batch["mask"].to(device))
+            video = model.encode_video(batch["video"].to(device, non_blocking=True), batch["mask"])
             text = model.encode_text(batch["caption"])
         else:  # this worker's part of the epoch is used up; the others still have pairs
             video = text = torch.zeros(0, embed_dim, device=device)

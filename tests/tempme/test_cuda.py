@@ -8,6 +8,15 @@ from tempme.attention import set_attention_kernel
 pytestmark = pytest.mark.gpu
 
 
+
+@pytest.fixture(autouse=True)
+def _fresh_compiler():
+    """Each test compiles its own models: no guards or recompile counts carried over from another test."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 def _video(batch, seed=0, device="cuda"):
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 12, 3, 224, 224, generator=generator).to(device)

@@ -7,6 +7,15 @@ from tempme.attention import set_attention_kernel
 from tempme.precision import cpu_has_native_bf16, inference_dtype
 
 
+
+@pytest.fixture(autouse=True)
+def _fresh_compiler():
+    """Each test compiles its own models: no guards or recompile counts carried over from another test."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 def _trained_like(preset="tempme-tiny-12f", seed=1):
     """A model whose LoRA and clip positional embeddings are non-zero, as after training."""
     model = tempme.load_model(preset)
