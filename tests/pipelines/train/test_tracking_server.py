@@ -12,6 +12,8 @@ from pipelines.model_store import load_registered_model
 from pipelines.tracking import TrackingUnavailable, check_reachable, start_or_resume_run
 from pipelines.train.job import run_training
 
+from tests.fixtures.servers import stop
+
 from .conftest import tiny_config
 
 
@@ -46,12 +48,7 @@ def mlflow_server(tmp_path):
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 
