@@ -9,6 +9,7 @@ are never merged; the video embedding is the mean of their normalised projection
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,8 +69,8 @@ class VideoEncoder(nn.Module):
         return v.ln_pre(v.patch_dropout(x))
 
     def check_input(self, video: torch.Tensor, mask: torch.Tensor | None) -> None:
-        """Shapes always (plain integers, free); empty videos only for a mask on the CPU, where reading it
-        costs no device synchronisation (`TempMeModel.encode_video` checks masks on the CPU, then moves them)."""
+        """Shapes only: plain integers, free on any device. Videos without frames are found by `check_mask`,
+        which `TempMeModel.encode_video` runs on the CPU before the mask moves to the device."""
         if video.dim() != 5 or video.shape[2] != 3:
             raise ValueError(f"video must be [B, T, 3, H, W], got shape {tuple(video.shape)}")
         batch, frames, _, height, width = video.shape
@@ -80,8 +81,6 @@ class VideoEncoder(nn.Module):
         if mask is not None:
             if mask.shape != (batch, frames):
                 raise ValueError(f"mask must be [B, T] = {(batch, frames)}, got {tuple(mask.shape)}")
-            if mask.device.type == "cpu" and not torch.compiler.is_compiling():
-                check_mask(mask)
 
     def forward(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """video [B, T, 3, H, W] (CLIP-normalised), mask [B, T] (True = real frame) or None -> [B, D]
@@ -149,7 +148,6 @@ class VideoEncoder(nn.Module):
         if source is not None:
             source = matching.merge_sum(source)
         return x, size, source
-
 
 
 def check_mask(mask: torch.Tensor) -> None:

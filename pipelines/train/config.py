@@ -112,8 +112,6 @@ class TrainJobConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-
-
 def _coerce(key: str, value, hint):
     """`value` as the type `hint`, or a ConfigError naming `key`."""
     args = typing.get_args(hint)
