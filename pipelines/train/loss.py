@@ -60,18 +60,20 @@ def global_contrastive_loss(text: torch.Tensor, video: torch.Tensor,
 def all_reduce_gradients(params: list[torch.nn.Parameter], average_over: int = 1) -> None:
     """Sum the workers' gradients in one flat all-reduce (parameters without a gradient count as zero), then
     divide by `average_over` (the authors' 4: DDP's average over their 4 GPUs)."""
-    if not distributed():
+    if distributed():
+        _sum_over_workers(params)
+    if average_over != 1:
         for p in params:
-            if p.grad is not None and average_over != 1:
+            if p.grad is not None:
                 p.grad.div_(average_over)
-        return
+
+
+def _sum_over_workers(params: list[torch.nn.Parameter]) -> None:
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     flat = torch.cat([p.grad.reshape(-1) for p in params])
     dist.all_reduce(flat)
-    if average_over != 1:
-        flat.div_(average_over)
     offset = 0
     for p in params:
         n = p.numel()
