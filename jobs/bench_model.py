@@ -51,7 +51,7 @@ def run(args) -> int:
     import torch
 
     import tempme
-    from tempme.attention import set_attention_kernel
+    from tempme.attention import KERNELS, set_attention_kernel
     from tempme.benchmark import measure_side_by_side, peak_memory_per_video
     from tempme.flops import complexity_report
 
@@ -60,7 +60,7 @@ def run(args) -> int:
     dtype = tempme.inference_dtype(args.precision, device)
     batch = args.batch or (64 if device.type == "cuda" else 4)
     modes = _choices(args.modes, MODES, "--modes")
-    kernels = _choices(args.attention, ("sdpa", "flex"), "--attention")
+    kernels = _choices(args.attention, KERNELS, "--attention")
     key = BACKBONE_KEYS[args.backbone]
     methods = args.presets.split(",")
     if args.reference and "tempme" not in methods:
@@ -106,7 +106,7 @@ def run(args) -> int:
         row = {"model": r.name, "method": method, "mode": names.get(r.name, ("", "reference", ""))[1],
                "attention": names.get(r.name, ("", "", "unfused"))[2],
                "videos_per_s": round(r.videos_per_s, 3), "first_call_s": round(r.first_call_s, 2),
-               "gmac_per_s": round(r.videos_per_s * gmacs.get(method, gmacs.get("tempme", 0.0)), 1),
+               "gmac_per_s": round(r.videos_per_s * gmacs[method], 1),
                "cosine_vs_fp32": round(torch.cosine_similarity(out, truth.get(method, out)).min().item(), 6)}
         row["share_of_peak"] = round(row["gmac_per_s"] / peak["gmac_per_s"], 3)
         same_form = names.get(r.name, (None,) * 3)[1:]

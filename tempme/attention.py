@@ -6,12 +6,14 @@ log(size) of each key to the attention logits (proportional attention for merged
 keys averaged over heads, the metric for merges done after attention.
 
 Two kernels compute the size bias: `sdpa` passes it as an additive mask to `scaled_dot_product_attention`
-(the memory-efficient kernel on CUDA, the fused CPU kernel), `flex` (CUDA) adds it in a FlexAttention
+(on CUDA a kernel that takes one, such as the memory-efficient kernel; the fused kernel on CPU), `flex` (CUDA) adds it in a FlexAttention
 score modification, which compiles into one kernel with the attention (`set_attention_kernel` picks one; `tempme
 bench model --attention` measures both). Layers without a bias (no merge yet) always use SDPA, whose flash
 kernel is the fastest where there is nothing to add.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -89,10 +91,11 @@ def _flex_attention(q, k, v, score_mod):
                          f"{q.device.type}")
     if torch.compiler.is_compiling():
         return flex_attention(q, k, v, score_mod=score_mod)
-    global _COMPILED_FLEX
-    if _COMPILED_FLEX is None:
-        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=True)
-    return _COMPILED_FLEX(q, k, v, score_mod=score_mod)
+    return _compiled_flex_attention()(q, k, v, score_mod=score_mod)
 
 
-_COMPILED_FLEX = None
+@functools.cache
+def _compiled_flex_attention():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=True)

@@ -23,7 +23,7 @@ from pipelines.index import PART_ROWS, IndexStore, Manifest, ModelRef
 from pipelines.preprocess.sources import KNOWN_SPLITS
 from pipelines.progress import Progress
 from pipelines.shards import IndexedSample, read_summary, shard_index
-from tempme.precision import inference_dtype
+from tempme.precision import PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,8 @@ def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, bat
     import mlflow
     import ray
 
-    inference_dtype(precision, "cpu")    # an unknown precision fails here, before anything starts
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if workers < 1 or batch_size < 1 or cpus_per_worker < 1:
         raise ValueError(f"workers, batch_size and cpus_per_worker must be at least 1 "
                          f"(got {workers}, {batch_size}, {cpus_per_worker})")

@@ -28,7 +28,7 @@ def _write_shard(out, n_videos=6, frames=12, side=224):
     for i in range(n_videos):
         valid = frames - (i % 3) * 2                      # some videos shorter than the frame slots
         pixels = rng.integers(0, 255, (valid, side, side, 3), dtype=np.uint8)
-        video = VideoInput(f"v{i}", f"memory://v{i}", (f"video {i}",), "test", f"row {i}")
+        video = VideoInput(f"v{i}", f"/corpus/v{i}.mp4", (f"video {i}",), "test", f"row {i}")
         decoded = DecodedVideo(pixels, tuple(float(t) for t in range(valid)), valid, float(valid),
                                StreamInfo("mp4", "h264", side, side, 1.0, float(valid)))
         key, fragment, members = encode_sample(video, decoded, settings)
