@@ -23,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frame side: short side scaled (bicubic) and centre-cropped by ffmpeg (default %(default)s)")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality 1-100 (default %(default)s)")
     parser.add_argument("--samples-per-shard", type=int, default=256, help="videos per shard (default %(default)s)")
-    parser.add_argument("--decoders", type=int, help="parallel decoders, one CPU each (default: every CPU of the cluster)")
+    parser.add_argument("--decoders", type=int, help="most shards decoded at once, one CPU each (default: no cap; "
+                        "every unfinished shard is asked for, so an autoscaling cluster grows to the work)")
+    parser.add_argument("--retry-failed", action="store_true", help="decode again, into new shards, the videos "
+                        "whose last failure was transient (read error, timeout, worker lost)")
     parser.add_argument("--splits", type=lambda s: tuple(x for x in s.split(",") if x),
                         help="only these splits, comma-separated (train, val, test; default all)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one video may take (default %(default)s)")
@@ -33,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Examples:\n"
                      "  tempme preprocess --msrvtt data/msrvtt --videos data/msrvtt/videos --out outputs/shards\n"
                      "  tempme preprocess --manifest corpus/manifest.csv --out s3://bucket/shards --decoders 16\n"
+                     "Re-running over the same --out after the corpus changed decodes only the new videos into new\n"
+                     "shards and records the videos that left (OUT/_removed.parquet); finished shards stay as they are.\n"
                      "Exit status: 0 all inputs made it into shards, 1 some failed (see OUT/_failures.csv), "
                      "2 bad options.")
 
@@ -44,7 +49,7 @@ def run(args) -> int:
         out=args.out, msrvtt=args.msrvtt, videos=args.videos, manifest=args.manifest, frames=args.frames,
         fps=args.fps, resolution=args.resolution, quality=args.quality, samples_per_shard=args.samples_per_shard,
         decoders=args.decoders, splits=args.splits, timeout=args.timeout, progress_every=args.progress_every,
-        ray_address=args.ray_address)
+        ray_address=args.ray_address, retry_failed=args.retry_failed)
     try:
         report = run_preprocess(options, log=lambda line: print(line, flush=True))
     except OptionsError as e:

@@ -7,6 +7,8 @@ Shard folder (local path or object-store URI)
     _summary.json          {"splits": {split: {samples, shards, bytes, frames, captions, failures}}, ...}
     _failures.csv          input, id, split, stage, error: every input that gave no sample, and why
     _index/<shard>.json    per shard: byte range of every member of every sample; present = shard finished
+    _removed.parquet       id, split of videos that left the corpus: skipped by this reader
+    _plans/                the preprocessing job's ledger (which video went into which shard)
 An index file is JSON: {"shard", "split", "bytes", "frames", "planned": [ids assigned to the shard],
 "samples": [{"key", "id", "captions": count, "valid", "span": [start, end), "members": {suffix: [offset,
 size]}}], "failures": [{"input", "id", "split", "stage", "error"}]}; offsets are bytes into the tar.
@@ -77,7 +79,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipelines.preprocess.layout import INDEX_DIR, META_MEMBER, SUMMARY, frame_member, index_pattern
-from pipelines.storage import Location
+from pipelines.preprocess.plan import read_removed
+from pipelines.storage import Location, retrying
 from tempme import CLIP_MEAN, CLIP_STD
 
 MODES = ("pairs", "videos")
@@ -97,18 +100,20 @@ class IndexedSample:
 
 
 def shard_index(shards: str, split: str) -> list[IndexedSample]:
-    """Every sample of `split` in the finished shards, in shard order."""
+    """Every sample of `split` in the finished shards, in shard order, less the videos recorded as removed."""
     root = Location.of(shards)
     files = root.child(INDEX_DIR).list(index_pattern(split))
     if not files:
         raise FileNotFoundError(f"{root.uri}: no finished shards of split {split!r} "
                                 f"(is it the output folder of `tempme preprocess`?)")
+    removed = set(read_removed(root)["id"].to_pylist())
     samples = []
     for loc in files:
-        index = json.loads(loc.read_text())
+        index = json.loads(retrying(loc.read_text))
         tar = root.child(index["shard"]).uri
         samples += [IndexedSample(tar, s["key"], s["id"], s["captions"], s["valid"], tuple(s["span"]),
-                                  {k: tuple(v) for k, v in s["members"].items()}) for s in index["samples"]]
+                                  {k: tuple(v) for k, v in s["members"].items()})
+                    for s in index["samples"] if s["id"] not in removed]
     return samples
 
 

@@ -1,7 +1,11 @@
 """Local paths and object-store URIs (s3://, gs://, ...) behind one small interface over pyarrow filesystems.
 
 Stages read inputs and write outputs through `Location`, so the same code serves a laptop folder and a
-bucket. Writes that must never be seen half-done go through `write_atomic` (temporary name, then rename).
+bucket. Writes that must never be seen half-done go through `write_atomic`: on a local disk a temporary
+name, then a rename; on an object store one object written once under its final name (an object store has
+no rename, and an object, even a multipart upload, appears only whole). Object stores are found through the
+standard AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_REGION, ...), which pyarrow reads, so one
+command runs against AWS S3, MinIO or SeaweedFS alike. Their transient errors are retried (`retrying`).
 """
 from __future__ import annotations
 
@@ -11,15 +15,39 @@ import os
 import posixpath
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 from urllib.parse import quote
 
 import pyarrow as pa
 from pyarrow import fs as pafs
 
 TEMP_MARK = ".partial-"  # temporary files are hidden (leading dot) and carry this mark
+ATTEMPTS = 4             # tries of an object-store call before its error counts
+FIRST_BACKOFF_S = 0.5    # doubled after every failed try
+T = TypeVar("T")
+
+
+class StoreError(ValueError):
+    """A folder or bucket that cannot be used at all (no such bucket, refused credentials)."""
+
+
+def retrying(call: Callable[[], T], attempts: int = ATTEMPTS, backoff_s: float = FIRST_BACKOFF_S) -> T:
+    """`call()`, tried again with exponential back-off on OSError (what pyarrow raises for network errors,
+    timeouts and throttling); the last error is raised. A missing file is not an error here (pyarrow
+    reports it as FileType.NotFound), so nothing permanent is retried in vain for long."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except FileNotFoundError:
+            raise
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(backoff_s * 2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -96,10 +124,45 @@ class Location:
 
     def write_atomic(self, data: bytes) -> None:
         """Readers see either the old file, nothing, or all of `data`, never a part of it."""
+        if not self.is_local:
+            return retrying(lambda: self._write_once(data))
         tmp = self.temp_sibling()
         with tmp.fs.open_output_stream(tmp.path) as f:
             f.write(data)
         tmp.fs.move(tmp.path, self.path)
+
+    def _write_once(self, data: bytes) -> None:
+        with self.fs.open_output_stream(self.path) as f:
+            f.write(data)
+
+    def put_file(self, local_path: str) -> None:
+        """Copy the local file `local_path` here, as atomically as `write_atomic` (a multipart upload for
+        large files on object stores, streamed, never the whole file in memory)."""
+        if self.is_local:
+            tmp = self.temp_sibling()
+            shutil.copyfile(local_path, tmp.path)
+            os.replace(tmp.path, self.path)
+            return
+
+        def upload():
+            with open(local_path, "rb") as src, self.fs.open_output_stream(self.path) as dst:
+                shutil.copyfileobj(src, dst, length=8 << 20)
+        retrying(upload)
+
+    def check_usable(self, flag: str) -> None:
+        """Raise StoreError naming `flag` if this object-store location cannot be reached: no such bucket,
+        refused credentials, an endpoint that does not answer (after the usual retries)."""
+        if self.is_local:
+            return
+        bucket = self.path.split("/", 1)[0]
+        try:
+            kind = retrying(lambda: self.fs.get_file_info(bucket).type)
+        except OSError as e:
+            raise StoreError(f"{flag} {self.uri}: the object store refused or did not answer: "
+                             f"{_first_line(e)} (endpoint and credentials come from AWS_ENDPOINT_URL, "
+                             "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)") from None
+        if kind == pafs.FileType.NotFound:
+            raise StoreError(f"{flag} {self.uri}: bucket {bucket!r} does not exist (create it first)")
 
     @contextlib.contextmanager
     def local_file(self) -> Iterator[str]:
@@ -109,8 +172,12 @@ class Location:
             return
         suffix = os.path.splitext(self.path)[1]
         with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-            with self.fs.open_input_stream(self.path) as src:
-                shutil.copyfileobj(src, tmp, length=1 << 20)
+            def download():
+                tmp.seek(0)
+                tmp.truncate()
+                with self.fs.open_input_stream(self.path) as src:
+                    shutil.copyfileobj(src, tmp, length=1 << 20)
+            retrying(download)
             tmp.flush()
             yield tmp.name
 
@@ -130,6 +197,10 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
     fs, path = fsspec.core.url_to_fs(uri)
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def resolve_against(base: Location, reference: str) -> str:

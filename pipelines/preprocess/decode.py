@@ -10,13 +10,15 @@ decoders): the `fps` filter drops frames before anything else touches them, the 
 those frames leave ffmpeg, as raw RGB through a pipe. Nothing is decoded twice or kept at full size.
 
 Stream facts (container duration, frame rate, size, codec) come from ffmpeg's own log of the input, since
-imageio-ffmpeg ships no ffprobe. Memory: every frame at `fps` is held until the end (resolution^2 * 3
-bytes, 150 KB per second of video at 224 and 1 fps), then all but the sampled ones are dropped.
+imageio-ffmpeg ships no ffprobe. Memory is bounded whatever the video's length or size: frames are read
+from the pipe one at a time and only those that may be picked are kept (`FrameKeeper`), and ffmpeg itself
+holds a few frames of the source's size.
 """
 from __future__ import annotations
 
+import collections
 import re
-import subprocess
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,11 +26,18 @@ import numpy as np
 from pipelines.media import ffmpeg_exe
 
 IMAGE_DEMUXERS = re.compile(r"^(image2|\w+_pipe)$")          # a still picture, not a video
+MAX_BUFFERED = 64   # frames kept besides the likely picks (see FrameKeeper): 9.6 MB at 224 x 224
+LOG_LINES = 500     # of ffmpeg's log kept from its head and from its tail
 CORRUPTION = re.compile(r"partial file|ended prematurely|corrupt|Invalid NAL|error while decoding", re.I)
 
 
 class DecodeError(Exception):
-    """The input cannot give frames; the message says why, in words meant for the failure table."""
+    """The input cannot give frames; the message says why, in words meant for the failure table, and `stage`
+    whether it is the file ("decode") or a time limit ("timeout", worth another try)."""
+
+    def __init__(self, message: str, stage: str = "decode"):
+        super().__init__(message)
+        self.stage = stage
 
 
 @dataclass(frozen=True)
@@ -57,8 +66,13 @@ def sample_indices(available: int, frames: int) -> list[int]:
     return [int(i) for i in np.linspace(0, available - 1, num=frames, dtype=int)]
 
 
-def decode_video(path: str, *, frames: int, fps: float, resolution: int, timeout: float) -> DecodedVideo:
-    """Sampled frames of the local video file `path`, or `DecodeError` saying why there are none."""
+def decode_video(path: str, *, frames: int, fps: float, resolution: int, timeout: float,
+                 max_buffered: int | None = MAX_BUFFERED) -> DecodedVideo:
+    """Sampled frames of the local video file `path`, or `DecodeError` saying why there are none.
+
+    ffmpeg's frames are read one at a time as they come; only those that can still be picked are kept (see
+    `FrameKeeper`), so memory does not grow with the video's length. `max_buffered=None` keeps every frame
+    (the reference the bounded path is tested against)."""
     import ffmpeg
 
     graph = (
@@ -70,36 +84,113 @@ def decode_video(path: str, *, frames: int, fps: float, resolution: int, timeout
         .global_args("-hide_banner", "-nostats", "-nostdin", "-filter_complex_threads", "1")
     )
     process = ffmpeg.run_async(graph, cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
+    log = _LogReader(process.stderr)
+    timed_out = threading.Event()
+    timer = threading.Timer(timeout, lambda: (timed_out.set(), process.kill()))
+    timer.start()
     try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        raise DecodeError(f"ffmpeg took longer than {timeout:g} s") from None
-    log = err.decode("utf-8", "replace")
-    info = parse_stream_info(log)
+        log.header.wait(timeout)
+        info = parse_stream_info(log.text())
+        expected = round(info.duration * fps) if info.duration else None
+        keeper = FrameKeeper(frames, expected, max_buffered)
+        frame_bytes = resolution * resolution * 3
+        while chunk := process.stdout.read(frame_bytes):
+            if len(chunk) < frame_bytes:
+                break
+            keeper.offer(np.frombuffer(chunk, np.uint8).reshape(resolution, resolution, 3))
+        process.wait()
+        log.done.wait()
+    finally:
+        timer.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if timed_out.is_set():
+        raise DecodeError(f"ffmpeg took longer than {timeout:g} s", stage="timeout")
+    text = log.text()
+    info = parse_stream_info(text)
     if process.returncode != 0:
-        raise DecodeError(_failure_reason(log, info, process.returncode))
+        raise DecodeError(_failure_reason(text, info, process.returncode))
     if IMAGE_DEMUXERS.match(info.demuxer):
         raise DecodeError(f"a still image ({info.codec} picture), not a video")
-    frame_bytes = resolution * resolution * 3
-    available = len(out) // frame_bytes
+    available = keeper.available
     if available == 0:
         raise DecodeError("no frames could be decoded")
     decoded_seconds = available / fps
-    if info.duration and decoded_seconds < 0.9 * info.duration - 1.0 and CORRUPTION.search(log):
+    if info.duration and decoded_seconds < 0.9 * info.duration - 1.0 and CORRUPTION.search(text):
         raise DecodeError(f"truncated or corrupt: frames stop at {decoded_seconds:.1f} s of the "
                           f"{info.duration:.1f} s the container declares")
-    picks = sample_indices(available, frames)
-    every = np.frombuffer(out, dtype=np.uint8, count=available * frame_bytes)
-    every = every.reshape(available, resolution, resolution, 3)
+    picks, kept = keeper.pick()
     return DecodedVideo(
-        frames=np.ascontiguousarray(every[picks]),
+        frames=kept,
         timestamps=tuple(round(i / fps, 3) for i in picks),
         available=available,
         duration=info.duration or decoded_seconds,
         info=info,
     )
+
+
+class FrameKeeper:
+    """Keeps, of a stream of frames whose final count is not known yet, enough to pick `frames` of them.
+
+    The picks (`sample_indices`) depend on the final count L. The container's duration predicts L to within a
+    frame or two, so every index that some L near the prediction would pick is kept exactly; besides those, a
+    grid of every `stride`-th frame is kept, the stride doubling whenever the grid outgrows `max_buffered`.
+    Short videos (L <= max_buffered) are therefore always exact, long ones exact whenever the duration is
+    right, and otherwise each pick falls on the nearest kept frame. Memory: at most
+    (2 * WINDOW + 1) * frames + max_buffered frames, whatever the video's length."""
+
+    WINDOW = 3
+
+    def __init__(self, frames: int, expected: int | None, max_buffered: int | None):
+        self.frames, self.max_buffered = frames, max_buffered
+        self.wanted: set[int] = set()
+        if expected is not None and max_buffered is not None:
+            for count in range(max(1, expected - self.WINDOW), expected + self.WINDOW + 1):
+                self.wanted.update(sample_indices(count, frames))
+        self.stride, self.available = 1, 0
+        self.kept: dict[int, np.ndarray] = {}
+
+    def offer(self, frame: np.ndarray) -> None:
+        i, self.available = self.available, self.available + 1
+        if i in self.wanted or i % self.stride == 0:
+            self.kept[i] = frame.copy()
+        if self.max_buffered is not None and len(self.kept) - len(self.wanted) > self.max_buffered:
+            self.stride *= 2
+            self.kept = {k: f for k, f in self.kept.items() if k in self.wanted or k % self.stride == 0}
+
+    def pick(self) -> tuple[list[int], np.ndarray]:
+        """(indices picked for the final count, their frames as uint8 [n, H, W, 3])."""
+        picks = sample_indices(self.available, self.frames)
+        ordered = sorted(self.kept)
+        chosen = [i if i in self.kept else min(ordered, key=lambda k: abs(k - i)) for i in picks]
+        return picks, np.stack([self.kept[i] for i in chosen])
+
+
+class _LogReader:
+    """Drains ffmpeg's stderr on a thread (a full pipe would stall ffmpeg); `header` is set once ffmpeg has
+    described its input and output (before the first frame), `done` at the end of the log. Keeps the log's
+    head (the stream facts) and its tail (the last errors), however much a broken file makes ffmpeg say."""
+
+    def __init__(self, stream):
+        self.head: list[str] = []
+        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
+        self.header, self.done = threading.Event(), threading.Event()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        try:
+            for raw in stream:
+                line = raw.decode("utf-8", "replace")
+                (self.head if len(self.head) < LOG_LINES else self.tail).append(line)
+                if line.startswith(("Stream mapping:", "Output #0")):
+                    self.header.set()
+        finally:
+            self.header.set()
+            self.done.set()
+
+    def text(self) -> str:
+        return "".join(self.head) + "".join(self.tail)
 
 
 def parse_stream_info(log: str) -> StreamInfo:

@@ -1,31 +1,29 @@
-"""The preprocessing job: inputs -> plan -> decode on Ray Data -> shards, resumable at shard granularity.
+"""The preprocessing job: inputs -> ledger -> one Ray task per shard -> shards, resumable and append-only.
 
-Decoding is a Ray Data `map` over one row per video (stateless tasks over blocks of a few videos,
-`decoders` at a time, one CPU and one ffmpeg thread each); rows come back to the driver, which writes a
-shard as soon as all its videos are in (writing is cheap next to decoding: the decoders hand over finished
-tar bytes). A shard is the unit of work: finished shards are skipped by a re-run, and a killed run loses at most
-the shards it had not finished.
+The driver reads the inputs, compares them with the ledger of shards already planned in the output folder
+(`plan`), writes the plan of the new shards, and submits one task per unfinished shard (`shard_tasks`);
+each task decodes its videos and writes its shard and index where Ray runs it, and sends back a few
+numbers. The driver then rewrites the summary and the failure table. A shard is the unit of work: a killed
+run loses at most the shards it had not finished, and a re-run over a grown corpus decodes only new videos.
 """
 from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pipelines.preprocess.layout import INDEX_DIR, OPTIONS
-from pipelines.preprocess.plan import ShardPlan, plan_shards
-from pipelines.preprocess.sample import DecodeSettings, make_sample
-from pipelines.preprocess.sources import (KNOWN_SPLITS, Failure, InputError, read_manifest, read_msrvtt,
-                                          validate)
-from pipelines.preprocess.summary import all_failures, build_summary, write_report
-from pipelines.preprocess.writer import ResumeError, finished_index, remove_unfinished, write_shard
+from pipelines.preprocess.layout import INDEX_DIR, OPTIONS, TRANSIENT_STAGES
+from pipelines.preprocess.plan import (PlanError, ShardPlan, check_same_videos, last_numbers, pending_plans,
+                                       plan_shards, read_ledger, record_removed, removed_videos, unplanned,
+                                       write_plan)
+from pipelines.preprocess.sample import DecodeSettings
+from pipelines.preprocess.sources import (KNOWN_SPLITS, Failure, InputError, VideoInput, read_manifest,
+                                          read_msrvtt, validate)
+from pipelines.preprocess.summary import build_summary, known_stats, latest_failures, shard_stats, write_report
+from pipelines.preprocess.writer import finished_shards, read_indexes, remove_unfinished
 from pipelines.progress import Progress
-from pipelines.storage import Location
-
-BLOCKS_PER_DECODER = 4   # enough blocks (tasks) to balance the decoders' loads at the end of the run,
-VIDEOS_PER_BLOCK = 16    # few enough that Ray's per-task cost stays small next to decoding
+from pipelines.storage import Location, StoreError
 
 
 class OptionsError(ValueError):
@@ -43,11 +41,12 @@ class PreprocessOptions:
     resolution: int = 224
     quality: int = 90
     samples_per_shard: int = 256
-    decoders: int | None = None        # parallel decoders; None: one per CPU of the Ray cluster
+    decoders: int | None = None        # most decode tasks at once; None: as many as the cluster will run
     splits: tuple[str, ...] | None = None
     timeout: float = 600.0             # seconds one video may take
     progress_every: float = 10.0       # seconds between progress lines
     ray_address: str | None = None     # None: RAY_ADDRESS, else a local Ray started here
+    retry_failed: bool = False         # plan again the videos whose failure was transient (read, timeout, worker)
 
     def shape(self) -> dict:
         """The options that decide what the shards hold; a resumed job must use the same."""
@@ -61,19 +60,23 @@ class PreprocessReport:
     failures: list[Failure]
     resumed: int = 0                   # videos already in shards finished by an earlier run
     processed: int = 0                 # videos decoded by this run
+    removed: int = 0                   # videos that left the inputs (recorded, skipped by readers)
     rate: float = 0.0                  # videos/s while decoding (Ray start-up excluded)
     seconds: float = 0.0               # the whole run
     shards_written: list[str] = field(default_factory=list)
+    shards_unwritten: dict[str, str] = field(default_factory=dict)   # shard -> why (the next run writes it)
+    nodes: dict[str, int] = field(default_factory=dict)              # Ray node -> shards it wrote
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.shards_unwritten
 
 
 def check_options(o: PreprocessOptions) -> None:
     """Raise OptionsError naming the first option that cannot work."""
     if bool(o.msrvtt) == bool(o.manifest):
         raise OptionsError("give exactly one input: --msrvtt DIR (with --videos DIR) or --manifest FILE")
+    _check_stores(o)
     if o.msrvtt:
         if not o.videos:
             raise OptionsError("--msrvtt needs --videos DIR (the folder of {video_id}.mp4)")
@@ -101,36 +104,96 @@ def check_options(o: PreprocessOptions) -> None:
         raise OptionsError(f"--out {o.out} is a file, not a folder")
 
 
+def _check_stores(o: PreprocessOptions) -> None:
+    """Object-store inputs and outputs must be reachable before anything else (no such bucket, refused
+    credentials): one clear message rather than a failure row for every video."""
+    try:
+        for flag, value in (("--out", o.out), ("--manifest", o.manifest), ("--msrvtt", o.msrvtt),
+                            ("--videos", o.videos)):
+            if value:
+                Location.of(value).check_usable(flag)
+    except StoreError as e:
+        raise OptionsError(str(e)) from None
+
+
 def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = print) -> PreprocessReport:
-    """Make (or complete) the shards in `options.out`. Raises OptionsError before any work if it cannot."""
+    """Make, complete or extend the shards in `options.out`. Raises OptionsError before any work if it cannot."""
     started = time.monotonic()
     check_options(options)
     inputs, source_failures = _read_inputs(options)
     out = Location.of(options.out)
     out.child(INDEX_DIR).make_dirs()
     _check_same_shape(out, options)
-    removed = remove_unfinished(out)
-    plans = plan_shards(inputs, options.samples_per_shard)
+    stale = remove_unfinished(out)
+    ledger = read_ledger(out)
     try:
-        done = {p.name: finished_index(out, p) for p in plans}
-    except ResumeError as e:
-        raise OptionsError(str(e)) from None
-    pending = [p for p in plans if done[p.name] is None]
-    resumed = sum(len(p.videos) for p in plans if done[p.name] is not None)
-    log(f"preprocess: {len(inputs)} videos in {len(plans)} shards, {len(source_failures)} rejected inputs; "
-        f"{len(plans) - len(pending)} shards already done ({resumed} videos)"
-        + (f", removed {removed} unfinished files" if removed else ""))
+        check_same_videos(ledger, inputs)
+    except PlanError as e:
+        raise OptionsError(f"{options.manifest or options.msrvtt}: {e}") from None
+    finished = finished_shards(out)
+    if unknown := finished - set(ledger["shard"].to_pylist()):
+        raise OptionsError(f"{out.uri} holds shards that no plan lists (e.g. {min(unknown)}): it was written by "
+                           "an older version of this job; write to a new --out")
+    stats = known_stats(out)
+    stats.update(_stats_of(out, sorted(finished - stats.keys())))
+    removed = removed_videos(ledger, inputs, options.splits)
+    gone = set(removed["id"].to_pylist())
+    old_failures = latest_failures(stats, ledger, gone, [])
+    new = unplanned(ledger, inputs)
+    retried = _to_retry(old_failures, inputs) if options.retry_failed else []
+    added = plan_shards(new + retried, options.samples_per_shard, after=last_numbers(ledger))
+    pending = pending_plans(ledger, finished)
+    if added:
+        write_plan(out, added)
+        ledger = read_ledger(out)
+    record_removed(out, removed)
+    pending += added
+    resumed = sum(s["samples"] + len(s["failures"]) for s in stats.values())
+    log(f"preprocess: {len(inputs)} videos, {len(source_failures)} rejected inputs; {len(finished)} shards "
+        f"already done ({resumed} videos), {len(new)} new videos"
+        + (f", {len(retried)} to retry" if options.retry_failed else "")
+        + f", {len(gone)} removed; {len(pending)} shards to make"
+        + (f"; removed {stale} unfinished files" if stale else ""))
     progress = Progress("preprocess", sum(len(p.videos) for p in pending), options.progress_every, log)
-    written = _decode_and_write(pending, options, out, progress) if pending else {}
-    indexes = [done[p.name] or written[p.name] for p in plans]
-    failures = all_failures(indexes, source_failures)
-    summary = build_summary(indexes, failures, {**options.shape(), "input": options.manifest or options.msrvtt})
+    done = _make_shards(pending, options, out, progress) if pending else []
+    written = [d for d in done if not d.error]
+    stats.update(_stats_of(out, [d.name for d in written]))
+    failures = latest_failures(stats, ledger, gone, source_failures)
+    summary = build_summary(stats, failures, removed, ledger,
+                            {**options.shape(), "input": options.manifest or options.msrvtt})
     write_report(out, summary, failures)
-    report = PreprocessReport(out.uri, summary, failures, resumed, progress.done, progress.rate(),
-                              time.monotonic() - started, sorted(written))
+    nodes: dict[str, int] = {}
+    for d in written:
+        nodes[d.node] = nodes.get(d.node, 0) + 1
+    report = PreprocessReport(out.uri, summary, failures, resumed, progress.done, len(gone), progress.rate(),
+                              time.monotonic() - started, sorted(d.name for d in written),
+                              {d.name: d.error for d in done if d.error}, nodes)
     for line in closing_lines(report):
         log(line)
     return report
+
+
+def _stats_of(out: Location, shards: list[str]) -> dict[str, dict]:
+    return {name: shard_stats(index) for name, index in zip(shards, read_indexes(out, shards))}
+
+
+def _to_retry(failures: list[Failure], inputs: list[VideoInput]) -> list[VideoInput]:
+    """The inputs whose latest failure was transient: what `--retry-failed` plans again."""
+    transient = {f.id for f in failures if f.stage in TRANSIENT_STAGES}
+    return [v for v in inputs if v.id in transient]
+
+
+def _make_shards(pending: list[ShardPlan], o: PreprocessOptions, out: Location, progress: Progress) -> list:
+    import ray
+
+    from pipelines.preprocess.shard_tasks import run_shards
+
+    if not ray.is_initialized():
+        ray.init(address=o.ray_address, logging_level="WARNING")
+    settings = DecodeSettings(o.frames, o.fps, o.resolution, o.quality, o.timeout)
+    progress.start()
+    return run_shards(pending, settings, out, o.decoders,
+                      on_done=lambda d: progress.update(done=d.videos, failed=d.failed))
 
 
 def _read_inputs(o: PreprocessOptions) -> tuple[list, list[Failure]]:
@@ -168,43 +231,15 @@ def _check_same_shape(out: Location, o: PreprocessOptions) -> None:
                            "or a new --out")
 
 
-def _decode_and_write(pending: list[ShardPlan], o: PreprocessOptions, out: Location,
-                      progress: Progress) -> dict[str, dict]:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=o.ray_address, logging_level="WARNING")
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = ctx.print_on_execution_start = False   # the job prints its own progress
-    decoders = o.decoders or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    rows = [{"shard": p.name, "pos": i, "id": v.id, "uri": v.uri, "captions": list(v.captions),
-             "split": v.split, "origin": v.origin}
-            for p in pending for i, v in enumerate(p.videos)]
-    settings = DecodeSettings(o.frames, o.fps, o.resolution, o.quality, o.timeout)
-    per_block = min(max(len(rows) // (decoders * BLOCKS_PER_DECODER), 1), VIDEOS_PER_BLOCK)
-    ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_block))
-    ds = ds.map(make_sample, fn_kwargs={"settings": settings},
-                compute=ray.data.TaskPoolStrategy(size=decoders), num_cpus=1)
-    plans = {p.name: p for p in pending}
-    arrived: dict[str, list[dict]] = defaultdict(list)
-    written = {}
-    progress.start()
-    for row in ds.iter_rows():
-        name = row["shard"]
-        arrived[name].append(dict(row))
-        progress.update(failed=int(bool(row["error"])))
-        if len(arrived[name]) == len(plans[name].videos):
-            written[name] = write_shard(out, plans[name], arrived.pop(name))
-    return written
-
-
 def closing_lines(r: PreprocessReport) -> list[str]:
     lines = [f"preprocess: finished in {r.seconds:.1f} s: decoded {r.processed} videos at {r.rate:.2f} videos/s, "
-             f"{r.resumed} were already done"]
+             f"{r.resumed} were already done, {r.removed} removed"]
     for split, s in r.summary["splits"].items():
         lines.append(f"  {split}: {s['samples']} videos in {s['shards']} shards, {s['frames']} frames, "
                      f"{s['bytes'] / 1e6:.1f} MB, {s['failures']} failed")
     lines.append(f"  shards, _summary.json and _failures.csv in {r.out}")
+    for shard, why in r.shards_unwritten.items():
+        lines.append(f"  {shard} could not be written ({why}); run the job again to write it")
     if r.failures:
         lines.append(f"  {len(r.failures)} inputs failed, e.g. {r.failures[0].input}: {r.failures[0].error}")
     return lines

@@ -1,17 +1,37 @@
-"""Which video goes into which shard, decided up front and deterministically.
+"""Which video goes into which shard: an append-only ledger kept beside the shards.
 
-Videos of a split are sorted by id and cut into runs of `samples_per_shard`; each run is one shard, an
-idempotent unit of work: a shard is written whole or not at all, and a re-run skips finished shards.
-Whether a file is missing or broken does not move anything (that is found while decoding), so the same
-inputs always give the same plan.
+Every run that adds shards first writes its plan (`_plans/plan-NNNNNN.parquet`: shard, split, id, uri,
+captions, origin, in write order), once, under its final name; then the shards are decoded. The ledger is
+the union of those plans, so a re-run knows without decoding anything:
+  - which planned shards are not finished yet (a killed run): they are decoded again exactly as planned;
+  - which inputs are new: they go into new shards, numbered after the split's last one, sorted by id and
+    cut into runs of `samples_per_shard`; finished shards are never rewritten;
+  - which planned videos left the inputs: they are recorded as removed (`_removed.parquet`) and skipped by
+    every reader, their bytes stay where they are;
+  - which ids come back under another path: an error, the same id must mean the same video.
+The ledger is held as Arrow columns, so a million-video corpus costs the driver tens of MB, not Python
+objects per video; only the shards to decode now become `ShardPlan`s.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
 
-from pipelines.preprocess.layout import shard_name
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipelines.preprocess.layout import PLANS_DIR, REMOVED, plan_name, shard_name, shard_number
 from pipelines.preprocess.sources import VideoInput
+from pipelines.storage import Location, retrying
+
+LEDGER_SCHEMA = pa.schema([("shard", pa.string()), ("split", pa.string()), ("id", pa.string()),
+                           ("uri", pa.string()), ("captions", pa.list_(pa.string())), ("origin", pa.string())])
+REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string())])
+
+
+class PlanError(ValueError):
+    """The inputs contradict the shards already planned in the output folder."""
 
 
 @dataclass(frozen=True)
@@ -25,13 +45,106 @@ class ShardPlan:
         return [v.id for v in self.videos]
 
 
-def plan_shards(inputs: list[VideoInput], samples_per_shard: int) -> list[ShardPlan]:
+def plan_shards(inputs: list[VideoInput], samples_per_shard: int, after: dict[str, int] | None = None
+                ) -> list[ShardPlan]:
+    """New shards for `inputs`: per split sorted by id, in runs of `samples_per_shard`, numbered from
+    `after[split] + 1` (from 0 for a split with no shard yet)."""
     by_split: dict[str, list[VideoInput]] = defaultdict(list)
     for video in inputs:
         by_split[video.split].append(video)
     plans = []
     for split in sorted(by_split):
         videos = sorted(by_split[split], key=lambda v: v.id)
-        for number, start in enumerate(range(0, len(videos), samples_per_shard)):
+        first = (after or {}).get(split, -1) + 1
+        for number, start in enumerate(range(0, len(videos), samples_per_shard), start=first):
             plans.append(ShardPlan(split, shard_name(split, number), tuple(videos[start:start + samples_per_shard])))
     return plans
+
+
+def read_ledger(out: Location) -> pa.Table:
+    """Every plan written into `out` so far, in order (empty for a new folder)."""
+    files = out.child(PLANS_DIR).list("plan-*.parquet")
+    tables = [retrying(lambda loc=loc: pq.read_table(pa.BufferReader(loc.read_bytes()), schema=LEDGER_SCHEMA))
+              for loc in files]
+    return pa.concat_tables(tables) if tables else LEDGER_SCHEMA.empty_table()
+
+
+def write_plan(out: Location, plans: list[ShardPlan]) -> None:
+    """Add `plans` to the ledger as one new plan file (before any of their shards is written)."""
+    rows = [(p.name, p.split, v.id, v.uri, list(v.captions), v.origin) for p in plans for v in p.videos]
+    table = pa.Table.from_pylist([dict(zip(LEDGER_SCHEMA.names, r)) for r in rows], schema=LEDGER_SCHEMA)
+    folder = out.child(PLANS_DIR)
+    folder.make_dirs()
+    existing = folder.list("plan-*.parquet")
+    number = int(existing[-1].name.split("-")[1].split(".")[0]) + 1 if existing else 0
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    folder.child(plan_name(number)).write_atomic(sink.getvalue().to_pybytes())
+
+
+def check_same_videos(ledger: pa.Table, inputs: list[VideoInput]) -> None:
+    """Raise PlanError if an input id is already planned with another video path or URI."""
+    given = pa.table({"id": [v.id for v in inputs], "given": [v.uri for v in inputs]})
+    planned = ledger.select(["id", "uri", "shard"])
+    joined = given.join(planned, "id", join_type="inner")
+    clash = joined.filter(pc.not_equal(joined["given"], joined["uri"]))
+    if clash.num_rows:
+        first = clash.slice(0, 1).to_pylist()[0]
+        raise PlanError(f"video id {first['id']!r} is given as {first['given']} but the finished shards already "
+                        f"hold it from {first['uri']} (shard {first['shard']}); "
+                        f"{clash.num_rows} ids clash like this. An id must always name the same video: give "
+                        "new videos new ids, or write to a new output folder")
+
+
+def unplanned(ledger: pa.Table, inputs: list[VideoInput]) -> list[VideoInput]:
+    """The inputs the ledger has never planned: a grown corpus's new videos."""
+    known = set(ledger["id"].unique().to_pylist()) if ledger.num_rows else set()
+    return [v for v in inputs if v.id not in known]
+
+
+def pending_plans(ledger: pa.Table, finished: set[str]) -> list[ShardPlan]:
+    """The ledger's shards that are not finished, exactly as they were planned."""
+    if not ledger.num_rows:
+        return []
+    todo = ledger.filter(pc.invert(pc.is_in(ledger["shard"], pa.array(sorted(finished), pa.string()))))
+    grouped: dict[tuple[str, str], list[VideoInput]] = defaultdict(list)
+    for r in todo.to_pylist():
+        grouped[(r["split"], r["shard"])].append(
+            VideoInput(r["id"], r["uri"], tuple(r["captions"]), r["split"], r["origin"]))
+    return [ShardPlan(split, name, tuple(videos)) for (split, name), videos in grouped.items()]
+
+
+def last_numbers(ledger: pa.Table) -> dict[str, int]:
+    """The highest shard number planned so far in each split."""
+    last: dict[str, int] = {}
+    for split, shard in {(s, n) for s, n in zip(ledger["split"].to_pylist(), ledger["shard"].to_pylist())}:
+        last[split] = max(last.get(split, -1), shard_number(shard))
+    return last
+
+
+def removed_videos(ledger: pa.Table, inputs: list[VideoInput], splits: tuple[str, ...] | None) -> pa.Table:
+    """(id, split) of every planned video that the inputs no longer list, sorted by id. With `splits`,
+    only those splits were given, so only their videos can have left."""
+    planned = ledger.select(["id", "split"])
+    if splits:
+        planned = planned.filter(pc.is_in(planned["split"], pa.array(list(splits), pa.string())))
+    gone = planned.filter(pc.invert(pc.is_in(planned["id"], pa.array([v.id for v in inputs], pa.string()))))
+    pairs = sorted(set(zip(gone["id"].to_pylist(), gone["split"].to_pylist())))
+    return pa.table({"id": [i for i, _ in pairs], "split": [s for _, s in pairs]}, schema=REMOVED_SCHEMA)
+
+
+def read_removed(out: Location) -> pa.Table:
+    loc = out.child(REMOVED)
+    if not retrying(loc.exists):
+        return REMOVED_SCHEMA.empty_table()
+    return pq.read_table(pa.BufferReader(retrying(loc.read_bytes)), schema=REMOVED_SCHEMA)
+
+
+def record_removed(out: Location, removed: pa.Table) -> bool:
+    """Write the removed table if it changed (a re-run with nothing new rewrites nothing); True if written."""
+    if read_removed(out).equals(removed):
+        return False
+    sink = pa.BufferOutputStream()
+    pq.write_table(removed, sink)
+    out.child(REMOVED).write_atomic(sink.getvalue().to_pybytes())
+    return True

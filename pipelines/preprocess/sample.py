@@ -17,7 +17,7 @@ from pyarrow.fs import FileType
 from pipelines.preprocess.decode import DecodedVideo, DecodeError, decode_video
 from pipelines.preprocess.layout import META_MEMBER, frame_member, sample_key
 from pipelines.preprocess.sources import VideoInput
-from pipelines.storage import Location
+from pipelines.storage import Location, retrying
 
 BLOCK = tarfile.BLOCKSIZE
 
@@ -32,7 +32,7 @@ class DecodeSettings:
 
 
 class StageError(Exception):
-    """Why one input gave no sample, and at which stage (read, decode, encode)."""
+    """Why one input gave no sample, and at which stage (see `pipelines.preprocess.layout.STAGES`)."""
 
     def __init__(self, stage: str, message: str):
         super().__init__(message)
@@ -59,23 +59,23 @@ def make_sample(row: dict, settings: DecodeSettings) -> dict:
 
 
 def _decode(video: VideoInput, settings: DecodeSettings) -> DecodedVideo:
+    loc = Location.of(video.uri)
     try:
-        loc = Location.of(video.uri)
-        info = loc.info()
+        info = retrying(loc.info)
     except Exception as e:
         raise StageError("read", f"cannot open: {type(e).__name__}: {e}") from e
     if info.type == FileType.NotFound:
-        raise StageError("read", "missing file")
+        raise StageError("input", "missing file")
     if info.type == FileType.Directory:
-        raise StageError("read", "a folder, not a video file")
+        raise StageError("input", "a folder, not a video file")
     if info.size == 0:
-        raise StageError("read", "empty file (0 bytes)")
+        raise StageError("input", "empty file (0 bytes)")
     try:
         with loc.local_file() as path:
             return decode_video(path, frames=settings.frames, fps=settings.fps,
                                 resolution=settings.resolution, timeout=settings.timeout)
     except DecodeError as e:
-        raise StageError("decode", str(e)) from e
+        raise StageError(e.stage, str(e)) from e
     except OSError as e:
         raise StageError("read", f"{type(e).__name__}: {e}") from e
 

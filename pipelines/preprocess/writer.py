@@ -1,69 +1,103 @@
-"""Write one finished shard: the tar under a hidden temporary name, renamed when complete, then its index.
+"""Write one shard as its videos are decoded, then its index, which marks the shard finished.
 
-The index (`_index/<shard>.json`) is written last, so it is the mark of a finished shard: a job killed
-between the two renames leaves a complete tar without an index, which the next run simply writes again
-(identical bytes). Unfinished temporary files are hidden and removed by the next run.
+Samples are appended to a spool file as they come (memory holds one sample at a time): on a local disk the
+spool is a hidden temporary name beside the shard, renamed when complete; on an object store it is a local
+temporary file uploaded once under the shard's final name (object stores have no rename). The index
+(`_index/<shard>.json`) is written last: a run killed before it leaves no finished shard, and the next run
+writes that shard again from the same plan (identical bytes, the same name). Unfinished temporary files on
+a local disk are hidden and removed by the next run.
 """
 from __future__ import annotations
 
 import json
+import os
 import tarfile
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
-from pipelines.preprocess.layout import FORMAT, INDEX_DIR, index_name
+from pipelines.preprocess.layout import FORMAT, INDEX_DIR, OPTIONS, index_name
 from pipelines.preprocess.plan import ShardPlan
-from pipelines.storage import TEMP_MARK, Location
+from pipelines.storage import TEMP_MARK, Location, retrying
 
 END_OF_ARCHIVE = b"\0" * (2 * tarfile.BLOCKSIZE)
+INDEX_READERS = 32        # index files read at once (object-store GETs are latency-bound)
 
 
-class ResumeError(ValueError):
-    """The output folder holds work that does not match this job (other inputs or other options)."""
+class ShardWriter:
+    """Collects one shard's decoder results (`make_sample` rows, in plan order) and commits the shard."""
+
+    def __init__(self, out: Location, plan: ShardPlan):
+        self.out, self.plan, self.shard = out, plan, out.child(plan.name)
+        if self.shard.is_local:
+            self.spool_path = self.shard.temp_sibling().path
+        else:
+            handle, self.spool_path = tempfile.mkstemp(suffix=".tar")
+            os.close(handle)
+        self.spool = open(self.spool_path, "wb")
+        self.samples: list[dict] = []
+        self.failures: list[dict] = []
+        self.offset = 0
+
+    def add(self, r: dict) -> None:
+        if r["error"]:
+            self.failures.append({"input": r["uri"], "id": r["id"], "split": r["split"],
+                                  "stage": r["stage"], "error": r["error"]})
+            return
+        members = {name: [self.offset + o, size] for name, (o, size) in json.loads(r["members"]).items()}
+        self.samples.append({"key": r["key"], "id": r["id"], "captions": r["captions"], "valid": r["valid"],
+                             "span": [self.offset, self.offset + len(r["fragment"])], "members": members})
+        self.spool.write(r["fragment"])
+        self.offset += len(r["fragment"])
+
+    def commit(self) -> dict:
+        """Put the shard in place (if any video gave a sample), then its index; returns the index."""
+        size = 0
+        try:
+            if self.samples:  # a shard whose videos all failed leaves only its index
+                size = self.offset + len(END_OF_ARCHIVE)
+                size += -size % tarfile.RECORDSIZE
+                self.spool.write(b"\0" * (size - self.offset))
+                self.spool.close()
+                if self.shard.is_local:
+                    os.replace(self.spool_path, self.shard.path)
+                else:
+                    self.shard.put_file(self.spool_path)
+        finally:
+            self.discard()
+        index = {"format": FORMAT, "shard": self.plan.name, "split": self.plan.split, "bytes": size,
+                 "frames": sum(s["valid"] for s in self.samples), "planned": self.plan.ids,
+                 "samples": self.samples, "failures": self.failures}
+        self.out.child(INDEX_DIR, index_name(self.plan.name)).write_atomic(
+            json.dumps(index, ensure_ascii=False).encode())
+        return index
+
+    def discard(self) -> None:
+        self.spool.close()
+        if os.path.exists(self.spool_path):
+            os.remove(self.spool_path)
 
 
 def write_shard(out: Location, plan: ShardPlan, results: list[dict]) -> dict:
     """Write `plan`'s shard from its decoder results (one per video, any order); returns its index."""
-    results = sorted(results, key=lambda r: r["pos"])
-    samples, failures, fragments, offset = [], [], [], 0
-    for r in results:
-        if r["error"]:
-            failures.append({"input": r["uri"], "id": r["id"], "split": r["split"],
-                             "stage": r["stage"], "error": r["error"]})
-            continue
-        members = {name: [offset + o, size] for name, (o, size) in json.loads(r["members"]).items()}
-        samples.append({"key": r["key"], "id": r["id"], "captions": r["captions"], "valid": r["valid"],
-                        "span": [offset, offset + len(r["fragment"])], "members": members})
-        fragments.append(r["fragment"])
-        offset += len(r["fragment"])
-    size = 0
-    if samples:  # a shard whose videos all failed leaves only its index
-        size = offset + len(END_OF_ARCHIVE)
-        size += -size % tarfile.RECORDSIZE
-        shard = out.child(plan.name)
-        tmp = shard.temp_sibling()
-        with tmp.fs.open_output_stream(tmp.path) as f:
-            for fragment in fragments:
-                f.write(fragment)
-            f.write(b"\0" * (size - offset))
-        tmp.fs.move(tmp.path, shard.path)
-    index = {"format": FORMAT, "shard": plan.name, "split": plan.split, "bytes": size,
-             "frames": sum(s["valid"] for s in samples), "planned": plan.ids,
-             "samples": samples, "failures": failures}
-    out.child(INDEX_DIR, index_name(plan.name)).write_atomic(json.dumps(index, ensure_ascii=False).encode())
-    return index
+    writer = ShardWriter(out, plan)
+    for r in sorted(results, key=lambda r: r["pos"]):
+        writer.add(r)
+    return writer.commit()
 
 
-def finished_index(out: Location, plan: ShardPlan) -> dict | None:
-    """The index of `plan`'s shard if an earlier run finished it, else None."""
-    loc = out.child(INDEX_DIR, index_name(plan.name))
-    if not loc.exists():
-        return None
-    index = json.loads(loc.read_text())
-    if index["samples"] and not out.child(plan.name).exists():
-        return None
-    if index.get("planned") != plan.ids:
-        raise ResumeError(f"{out.uri}/{plan.name} was made from other videos than these inputs give now "
-                          "(inputs changed since the first run); write to a new output folder")
-    return index
+def finished_shards(out: Location) -> set[str]:
+    """Names of the shards whose index is written (one listing, no read of any index)."""
+    return {loc.name.removesuffix(".json") + ".tar"
+            for loc in retrying(lambda: out.child(INDEX_DIR).list("*.json")) if loc.name != OPTIONS}
+
+
+def read_indexes(out: Location, shards: list[str]) -> list[dict]:
+    """The indexes of `shards`, read in parallel, in the order given."""
+    def read(name: str) -> dict:
+        return json.loads(retrying(out.child(INDEX_DIR, index_name(name)).read_text))
+
+    with ThreadPoolExecutor(INDEX_READERS) as pool:
+        return list(pool.map(read, shards))
 
 
 def remove_unfinished(out: Location) -> int:

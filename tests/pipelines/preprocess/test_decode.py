@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.preprocess.decode import DecodeError, decode_video, sample_indices
+from pipelines.preprocess.decode import DecodeError, FrameKeeper, decode_video, sample_indices
 from pipelines.preprocess.sample import DecodeSettings, make_sample
 from tests.fixtures.video_fixtures import encode_frames, gray_level, gray_steps, lavfi_video, run_ffmpeg
 
@@ -121,9 +121,9 @@ def row(path, vid="v"):
             "split": "train", "origin": "test"}
 
 
-@pytest.mark.parametrize("case,stage,reason", [("missing", "read", "missing file"),
-                                               ("zero bytes", "read", "empty file (0 bytes)"),
-                                               ("folder", "read", "a folder"),
+@pytest.mark.parametrize("case,stage,reason", [("missing", "input", "missing file"),
+                                               ("zero bytes", "input", "empty file (0 bytes)"),
+                                               ("folder", "input", "a folder"),
                                                ("random", "decode", "not an MP4")])
 def test_make_sample_turns_every_problem_into_a_failure_row(tmp_path, case, stage, reason):
     path = tmp_path / "x.mp4"
@@ -152,3 +152,36 @@ def test_make_sample_fragment_is_valid_tar_with_exact_offsets(tmp_path):
         meta = json.load(tar.extractfile(names[0]))
     assert meta["id"] == "it's a.id" and meta["captions"] == ["a cap"] and meta["source"] == str(path)
     assert (meta["frames"], meta["valid"], meta["timestamps"]) == (4, 4, [0.0, 1.0, 3.0, 5.0])
+
+
+@pytest.mark.parametrize("duration,fps,rate", [(3, 25, 1.0), (47, 10, 1.0), (20, 30, 4.0), (9, 24, 0.5)])
+def test_bounded_buffer_picks_the_same_frames_as_keeping_all(tmp_path, duration, fps, rate):
+    """Streaming keeps a few frames (here at most 2 besides the likely picks), yet picks exactly the frames
+    that keeping every frame picks, for videos much longer than the buffer."""
+    path = lavfi_video(tmp_path / "long.mp4", duration=duration, fps=fps, size=(64, 48))
+    kwargs = dict(frames=6, fps=rate, resolution=32, timeout=60)
+    everything = decode_video(str(path), max_buffered=None, **kwargs)
+    bounded = decode_video(str(path), max_buffered=2, **kwargs)
+    assert everything.available > 2     # more frames than the buffer holds besides the likely picks
+    assert bounded.available == everything.available and bounded.timestamps == everything.timestamps
+    assert np.array_equal(bounded.frames, everything.frames)
+
+
+def test_frame_keeper_memory_stays_bounded_and_falls_back_to_the_nearest_frame():
+    """With no usable duration (None) and a long stream, the keeper holds at most its cap and still gives
+    `frames` frames, each the kept one nearest to the exact pick."""
+    keeper = FrameKeeper(frames=4, expected=None, max_buffered=8)
+    most = 0
+    for i in range(1000):
+        keeper.offer(np.full((2, 2, 3), i % 256, np.uint8))
+        most = max(most, len(keeper.kept))
+    picks, frames = keeper.pick()
+    assert most <= 9 and keeper.available == 1000 and picks == sample_indices(1000, 4)
+    kept = sorted(keeper.kept)
+    assert [int(f[0, 0, 0]) for f in frames] == [min(kept, key=lambda k: abs(k - p)) % 256 for p in picks]
+
+
+def test_a_video_slower_than_the_timeout_is_a_timeout_failure(tmp_path):
+    path = lavfi_video(tmp_path / "slow.mp4", duration=20, fps=30, size=(640, 480), extra=("-preset", "ultrafast"))
+    out = make_sample(row(path), DecodeSettings(frames=4, fps=30.0, resolution=256, quality=90, timeout=0.05))
+    assert out["stage"] == "timeout" and "longer than 0.05 s" in out["error"]

@@ -93,8 +93,8 @@ def test_every_good_input_once_every_bad_input_once(corpus, shards):
         failures = list(csv.DictReader(f))
     assert sorted(r["id"] for r in failures) == sorted(bad)   # "plain" once: its duplicate row
     stages = {r["id"]: (r["stage"], r["error"]) for r in failures if r["id"] != "plain"}
-    assert stages["bad-missing"] == ("read", "missing file")
-    assert stages["bad-zero"] == ("read", "empty file (0 bytes)")
+    assert stages["bad-missing"] == ("input", "missing file")
+    assert stages["bad-zero"] == ("input", "empty file (0 bytes)")
     assert stages["bad-audio"][1].startswith("no video stream")
     assert stages["bad-still"][1].startswith("a still image")
     assert "truncated" in stages["bad-truncated"][1]
@@ -126,7 +126,9 @@ def test_layout_summary_and_progress(shards):
     assert summary["splits"]["train"]["shards"] == 4 and summary["failures"] == len(report.failures)
     assert summary["splits"]["train"]["bytes"] == sum(os.path.getsize(out / n) for n in names if n.startswith("train"))
     progress = [line for line in lines if "videos done" in line]
-    assert len(progress) == 16 and progress[-1].startswith("preprocess: 16/16 videos done, 6 failed, ")
+    assert len(progress) == len(report.shards_written) == 6          # a line per finished shard
+    done = [int(line.split()[1].split("/")[0]) for line in progress]
+    assert done == sorted(done) and progress[-1].startswith("preprocess: 16/16 videos done, 6 failed, ")
     assert progress[-1].endswith(" videos/s")
     assert any(line.startswith("preprocess: finished in") and "decoded 16 videos" in line for line in lines)
     assert any(line.strip().startswith("train: 8 videos in 4 shards") for line in lines)

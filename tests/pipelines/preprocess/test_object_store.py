@@ -9,7 +9,7 @@ from pipelines.preprocess import PreprocessOptions, run_preprocess
 from pipelines.preprocess.plan import plan_shards
 from pipelines.preprocess.sample import DecodeSettings, make_sample
 from pipelines.preprocess.sources import VideoInput
-from pipelines.preprocess.writer import finished_index, write_shard
+from pipelines.preprocess.writer import finished_shards, write_shard
 from pipelines.shards import ShardDataset, read_summary
 from pipelines.storage import Location
 from tests.fixtures.video_fixtures import encode_frames, lavfi_video
@@ -33,7 +33,8 @@ def test_decode_write_and_read_on_an_object_store(tmp_path, s3_server):
     out.child("_index").make_dirs()
     index = write_shard(out, plan, rows)
     assert [f["error"] for f in index["failures"]] == ["missing file"]
-    assert finished_index(out, plan) == json.loads(out.child("_index", "train-000000.json").read_text())
+    assert finished_shards(out) == {"train-000000.tar"}
+    assert json.loads(out.child("_index", "train-000000.json").read_text()) == index
     item, = ShardDataset(out.uri, "train", mode="videos")
     assert item["id"] == "green" and item["mask"].tolist() == [True, True, False, False]
     assert item["video"][:2, 1].mean() > 1.5 and item["video"][:2, 0].mean() < -1.5   # green survives

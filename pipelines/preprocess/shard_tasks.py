@@ -1,0 +1,133 @@
+"""The Ray work of preprocessing: one task per shard plan, on whichever worker Ray picks.
+
+Why one task per shard (and not Ray Data rows): the shard is the unit of commit, so the process that
+decodes a shard's videos is the one that writes it, straight to the output folder, and the driver gets back
+a few numbers per shard, never frame bytes. Tasks are submitted as demand (`run_shards` keeps up to
+`max_in_flight` pending, `--decoders` or MAX_IN_FLIGHT), so an autoscaling cluster sees the queue and grows;
+each task asks for one CPU and the memory a decode needs (`task_memory`).
+
+A task whose worker dies (a video that runs it out of memory or crashes it) is run again in isolation: the
+same shard, but every video decoded in a task of its own, so the one that kills its worker becomes a
+failure row (stage "worker") and the shard is written with the others.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ray
+import ray.exceptions
+
+from pipelines.preprocess.decode import MAX_BUFFERED, FrameKeeper
+from pipelines.preprocess.plan import ShardPlan
+from pipelines.preprocess.sample import DecodeSettings, make_sample
+from pipelines.preprocess.writer import ShardWriter
+from pipelines.storage import Location
+
+MAX_IN_FLIGHT = 1024     # pending shard tasks without --decoders: demand for up to this many CPUs
+BASE_MEMORY = 384 << 20  # a Python worker with numpy and PIL, and ffmpeg decoding one high-resolution stream
+WORKER_LOST = (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError, ray.exceptions.NodeDiedError,
+               ray.exceptions.LocalRayletDiedError, ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError)
+LOST_MESSAGE = ("the process decoding this video died (out of memory or a crash) and took no other video "
+                "with it; `--retry-failed` tries it again")
+
+
+@dataclass(frozen=True)
+class ShardDone:
+    """What the driver learns of one shard: a few numbers, or why it could not be written."""
+
+    name: str
+    videos: int
+    failed: int
+    node: str = ""       # the Ray node that wrote it
+    error: str = ""      # set when the shard was not written (the next run writes it)
+
+
+def task_memory(settings: DecodeSettings) -> int:
+    """Bytes one decode task asks Ray for: a worker, ffmpeg, and the frames `FrameKeeper` may hold."""
+    frame = settings.resolution ** 2 * 3
+    most_kept = MAX_BUFFERED + (2 * FrameKeeper.WINDOW + 1) * settings.frames
+    return BASE_MEMORY + most_kept * frame
+
+
+def sample_row(plan: ShardPlan, pos: int) -> dict:
+    v = plan.videos[pos]
+    return {"shard": plan.name, "pos": pos, "id": v.id, "uri": v.uri, "captions": list(v.captions),
+            "split": v.split, "origin": v.origin}
+
+
+def _write(out_uri: str, plan: ShardPlan, results) -> ShardDone:
+    writer = ShardWriter(Location.of(out_uri), plan)
+    try:
+        failed = 0
+        for r in results:
+            writer.add(r)
+            failed += bool(r["error"])
+        writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+    return ShardDone(plan.name, len(plan.videos), failed, ray.get_runtime_context().get_node_id())
+
+
+@ray.remote
+def make_shard(plan: ShardPlan, settings: DecodeSettings, out_uri: str) -> ShardDone:
+    """Decode the shard's videos one after the other in this worker and write the shard."""
+    return _write(out_uri, plan, (make_sample(sample_row(plan, i), settings) for i in range(len(plan.videos))))
+
+
+@ray.remote(max_retries=0)
+def _decode_one(row: dict, settings: DecodeSettings) -> dict:
+    return make_sample(row, settings)
+
+
+@ray.remote
+def make_shard_isolated(plan: ShardPlan, settings: DecodeSettings, out_uri: str, memory: int) -> ShardDone:
+    """The same shard with every video in a task of its own: a video that kills its worker is one failure."""
+    rows = [sample_row(plan, i) for i in range(len(plan.videos))]
+    refs = [_decode_one.options(memory=memory).remote(row, settings) for row in rows]
+
+    def results():
+        for row, ref in zip(rows, refs):
+            try:
+                yield ray.get(ref)
+            except WORKER_LOST:
+                yield {**row, "key": "", "fragment": b"", "members": "{}", "captions": 0, "valid": 0,
+                       "stage": "worker", "error": LOST_MESSAGE}
+    return _write(out_uri, plan, results())
+
+
+def run_shards(plans: list[ShardPlan], settings: DecodeSettings, out: Location, max_in_flight: int | None,
+               on_done: Callable[[ShardDone], None]) -> list[ShardDone]:
+    """Make every shard of `plans`, at most `max_in_flight` tasks pending at once; `on_done` hears of each."""
+    memory = task_memory(settings)
+    normal = make_shard.options(num_cpus=1, memory=memory, max_retries=0)
+    isolated = make_shard_isolated.options(num_cpus=1, max_retries=2)   # Ray frees the CPU while it waits
+    limit = max_in_flight or MAX_IN_FLIGHT
+    queue = list(reversed(plans))
+    running: dict[ray.ObjectRef, tuple[ShardPlan, bool]] = {}
+    done: list[ShardDone] = []
+    while queue or running:
+        while queue and len(running) < limit:
+            plan = queue.pop()
+            running[normal.remote(plan, settings, out.uri)] = (plan, False)
+        ready, _ = ray.wait(list(running), num_returns=1)
+        plan, was_isolated = running.pop(ready[0])
+        try:
+            result = ray.get(ready[0])
+        except WORKER_LOST:
+            if was_isolated:
+                result = ShardDone(plan.name, len(plan.videos), 0, error="its worker died even in isolation")
+            else:
+                running[isolated.remote(plan, settings, out.uri, memory)] = (plan, True)
+                continue
+        except ray.exceptions.RayTaskError as e:
+            result = ShardDone(plan.name, len(plan.videos), 0, error=_last_line(e))
+        done.append(result)
+        on_done(result)
+    return done
+
+
+def _last_line(error: Exception) -> str:
+    cause = getattr(error, "cause", None) or error
+    return f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1][:300] if str(cause).strip() else ''}"

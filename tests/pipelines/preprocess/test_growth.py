@@ -1,0 +1,123 @@
+"""A corpus that grows and shrinks between runs over the same output folder: only new videos are decoded, into
+new shards after the last; finished shards are never rewritten; videos that left are recorded and skipped by
+the readers; transient failures wait for --retry-failed."""
+import csv
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.preprocess import OptionsError, PreprocessOptions, run_preprocess
+from pipelines.shards import ShardDataset, shard_index
+from tests.fixtures.video_fixtures import lavfi_video
+
+
+def write_manifest(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def row(vid, video, split="train"):
+    return {"video": str(video), "id": vid, "captions": [f"clip {vid}"], "split": split}
+
+
+def stamps(out):
+    """Modification times of every shard, index and plan: what must never change for finished work."""
+    names = [n for n in os.listdir(out) if n.endswith(".tar")]
+    names += [f"_index/{n}" for n in os.listdir(out / "_index")] + [f"_plans/{n}" for n in os.listdir(out / "_plans")]
+    return {n: os.stat(out / n).st_mtime_ns for n in names}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    return [lavfi_video(folder / f"c{i}.mp4", duration=2, size=(48, 32)) for i in range(4)]
+
+
+def options(out, manifest, **kw):
+    return PreprocessOptions(out=str(out), manifest=str(manifest), frames=2, resolution=32, samples_per_shard=2,
+                             decoders=2, progress_every=0, **kw)
+
+
+def test_grow_then_shrink_decodes_only_new_videos_and_rewrites_nothing(tmp_path, clips, ray_cluster):
+    out, manifest = tmp_path / "out", tmp_path / "m.jsonl"
+    first = [row(f"a{i}", clips[i % 4]) for i in range(5)] + [row("t0", clips[0], "test")]
+    run_preprocess(options(out, write_manifest(manifest, first)), log=lambda line: None)
+    before = stamps(out)
+    assert sorted(n for n in os.listdir(out) if n.endswith(".tar")) == [
+        "test-000000.tar", "train-000000.tar", "train-000001.tar", "train-000002.tar"]
+
+    # grown by three videos, one of them ("a05") sorting among the old ids
+    grown = first + [row("a05", clips[1]), row("b0", clips[2]), row("b1", clips[3])]
+    report = run_preprocess(options(out, write_manifest(manifest, grown)), log=lambda line: None)
+    assert report.ok and report.processed == 3 and report.resumed == 6
+    assert report.shards_written == ["train-000003.tar", "train-000004.tar"]
+    assert {n: t for n, t in stamps(out).items() if n in before} == before        # nothing finished was touched
+    assert len(os.listdir(out / "_plans")) == 2
+    ids = [s.id for s in shard_index(str(out), "train")]
+    assert ids == ["a0", "a1", "a2", "a3", "a4", "a05", "b0", "b1"]              # appended after the last shard
+
+    # two videos leave the corpus: recorded, skipped by readers, nothing rewritten
+    after_growth = stamps(out)
+    shrunk = [r for r in grown if r["id"] not in ("a1", "b0")]
+    report = run_preprocess(options(out, write_manifest(manifest, shrunk)), log=lambda line: None)
+    assert report.ok and report.processed == 0 and report.removed == 2
+    assert stamps(out) == after_growth
+    assert pq.read_table(out / "_removed.parquet").to_pylist() == [{"id": "a1", "split": "train"},
+                                                                  {"id": "b0", "split": "train"}]
+    assert [item["id"] for item in ShardDataset(str(out), "train", mode="videos")] == [
+        "a0", "a2", "a3", "a4", "a05", "b1"]
+    train = report.summary["splits"]["train"]
+    assert (train["samples"], train["removed"]) == (6, 2)
+
+    # the same inputs again: not even the removed table is written again
+    removed_stamp = os.stat(out / "_removed.parquet").st_mtime_ns
+    again = run_preprocess(options(out, manifest), log=lambda line: None)
+    assert again.processed == 0 and os.stat(out / "_removed.parquet").st_mtime_ns == removed_stamp
+    assert stamps(out) == after_growth
+
+    # a removed video that comes back is visible again, without decoding
+    back = run_preprocess(options(out, write_manifest(manifest, shrunk + [row("a1", clips[1])])),
+                          log=lambda line: None)
+    assert back.processed == 0 and "a1" in [s.id for s in shard_index(str(out), "train")]
+
+
+def test_an_id_that_comes_back_with_another_video_is_refused(tmp_path, clips, ray_cluster):
+    out, manifest = tmp_path / "out", tmp_path / "m.jsonl"
+    run_preprocess(options(out, write_manifest(manifest, [row("x", clips[0]), row("y", clips[1])])),
+                   log=lambda line: None)
+    before = stamps(out)
+    write_manifest(manifest, [row("x", clips[0]), row("y", clips[2])])
+    with pytest.raises(OptionsError, match="video id 'y'") as error:
+        run_preprocess(options(out, manifest), log=lambda line: None)
+    assert str(clips[2]) in str(error.value) and str(clips[1]) in str(error.value)
+    assert stamps(out) == before
+
+
+def test_changed_options_still_refuse_to_mix_with_finished_shards(tmp_path, clips, ray_cluster):
+    out, manifest = tmp_path / "out", write_manifest(tmp_path / "m.jsonl", [row("x", clips[0])])
+    run_preprocess(options(out, manifest), log=lambda line: None)
+    write_manifest(manifest, [row("x", clips[0]), row("new", clips[1])])
+    with pytest.raises(OptionsError, match=r"resolution=32 \(now 48\)"):
+        run_preprocess(PreprocessOptions(**{**options(out, manifest).__dict__, "resolution": 48}),
+                       log=lambda line: None)
+
+
+def test_transient_failures_wait_for_retry_failed(tmp_path, ray_cluster):
+    """A timeout is transient: a plain re-run leaves it, --retry-failed decodes it again into a new shard."""
+    slow = lavfi_video(tmp_path / "slow.mp4", duration=20, fps=30, size=(640, 480), extra=("-preset", "ultrafast"))
+    quick = lavfi_video(tmp_path / "quick.mp4", duration=2)
+    out = tmp_path / "out"
+    manifest = write_manifest(tmp_path / "m.jsonl", [row("quick", quick), row("slow", slow)])
+    first = run_preprocess(options(out, manifest, timeout=0.05), log=lambda line: None)
+    # the quick clip may time out too on a busy machine; the slow one always does
+    assert "slow" in {f.id for f in first.failures if f.stage == "timeout"}
+    plain = run_preprocess(options(out, manifest), log=lambda line: None)
+    assert plain.processed == 0 and {f.id for f in plain.failures} == {f.id for f in first.failures}
+    retried = run_preprocess(options(out, manifest, retry_failed=True), log=lambda line: None)
+    assert retried.ok and retried.processed == len(first.failures)
+    assert retried.shards_written == ["train-000001.tar"]
+    assert sorted(s.id for s in shard_index(str(out), "train")) == ["quick", "slow"]
+    with open(out / "_failures.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == []
