@@ -47,7 +47,8 @@ def _worker(rank: int, world: int, port: int, out, average_over: int, clip: floa
         all_reduce_gradients(params, average_over)
         if clip:
             torch.nn.utils.clip_grad_norm_(params, clip)
-        out.put(((i, rank), (loss.item(), n, [p.grad.clone() for p in params])))
+        # as numpy: a tensor would travel as a shared-memory handle that dies with this process
+        out.put(((i, rank), (loss.item(), n, [p.grad.numpy().copy() for p in params])))
     dist.destroy_process_group()
 
 
@@ -89,7 +90,7 @@ def test_two_workers_match_one_process(average_over, clip):
             assert n == sum(sizes)
             assert loss == pytest.approx(expected.item(), rel=1e-5)
             for got, p in zip(grads, head.parameters()):
-                torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-6)
+                torch.testing.assert_close(torch.from_numpy(got), p.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_matching_pairs_give_a_lower_loss():

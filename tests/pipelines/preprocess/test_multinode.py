@@ -1,0 +1,81 @@
+"""The job on a Ray cluster of three nodes (a head with no CPUs, two workers with one CPU each), writing to the
+S3 server: shards are written by the worker nodes, the driver writes next to none of their bytes, and its
+memory stays flat when the corpus grows from 200 to 2,000 videos (measured as the peak of the Python objects it
+holds; its RSS, printed, also counts allocator and Ray caches)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.shards import shard_index
+from tests.fixtures.video_fixtures import lavfi_video
+
+DRIVER = r"""
+import json, sys, tracemalloc
+import psutil, ray
+from ray.cluster_utils import Cluster
+from pipelines.preprocess import PreprocessOptions, run_preprocess
+from pipelines.storage import Location
+
+def written():
+    with open("/proc/self/io") as f:
+        return dict(line.split(": ") for line in f.read().splitlines())["wchar"]
+
+out, small, large = sys.argv[1:4]
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+try:
+    ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+    head = ray.get_runtime_context().get_node_id()
+    result = {"head": head}
+    tracemalloc.start()
+    for name, manifest in (("small", small), ("large", large)):
+        tracemalloc.reset_peak()
+        before = int(written())
+        report = run_preprocess(PreprocessOptions(out=out, manifest=manifest, frames=6, resolution=128,
+                                                  samples_per_shard=50, progress_every=0), log=lambda line: None)
+        shard_bytes = sum(s["bytes"] for s in report.summary["splits"].values())
+        result[name] = {"ok": report.ok, "processed": report.processed, "nodes": report.nodes,
+                        "driver_wrote": int(written()) - before, "rss": psutil.Process().memory_info().rss,
+                        "python_peak": tracemalloc.get_traced_memory()[1],
+                        "shard_bytes": shard_bytes}
+    print("RESULT " + json.dumps(result))
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+"""
+
+
+def manifest(path, clips, count):
+    path.write_text("".join(json.dumps({"video": str(clips[i % len(clips)]), "id": f"v{i:05d}",
+                                        "captions": [f"clip {i}"], "split": "train"}) + "\n"
+                            for i in range(count)))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_worker_nodes_write_the_shards_and_the_driver_stays_small(tmp_path, s3_server):
+    clips = [lavfi_video(tmp_path / f"c{i}.mp4", duration=2, size=(128, 96)) for i in range(8)]
+    out = s3_server.prefix("multinode")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run = subprocess.run([sys.executable, "-c", DRIVER, out, manifest(tmp_path / "small.jsonl", clips, 200),
+                          manifest(tmp_path / "large.jsonl", clips, 2000)],
+                         cwd=os.getcwd(), env=env, capture_output=True, text=True, timeout=1200)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert run.returncode == 0 and lines, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    small, large = result["small"], result["large"]
+    assert small["ok"] and large["ok"] and (small["processed"], large["processed"]) == (200, 1800)
+    for run_result in (small, large):
+        assert result["head"] not in run_result["nodes"] and len(run_result["nodes"]) == 2   # both workers wrote
+        assert run_result["driver_wrote"] < 0.05 * run_result["shard_bytes"]
+    new_bytes = large["shard_bytes"] - small["shard_bytes"]
+    assert new_bytes > 30e6, result                       # enough that carrying them would show
+    # what the driver holds in Python objects while it runs grows by a few bytes per video, not by its frames
+    assert large["python_peak"] - small["python_peak"] < 0.25 * new_bytes, result
+    print(f"driver: wrote {small['driver_wrote']} / {large['driver_wrote']} bytes, Python peak "
+          f"{small['python_peak'] / 1e6:.1f} / {large['python_peak'] / 1e6:.1f} MB, RSS {small['rss'] / 1e6:.0f} / "
+          f"{large['rss'] / 1e6:.0f} MB at 200 / 2,000 videos ({new_bytes / 1e6:.0f} MB of new shards)")
+    assert len(shard_index(out, "train")) == 2000
