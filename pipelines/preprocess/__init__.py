@@ -1,11 +1,12 @@
-"""Preprocessing: a video corpus (MSR-VTT layout or a manifest) into WebDataset shards, with Ray Data.
+"""Preprocessing: a video corpus (MSR-VTT layout or a manifest) into WebDataset shards, one Ray task per shard.
 
     from pipelines.preprocess import PreprocessOptions, run_preprocess
     report = run_preprocess(PreprocessOptions(out="shards/", manifest="corpus/manifest.csv"))
     report.ok, report.summary, report.failures
 
-Modules: sources (inputs), plan (video -> shard), decode (ffmpeg), sample (tar bytes of one video),
-writer (atomic shards + index), summary (summary and failure table), job (the Ray Data run), layout
+Modules: sources (inputs), plan (the ledger: video -> shard, growth and removals), decode (ffmpeg, streamed),
+sample (tar bytes of one video), writer (a shard streamed to its final place, then its index), shard_tasks
+(the Ray tasks that decode and write shards), summary (summary and failure table), job (the run), layout
 (names in the output folder). The sample format is documented in `pipelines.shards`.
 """
 from pipelines.preprocess.job import OptionsError, PreprocessOptions, PreprocessReport, run_preprocess

@@ -3,7 +3,9 @@
 The baseline is what one would do by hand without Ray: one ffmpeg process per video with the same settings
 (one thread, 1 fps, bicubic short-side scale, centre crop) writing the frames as JPEG files, `processes`
 at a time from a thread pool. The job does that plus picking frames, JPEG in Python, writing shards, the
-index and the summary, and Ray Data's scheduling.
+index and the summary, and Ray's scheduling. Also measured: the share of the shards' bytes that the driver
+process wrote itself (its write syscalls, /proc/self/io), and a grown corpus's re-run against decoding
+only the new videos into a fresh folder.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import itertools
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.media import ffmpeg_exe
@@ -54,12 +57,45 @@ def plain_ffmpeg_rate(videos: list[Path], processes: int, fps: float, resolution
         return len(videos) / (time.perf_counter() - started)
 
 
-def job_rate(manifest: Path, out: Path, decoders: int, frames: int, resolution: int) -> float:
-    """Videos/s of the whole preprocessing job (inputs to summary) on an already started Ray."""
+@dataclass(frozen=True)
+class JobRun:
+    videos: int            # decoded by this run
+    seconds: float         # the whole run, inputs to summary
+    driver_bytes: int      # written by this process (the driver) during the run
+    shard_bytes: int       # of all the shards in the folder
+
+    @property
+    def rate(self) -> float:
+        return self.videos / self.seconds
+
+
+def run_job(manifest: Path, out: Path, decoders: int, frames: int, resolution: int,
+            samples_per_shard: int) -> JobRun:
+    """The whole preprocessing job (inputs to summary) on an already started Ray."""
+    written = driver_bytes_written()
     started = time.perf_counter()
     report = run_preprocess(PreprocessOptions(out=str(out), manifest=str(manifest), frames=frames,
-                                              resolution=resolution, decoders=decoders), log=lambda line: None)
+                                              resolution=resolution, decoders=decoders,
+                                              samples_per_shard=samples_per_shard), log=lambda line: None)
     seconds = time.perf_counter() - started
     if not report.ok:
         raise RuntimeError(f"benchmark inputs failed: {report.failures[:3]}")
-    return report.processed / seconds
+    shard_bytes = sum(s["bytes"] for s in report.summary["splits"].values())
+    return JobRun(report.processed, seconds, driver_bytes_written() - written, shard_bytes)
+
+
+def driver_bytes_written() -> int:
+    """Bytes this process has passed to write syscalls so far (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/io") as f:
+            return int(dict(line.split(": ") for line in f.read().splitlines())["wchar"])
+    except OSError:
+        return 0
+
+
+def first_rows(manifest: Path, rows: slice, name: str) -> Path:
+    """A manifest of some of `manifest`'s rows (header kept), beside it."""
+    header, *lines = manifest.read_text().splitlines(keepends=True)
+    path = manifest.with_name(name)
+    path.write_text(header + "".join(lines[rows]))
+    return path

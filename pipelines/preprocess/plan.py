@@ -98,8 +98,14 @@ def check_same_videos(ledger: pa.Table, inputs: list[VideoInput]) -> None:
 
 def unplanned(ledger: pa.Table, inputs: list[VideoInput]) -> list[VideoInput]:
     """The inputs the ledger has never planned: a grown corpus's new videos."""
-    known = set(ledger["id"].unique().to_pylist()) if ledger.num_rows else set()
-    return [v for v in inputs if v.id not in known]
+    known = pc.is_in(pa.array([v.id for v in inputs], pa.string()), value_set=ledger["id"].combine_chunks())
+    return [v for v, planned in zip(inputs, known.to_pylist()) if not planned]
+
+
+def last_shards(ledger: pa.Table, ids: list[str]) -> dict[str, str]:
+    """The shard each of `ids` was last planned in (ids the ledger lacks are left out)."""
+    rows = ledger.filter(pc.is_in(ledger["id"], pa.array(ids, pa.string()))).select(["id", "shard"])
+    return dict(zip(rows["id"].to_pylist(), rows["shard"].to_pylist()))
 
 
 def pending_plans(ledger: pa.Table, finished: set[str]) -> list[ShardPlan]:
@@ -115,11 +121,9 @@ def pending_plans(ledger: pa.Table, finished: set[str]) -> list[ShardPlan]:
 
 
 def last_numbers(ledger: pa.Table) -> dict[str, int]:
-    """The highest shard number planned so far in each split."""
-    last: dict[str, int] = {}
-    for split, shard in {(s, n) for s, n in zip(ledger["split"].to_pylist(), ledger["shard"].to_pylist())}:
-        last[split] = max(last.get(split, -1), shard_number(shard))
-    return last
+    """The highest shard number planned so far in each split (names are zero-padded: the largest is last)."""
+    last = ledger.group_by("split").aggregate([("shard", "max")])
+    return {split: shard_number(shard) for split, shard in zip(last["split"].to_pylist(), last["shard_max"].to_pylist())}
 
 
 def removed_videos(ledger: pa.Table, inputs: list[VideoInput], splits: tuple[str, ...] | None) -> pa.Table:

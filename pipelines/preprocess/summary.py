@@ -15,6 +15,7 @@ from collections import defaultdict
 import pyarrow as pa
 
 from pipelines.preprocess.layout import FAILURE_COLUMNS, FAILURES, FORMAT, SUMMARY
+from pipelines.preprocess.plan import last_shards
 from pipelines.preprocess.sources import Failure
 from pipelines.storage import Location, retrying
 
@@ -39,7 +40,7 @@ def known_stats(out: Location) -> dict[str, dict]:
 def latest_failures(stats: dict[str, dict], ledger: pa.Table, removed: set[str],
                     source_failures: list[Failure]) -> list[Failure]:
     """The failure table: every failure that is still the latest word on its video, sorted."""
-    last_shard = dict(zip(ledger["id"].to_pylist(), ledger["shard"].to_pylist()))
+    last_shard = last_shards(ledger, [f["id"] for s in stats.values() for f in s["failures"]])
     found = [f for f in source_failures if f.id not in removed]
     for name, s in stats.items():
         found += [Failure(**f) for f in s["failures"] if last_shard.get(f["id"]) == name and f["id"] not in removed]
@@ -56,7 +57,7 @@ def build_summary(stats: dict[str, dict], failures: list[Failure], removed: pa.T
             t[key] += s[key]
     for f in failures:
         splits[f.split or "unknown"]["failures"] += 1
-    last_shard = dict(zip(ledger["id"].to_pylist(), ledger["shard"].to_pylist()))
+    last_shard = last_shards(ledger, removed["id"].to_pylist())
     failed = {(name, f["id"]) for name, s in stats.items() for f in s["failures"]}
     for vid, split in zip(removed["id"].to_pylist(), removed["split"].to_pylist()):
         shard = last_shard.get(vid)

@@ -3,9 +3,10 @@ import json
 from urllib.parse import quote
 
 import numpy as np
+import pytest
 import torch
 
-from pipelines.preprocess import PreprocessOptions, run_preprocess
+from pipelines.preprocess import OptionsError, PreprocessOptions, run_preprocess
 from pipelines.preprocess.plan import plan_shards
 from pipelines.preprocess.sample import DecodeSettings, make_sample
 from pipelines.preprocess.sources import VideoInput
@@ -53,3 +54,18 @@ def test_job_with_file_uris_and_spaces(tmp_path, ray_cluster):
     assert report.ok and (folder / "shards out" / "train-000000.tar").exists()
     assert read_summary(str(folder / "shards out"))["splits"]["train"]["samples"] == 1
     assert isinstance(next(iter(ShardDataset(f"{uri}/shards out", "train")))["video"], torch.Tensor)
+
+
+def test_a_missing_bucket_or_refused_credentials_stop_the_job_before_any_decoding(tmp_path, s3_server,
+                                                                                 monkeypatch):
+    (tmp_path / "m.jsonl").write_text(json.dumps({"video": str(tmp_path / "v.mp4"), "id": "v", "captions": ["c"],
+                                                  "split": "train"}) + "\n")
+    options = PreprocessOptions(out="s3://no-such-bucket-here/shards", manifest=str(tmp_path / "m.jsonl"))
+    with pytest.raises(OptionsError, match=r"--out s3://no-such-bucket-here/shards: bucket 'no-such-bucket-here' "
+                                           r"does not exist"):
+        run_preprocess(options, log=lambda line: None)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(OptionsError, match=r"--out s3://.*: the object store refused or did not answer.*"
+                                           r"AWS_ACCESS_KEY_ID"):
+        run_preprocess(PreprocessOptions(out=s3_server.prefix("refused"), manifest=options.manifest),
+                       log=lambda line: None)
