@@ -58,8 +58,9 @@ augment=True: torchvision RandAugment, one draw per item (seeded by seed, epoch,
 the video's frames alike.
 mode="videos": every video once, in shard order unless shuffle=True; items carry all its captions.
 Items are cut into `world_size` contiguous parts of the epoch's order (rank r gets part r, sizes differ by at
-most one), and each rank's part again across its DataLoader workers, so no item is seen twice in an epoch
-and none is missed. Samples are read by byte range (the index), so a worker reads only its own items.
+most one), and each rank's part is dealt out across its DataLoader workers (every num_workers-th item), so no
+item is seen twice in an epoch, none is missed, and the DataLoader yields a rank's part in order whatever
+its worker count. `skip=n` starts a rank's part after its first n items without reading them (a resume). Samples are read by byte range (the index), so a worker reads only its own items.
 For equal step counts on every rank, stop after `ds.total // world_size // batch_size` batches.
 
 Lower level, for stages that schedule samples themselves (e.g. embedding with Ray Data): `shard_index`
@@ -163,14 +164,15 @@ class ShardDataset(IterableDataset):
     """
 
     def __init__(self, shards: str, split: str, *, mode: str = "pairs", rank: int = 0, world_size: int = 1,
-                 augment: bool = False, shuffle: bool | None = None, seed: int = 0, epoch: int = 0):
+                 augment: bool = False, shuffle: bool | None = None, seed: int = 0, epoch: int = 0,
+                 skip: int = 0):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.shards, self.split, self.mode = shards, split, mode
         self.rank, self.world_size = rank, world_size
-        self.augment, self.seed, self.epoch = augment, seed, epoch
+        self.augment, self.seed, self.epoch, self.skip = augment, seed, epoch, skip
         self.shuffle = (mode == "pairs") if shuffle is None else shuffle
         self.samples = shard_index(shards, split)
         if mode == "pairs":
@@ -184,8 +186,8 @@ class ShardDataset(IterableDataset):
         return len(self._items)
 
     def __len__(self) -> int:
-        """Items this rank yields in one epoch (all its DataLoader workers together)."""
-        return len(_part(range(self.total), self.rank, self.world_size))
+        """Items this rank yields in one epoch (all its DataLoader workers together), after `skip`."""
+        return max(len(_part(range(self.total), self.rank, self.world_size)) - self.skip, 0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -198,10 +200,13 @@ class ShardDataset(IterableDataset):
         return [self._items[i] for i in order]
 
     def my_items(self) -> list[tuple[int, int]]:
-        """The items of this rank and of the calling DataLoader worker (all of the rank's outside one)."""
-        mine = _part(self.epoch_order(), self.rank, self.world_size)
+        """The items of this rank after its first `skip`, and of the calling DataLoader worker (all of the
+        rank's outside one). Workers take every num_workers-th item, so the DataLoader, which asks its workers
+        in turn, yields the rank's items in their order whatever the worker count, and a resumed epoch
+        (`skip`) continues exactly where the interrupted one stopped without reading what it skips."""
+        mine = _part(self.epoch_order(), self.rank, self.world_size)[self.skip:]
         worker = get_worker_info()
-        return _part(mine, worker.id, worker.num_workers) if worker else mine
+        return mine[worker.id::worker.num_workers] if worker else mine
 
     def __iter__(self) -> Iterator[dict]:
         reader = SampleReader()

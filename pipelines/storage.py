@@ -199,6 +199,11 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
+def is_local_uri(uri: str) -> bool:
+    """Whether `uri` names this machine's filesystem (a path or file://), without contacting any store."""
+    return "://" not in uri or uri.startswith("file://")
+
+
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 

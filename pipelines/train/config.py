@@ -71,6 +71,7 @@ class ScalingSection:
     use_gpu: bool = False               # GPUs with NCCL when true, CPUs with gloo when false
     cpus_per_worker: int = 1
     max_failures: int = 3               # worker failures Ray Train recovers from (from the latest checkpoint)
+    shared_filesystem: bool = False     # local paths are on a filesystem every node mounts (NFS): allow them
 
 
 @dataclass

@@ -78,13 +78,12 @@ def train_batches(cfg: TrainJobConfig, plan: TrainPlan, rank: int, world: int, e
 
     A batch is `shards.collate`'s dict (video, mask, caption, id, ...); an empty dict once this rank's part
     of the epoch is used up. The order is fixed by (seed, epoch), so skipping (after a restart) continues
-    where the interrupted run was; skipped items are read and dropped.
+    where the interrupted run was, without reading or decoding the skipped items.
     """
     dataset = ShardDataset(cfg.data.shards, cfg.data.train_split, mode="pairs", rank=rank, world_size=world,
-                           augment=cfg.data.augment, seed=cfg.train.seed, epoch=epoch)
+                           augment=cfg.data.augment, seed=cfg.train.seed, epoch=epoch,
+                           skip=skip * plan.local_batch)
     items = _items(dataset, cfg.data.loader_workers)
-    for _ in islice(items, skip * plan.local_batch):
-        pass
     for _ in range(plan.steps_per_epoch - skip):
         batch = list(islice(items, plan.local_batch))
         yield collate(batch) if batch else {}

@@ -1,7 +1,8 @@
 """The training job as the driver sees it: check everything, start or resume the run, fit, register.
 
 Everything that can be known wrong is found before a worker starts: the config (`check_config`), the shards
-and splits (`data.plan_training`) and the tracking store (`check_reachable`). The Ray Train run and the
+and splits (`data.plan_training`), what the shards hold and where they, the checkpoints and the tracking
+store are against the cluster (`cluster_fit`), and the tracking store itself (`check_reachable`). The Ray Train run and the
 MLflow run are both named `run.name`, so re-running the same command after the whole job died continues
 both: Ray Train from the latest checkpoint under `run.storage_path`, MLflow in the same run.
 """
@@ -17,6 +18,7 @@ from pipelines.tracking import activate_run, check_reachable, resolve_tracking_u
 
 from . import data
 from .checkpoint import ADAPTER
+from .cluster_fit import check_fits_cluster, check_shards_fit_model
 from .config import ConfigError, TrainJobConfig, check_config
 from .loop import FAULT_ENV, SCORE, SUMMARY_PREFIXES, best_checkpoint, train_worker
 
@@ -84,26 +86,38 @@ def _trainer(cfg: TrainJobConfig, plan: data.TrainPlan, run_id: str, uri: str):
     )
 
 
+def _model_input(preset: str) -> tuple[int, int]:
+    """(frames, image size) the preset's video encoder takes, from its configs alone (no weights built)."""
+    import open_clip
+
+    import tempme.backbone  # noqa: F401  (registers the project's backbone configs with open_clip)
+    from tempme.config import get_config
+
+    config = get_config(preset)
+    return config.frames, open_clip.get_model_config(config.backbone)["vision_cfg"]["image_size"]
+
+
 def run_training(cfg: TrainJobConfig, ray_address: str | None = None) -> TrainOutcome:
     """Train `cfg` with Ray Train, tracked in MLflow.
 
     Runs on the Ray this process is already connected to, else joins `ray_address` (None: $RAY_ADDRESS,
     else a local Ray started here).
     """
+    import mlflow
+    import ray
+
     check_config(cfg)
+    check_shards_fit_model(cfg, *_model_input(cfg.model.preset))
     plan = data.plan_training(cfg)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     check_reachable(uri)
+    if not ray.is_initialized():
+        ray.init(address=ray_address)
+    check_fits_cluster(cfg, uri, ray.nodes())
     run_id, resumed = start_or_resume_run(cfg.run.name, cfg.tracking.experiment, uri)
     with activate_run(run_id, uri):
         _log_config(cfg, plan, resumed)
     log.info("MLflow run %s (%s) at %s; %s", run_id, "resumed" if resumed else "new", uri, plan)
-
-    import mlflow
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=ray_address)
     try:
         result = _trainer(cfg, plan, run_id, uri).fit()
     except BaseException:

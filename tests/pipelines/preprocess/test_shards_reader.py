@@ -129,3 +129,17 @@ def test_clear_errors(synthetic_shards, tmp_path):
         ShardDataset(str(synthetic_shards), "train", rank=2, world_size=2)
     assert [p.rsplit("/", 1)[1] for p in shard_paths(str(synthetic_shards), "train")] == \
         ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
+
+
+def test_a_resumed_epoch_continues_in_order_without_reading_what_it_skips(synthetic_shards, monkeypatch):
+    def pairs(skip, workers):
+        ds = ShardDataset(str(synthetic_shards), "train", mode="pairs", rank=1, world_size=2, seed=3, epoch=2,
+                          skip=skip)
+        return [(it["id"], it["caption"]) for it in DataLoader(ds, batch_size=None, num_workers=workers)]
+
+    whole = pairs(0, 0)
+    assert pairs(0, 2) == whole                          # the same order whatever the DataLoader worker count
+    assert pairs(7, 2) == whole[7:] == pairs(7, 0)       # a resume continues exactly where it stopped
+    reads, read = [], SampleReader.read
+    monkeypatch.setattr(SampleReader, "read", lambda self, sample: reads.append(sample.id) or read(self, sample))
+    assert len(pairs(7, 0)) == len(reads) == len(whole) - 7    # nothing skipped was read
