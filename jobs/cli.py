@@ -13,7 +13,7 @@ import sys
 
 # subcommand -> (module under jobs/, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "preprocess": ("preprocess", "decode a video corpus into WebDataset shards (Ray Data)"),
+    "preprocess": ("preprocess", "decode a video corpus into WebDataset shards (Ray tasks)"),
     "train": ("train", "fine-tune a TempMe model with Ray Train, tracked in MLflow"),
     "evaluate": ("evaluate", "text-video retrieval metrics of a model on a split of the shards"),
     "embed": ("embed", "embed every video of the shards into a Parquet index (Ray Data)"),

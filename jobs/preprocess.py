@@ -1,4 +1,4 @@
-"""Decode a video corpus (MSR-VTT layout or a manifest) into WebDataset shards with Ray Data."""
+"""Decode a video corpus (MSR-VTT layout or a manifest) into WebDataset shards, one Ray task per shard."""
 from __future__ import annotations
 
 import argparse

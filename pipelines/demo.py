@@ -132,7 +132,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
     say(f"[1/6] generating {options.videos} captioned videos with ffmpeg in {work / 'corpus'}")
     manifest = make_synthetic_corpus(work / "corpus", n_videos=options.videos)
 
-    say("[2/6] preprocessing into WebDataset shards (Ray Data)")
+    say("[2/6] preprocessing into WebDataset shards (a Ray task per shard)")
     shards = work / "shards"
     prep = run_preprocess(PreprocessOptions(out=str(shards), manifest=str(manifest), samples_per_shard=8,
                                             progress_every=5.0), log=say)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pipelines.preprocess.layout import INDEX_DIR, OPTIONS, TRANSIENT_STAGES
-from pipelines.preprocess.plan import (PlanError, ShardPlan, check_same_videos, last_numbers, pending_plans,
-                                       plan_shards, read_ledger, record_removed, removed_videos, unplanned,
-                                       write_plan)
+from pipelines.preprocess.plan import (PlanError, ShardPlan, check_same_videos, forget_plans, last_numbers,
+                                       pending_plans, plan_shards, read_ledger, read_removed, record_removed,
+                                       removed_videos, unplanned, write_plan)
 from pipelines.preprocess.sample import DecodeSettings
 from pipelines.preprocess.sources import (KNOWN_SPLITS, Failure, InputError, VideoInput, read_manifest,
                                           read_msrvtt, validate)
@@ -136,17 +136,20 @@ def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = prin
                            "an older version of this job; write to a new --out")
     stats = known_stats(out)
     stats.update(_stats_of(out, sorted(finished - stats.keys())))
-    removed = removed_videos(ledger, inputs, options.splits)
+    recorded = read_removed(out)
+    removed = removed_videos(ledger, inputs, options.splits, recorded)
     gone = set(removed["id"].to_pylist())
     old_failures = latest_failures(stats, ledger, gone, [])
     new = unplanned(ledger, inputs)
     retried = _to_retry(old_failures, inputs) if options.retry_failed else []
     added = plan_shards(new + retried, options.samples_per_shard, after=last_numbers(ledger))
     pending = pending_plans(ledger, finished)
+    if added or pending:
+        _connect(options, out)
     if added:
         write_plan(out, added)
         ledger = read_ledger(out)
-    record_removed(out, removed)
+    record_removed(out, removed, recorded)
     pending += added
     resumed = sum(s["samples"] + len(s["failures"]) for s in stats.values())
     log(f"preprocess: {len(inputs)} videos, {len(source_failures)} rejected inputs; {len(finished)} shards "
@@ -157,7 +160,7 @@ def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = prin
     progress = Progress("preprocess", sum(len(p.videos) for p in pending), options.progress_every, log)
     done = _make_shards(pending, options, out, progress) if pending else []
     written = [d for d in done if not d.error]
-    stats.update(_stats_of(out, [d.name for d in written]))
+    stats.update({d.name: d.stats for d in written})
     failures = latest_failures(stats, ledger, gone, source_failures)
     summary = build_summary(stats, failures, removed, ledger,
                             {**options.shape(), "input": options.manifest or options.msrvtt})
@@ -183,17 +186,27 @@ def _to_retry(failures: list[Failure], inputs: list[VideoInput]) -> list[VideoIn
     return [v for v in inputs if v.id in transient]
 
 
-def _make_shards(pending: list[ShardPlan], o: PreprocessOptions, out: Location, progress: Progress) -> list:
+def _connect(o: PreprocessOptions, out: Location) -> None:
+    """Join (or start) Ray; refuse a local --out that the cluster's nodes would each see as their own."""
     import ray
 
-    from pipelines.preprocess.shard_tasks import run_shards
+    from pipelines.cluster import spans_nodes
 
     if not ray.is_initialized():
         ray.init(address=o.ray_address, logging_level="WARNING")
+    if out.is_local and spans_nodes(ray.nodes()):
+        raise OptionsError(f"--out {o.out} is a local folder, but this Ray cluster spans several nodes, which "
+                           "would each write their shards to their own disk: use an object-store URI "
+                           "(s3://bucket/shards, gs://...)")
+
+
+def _make_shards(pending: list[ShardPlan], o: PreprocessOptions, out: Location, progress: Progress) -> list:
+    from pipelines.preprocess.shard_tasks import run_shards
+
     settings = DecodeSettings(o.frames, o.fps, o.resolution, o.quality, o.timeout)
     progress.start()
     return run_shards(pending, settings, out, o.decoders,
-                      on_done=lambda d: progress.update(done=d.videos, failed=d.failed))
+                      on_done=lambda d: progress.update(done=0 if d.error else d.videos, failed=d.failed))
 
 
 def _read_inputs(o: PreprocessOptions) -> tuple[list, list[Failure]]:
@@ -217,10 +230,10 @@ def _read_inputs(o: PreprocessOptions) -> tuple[list, list[Failure]]:
 
 def _check_same_shape(out: Location, o: PreprocessOptions) -> None:
     """Refuse options that differ from those of the shards already finished in `out`; while no shard is
-    finished (a first run stopped early), the new options simply replace the recorded ones."""
+    finished (a first run stopped early), the new options and inputs simply replace the recorded plan."""
     loc = out.child(INDEX_DIR, OPTIONS)
-    finished = [x for x in out.child(INDEX_DIR).list("*.json") if x.name != OPTIONS]
-    if not loc.exists() or not finished:
+    if not loc.exists() or not finished_shards(out):
+        forget_plans(out)   # nothing finished yet: plan again from these inputs and options
         loc.write_atomic(json.dumps(o.shape(), indent=2).encode())
         return
     before = json.loads(loc.read_text())

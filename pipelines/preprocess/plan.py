@@ -9,8 +9,8 @@ the union of those plans, so a re-run knows without decoding anything:
   - which planned videos left the inputs: they are recorded as removed (`_removed.parquet`) and skipped by
     every reader, their bytes stay where they are;
   - which ids come back under another path: an error, the same id must mean the same video.
-The ledger is held as Arrow columns, so a million-video corpus costs the driver tens of MB, not Python
-objects per video; only the shards to decode now become `ShardPlan`s.
+The ledger is held and queried as Arrow columns (only the shards to decode now become `ShardPlan`s); the
+inputs themselves are still read into one Python object per video.
 """
 from __future__ import annotations
 
@@ -83,17 +83,20 @@ def write_plan(out: Location, plans: list[ShardPlan]) -> None:
 
 
 def check_same_videos(ledger: pa.Table, inputs: list[VideoInput]) -> None:
-    """Raise PlanError if an input id is already planned with another video path or URI."""
-    given = pa.table({"id": [v.id for v in inputs], "given": [v.uri for v in inputs]})
-    planned = ledger.select(["id", "uri", "shard"])
+    """Raise PlanError if an input id is already planned with another video path or URI, or in another split."""
+    given = pa.table({"id": pa.array([v.id for v in inputs], pa.string()),
+                      "given": pa.array([v.uri for v in inputs], pa.string()),
+                      "given_split": pa.array([v.split for v in inputs], pa.string())})
+    planned = ledger.select(["id", "uri", "split", "shard"])
     joined = given.join(planned, "id", join_type="inner")
-    clash = joined.filter(pc.not_equal(joined["given"], joined["uri"]))
-    if clash.num_rows:
-        first = clash.slice(0, 1).to_pylist()[0]
-        raise PlanError(f"video id {first['id']!r} is given as {first['given']} but the finished shards already "
-                        f"hold it from {first['uri']} (shard {first['shard']}); "
-                        f"{clash.num_rows} ids clash like this. An id must always name the same video: give "
-                        "new videos new ids, or write to a new output folder")
+    for column, other, what in (("given", "uri", "from"), ("given_split", "split", "in split")):
+        clash = joined.filter(pc.not_equal(joined[column], joined[other]))
+        if clash.num_rows:
+            first = clash.slice(0, 1).to_pylist()[0]
+            raise PlanError(f"video id {first['id']!r} is given {what} {first[column]} but is already planned "
+                            f"{what} {first[other]} (shard {first['shard']}); {clash.num_rows} ids clash like this. "
+                            "An id must always name the same video in the same split: give new videos new ids, "
+                            "or write to a new output folder")
 
 
 def unplanned(ledger: pa.Table, inputs: list[VideoInput]) -> list[VideoInput]:
@@ -106,6 +109,14 @@ def last_shards(ledger: pa.Table, ids: list[str]) -> dict[str, str]:
     """The shard each of `ids` was last planned in (ids the ledger lacks are left out)."""
     rows = ledger.filter(pc.is_in(ledger["id"], pa.array(ids, pa.string()))).select(["id", "shard"])
     return dict(zip(rows["id"].to_pylist(), rows["shard"].to_pylist()))
+
+
+def forget_plans(out: Location) -> int:
+    """Delete every plan (only while no shard is finished: their options no longer hold); returns how many."""
+    files = out.child(PLANS_DIR).list("*")
+    for loc in files:
+        loc.delete()
+    return len(files)
 
 
 def pending_plans(ledger: pa.Table, finished: set[str]) -> list[ShardPlan]:
@@ -126,14 +137,19 @@ def last_numbers(ledger: pa.Table) -> dict[str, int]:
     return {split: shard_number(shard) for split, shard in zip(last["split"].to_pylist(), last["shard_max"].to_pylist())}
 
 
-def removed_videos(ledger: pa.Table, inputs: list[VideoInput], splits: tuple[str, ...] | None) -> pa.Table:
+def removed_videos(ledger: pa.Table, inputs: list[VideoInput], splits: tuple[str, ...] | None,
+                   recorded: pa.Table) -> pa.Table:
     """(id, split) of every planned video that the inputs no longer list, sorted by id. With `splits`,
-    only those splits were given, so only their videos can have left."""
+    only those splits were given: the other splits keep what `recorded` (the removed table so far) says."""
     planned = ledger.select(["id", "split"])
+    kept: set[tuple[str, str]] = set()
     if splits:
-        planned = planned.filter(pc.is_in(planned["split"], pa.array(list(splits), pa.string())))
+        given = pa.array(list(splits), pa.string())
+        planned = planned.filter(pc.is_in(planned["split"], given))
+        others = recorded.filter(pc.invert(pc.is_in(recorded["split"], given)))
+        kept = set(zip(others["id"].to_pylist(), others["split"].to_pylist()))
     gone = planned.filter(pc.invert(pc.is_in(planned["id"], pa.array([v.id for v in inputs], pa.string()))))
-    pairs = sorted(set(zip(gone["id"].to_pylist(), gone["split"].to_pylist())))
+    pairs = sorted(kept | set(zip(gone["id"].to_pylist(), gone["split"].to_pylist())))
     return pa.table({"id": [i for i, _ in pairs], "split": [s for _, s in pairs]}, schema=REMOVED_SCHEMA)
 
 
@@ -144,9 +160,9 @@ def read_removed(out: Location) -> pa.Table:
     return pq.read_table(pa.BufferReader(retrying(loc.read_bytes)), schema=REMOVED_SCHEMA)
 
 
-def record_removed(out: Location, removed: pa.Table) -> bool:
-    """Write the removed table if it changed (a re-run with nothing new rewrites nothing); True if written."""
-    if read_removed(out).equals(removed):
+def record_removed(out: Location, removed: pa.Table, recorded: pa.Table) -> bool:
+    """Write the removed table if it changed from `recorded` (a re-run with nothing new rewrites nothing)."""
+    if recorded.equals(removed):
         return False
     sink = pa.BufferOutputStream()
     pq.write_table(removed, sink)

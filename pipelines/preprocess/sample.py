@@ -40,7 +40,8 @@ class StageError(Exception):
 
 
 def make_sample(row: dict, settings: DecodeSettings) -> dict:
-    """Ray Data map function over input rows. Never raises: whatever goes wrong becomes this row's failure."""
+    """One input row (as `shard_tasks.sample_row` makes it) to its sample. Never raises: whatever goes wrong
+    becomes this row's failure."""
     video = VideoInput(row["id"], row["uri"], tuple(row["captions"]), row["split"], row["origin"])
     out = {"shard": row["shard"], "pos": row["pos"], "id": video.id, "uri": video.uri, "split": video.split,
            "key": "", "fragment": b"", "members": "{}", "captions": 0, "valid": 0, "stage": "", "error": ""}

@@ -7,8 +7,9 @@ a few numbers per shard, never frame bytes. Tasks are submitted as demand (`run_
 each task asks for one CPU and the memory a decode needs (`task_memory`).
 
 A task whose worker dies (a video that runs it out of memory or crashes it) is run again in isolation: the
-same shard, but every video decoded in a task of its own, so the one that kills its worker becomes a
-failure row (stage "worker") and the shard is written with the others.
+same shard, but every video decoded in a task of its own, one after the other, so the one that kills its
+worker becomes a failure row (stage "worker") and the shard is written with the others. A task whose node is
+lost (pre-empted, scaled down) is simply run again, unless its shard was finished before the node went.
 """
 from __future__ import annotations
 
@@ -21,13 +22,18 @@ import ray.exceptions
 from pipelines.preprocess.decode import MAX_BUFFERED, FrameKeeper
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.sample import DecodeSettings, make_sample
-from pipelines.preprocess.writer import ShardWriter
+from pipelines.preprocess.summary import shard_stats
+from pipelines.preprocess.writer import ShardWriter, finished_index
 from pipelines.storage import Location
 
 MAX_IN_FLIGHT = 1024     # pending shard tasks without --decoders: demand for up to this many CPUs
 BASE_MEMORY = 384 << 20  # a Python worker with numpy and PIL, and ffmpeg decoding one high-resolution stream
-WORKER_LOST = (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError, ray.exceptions.NodeDiedError,
-               ray.exceptions.LocalRayletDiedError, ray.exceptions.ObjectLostError, ray.exceptions.OwnerDiedError)
+NODE_ATTEMPTS = 3        # tries of a shard whose node is lost (pre-empted, scaled down) before it counts as failed
+# The worker process died while it ran: maybe because of one of its videos, so the shard is isolated.
+WORKER_DIED = (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError)
+# The machine went away: nothing to do with the videos, so the shard is simply run again.
+NODE_LOST = (ray.exceptions.NodeDiedError, ray.exceptions.LocalRayletDiedError, ray.exceptions.ObjectLostError,
+             ray.exceptions.OwnerDiedError)
 LOST_MESSAGE = ("the process decoding this video died (out of memory or a crash) and took no other video "
                 "with it; `--retry-failed` tries it again")
 
@@ -40,6 +46,7 @@ class ShardDone:
     videos: int
     failed: int
     node: str = ""       # the Ray node that wrote it
+    stats: dict | None = None   # `summary.shard_stats` of its index, so the driver need not read it back
     error: str = ""      # set when the shard was not written (the next run writes it)
 
 
@@ -63,11 +70,11 @@ def _write(out_uri: str, plan: ShardPlan, results) -> ShardDone:
         for r in results:
             writer.add(r)
             failed += bool(r["error"])
-        writer.commit()
+        index = writer.commit()
     except BaseException:
         writer.discard()
         raise
-    return ShardDone(plan.name, len(plan.videos), failed, ray.get_runtime_context().get_node_id())
+    return ShardDone(plan.name, len(plan.videos), failed, ray.get_runtime_context().get_node_id(), shard_stats(index))
 
 
 @ray.remote
@@ -83,15 +90,14 @@ def _decode_one(row: dict, settings: DecodeSettings) -> dict:
 
 @ray.remote
 def make_shard_isolated(plan: ShardPlan, settings: DecodeSettings, out_uri: str, memory: int) -> ShardDone:
-    """The same shard with every video in a task of its own: a video that kills its worker is one failure."""
-    rows = [sample_row(plan, i) for i in range(len(plan.videos))]
-    refs = [_decode_one.options(memory=memory).remote(row, settings) for row in rows]
-
+    """The same shard with every video in a task of its own, one at a time (as many CPUs as the shard's own
+    task took): a video that kills its worker is one failure."""
     def results():
-        for row, ref in zip(rows, refs):
+        for i in range(len(plan.videos)):
+            row = sample_row(plan, i)
             try:
-                yield ray.get(ref)
-            except WORKER_LOST:
+                yield ray.get(_decode_one.options(memory=memory).remote(row, settings))
+            except WORKER_DIED:
                 yield {**row, "key": "", "fragment": b"", "members": "{}", "captions": 0, "valid": 0,
                        "stage": "worker", "error": LOST_MESSAGE}
     return _write(out_uri, plan, results())
@@ -104,23 +110,37 @@ def run_shards(plans: list[ShardPlan], settings: DecodeSettings, out: Location, 
     normal = make_shard.options(num_cpus=1, memory=memory, max_retries=0)
     isolated = make_shard_isolated.options(num_cpus=1, max_retries=2)   # Ray frees the CPU while it waits
     limit = max_in_flight or MAX_IN_FLIGHT
-    queue = list(reversed(plans))
-    running: dict[ray.ObjectRef, tuple[ShardPlan, bool]] = {}
+    queue = [(plan, "normal", 1) for plan in reversed(plans)]
+    running: dict[ray.ObjectRef, tuple[ShardPlan, str, int]] = {}
     done: list[ShardDone] = []
+
+    def submit(plan: ShardPlan, how: str, attempt: int) -> None:
+        ref = (isolated.remote(plan, settings, out.uri, memory) if how == "isolated"
+               else normal.remote(plan, settings, out.uri))
+        running[ref] = (plan, how, attempt)
+
     while queue or running:
         while queue and len(running) < limit:
-            plan = queue.pop()
-            running[normal.remote(plan, settings, out.uri)] = (plan, False)
+            submit(*queue.pop())
         ready, _ = ray.wait(list(running), num_returns=1)
-        plan, was_isolated = running.pop(ready[0])
+        plan, how, attempt = running.pop(ready[0])
         try:
             result = ray.get(ready[0])
-        except WORKER_LOST:
-            if was_isolated:
+        except WORKER_DIED:
+            if how == "isolated":
                 result = ShardDone(plan.name, len(plan.videos), 0, error="its worker died even in isolation")
             else:
-                running[isolated.remote(plan, settings, out.uri, memory)] = (plan, True)
+                submit(plan, "isolated", 1)
                 continue
+        except NODE_LOST as e:
+            if (index := finished_index(out, plan.name)) is not None:
+                result = ShardDone(plan.name, len(plan.videos), len(index["failures"]), stats=shard_stats(index))
+            elif attempt < NODE_ATTEMPTS:
+                submit(plan, how, attempt + 1)
+                continue
+            else:
+                result = ShardDone(plan.name, len(plan.videos), 0, error=f"its node was lost {attempt} times: "
+                                                                         f"{type(e).__name__}")
         except ray.exceptions.RayTaskError as e:
             result = ShardDone(plan.name, len(plan.videos), 0, error=_last_line(e))
         done.append(result)

@@ -15,7 +15,7 @@ import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
-from pipelines.preprocess.layout import FORMAT, INDEX_DIR, OPTIONS, index_name
+from pipelines.preprocess.layout import FORMAT, INDEX_DIR, OPTIONS, PLANS_DIR, index_name
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.storage import TEMP_MARK, Location, retrying
 
@@ -91,6 +91,12 @@ def finished_shards(out: Location) -> set[str]:
             for loc in retrying(lambda: out.child(INDEX_DIR).list("*.json")) if loc.name != OPTIONS}
 
 
+def finished_index(out: Location, shard: str) -> dict | None:
+    """The index of `shard` if it is finished, else None."""
+    loc = out.child(INDEX_DIR, index_name(shard))
+    return json.loads(retrying(loc.read_text)) if retrying(loc.exists) else None
+
+
 def read_indexes(out: Location, shards: list[str]) -> list[dict]:
     """The indexes of `shards`, read in parallel, in the order given."""
     def read(name: str) -> dict:
@@ -102,7 +108,8 @@ def read_indexes(out: Location, shards: list[str]) -> list[dict]:
 
 def remove_unfinished(out: Location) -> int:
     """Delete temporary files a killed run left behind; returns how many."""
-    stale = [loc for folder in (out, out.child(INDEX_DIR)) for loc in folder.list(f".*{TEMP_MARK}*")]
+    folders = (out, out.child(INDEX_DIR), out.child(PLANS_DIR))
+    stale = [loc for folder in folders for loc in folder.list(f".*{TEMP_MARK}*")]
     for loc in stale:
         loc.delete()
     return len(stale)

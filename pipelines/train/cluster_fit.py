@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import json
 
+from pipelines.cluster import spans_nodes
 from pipelines.preprocess.layout import INDEX_DIR, OPTIONS
 from pipelines.storage import Location, is_local_uri
 
 from .config import ConfigError, TrainJobConfig
-
-
-def spans_nodes(nodes: list[dict]) -> bool:
-    """Whether work will run on more than one machine: several live nodes, or a head that offers no CPU."""
-    alive = [n for n in nodes if n.get("Alive")]
-    return len(alive) > 1 or any(n.get("Resources", {}).get("CPU", 0) == 0 for n in alive)
 
 
 def check_fits_cluster(cfg: TrainJobConfig, tracking_uri: str, nodes: list[dict]) -> None:

@@ -121,3 +121,47 @@ def test_transient_failures_wait_for_retry_failed(tmp_path, ray_cluster):
     assert sorted(s.id for s in shard_index(str(out), "train")) == ["quick", "slow"]
     with open(out / "_failures.csv", newline="") as f:
         assert list(csv.DictReader(f)) == []
+
+
+def test_a_run_over_some_splits_keeps_what_the_other_splits_removed(tmp_path, clips, ray_cluster):
+    out, manifest = tmp_path / "out", tmp_path / "m.jsonl"
+    both = [row("a", clips[0]), row("b", clips[1]), row("t", clips[2], "test"), row("u", clips[3], "test")]
+    run_preprocess(options(out, write_manifest(manifest, both)), log=lambda line: None)
+    run_preprocess(options(out, write_manifest(manifest, both[:3])), log=lambda line: None)       # u leaves
+    write_manifest(manifest, both[1:3])                                        # a leaves, seen by a train-only run
+    run_preprocess(PreprocessOptions(**{**options(out, manifest).__dict__, "splits": ("train",)}),
+                   log=lambda line: None)
+    assert pq.read_table(out / "_removed.parquet").to_pylist() == [{"id": "a", "split": "train"},
+                                                                  {"id": "u", "split": "test"}]
+    assert [s.id for s in shard_index(str(out), "test")] == ["t"]
+
+
+def test_an_id_that_moves_to_another_split_is_refused(tmp_path, clips, ray_cluster):
+    out, manifest = tmp_path / "out", tmp_path / "m.jsonl"
+    run_preprocess(options(out, write_manifest(manifest, [row("x", clips[0])])), log=lambda line: None)
+    with pytest.raises(OptionsError, match="video id 'x' is given in split test but is already planned in split "
+                                           "train"):
+        run_preprocess(options(out, write_manifest(manifest, [row("x", clips[0], "test")])), log=lambda line: None)
+
+
+def test_inputs_that_are_all_rejected_give_the_failure_table(tmp_path, ray_cluster):
+    manifest = write_manifest(tmp_path / "m.jsonl", [{"video": "a.mp4", "id": "a", "captions": [], "split": "train"}])
+    report = run_preprocess(options(tmp_path / "out", manifest), log=lambda line: None)
+    assert not report.ok and [(f.id, f.stage) for f in report.failures] == [("a", "source")]
+
+
+def test_a_plan_whose_shards_never_finished_is_made_again_from_the_new_inputs(tmp_path, clips, ray_cluster):
+    """Killed after planning, before any shard: the next run may change inputs and options freely."""
+    from pipelines.preprocess.layout import INDEX_DIR, OPTIONS
+    from pipelines.preprocess.plan import plan_shards, write_plan
+    from pipelines.preprocess.sources import VideoInput
+    from pipelines.storage import Location
+
+    out = tmp_path / "out"
+    (out / INDEX_DIR).mkdir(parents=True)
+    (out / INDEX_DIR / OPTIONS).write_text(json.dumps({"frames": 3}))
+    write_plan(Location.of(str(out)), plan_shards([VideoInput("x", str(clips[0]), ("c",), "train", "m")], 2))
+    manifest = write_manifest(tmp_path / "m.jsonl", [row("x", clips[1]), row("y", clips[2])])
+    report = run_preprocess(options(out, manifest), log=lambda line: None)
+    assert report.ok and report.processed == 2 and os.listdir(out / "_plans") == ["plan-000000.parquet"]
+    assert [s.id for s in shard_index(str(out), "train")] == ["x", "y"]
