@@ -116,11 +116,26 @@ def _check_stores(o: PreprocessOptions) -> None:
         raise OptionsError(str(e)) from None
 
 
+def _check_video_stores(inputs: list[VideoInput]) -> None:
+    """One probe per bucket the videos live in, so a missing bucket or refused credentials is one clear
+    message before decoding, not a failure row for every video."""
+    buckets = {}
+    for v in inputs:
+        if "://" in v.uri and not v.uri.startswith("file://"):
+            buckets.setdefault(v.uri.split("/", 3)[2], v)
+    try:
+        for v in buckets.values():
+            Location.of(v.uri).check_usable(f"video {v.id!r} ({v.origin}):")
+    except (StoreError, OSError) as e:
+        raise OptionsError(str(e)) from None
+
+
 def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = print) -> PreprocessReport:
     """Make, complete or extend the shards in `options.out`. Raises OptionsError before any work if it cannot."""
     started = time.monotonic()
     check_options(options)
     inputs, source_failures = _read_inputs(options)
+    _check_video_stores(inputs)
     out = Location.of(options.out)
     out.child(INDEX_DIR).make_dirs()
     _check_same_shape(out, options)

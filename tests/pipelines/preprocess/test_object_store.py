@@ -69,3 +69,13 @@ def test_a_missing_bucket_or_refused_credentials_stop_the_job_before_any_decodin
                                            r"AWS_ACCESS_KEY_ID"):
         run_preprocess(PreprocessOptions(out=s3_server.prefix("refused"), manifest=options.manifest),
                        log=lambda line: None)
+
+
+def test_videos_in_a_missing_bucket_are_one_clear_error(tmp_path, s3_server):
+    (tmp_path / "m.jsonl").write_text(json.dumps({"video": "s3://no-such-videos/a.mp4", "id": "a", "captions": ["c"],
+                                                  "split": "train"}) + "\n")
+    with pytest.raises(OptionsError, match=r"video 'a' \(m.jsonl line 1\): s3://no-such-videos/a.mp4: bucket "
+                                           r"'no-such-videos' does not exist"):
+        run_preprocess(PreprocessOptions(out=str(tmp_path / "out"), manifest=str(tmp_path / "m.jsonl")),
+                       log=lambda line: None)
+    assert not (tmp_path / "out").exists()
