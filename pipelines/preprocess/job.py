@@ -23,7 +23,7 @@ from pipelines.preprocess.sources import (KNOWN_SPLITS, Failure, InputError, Vid
 from pipelines.preprocess.summary import build_summary, known_stats, latest_failures, shard_stats, write_report
 from pipelines.preprocess.writer import finished_shards, read_indexes, remove_unfinished
 from pipelines.progress import Progress
-from pipelines.storage import Location, StoreError
+from pipelines.storage import Location, StoreError, is_local_uri
 
 
 class OptionsError(ValueError):
@@ -76,7 +76,8 @@ def check_options(o: PreprocessOptions) -> None:
     """Raise OptionsError naming the first option that cannot work."""
     if bool(o.msrvtt) == bool(o.manifest):
         raise OptionsError("give exactly one input: --msrvtt DIR (with --videos DIR) or --manifest FILE")
-    _check_stores(o)
+    _check_stores([(flag, value) for flag, value in (("--out", o.out), ("--manifest", o.manifest),
+                                                     ("--msrvtt", o.msrvtt), ("--videos", o.videos)) if value])
     if o.msrvtt:
         if not o.videos:
             raise OptionsError("--msrvtt needs --videos DIR (the folder of {video_id}.mp4)")
@@ -104,30 +105,23 @@ def check_options(o: PreprocessOptions) -> None:
         raise OptionsError(f"--out {o.out} is a file, not a folder")
 
 
-def _check_stores(o: PreprocessOptions) -> None:
-    """Object-store inputs and outputs must be reachable before anything else (no such bucket, refused
-    credentials): one clear message rather than a failure row for every video."""
+def _check_stores(places: list[tuple[str, str]]) -> None:
+    """Every object store among `places` ((what, URI) pairs) must be reachable before anything else (no
+    such bucket, refused credentials): one clear message rather than a failure row for every video."""
     try:
-        for flag, value in (("--out", o.out), ("--manifest", o.manifest), ("--msrvtt", o.msrvtt),
-                            ("--videos", o.videos)):
-            if value:
-                Location.of(value).check_usable(flag)
-    except StoreError as e:
-        raise OptionsError(str(e)) from None
-
-
-def _check_video_stores(inputs: list[VideoInput]) -> None:
-    """One probe per bucket the videos live in, so a missing bucket or refused credentials is one clear
-    message before decoding, not a failure row for every video."""
-    buckets = {}
-    for v in inputs:
-        if "://" in v.uri and not v.uri.startswith("file://"):
-            buckets.setdefault(v.uri.split("/", 3)[2], v)
-    try:
-        for v in buckets.values():
-            Location.of(v.uri).check_usable(f"video {v.id!r} ({v.origin}):")
+        for what, uri in places:
+            Location.of(uri).check_usable(what)
     except (StoreError, OSError) as e:
         raise OptionsError(str(e)) from None
+
+
+def _video_buckets(inputs: list[VideoInput]) -> list[tuple[str, str]]:
+    """One (what, URI) per object-store bucket the videos live in."""
+    first: dict[str, VideoInput] = {}
+    for v in inputs:
+        if not is_local_uri(v.uri):
+            first.setdefault(v.uri.split("/", 3)[2], v)
+    return [(f"video {v.id!r} ({v.origin}):", v.uri) for v in first.values()]
 
 
 def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = print) -> PreprocessReport:
@@ -135,17 +129,17 @@ def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = prin
     started = time.monotonic()
     check_options(options)
     inputs, source_failures = _read_inputs(options)
-    _check_video_stores(inputs)
+    _check_stores(_video_buckets(inputs))
     out = Location.of(options.out)
     out.child(INDEX_DIR).make_dirs()
-    _check_same_shape(out, options)
+    finished = finished_shards(out)
+    _check_same_shape(out, options, finished)
     stale = remove_unfinished(out)
     ledger = read_ledger(out)
     try:
         check_same_videos(ledger, inputs)
     except PlanError as e:
         raise OptionsError(f"{options.manifest or options.msrvtt}: {e}") from None
-    finished = finished_shards(out)
     if unknown := finished - set(ledger["shard"].to_pylist()):
         raise OptionsError(f"{out.uri} holds shards that no plan lists (e.g. {min(unknown)}): it was written by "
                            "an older version of this job; write to a new --out")
@@ -243,11 +237,11 @@ def _read_inputs(o: PreprocessOptions) -> tuple[list, list[Failure]]:
     return inputs, failures
 
 
-def _check_same_shape(out: Location, o: PreprocessOptions) -> None:
+def _check_same_shape(out: Location, o: PreprocessOptions, finished: set[str]) -> None:
     """Refuse options that differ from those of the shards already finished in `out`; while no shard is
     finished (a first run stopped early), the new options and inputs simply replace the recorded plan."""
     loc = out.child(INDEX_DIR, OPTIONS)
-    if not loc.exists() or not finished_shards(out):
+    if not loc.exists() or not finished:
         forget_plans(out)   # nothing finished yet: plan again from these inputs and options
         loc.write_atomic(json.dumps(o.shape(), indent=2).encode())
         return
