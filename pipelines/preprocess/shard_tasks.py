@@ -44,10 +44,13 @@ class ShardDone:
 
     name: str
     videos: int
-    failed: int
-    node: str = ""       # the Ray node that wrote it
+    node: str = ""              # the Ray node that wrote it
     stats: dict | None = None   # `summary.shard_stats` of its index, so the driver need not read it back
-    error: str = ""      # set when the shard was not written (the next run writes it)
+    error: str = ""             # set when the shard was not written (the next run writes it)
+
+    @property
+    def failed(self) -> int:
+        return len(self.stats["failures"]) if self.stats else 0
 
 
 def task_memory(settings: DecodeSettings) -> int:
@@ -66,15 +69,13 @@ def sample_row(plan: ShardPlan, pos: int) -> dict:
 def _write(out_uri: str, plan: ShardPlan, results) -> ShardDone:
     writer = ShardWriter(Location.of(out_uri), plan)
     try:
-        failed = 0
         for r in results:
             writer.add(r)
-            failed += bool(r["error"])
         index = writer.commit()
     except BaseException:
         writer.discard()
         raise
-    return ShardDone(plan.name, len(plan.videos), failed, ray.get_runtime_context().get_node_id(), shard_stats(index))
+    return ShardDone(plan.name, len(plan.videos), ray.get_runtime_context().get_node_id(), shard_stats(index))
 
 
 @ray.remote
@@ -128,21 +129,21 @@ def run_shards(plans: list[ShardPlan], settings: DecodeSettings, out: Location, 
             result = ray.get(ready[0])
         except WORKER_DIED:
             if how == "isolated":
-                result = ShardDone(plan.name, len(plan.videos), 0, error="its worker died even in isolation")
+                result = ShardDone(plan.name, len(plan.videos), error="its worker died even in isolation")
             else:
                 submit(plan, "isolated", 1)
                 continue
         except NODE_LOST as e:
             if (index := finished_index(out, plan.name)) is not None:
-                result = ShardDone(plan.name, len(plan.videos), len(index["failures"]), stats=shard_stats(index))
+                result = ShardDone(plan.name, len(plan.videos), stats=shard_stats(index))
             elif attempt < NODE_ATTEMPTS:
                 submit(plan, how, attempt + 1)
                 continue
             else:
-                result = ShardDone(plan.name, len(plan.videos), 0, error=f"its node was lost {attempt} times: "
-                                                                         f"{type(e).__name__}")
+                result = ShardDone(plan.name, len(plan.videos), error=f"its node was lost {attempt} times: "
+                                                                      f"{type(e).__name__}")
         except ray.exceptions.RayTaskError as e:
-            result = ShardDone(plan.name, len(plan.videos), 0, error=_last_line(e))
+            result = ShardDone(plan.name, len(plan.videos), error=_last_line(e))
         done.append(result)
         on_done(result)
     return done
