@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import pyarrow as pa
+
 from pipelines.preprocess.layout import INDEX_DIR, OPTIONS, TRANSIENT_STAGES
 from pipelines.preprocess.plan import (PlanError, ShardPlan, check_same_videos, forget_plans, last_numbers,
                                        pending_plans, plan_shards, read_ledger, read_removed, record_removed,
@@ -156,8 +158,7 @@ def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = prin
     if added or pending:
         _connect(options, out)
     if added:
-        write_plan(out, added)
-        ledger = read_ledger(out)
+        ledger = pa.concat_tables([ledger, write_plan(out, added)])
     record_removed(out, removed, recorded)
     pending += added
     resumed = sum(s["samples"] + len(s["failures"]) for s in stats.values())

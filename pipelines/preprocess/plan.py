@@ -69,8 +69,8 @@ def read_ledger(out: Location) -> pa.Table:
     return pa.concat_tables(tables) if tables else LEDGER_SCHEMA.empty_table()
 
 
-def write_plan(out: Location, plans: list[ShardPlan]) -> None:
-    """Add `plans` to the ledger as one new plan file (before any of their shards is written)."""
+def write_plan(out: Location, plans: list[ShardPlan]) -> pa.Table:
+    """Add `plans` to the ledger as one new plan file (before any of their shards is written); returns its rows."""
     rows = [(p.name, p.split, v.id, v.uri, list(v.captions), v.origin) for p in plans for v in p.videos]
     table = pa.Table.from_pylist([dict(zip(LEDGER_SCHEMA.names, r)) for r in rows], schema=LEDGER_SCHEMA)
     folder = out.child(PLANS_DIR)
@@ -80,6 +80,7 @@ def write_plan(out: Location, plans: list[ShardPlan]) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     folder.child(plan_name(number)).write_atomic(sink.getvalue().to_pybytes())
+    return table
 
 
 def check_same_videos(ledger: pa.Table, inputs: list[VideoInput]) -> None:
