@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import ray
 
-    from pipelines.preprocess.benchmark import first_rows, make_bench_corpus, plain_ffmpeg_rate, run_job
+    from pipelines.preprocess.benchmark import (first_rows, growth_run, make_bench_corpus, plain_ffmpeg_rate,
+                                                run_job)
 
     counts = [int(x) for x in args.decoders.split(",")]
     lengths = [float(x) for x in args.lengths.split(",")]
@@ -52,7 +53,10 @@ def run(args) -> int:
             plain[n] = max(plain_ffmpeg_rate(videos, n, 1.0, args.resolution) for _ in range(args.repeat))
             job[n] = max((run_job(manifest, work / f"out-{n}-{r}", n, **shape) for r in range(args.repeat)),
                          key=lambda j: j.rate)
-        growth = _growth(work, args, max(counts)) if args.growth else None
+        growth = None
+        if args.growth:
+            base, added = (int(x) for x in args.growth.split(","))
+            growth = growth_run(work, base, added, max(counts), args.frames, args.resolution, args.source_fps)
     scaling = len(counts) > 1
     result = {
         "videos": args.videos, "cpus": os.cpu_count(), "samples_per_shard": per_shard,
@@ -85,21 +89,6 @@ def run(args) -> int:
         print(f"grown corpus: {growth['base']} videos + {growth['added']}: re-run {growth['rerun_s']:.2f} s, "
               f"the {growth['added']} alone {growth['alone_s']:.2f} s: {growth['ratio']:.2f}x")
     return 0
-
-
-def _growth(work: Path, args, decoders: int) -> dict:
-    """A corpus of BASE short videos, grown by ADDED: the re-run's time against the ADDED videos alone."""
-    from pipelines.preprocess.benchmark import first_rows, make_bench_corpus, run_job
-
-    base, added = (int(x) for x in args.growth.split(","))
-    manifest = make_bench_corpus(work / "growth", base + added, [2.0], (320, 240), args.source_fps)
-    shape = dict(frames=args.frames, resolution=args.resolution, samples_per_shard=max(1, added // decoders))
-    run_job(first_rows(manifest, slice(0, base), "base.csv"), work / "grown", decoders, **shape)
-    rerun = run_job(manifest, work / "grown", decoders, **shape)
-    alone = run_job(first_rows(manifest, slice(base, None), "added.csv"), work / "alone", decoders, **shape)
-    assert rerun.videos == alone.videos == added, (rerun, alone)
-    return {"base": base, "added": added, "rerun_s": rerun.seconds, "alone_s": alone.seconds,
-            "ratio": rerun.seconds / alone.seconds}
 
 
 if __name__ == "__main__":

@@ -99,3 +99,19 @@ def first_rows(manifest: Path, rows: slice, name: str) -> Path:
     path = manifest.with_name(name)
     path.write_text(header + "".join(lines[rows]))
     return path
+
+
+def growth_run(work: Path, base: int, added: int, decoders: int, frames: int, resolution: int,
+               source_fps: int) -> dict:
+    """A corpus of `base` two-second videos grown by `added`: the re-run's seconds against the `added`
+    videos alone in a fresh folder."""
+    manifest = make_bench_corpus(work / "growth", base + added, [2.0], (320, 240), source_fps)
+    shape = dict(frames=frames, resolution=resolution, samples_per_shard=max(1, added // decoders))
+    run_job(first_rows(manifest, slice(0, base), "base.csv"), work / "grown", decoders, **shape)
+    rerun = run_job(manifest, work / "grown", decoders, **shape)
+    alone = run_job(first_rows(manifest, slice(base, None), "added.csv"), work / "alone", decoders, **shape)
+    if not rerun.videos == alone.videos == added:
+        raise RuntimeError(f"the grown re-run decoded {rerun.videos} videos and the new ones alone "
+                           f"{alone.videos}, not {added}")
+    return {"base": base, "added": added, "rerun_s": rerun.seconds, "alone_s": alone.seconds,
+            "ratio": rerun.seconds / alone.seconds}
