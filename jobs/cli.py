@@ -16,7 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("preprocess", "decode a video corpus into WebDataset shards (Ray tasks)"),
     "train": ("train", "fine-tune a TempMe model with Ray Train, tracked in MLflow"),
     "evaluate": ("evaluate", "text-video retrieval metrics of a model on a split of the shards"),
-    "embed": ("embed", "embed every video of the shards into a Parquet index (Ray Data)"),
+    "embed": ("embed", "embed every video of the shards into a Lance index (Ray Data)"),
+    "index": ("index", "an index's versions and search structure; compact it, clean up old versions"),
     "search": ("search", "find the videos of an index that best match a text query"),
     "flops": ("flops", "per-layer token schedule, GMACs and trainable parameters of a preset"),
     "visualize": ("visualize", "paint which patches each final token merged, across frames"),
@@ -34,7 +35,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "reader": ("bench_reader", "shards to normalised tensors, videos/s per core"),
     "train": ("bench_train", "training throughput and peak memory, 1 and 2 workers"),
     "embed": ("bench_embed", "embedding job vs a plain loop, 1 and 2 workers"),
-    "search": ("bench_search", "exact search latency over large random indexes"),
+    "search": ("bench_search", "search latency and recall, exact vs ANN, over large clustered indexes"),
 }
 
 

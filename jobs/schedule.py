@@ -36,6 +36,7 @@ def cron_line(args) -> str:
     (cron runs with an empty environment, so nothing may depend on the caller's shell)."""
     command = [sys.executable, "-m", "jobs.schedule", "--shards", args.shards or "SHARDS",
                "--out", args.out or "INDEX", "--model", args.model, "--workers", str(args.workers),
+               "--min-workers", str(args.min_workers),
                "--batch-size", str(args.batch_size), "--cpus-per-worker", str(args.cpus_per_worker),
                "--device", args.device, "--precision", args.precision, "--part-rows", str(args.part_rows),
                "--progress-every", str(args.progress_every), "--experiment", args.experiment]

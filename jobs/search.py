@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="text-encoder precision; auto: bf16 where the CPU or GPU computes it natively "
                              "(default %(default)s)")
+    parser.add_argument("--version", type=int, help="index version to search (default the latest; see "
+                                                    "`tempme index info`)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.epilog = 'Example: tempme search "a man is cooking" --index outputs/index -k 10 --json'
 
@@ -33,24 +35,26 @@ def run(args) -> int:
         print(f"tempme search: -k must be at least 1, got {args.k}", file=sys.stderr)
         return 2
     try:
-        searcher = TextSearch(args.index, args.model, args.tracking_uri, args.precision)
+        searcher = TextSearch(args.index, args.model, args.tracking_uri, args.precision, args.version)
         results = searcher.search(args.query, args.k)
     except (ModelMismatch, VideoIndexError, ValueError) as e:
         print(f"tempme search: {e}", file=sys.stderr)
         return 2
     ref = searcher.index_model
     if args.json:
-        print(json.dumps({"index": args.index, "model": {"name": ref.name, "version": ref.version, "uri": ref.uri},
+        print(json.dumps({"index": args.index, "index_version": searcher.index.version,
+                          "model": {"name": ref.name, "version": ref.version, "uri": ref.uri},
                           "results": [{"query": q, "hits": [{"rank": r + 1, "video_id": h.video_id,
-                                                             "score": round(h.score, 6)}
+                                                             "score": round(h.score, 6), "caption": h.caption}
                                                             for r, h in enumerate(hits)]}
                                       for q, hits in zip(args.query, results)]}, indent=1))
         return 0
-    print(f"index {args.index}: {len(searcher.index)} videos, model {ref.name} v{ref.version}")
+    print(f"index {args.index} version {searcher.index.version}: {len(searcher.index)} videos "
+          f"({searcher.index.kind} search), model {ref.name} v{ref.version}")
     for q, hits in zip(args.query, results):
         print(f"\n{q!r}")
         for r, h in enumerate(hits, 1):
-            print(f"{r:4d}  {h.score:+.4f}  {h.video_id}")
+            print(f"{r:4d}  {h.score:+.4f}  {h.video_id}  {h.caption}")
     return 0
 
 

@@ -65,7 +65,8 @@ For equal step counts on every rank, stop after `ds.total // world_size // batch
 
 Lower level, for stages that schedule samples themselves (e.g. embedding with Ray Data): `shard_index`
 lists a split's samples with their byte ranges, `SampleReader().read(sample)` returns (metadata, JPEG
-frames) with one ranged read, and `frames_to_tensor` makes the model's (video, mask) from the frames.
+frames) with one ranged read, `decode_frames` makes uint8 (video, mask) from the frames and `normalise`
+turns them into the model's input (`frames_to_tensor` does both).
 `shard_paths` gives the tar files for `webdataset.WebDataset` or `ray.data.read_webdataset`.
 """
 from __future__ import annotations
@@ -127,26 +128,37 @@ def read_summary(shards: str) -> dict:
     return json.loads(Location.of(shards).child(SUMMARY).read_text())
 
 
-def frames_to_tensor(jpegs: Sequence[bytes], frames: int, augment: bool = False, seed: int = 0
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """JPEG frames -> (video [frames,3,H,W] float32 normalised with CLIP mean/std, mask [frames] bool).
-
-    Stored frames fill the first slots and the mask; the rest are zeros. With `augment`, one RandAugment
-    draw (seeded by `seed`) is applied to all frames alike, so motion between frames is kept.
-    """
+def decode_frames(jpegs: Sequence[bytes], frames: int, augment: bool = False, seed: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """JPEG frames -> (video [frames,3,H,W] uint8, mask [frames] bool): the stored frames fill the first
+    slots and the mask, the rest are zeros. With `augment`, one RandAugment draw (seeded by `seed`) is applied
+    to all frames alike, so motion between frames is kept. uint8 travels at a quarter of float32's size."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     pics = torch.stack(decode_jpeg([torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs],
                                    mode=ImageReadMode.RGB))
     if augment:
         pics = _rand_augment(pics, seed)
-    x = pics.float().div_(255)
-    x.sub_(_CLIP_MEAN).div_(_CLIP_STD)
-    video = torch.zeros((frames, *x.shape[1:]), dtype=torch.float32)
-    video[: len(x)] = x
+    video = torch.zeros((frames, *pics.shape[1:]), dtype=torch.uint8)
+    video[: len(pics)] = pics
     mask = torch.zeros(frames, dtype=torch.bool)
-    mask[: len(x)] = True
+    mask[: len(pics)] = True
     return video, mask
+
+
+def normalise(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """uint8 frames [..., T, 3, H, W] -> float32 normalised with CLIP mean/std, padding frames zero (as the
+    paper's code has them); runs wherever `video` lives, e.g. on the GPU after a uint8 copy."""
+    x = video.float().div_(255)
+    x.sub_(_CLIP_MEAN.to(x.device)).div_(_CLIP_STD.to(x.device))
+    return x.mul_(mask[..., None, None, None].to(x.device))
+
+
+def frames_to_tensor(jpegs: Sequence[bytes], frames: int, augment: bool = False, seed: int = 0
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """JPEG frames -> (video [frames,3,H,W] float32 normalised, mask [frames] bool), for readers on the CPU."""
+    video, mask = decode_frames(jpegs, frames, augment, seed)
+    return normalise(video, mask), mask
 
 
 def collate(items: list[dict]) -> dict:

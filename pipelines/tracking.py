@@ -53,6 +53,7 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     if db is not None:
         if not db.parent.is_dir() or not os.access(db.parent, os.W_OK):
             raise TrackingUnavailable(f"MLflow SQLite store {uri}: folder {db.parent} is missing or not writable")
+        _create_sqlite_store(db, uri)
         return
     try:
         import mlflow
@@ -60,6 +61,18 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # any store-specific failure means the same thing to the job
         raise TrackingUnavailable(f"MLflow tracking store {uri} cannot be used: {err}") from err
+
+
+def _create_sqlite_store(db: Path, uri: str) -> None:
+    """Create the SQLite store's tables under a file lock: two jobs started at once on a fresh store would
+    otherwise both run MLflow's schema creation, and the second dies half-way."""
+    import fcntl
+
+    import mlflow
+
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -76,7 +89,13 @@ def get_or_create_experiment(name: str, uri: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=_artifact_location(uri))
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_location(uri))
+    except mlflow.MlflowException:      # another job created it a moment ago
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def find_run(run_name: str, experiment_id: str, uri: str) -> str | None:

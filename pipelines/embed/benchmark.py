@@ -3,7 +3,8 @@
 The plain loop is what one would write by hand without Ray: the same samples (`list_samples`), read with the
 shard reader (`SampleReader`, `frames_to_tensor`) and encoded batch by batch with the same adapter, in one
 process with one torch thread. The job adds Ray Data scheduling, actor start-up, rows shipped to and from the
-actors (one CPU and one torch thread each), the index writer and its MLflow run. Each job run writes into a
+actors (one CPU and one torch thread each), frame decoding in tasks of their own, the fragment writers,
+the index's commits and its MLflow run. Each job run writes into a
 fresh index folder, so it embeds every video, and its index must hold the plain loop's embeddings.
 
 Three rates per measurement, all videos/s, the Ray cluster being up already:
@@ -135,16 +136,13 @@ def job_run(shards: str, adapter_dir: Path, out: Path, workers: int, batch_size:
 
 
 def index_embeddings(index: str | Path) -> dict[str, np.ndarray]:
-    """video id -> embedding of the live generation of a local index (ids from the Parquet part, vectors
-    from its matrix, same row order)."""
-    import pyarrow.parquet as pq
-
-    manifest = IndexStore(index).manifest()
-    found = {}
-    for part in manifest.parts if manifest else ():
-        ids = pq.read_table(Path(index) / part.parquet, columns=["video_id"]).column(0).to_pylist()
-        found.update(zip(ids, np.load(Path(index) / part.matrix)))
-    return found
+    """video id -> embedding of the latest version of an index."""
+    ds = IndexStore(index).dataset()
+    if ds is None:
+        return {}
+    table = ds.to_table(columns=["video_id", "embedding"])
+    vectors = table.column("embedding").combine_chunks()
+    return dict(zip(table.column("video_id").to_pylist(), vectors.values.to_numpy().reshape(len(table), -1)))
 
 
 def _largest_difference(index: Path, reference: dict[str, np.ndarray]) -> float:

@@ -1,8 +1,10 @@
-"""The Ray Data actor that turns indexed shard samples into video embeddings, one model per actor.
+"""The two stages that turn indexed shard samples into embeddings: frames on CPUs, the model on accelerators.
 
-Each actor reads its samples by byte range (no whole-shard scans), decodes the JPEG frames, and runs the
-video encoder on the batch. A sample that cannot be read or decoded, or does not fit the model, becomes
-an error string in its row instead of an exception, so one bad video never stops the job.
+`read_frames` (Ray tasks on CPUs) reads each sample by byte range and decodes its JPEGs to uint8 frames;
+`VideoEmbedder` (an actor pool, one model per actor, a GPU each when asked for) normalises them on its device
+and encodes them. A GPU thus only ever waits for a uint8 copy, and decoding scales with the CPUs of the
+cluster, not with the number of GPUs. A sample that cannot be read or decoded, or does not fit the model,
+becomes an error string in its row instead of an exception, so one bad video never stops the job.
 """
 from __future__ import annotations
 
@@ -11,16 +13,18 @@ import json
 import numpy as np
 
 from pipelines.embed.model import load_from_files
-from pipelines.shards import IndexedSample, SampleReader, frames_to_tensor
+from pipelines.preprocess.layout import frame_member
+from pipelines.shards import IndexedSample, SampleReader, decode_frames, normalise
 
-# Columns of the rows fed to the actors (one per video to embed); `members` is the sample's member table
-# as JSON, so rows stay plain Arrow types.
-SAMPLE_COLUMNS = ("video_id", "shard", "key", "span_start", "span_end", "members", "valid", "captions")
+PASSED_ON = ("video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size", "error")
 
 
 def sample_row(s: IndexedSample) -> dict:
+    """A video to embed as plain columns (the sample's member table as JSON)."""
+    offset, size = s.members[frame_member(0)]
     return {"video_id": s.id, "shard": s.shard, "key": s.key, "span_start": s.span[0], "span_end": s.span[1],
-            "members": json.dumps(s.members), "valid": s.valid, "captions": s.captions}
+            "members": json.dumps(s.members), "valid": s.valid, "captions": s.captions,
+            "thumb_offset": offset, "thumb_size": size}
 
 
 def _indexed_sample(batch: dict, i: int) -> IndexedSample:
@@ -30,8 +34,39 @@ def _indexed_sample(batch: dict, i: int) -> IndexedSample:
                          members={k: tuple(v) for k, v in json.loads(str(batch["members"][i])).items()})
 
 
+def read_frames(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Ray Data batch function: sample rows -> uint8 frames [T,3,H,W], mask [T], first caption, error."""
+    reader = SampleReader()
+    n = len(batch["video_id"])
+    frames, masks, captions, errors = [], [], [], []
+    try:
+        for i in range(n):
+            try:
+                meta, jpegs = reader.read(_indexed_sample(batch, i))
+                video, mask = decode_frames(jpegs, int(meta["frames"]))
+                frames.append(video.numpy()), masks.append(mask.numpy())
+                captions.append(str(meta["captions"][0])), errors.append("")
+            except Exception as e:  # any unreadable sample is recorded, not raised
+                frames.append(np.zeros((0, 3, 0, 0), np.uint8)), masks.append(np.zeros(0, bool))
+                captions.append(""), errors.append(f"{type(e).__name__}: {e}")
+    finally:
+        reader.close()
+    same = len({f.shape for f in frames}) == 1
+    return {"video_id": batch["video_id"], "thumb_shard": batch["shard"], "thumb_offset": batch["thumb_offset"],
+            "thumb_size": batch["thumb_size"], "caption": np.asarray(captions, dtype=object),
+            "error": np.asarray(errors, dtype=object),
+            "frames": np.stack(frames) if same else _ragged(frames),
+            "mask": np.stack(masks) if same else _ragged(masks)}
+
+
+def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
+    out = np.empty(len(arrays), dtype=object)
+    out[:] = arrays
+    return out
+
+
 class VideoEmbedder:
-    """Callable class for `Dataset.map_batches`: batch of sample rows -> video_id, source, embedding, error."""
+    """Callable class for `Dataset.map_batches`: uint8 frames -> embedding (plus the columns passed on)."""
 
     def __init__(self, adapter: dict[str, bytes], threads: int = 1, use_gpu: bool = False, precision: str = "auto",
                  compile_batch: int | None = None):
@@ -40,46 +75,43 @@ class VideoEmbedder:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        if use_gpu and not torch.cuda.is_available():
+            raise RuntimeError("this embedding actor reserved a GPU but sees no CUDA device (driver, "
+                               "CUDA_VISIBLE_DEVICES or a CPU-only torch build): refusing to run on the CPU")
+        self.device = "cuda" if use_gpu else "cpu"
         self.model = load_from_files(adapter).to(self.device).for_inference(precision, compile=bool(compile_batch))
         self.compile_batch = compile_batch
         self.frames, self.size = self.model.config.frames, self.model.image_size
         with torch.inference_mode():
             self.dim = int(self.model.encode_text(["x"]).shape[-1])
-        self.reader = SampleReader()
 
-    def _load(self, batch: dict, i: int):
-        sample = _indexed_sample(batch, i)
-        meta, jpegs = self.reader.read(sample)
-        if meta.get("frames") != self.frames:
-            raise ValueError(f"sample has {meta.get('frames')} frame slots, the model takes {self.frames}")
-        video, mask = frames_to_tensor(jpegs, self.frames)
-        if tuple(video.shape[-2:]) != (self.size, self.size):
-            raise ValueError(f"frames are {tuple(video.shape[-2:])}, the model takes {self.size}x{self.size}")
-        return video, mask
+    def _misfit(self, frames: np.ndarray) -> str:
+        if frames.shape[0] != self.frames:
+            return f"ValueError: sample has {frames.shape[0]} frame slots, the model takes {self.frames}"
+        if tuple(frames.shape[-2:]) != (self.size, self.size):
+            return (f"ValueError: frames are {tuple(frames.shape[-2:])}, the model takes "
+                    f"{self.size}x{self.size}")
+        return ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        n = len(batch["video_id"])
-        errors = [""] * n
-        videos, masks, ok = [], [], []
-        for i in range(n):
-            try:
-                video, mask = self._load(batch, i)
-            except Exception as e:  # any unreadable sample is recorded, not raised
-                errors[i] = f"{type(e).__name__}: {e}"
-                continue
-            videos.append(video)
-            masks.append(mask)
-            ok.append(i)
-        embedding = np.zeros((n, self.dim), np.float32)
+        errors = [str(e) for e in batch["error"]]
+        for i, e in enumerate(errors):
+            if not e:
+                errors[i] = self._misfit(batch["frames"][i])
+        ok = [i for i, e in enumerate(errors) if not e]
+        embedding = np.zeros((len(errors), self.dim), np.float32)
         if ok:
             pad = max(0, (self.compile_batch or 0) - len(ok))
-            video, mask = torch.stack(videos + videos[:1] * pad), torch.stack(masks + masks[:1] * pad)
-            with torch.inference_mode():
-                out = self.model.encode_video(video.to(self.device), mask)
+            rows = ok + ok[:1] * pad
+            frames = torch.from_numpy(np.stack([batch["frames"][i] for i in rows]))
+            mask = torch.from_numpy(np.stack([batch["mask"][i] for i in rows]))
+            if self.device == "cuda":
+                frames = frames.pin_memory()
+            frames = frames.to(self.device, non_blocking=True)
+            with torch.inference_mode():   # the mask stays on the CPU, where checking it costs no sync
+                out = self.model.encode_video(normalise(frames, mask.to(self.device)), mask)
             embedding[ok] = out[: len(ok)].float().cpu().numpy()
-        return {"video_id": np.asarray(batch["video_id"], dtype=object),
-                "source": np.asarray(batch["shard"], dtype=object),
-                "embedding": embedding, "error": np.asarray(errors, dtype=object)}
+        return {**{c: batch[c] for c in PASSED_ON if c != "error"},
+                "error": np.asarray(errors, dtype=object), "embedding": embedding}

@@ -2,28 +2,40 @@
 
 1. Check the MLflow store answers, resolve the model URI to a pinned version (driver, once) and read the
    shard indexes (no tar scans).
-2. Take the index's writer lock; what the live manifest (same version) or a killed run's committed parts
-   already hold is done; everything else is to do.
-3. Ray Data: one row per video to do -> `map_batches` over an actor pool (one model per actor; a GPU each
-   when the cluster has GPUs, else CPU threads) -> rows stream back to the driver, which commits parts.
-4. Publish: one pointer swap makes the new generation live. Log counts and speed to MLflow.
+2. Take the index's writer lease; what the index holds for this model version is done, everything else is
+   to do, and videos that preprocessing recorded as removed leave the index.
+3. Ray Data, three stages: CPU tasks read and decode frames (uint8) -> an autoscaling pool of model actors
+   (one model each, a GPU each when asked for) -> CPU tasks write Lance fragments. Only the fragments'
+   descriptions and per-video ids and errors come back to the driver, which commits them as they arrive.
+4. Publish (a new model version becomes live in one commit), keep the ANN index fit (a Ray task), and log
+   counts and speed to MLflow.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipelines import tracking
-from pipelines.embed.encoder import VideoEmbedder, sample_row
+from pipelines.cluster import spans_nodes
+from pipelines.embed.encoder import VideoEmbedder, read_frames, sample_row
 from pipelines.embed.model import adapter_files, resolve
-from pipelines.index import PART_ROWS, IndexStore, Manifest, ModelRef
+from pipelines.index import IndexStore, ModelRef, refresh_ann, write_fragment
+from pipelines.preprocess.plan import read_removed
 from pipelines.preprocess.sources import KNOWN_SPLITS
 from pipelines.progress import Progress
 from pipelines.shards import IndexedSample, read_summary, shard_index
+from pipelines.storage import Location
 from tempme.precision import PRECISIONS
+
+PART_ROWS = 10_000   # rows per written fragment: at most this much work per writer task is lost when a run is killed
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +49,12 @@ class EmbedReport:
     model: ModelRef
     location: str
     videos: int               # distinct videos in the shards
-    already_done: int         # in the live index for this model version, or adopted from a killed run
-    adopted: int              # of those, the ones a killed run had committed but not published
+    already_done: int         # in the index for this model version (committed by earlier or interrupted runs)
     embedded: int             # embedded by this run
     failed: int
-    seconds: float            # embedding stage only (Ray pipeline start to last row written)
-    manifest: Manifest | None
+    removed: int              # rows of videos that preprocessing recorded as removed, deleted by this run
+    seconds: float            # embedding stage only (Ray pipeline start to last fragment committed)
+    index: dict | None        # `IndexStore.info()` after the run
     mlflow_run_id: str | None = None
 
     @property
@@ -50,11 +62,12 @@ class EmbedReport:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        live = f"generation {self.manifest.generation}, {self.manifest.count} videos" if self.manifest else "empty"
-        adopted = f" ({self.adopted} from an interrupted run)" if self.adopted else ""
+        live = (f"version {self.index['version']}, {self.index['rows']} videos, {self.index['search']} search"
+                if self.index else "empty")
         return (f"{self.location}: {live}; model {self.model.name} v{self.model.version}\n"
-                f"  {self.videos} videos in the shards: {self.already_done} already embedded{adopted}, "
-                f"{self.embedded} embedded now ({self.videos_per_s:.1f} videos/s), {self.failed} failed")
+                f"  {self.videos} videos in the shards: {self.already_done} already embedded, "
+                f"{self.embedded} embedded now ({self.videos_per_s:.1f} videos/s), {self.failed} failed, "
+                f"{self.removed} removed")
 
 
 def list_samples(shards: str) -> list[IndexedSample]:
@@ -79,27 +92,36 @@ def list_samples(shards: str) -> list[IndexedSample]:
 
 
 def _actor_resources(ray, device: str, cpus_per_worker: int) -> tuple[int, int]:
-    """(num_cpus, num_gpus) per actor: one GPU each when asked for or present, and its CPU share."""
+    """(num_cpus, num_gpus) per model actor. `gpu` asks for one GPU each whatever is up now, so an autoscaling
+    cluster adds GPU nodes; only a fixed cluster without any is an error. `auto` takes GPUs when the cluster has
+    them (an autoscaling cluster that should grow GPU nodes is asked with `gpu`)."""
     gpus = ray.cluster_resources().get("GPU", 0)
-    if device == "gpu" and gpus < 1:
-        raise EmbedError("--device gpu, but the Ray cluster has no GPUs")
+    if device == "gpu" and gpus < 1 and not spans_nodes(ray.nodes()):
+        raise EmbedError("--device gpu, but this Ray cluster has no GPUs and no autoscaler to add them")
     return cpus_per_worker, int(device == "gpu" or (device == "auto" and gpus >= 1))
 
 
-def _pipeline(ray, todo: list[IndexedSample], adapter: dict[str, bytes], workers: int, batch_size: int,
-              device: str, cpus_per_worker: int, precision: str, compile: bool):
-    """Rows of the videos to embed, one block per model batch, through a fixed pool of `workers` actors."""
+def _pipeline(ray, todo: list[IndexedSample], adapter: dict[str, bytes], index_uri: str, model: ModelRef,
+              workers: tuple[int, int], batch_size: int, device: str, cpus_per_worker: int, precision: str,
+              compile: bool, part_rows: int):
+    """Rows of the videos to embed -> frames (CPU tasks) -> embeddings (actor pool) -> fragments (CPU tasks)."""
     num_cpus, num_gpus = _actor_resources(ray, device, cpus_per_worker)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = context.print_on_execution_start = False   # the job prints its own progress
     blocks = max(1, min(math.ceil(len(todo) / batch_size), 10_000))
+    least, most = workers
+    most = min(most, blocks)
     ds = ray.data.from_items([sample_row(s) for s in todo], override_num_blocks=blocks)
-    return ds.map_batches(
+    frames = ds.map_batches(read_frames, batch_size=batch_size, batch_format="numpy", num_cpus=1)
+    embedded = frames.map_batches(
         VideoEmbedder,
         fn_constructor_kwargs={"adapter": adapter, "threads": cpus_per_worker, "use_gpu": num_gpus > 0,
                                "precision": precision, "compile_batch": batch_size if compile else None},
-        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)),
+        batch_size=batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=min(least, most), max_size=most),
         num_cpus=num_cpus, num_gpus=num_gpus)
+    return embedded.map_batches(write_fragment, fn_kwargs={"uri": index_uri, "model": model.__dict__},
+                                batch_size=part_rows, batch_format="numpy", num_cpus=0.5)
 
 
 def _start_run(uri: str, experiment: str, model: ModelRef, location: str) -> str:
@@ -124,25 +146,28 @@ def _finish_run(uri: str, run_id: str, report: EmbedReport, options: dict) -> No
 
     client = mlflow.MlflowClient(uri)
     now = int(time.time() * 1000)
-    metrics = {"videos": report.videos, "already_done": report.already_done, "adopted": report.adopted,
-               "embedded": report.embedded, "failed": report.failed, "seconds": report.seconds,
-               "videos_per_s": report.videos_per_s, "index_videos": report.manifest.count if report.manifest else 0}
+    metrics = {"videos": report.videos, "already_done": report.already_done, "embedded": report.embedded,
+               "failed": report.failed, "removed": report.removed, "seconds": report.seconds,
+               "videos_per_s": report.videos_per_s, "index_videos": report.index["rows"] if report.index else 0}
     client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, float(v), now, 0) for k, v in metrics.items()],
                      tags=[mlflow.entities.RunTag(k, str(v)) for k, v in {
                          **options, "index_location": report.location,
-                         "index_generation": report.manifest.generation if report.manifest else ""}.items()])
-    if report.manifest:
-        client.log_text(run_id, report.manifest.to_json(), "index_manifest.json")
+                         "index_version": report.index["version"] if report.index else ""}.items()])
+    if report.index:
+        client.log_text(run_id, json.dumps(report.index, indent=1, default=str), "index_info.json")
     client.set_terminated(run_id, "FINISHED")
 
 
-def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, batch_size: int = 16,
+def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, min_workers: int = 1,
+                 batch_size: int = 16,
                  device: str = "auto", precision: str = "auto", compile: bool = False,
                  cpus_per_worker: int = 1, ray_address: str | None = None,
                  tracking_uri: str | None = None, experiment: str = "tempme-embed", part_rows: int = PART_ROWS,
                  progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None,
                  progress_every: float = 10.0) -> EmbedReport:
     """Embed the videos of `shards` that `out` does not hold yet for this model version; publish atomically.
+
+    The model stage is an actor pool of `min_workers` to `workers` actors that Ray Data grows with the work.
 
     `log` gets a line when embedding starts and then at most every `progress_every` seconds (videos done,
     failed, videos/s); `progress(done, total)` is called after every batch. `precision` is the actors'
@@ -158,50 +183,68 @@ def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, bat
     if workers < 1 or batch_size < 1 or cpus_per_worker < 1:
         raise ValueError(f"workers, batch_size and cpus_per_worker must be at least 1 "
                          f"(got {workers}, {batch_size}, {cpus_per_worker})")
+    if not 1 <= min_workers <= workers:
+        raise ValueError(f"min_workers must be between 1 and workers ({workers}), got {min_workers}")
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_reachable(uri)
+    store = IndexStore(out)
+    store.root.check_usable("--out")
+    store.check()
     model, adapter_dir = resolve(model_uri, uri)
     samples = list_samples(shards)
-    run_id = _start_run(uri, experiment, model, str(out))
-    try:
-        if not ray.is_initialized():
-            ray.init(address=ray_address)
-        report = _embed(ray, samples, model, adapter_dir, str(out), run_id, workers, batch_size, device,
-                        cpus_per_worker, precision, compile, part_rows, progress, log or logger.info,
-                        progress_every)
-    except BaseException:
-        mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED")
-        raise
+    with store.writer(model, run_id=uuid.uuid4().hex[:12]) as writer:   # a busy index stops here, untouched
+        run_id = _start_run(uri, experiment, model, str(out))
+        writer.run_id = run_id
+        try:
+            if not ray.is_initialized():
+                ray.init(address=ray_address)
+            report = _embed(ray, writer, shards, samples, model, adapter_dir, str(out), (min_workers, workers),
+                            batch_size, device, cpus_per_worker, precision, compile, part_rows, progress,
+                            log or logger.info, progress_every)
+        except BaseException:
+            mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED")
+            raise
     report.mlflow_run_id = run_id
-    _finish_run(uri, run_id, report, {"workers": workers, "batch_size": batch_size, "device": device,
+    _finish_run(uri, run_id, report, {"workers": workers, "min_workers": min_workers, "batch_size": batch_size, "device": device,
                                       "precision": precision, "compile": compile,
                                       "cpus_per_worker": cpus_per_worker, "shards": shards})
     return report
 
 
-def _embed(ray, samples, model, adapter_dir, out, run_id, workers, batch_size, device, cpus_per_worker,
+def _embed(ray, writer, shards, samples, model, adapter_dir, out, workers, batch_size, device, cpus_per_worker,
            precision, compile, part_rows, progress, log, progress_every) -> EmbedReport:
-    with IndexStore(out).writer(model, run_id=run_id[:12], part_rows=part_rows) as writer:
-        todo = [s for s in samples if s.id not in writer.done_ids]
-        adopted = writer.adopted_count
-        log(f"embed: {len(samples)} videos in the shards, {len(samples) - len(todo)} already in {out}, "
-            f"{len(todo)} to embed with {model.name} v{model.version}")
-        counter = Progress("embed", len(todo), progress_every, log)
-        embedded = 0
-        start = time.perf_counter()
-        if todo:
-            pipeline = _pipeline(ray, todo, adapter_files(adapter_dir), workers, batch_size, device, cpus_per_worker,
-                                 precision, compile)
-            for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
-                good = [i for i, e in enumerate(batch["error"]) if not e]
-                embedded += writer.add([str(batch["video_id"][i]) for i in good], batch["embedding"][good])
-                for i, e in enumerate(batch["error"]):
-                    if e:
-                        writer.fail(str(batch["video_id"][i]), str(e), source=str(batch["source"][i]))
-                counter.update(len(batch["error"]), len(batch["error"]) - len(good))
-                if progress:
-                    progress(counter.done, len(todo))
-        manifest = writer.publish()
-        return EmbedReport(model=model, location=out, videos=len(samples), already_done=len(samples) - len(todo),
-                           adopted=adopted, embedded=embedded, failed=counter.failed,
-                           seconds=time.perf_counter() - start, manifest=manifest)
+    store = writer.store
+    ids = pa.array([s.id for s in samples], pa.string())
+    missing = pc.invert(pc.is_in(ids, value_set=writer.done_ids())).to_numpy(zero_copy_only=False)
+    todo = [s for s, m in zip(samples, missing) if m]
+    removed = writer.remove(read_removed(Location.of(shards))["id"].combine_chunks())
+    log(f"embed: {len(samples)} videos in the shards, {len(samples) - len(todo)} already in {out}, "
+        f"{len(todo)} to embed with {model.name} v{model.version}" + (f", {removed} removed" if removed else ""))
+    counter = Progress("embed", len(todo), progress_every, log)
+    start = time.perf_counter()
+    if todo:
+        pipeline = _pipeline(ray, todo, adapter_files(adapter_dir), writer.uri, model, workers,
+                             batch_size, device, cpus_per_worker, precision, compile, part_rows)
+        for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
+            writer.commit([str(f) for f in batch["fragments"] if f])
+            failures = [{"video_id": str(v), "error": str(e), "source": str(src)}
+                        for v, e, src in zip(batch["video_id"], batch["error"], batch["source"]) if e]
+            writer.record_failures(failures)
+            counter.update(len(batch["error"]), len(failures))
+            if progress:
+                progress(counter.done, len(todo))
+    writer.publish()
+    seconds = time.perf_counter() - start
+    refreshing = ray.remote(num_cpus=1)(_refresh_search).remote(out)
+    while not ray.wait([refreshing], timeout=30)[0]:    # an ANN build can take minutes: keep the lease
+        writer.lease.renew()
+    ray.get(refreshing)
+    return EmbedReport(model=model, location=out, videos=len(samples), already_done=len(samples) - len(todo),
+                       embedded=counter.done - counter.failed, failed=counter.failed, removed=removed,
+                       seconds=seconds, index=store.info())
+
+
+def _refresh_search(location: str) -> str:
+    """Runs as a Ray task: building an ANN index reads every vector, which is no work for the driver."""
+    ds = IndexStore(location).dataset()
+    return refresh_ann(ds) if ds is not None else "exact"

@@ -39,10 +39,11 @@ class TextSearch:
     """An opened index and its model: encode queries, return the top-k videos (reuse it across queries)."""
 
     def __init__(self, index: str | os.PathLike, model_uri: str | None = None, tracking_uri: str | None = None,
-                 precision: str = "auto"):
-        """`precision`: of the text encoder (auto: bf16 where the hardware computes it natively)."""
+                 precision: str = "auto", version: int | None = None):
+        """`precision`: of the text encoder (auto: bf16 where the hardware computes it natively); `version`: the
+        index version to search (default the latest; `tempme index info` lists them)."""
         self.location = str(index)
-        self.index = IndexStore(index).open()
+        self.index = IndexStore(index).open(version)
         self.model, self.model_ref = _load_query_model(self.index, self.location, model_uri, tracking_uri)
         self.model.for_inference(precision)
 
@@ -65,6 +66,6 @@ class TextSearch:
 
 
 def search(index: str | os.PathLike, queries: str | list[str], k: int = 10, model_uri: str | None = None,
-           tracking_uri: str | None = None, precision: str = "auto") -> list[list[Hit]]:
+           tracking_uri: str | None = None, precision: str = "auto", version: int | None = None) -> list[list[Hit]]:
     """One-shot search (loads the index and the model each call; keep a TextSearch for many queries)."""
-    return TextSearch(index, model_uri, tracking_uri, precision).search(queries, k)
+    return TextSearch(index, model_uri, tracking_uri, precision, version).search(queries, k)

@@ -7,16 +7,14 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import mlflow
 import numpy as np
-import pyarrow.parquet as pq
 
 from jobs.cli import main
 from pipelines.embed import TextSearch, embed_corpus
 from pipelines.embed.model import resolve
-from pipelines.index import POINTER, IndexStore
+from pipelines.index import IndexStore
 
 VIDEOS = 16          # the synthetic_shards fixture
 
@@ -31,8 +29,7 @@ def embed(shards, adapter, out, tmp_path, workers, **kw):
 
 
 def index_rows(out):
-    manifest = IndexStore(out).manifest()
-    return [r for p in manifest.parts for r in pq.read_table(Path(out) / p.parquet).to_pylist()]
+    return IndexStore(out).dataset().to_table().to_pylist()
 
 
 def test_embed_then_rerun_embeds_nothing_new(trained_index, synthetic_shards, trained_adapter, tmp_path):
@@ -44,6 +41,7 @@ def test_embed_then_rerun_embeds_nothing_new(trained_index, synthetic_shards, tr
     assert {(r["model_name"], r["model_version"]) for r in rows} == {(model.name, model.version)}
     assert all(len(r["embedding"]) == 64 and abs(np.linalg.norm(r["embedding"]) - 1) < 1e-4 for r in rows)
     assert all(r["embedded_at"] is not None for r in rows)
+    assert all(r["caption"] and r["thumb_shard"].endswith(".tar") and r["thumb_size"] > 0 for r in rows)
 
     run = mlflow.MlflowClient(uri).get_run(first.mlflow_run_id)
     assert run.info.status == "FINISHED"
@@ -56,7 +54,7 @@ def test_embed_then_rerun_embeds_nothing_new(trained_index, synthetic_shards, tr
     second = embed_corpus(str(synthetic_shards), str(trained_adapter), str(out), workers=1, batch_size=4,
                           tracking_uri=uri)
     assert (second.already_done, second.embedded) == (VIDEOS, 0)
-    assert second.manifest == first.manifest       # nothing changed: same generation, same parts
+    assert second.index["version"] == first.index["version"]      # nothing changed: no commit at all
     # the first run had finished, so the second is a run of its own (only an unfinished run is continued)
     assert second.mlflow_run_id != first.mlflow_run_id
     assert mlflow.MlflowClient(uri).get_run(second.mlflow_run_id).data.metrics["already_done"] == VIDEOS
@@ -79,9 +77,9 @@ def test_new_model_version_reembeds_everything_while_readers_see_a_complete_inde
                 index = IndexStore(out).open()
                 ids = index.video_ids()
                 if len(ids) != VIDEOS or len(set(ids)) != VIDEOS:
-                    problems.append(f"{len(ids)} ids in generation {index.manifest.generation}")
+                    problems.append(f"{len(ids)} ids in version {index.version}")
                 seen.append(index.model.version)
-                if index.model == old and any((out / "parts" / new.key).glob("*.parquet")):
+                if index.model == old and index.ds.count_rows(new.row_filter()):
                     unpublished_while_old.append(True)
             except Exception as e:
                 problems.append(repr(e))
@@ -96,7 +94,7 @@ def test_new_model_version_reembeds_everything_while_readers_see_a_complete_inde
         reader.join()
     assert (report.already_done, report.embedded) == (0, VIDEOS)
     assert not problems, problems[:3]
-    assert unpublished_while_old, "the reader never ran while new parts existed unpublished"
+    assert unpublished_while_old, "the reader never ran while new rows existed unpublished"
     assert set(seen) <= {old.version, new.version} and seen[0] == old.version
     rows = index_rows(out)
     assert len(rows) == VIDEOS and {r["model_version"] for r in rows} == {new.version}
@@ -123,8 +121,9 @@ def test_corrupt_samples_are_recorded_and_skipped(ray_cluster, synthetic_shards,
     (failure,) = IndexStore(out).failures().to_pylist()
     assert failure["video_id"] == bad and failure["source"].endswith(".tar") and "Error" in failure["error"]
     model, _ = resolve(str(trained_adapter))
-    with IndexStore(out).writer(model) as writer:   # the failed video stays to do: the next run retries it
-        assert bad not in writer.done_ids and len(writer.done_ids) == VIDEOS - 1
+    with IndexStore(out).writer(model, "next") as writer:   # the failed video stays to do: the next run retries it
+        done = writer.done_ids().to_pylist()
+        assert bad not in done and len(done) == VIDEOS - 1
 
 
 def test_a_run_killed_mid_way_and_rerun_embeds_every_video_exactly_once(
@@ -137,23 +136,26 @@ def test_a_run_killed_mid_way_and_rerun_embeds_every_video_exactly_once(
                "--tracking-uri", tracking(tmp_path), "--ray-address", ray_cluster.get_runtime_context().gcs_address]
     job = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
-    parts = out / "parts" / model.key
+
+    def committed():
+        ds = IndexStore(out).dataset()
+        return ds.count_rows() if ds is not None else 0
+
     try:
         deadline = time.monotonic() + 180
-        while len(list(parts.glob("*.parquet"))) < 2:
+        while committed() < 4:
             assert job.poll() is None, job.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no part committed in time"
+            assert time.monotonic() < deadline, "no fragment committed in time"
             time.sleep(0.05)
     finally:
-        os.killpg(job.pid, signal.SIGKILL)
+        os.killpg(job.pid, signal.SIGKILL)     # its writer lease dies with it
         job.wait()
-    assert not (out / POINTER).exists()            # nothing was published by the killed run
-    committed = sum(pq.read_metadata(p).num_rows for p in parts.glob("[!.]*.parquet"))
-    assert 4 <= committed < VIDEOS
+    kept = committed()
+    assert 4 <= kept < VIDEOS
 
     report = embed(synthetic_shards, trained_adapter, out, tmp_path, workers=1)
-    assert report.already_done == report.adopted == committed and report.embedded == VIDEOS - committed
-    assert f"{committed} already embedded ({committed} from an interrupted run)" in report.summary()
+    assert report.already_done == kept and report.embedded == VIDEOS - kept
+    assert f"{kept} already embedded" in report.summary()
     ids = IndexStore(out).open().video_ids()
     assert len(ids) == VIDEOS and len(set(ids)) == VIDEOS
     # the re-run continued the MLflow run the killed one left unfinished
@@ -164,23 +166,27 @@ def test_a_run_killed_mid_way_and_rerun_embeds_every_video_exactly_once(
 
 def test_embed_command_reports_progress_into_an_object_store_index_that_search_reads(
         trained_index, synthetic_shards, trained_adapter, tmp_path, capsys, s3_server):
-    """A real S3 server holds the index; the embedding actors only compute, the driver writes."""
+    """A real S3 server holds the index, written by the job's own Ray workers (a Ray of its own, started with
+    the AWS variables that the server fixture set)."""
     uri = f"{s3_server.prefix('embed')}/index"
-    assert main(["embed", "--shards", str(synthetic_shards), "--model", str(trained_adapter), "--out", uri,
-                 "--workers", "1", "--batch-size", "4", "--progress-every", "0",
-                 "--tracking-uri", tracking(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    lines = [line for line in out.splitlines() if line.startswith("embed: ")]
+    command = [sys.executable, "-m", "jobs.embed", "--shards", str(synthetic_shards), "--model", str(trained_adapter),
+               "--out", uri, "--workers", "1", "--batch-size", "4", "--part-rows", "4", "--progress-every", "0",
+               "--tracking-uri", tracking(tmp_path)]
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": os.getcwd(), "RAY_ADDRESS": ""},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("embed: ")]
     assert lines[0].startswith(f"embed: {VIDEOS} videos in the shards, 0 already in {uri}, {VIDEOS} to embed")
     assert [line.split(" videos done")[0] for line in lines[1:]] == [f"embed: {n}/{VIDEOS}" for n in (4, 8, 12, 16)]
     assert lines[-1].startswith(f"embed: {VIDEOS}/{VIDEOS} videos done, 0 failed, ") and "videos/s" in lines[-1]
-    assert f"{VIDEOS} embedded now" in out
+    assert f"{VIDEOS} embedded now" in done.stdout
 
     assert main(["search", "a red square moving left", "--index", uri, "-k", "3", "--json"]) == 0
-    assert [h["rank"] for h in json.loads(capsys.readouterr().out)["results"][0]["hits"]] == [1, 2, 3]
+    found = json.loads(capsys.readouterr().out)
+    assert [h["rank"] for h in found["results"][0]["hits"]] == [1, 2, 3] and found["index_version"] >= 1
+    assert all(h["caption"] for h in found["results"][0]["hits"])
     queries = ["a red square moving left", "a blue bar moving up"]
     ours, local = TextSearch(uri).search(queries, k=5), TextSearch(trained_index[0]).search(queries, k=5)
     for a, b in zip(ours, local):      # the same model on the same shards: the same answers
         assert [h.video_id for h in a] == [h.video_id for h in b]
         assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
-

@@ -34,14 +34,14 @@ def test_nightly_run_follows_the_alias(ray_cluster, synthetic_shards, trained_ad
                "--tracking-uri", registry, "--workers", "1", "--batch-size", "4"]
     assert register_adapter(trained_adapter, NAME, "champion") == "1"
     assert main(nightly) == 0
-    first = IndexStore(out).manifest()
-    assert (first.model.version, first.model.uri, first.count) == ("1", f"models:/{NAME}/1", 16)
+    first = IndexStore(out).open()
+    assert (first.model.version, first.model.uri, len(first)) == ("1", f"models:/{NAME}/1", 16)
 
     assert register_adapter(untrained_adapter, NAME, "champion") == "2"      # the alias moves to a new version
     assert main(nightly) == 0
-    second = IndexStore(out).manifest()
-    assert (second.model.version, second.model.uri, second.count) == ("2", f"models:/{NAME}/2", 16)
-    assert second.generation == first.generation + 1
+    second = IndexStore(out).open()
+    assert (second.model.version, second.model.uri, len(second)) == ("2", f"models:/{NAME}/2", 16)
+    assert second.version > first.version and len(IndexStore(out).open(first.version)) == 16
 
     # Search loads the exact version the index records, from the registry, not whatever the alias says now.
     searcher = TextSearch(out, tracking_uri=registry)

@@ -38,7 +38,8 @@ def test_search_command_prints_json(index, capsys):
     out = json.loads(capsys.readouterr().out)
     (result,) = out["results"]
     assert result["query"] == "a red square moving left" and [h["rank"] for h in result["hits"]] == [1, 2, 3]
-    assert out["model"]["version"] == IndexStore(index).manifest().model.version
+    assert out["model"]["version"] == IndexStore(index).open().model.version
+    assert out["index_version"] == IndexStore(index).dataset().version
 
 
 def test_a_different_model_version_is_refused(index, untrained_adapter, capsys):

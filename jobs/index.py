@@ -1,0 +1,59 @@
+"""Operators' view of an embedding index: its versions and search structure, compaction, old-version cleanup."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+
+import jobs.cli
+
+
+def _duration(text: str) -> dt.timedelta:
+    """'7d', '12h', '30m' -> timedelta."""
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 7d, 12h or 30m")
+    return dt.timedelta(**{units[text[-1]]: int(text[:-1])})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["info", "compact", "cleanup"],
+                        help="info: versions, rows, model, search structure; compact: merge small fragments; "
+                             "cleanup: delete versions older than --older-than (never the latest)")
+    parser.add_argument("index", help="index directory or URI written by `tempme embed`")
+    parser.add_argument("--older-than", type=_duration, default=dt.timedelta(days=7),
+                        help="cleanup: keep versions younger than this, for readers pinned to them "
+                             "(default 7d)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.epilog = "Example: tempme index info outputs/index; tempme index cleanup s3://bucket/index --older-than 3d"
+
+
+def run(args) -> int:
+    from pipelines.index import IndexStore, VideoIndexError
+    from pipelines.storage import StoreError
+
+    store = IndexStore(args.index)
+    try:
+        store.root.check_usable("index")
+        result = {"info": store.info, "compact": store.compact,
+                  "cleanup": lambda: store.cleanup(args.older_than)}[args.action]()
+    except (VideoIndexError, StoreError) as e:
+        print(f"tempme index: {e}", file=sys.stderr)
+        return 2
+    if args.json or args.action != "info":
+        print(json.dumps(result, indent=1, default=str))
+        return 0
+    model = result["model"]
+    print(f"{result['location']}: version {result['version']}, {result['rows']} videos, {result['search']} search, "
+          f"{result['fragments']} fragments, {result['failures']} failures recorded")
+    print(f"  model {model['name']} v{model['version']} ({model['uri']})" if model else "  no live model")
+    if result["pending"]:
+        print(f"  being re-embedded with {result['pending']['name']} v{result['pending']['version']}")
+    for v in result["versions"][-10:]:
+        print(f"  version {v['version']:>5}  {v['timestamp']}  {v['rows']} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.cli.run_module(__name__))

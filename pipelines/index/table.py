@@ -1,0 +1,220 @@
+"""Where an index lives and what its tables hold: the row schema, the live model, versions, operators' tools."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+
+import pyarrow as pa
+
+from pipelines.storage import Location
+
+VIDEOS, FAILURES, LEASE = "videos.lance", "failures.lance", "lease.lance"
+LIVE_KEY, PENDING_KEY = "tempme.model", "tempme.pending"   # table config: the live / the coming model version
+LEGACY_POINTER = "CURRENT"                                  # what the Parquet index before Lance kept at its root
+RETENTION = dt.timedelta(days=7)                            # old versions kept this long for pinned readers
+
+
+class VideoIndexError(Exception):
+    """An index location that cannot be used: nothing there, something else there, a damaged table."""
+
+
+class IndexNotFound(VideoIndexError):
+    pass
+
+
+class LegacyIndex(VideoIndexError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRef:
+    """The model version an index's vectors come from; `uri` resolves to exactly this version."""
+    name: str
+    version: str
+    uri: str
+
+    @property
+    def key(self) -> str:
+        """A path-safe name for this model version."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{self.name}-v{self.version}")
+
+    def same_version(self, other: ModelRef | None) -> bool:
+        return other is not None and (self.name, self.version) == (other.name, other.version)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> ModelRef | None:
+        return cls(**json.loads(text)) if text else None
+
+    def row_filter(self) -> str:
+        """A Lance filter matching this model version's rows."""
+        return f"model_name = {_sql(self.name)} AND model_version = {_sql(self.version)}"
+
+
+def _sql(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def video_schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        ("video_id", pa.string()),
+        ("embedding", pa.list_(pa.float32(), dim)),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("model_uri", pa.string()),
+        ("embedded_at", pa.timestamp("us", tz="UTC")),
+        ("caption", pa.string()),
+        ("thumb_shard", pa.string()),
+        ("thumb_offset", pa.int64()),
+        ("thumb_size", pa.int64()),
+    ])
+
+
+def storage_options(uri: str) -> dict[str, str] | None:
+    """Lance reads the standard AWS variables itself; a plain-HTTP endpoint (a test or on-premises store)
+    must also be allowed explicitly."""
+    if "://" in uri and os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+        return {"allow_http": "true"}
+    return None
+
+
+def _lance():
+    import lance
+
+    return lance
+
+
+class IndexStore:
+    """One index location: its tables, the version a reader opens, and the operators' commands."""
+
+    def __init__(self, location: str | os.PathLike):
+        self.root = Location.of(location)
+        self.location = self.root.uri
+
+    def uri(self, table: str) -> str:
+        return self.root.child(table).uri if not self.root.is_local else self.root.child(table).path
+
+    @property
+    def options(self) -> dict[str, str] | None:
+        return storage_options(self.location)
+
+    def check(self) -> None:
+        """Refuse a location that holds an index of the old format or something that is not an index."""
+        if self.root.child(LEGACY_POINTER).exists():
+            raise LegacyIndex(f"{self.location} holds an embedding index of the format before Lance; re-embed "
+                              f"into a new location (`tempme embed --out NEW ...`) and delete this one")
+        if not self.root.exists():
+            return
+        if not self.root.is_dir():
+            raise VideoIndexError(f"{self.location} is a file, not an index folder")
+        strangers = sorted(loc.name for loc in self.root.list()
+                           if loc.name not in (VIDEOS, FAILURES, LEASE) and not loc.name.startswith("."))
+        if strangers:
+            raise VideoIndexError(f"{self.location} holds other things ({', '.join(strangers[:5])}), not an "
+                                  f"embedding index; give --out an empty or new folder")
+
+    def dataset(self, version: int | None = None, table: str = VIDEOS):
+        """The Lance table (at `version`, default the latest), or None when none was ever committed."""
+        if not self.root.child(table, "_versions").exists():   # data files alone are no commit yet
+            return None
+        try:
+            return _lance().dataset(self.uri(table), version=version, storage_options=self.options)
+        except ValueError as e:
+            if version is not None and "not found" in str(e).lower():
+                raise VideoIndexError(f"{self.location}: no version {version} (see `tempme index info "
+                                      f"{self.location}`)") from None
+            raise
+
+    def open(self, version: int | None = None):
+        """The index at `version` (default the latest), ready to search."""
+        from pipelines.index.search import VideoIndex
+
+        self.check()
+        ds = self.dataset(version)
+        if ds is None or live_model(ds) is None:
+            raise IndexNotFound(f"{self.location}: no embedding index here; build one with `tempme embed`")
+        return VideoIndex(ds, self.location)
+
+    @contextlib.contextmanager
+    def writer(self, model: ModelRef, run_id: str):
+        """An `IndexWriter` for `model`, holding the index's writer lease (`IndexBusy` while another run has it)."""
+        from pipelines.index.lease import WriterLease
+        from pipelines.index.writer import IndexWriter
+
+        self.check()
+        if self.root.is_local:
+            self.root.make_dirs()
+        with WriterLease(self, run_id) as lease:
+            yield IndexWriter(self, model, run_id, lease)
+
+    def failures(self) -> pa.Table:
+        """Every sample any run failed to embed (video_id, error, source, run_id, model_version, failed_at)."""
+        ds = self.dataset(table=FAILURES)
+        return ds.to_table() if ds is not None else pa.table({})
+
+    def info(self) -> dict:
+        """Versions, rows, models and search structure, for `tempme index info`."""
+        self.check()
+        ds = self.dataset()
+        if ds is None:
+            raise IndexNotFound(f"{self.location}: no embedding index here; build one with `tempme embed`")
+        live, pending = live_model(ds), pending_model(ds)
+        return {"location": self.location, "version": ds.version,
+                "rows": ds.count_rows(live.row_filter()) if live else 0,
+                "model": dataclasses.asdict(live) if live else None,
+                "pending": dataclasses.asdict(pending) if pending else None,
+                "search": describe_search(ds),
+                "versions": [{"version": v["version"], "timestamp": str(v["timestamp"]),
+                              "rows": int(v.get("metadata", {}).get("total_rows", 0))} for v in ds.versions()],
+                "fragments": len(ds.get_fragments()),
+                "failures": self.failures().num_rows}
+
+    def compact(self) -> dict:
+        """Merge small fragments (one per embedding batch) into large ones, then fold new rows into the ANN index."""
+        ds = self._existing()
+        metrics = ds.optimize.compact_files()
+        if ds.describe_indices():
+            ds.optimize.optimize_indices()
+        return {"fragments_removed": metrics.fragments_removed, "fragments_added": metrics.fragments_added}
+
+    def cleanup(self, older_than: dt.timedelta = RETENTION) -> dict:
+        """Delete table versions older than `older_than` (never the latest) and the files only they used."""
+        removed = {}
+        for table in (VIDEOS, FAILURES, LEASE):
+            ds = self.dataset(table=table)
+            if ds is not None:
+                stats = ds.cleanup_old_versions(older_than=older_than)
+                removed[table] = {"versions": stats.old_versions, "bytes": stats.bytes_removed}
+        return removed
+
+    def _existing(self):
+        self.check()
+        ds = self.dataset()
+        if ds is None:
+            raise IndexNotFound(f"{self.location}: no embedding index here; build one with `tempme embed`")
+        return ds
+
+
+def live_model(ds) -> ModelRef | None:
+    return ModelRef.from_json(ds.config().get(LIVE_KEY)) if ds is not None else None
+
+
+def pending_model(ds) -> ModelRef | None:
+    return ModelRef.from_json(ds.config().get(PENDING_KEY)) if ds is not None else None
+
+
+def describe_search(ds) -> str:
+    from pipelines.index.search import ann_index
+
+    index = ann_index(ds)
+    return f"ANN ({index['type']})" if index else "exact"

@@ -1,0 +1,132 @@
+"""Adding a model version's embeddings to the index: fragments written by workers, committed by the job.
+
+Workers call `write_fragment` on batches of embedded rows: it writes the data files into the table's folder and
+returns their fragment descriptions (a few hundred bytes). The job's `IndexWriter` commits those as they come,
+so a killed run keeps every committed fragment and the next run embeds only what is missing. Rows of a new
+model version are committed beside the live ones; `publish()` switches the live version in one commit and
+then deletes the old rows.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.index.lease import WriterLease
+from pipelines.index.table import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, IndexStore, ModelRef, _lance,
+                                   live_model, pending_model, storage_options, utc_now, video_schema)
+
+EMBEDDED_COLUMNS = ("video_id", "embedding", "caption", "thumb_shard", "thumb_offset", "thumb_size")
+
+
+def write_fragment(batch: dict[str, np.ndarray], uri: str, model: dict) -> dict[str, np.ndarray]:
+    """Ray Data batch function: write the batch's embedded rows (those without an error) as Lance data files
+    under `uri`; return per video its id, error and source, and on the first row the fragments' JSON."""
+    from lance.fragment import write_fragments
+
+    errors = [str(e) for e in batch["error"]]
+    ok = np.array([not e for e in errors], bool)
+    fragments = ""
+    if ok.any():
+        emb = np.ascontiguousarray(np.stack(batch["embedding"][ok]), np.float32)
+        n, dim = emb.shape
+        table = pa.Table.from_arrays([
+            pa.array([str(v) for v in batch["video_id"][ok]], pa.string()),
+            pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), dim),
+            pa.array([model["name"]] * n), pa.array([model["version"]] * n), pa.array([model["uri"]] * n),
+            pa.array([utc_now()] * n, pa.timestamp("us", tz="UTC")),
+            pa.array([str(c) for c in batch["caption"][ok]], pa.string()),
+            pa.array([str(s) for s in batch["thumb_shard"][ok]], pa.string()),
+            pa.array(batch["thumb_offset"][ok].astype(np.int64)), pa.array(batch["thumb_size"][ok].astype(np.int64)),
+        ], schema=video_schema(dim))
+        written = write_fragments(table, uri, schema=table.schema, storage_options=storage_options(uri))
+        fragments = json.dumps({"dim": dim, "fragments": [json.dumps(f.to_json()) for f in written]})
+    rows = len(errors)
+    return {"video_id": np.asarray([str(v) for v in batch["video_id"]], dtype=object),
+            "source": np.asarray([str(s) for s in batch["thumb_shard"]], dtype=object),
+            "error": np.asarray(errors, dtype=object),
+            "fragments": np.asarray([fragments] + [""] * (rows - 1), dtype=object)}
+
+
+class IndexWriter:
+    """One run's writes for one model version; hold `lease` (taken by `IndexStore.writer`) while it lives."""
+
+    def __init__(self, store: IndexStore, model: ModelRef, run_id: str, lease: WriterLease):
+        self.store, self.model, self.run_id, self.lease = store, model, run_id, lease
+        self.uri = store.uri(VIDEOS)
+        ds = store.dataset()
+        self.live, pending = live_model(ds), pending_model(ds)
+        self.replacing = self.live is not None and not model.same_version(self.live)
+        if ds is not None:
+            keep = [m for m in (self.live, model if self.replacing else None) if m is not None]
+            stale = " AND ".join(f"NOT ({m.row_filter()})" for m in keep)
+            if ds.count_rows(stale):       # an interrupted re-embed with yet another version
+                ds.delete(stale)
+            if self.replacing and not model.same_version(pending):
+                ds.update_config({PENDING_KEY: model.to_json()})
+            elif not self.replacing and pending is not None:
+                ds.update_config({PENDING_KEY: ""})
+        self.committed = 0
+
+    def done_ids(self) -> pa.Array:
+        """Ids this model version already has in the index (committed by this or an interrupted run)."""
+        ds = self.store.dataset()
+        if ds is None:
+            return pa.array([], pa.string())
+        return ds.to_table(columns=["video_id"], filter=self.model.row_filter()).column(0).combine_chunks()
+
+    def commit(self, written: Sequence[str]) -> None:
+        """Commit the fragments that `write_fragment` described (its JSON strings)."""
+        lance = _lance()
+        from lance import LanceOperation
+        from lance.fragment import FragmentMetadata
+
+        self.lease.renew()
+        parts = [json.loads(w) for w in written if w]
+        fragments = [FragmentMetadata.from_json(f) for p in parts for f in p["fragments"]]
+        if not fragments:
+            return
+        ds = self.store.dataset()
+        if ds is None:
+            op = LanceOperation.Overwrite(video_schema(parts[0]["dim"]), fragments)
+            ds = lance.LanceDataset.commit(self.uri, op, storage_options=self.store.options)
+            ds.update_config({LIVE_KEY: self.model.to_json(), PENDING_KEY: ""})
+        else:
+            lance.LanceDataset.commit(self.uri, LanceOperation.Append(fragments), read_version=ds.version,
+                                      storage_options=self.store.options)
+        self.committed += sum(int(f.num_rows) for f in fragments)
+
+    def remove(self, video_ids: pa.Array) -> int:
+        """Delete these videos' rows (all model versions); returns how many rows went."""
+        ds = self.store.dataset()
+        if ds is None or len(video_ids) == 0:
+            return 0
+        present = ds.to_table(columns=["video_id"]).column(0)
+        gone = pc.filter(video_ids, pc.is_in(video_ids, present.combine_chunks()))
+        if len(gone) == 0:
+            return 0
+        result = ds.merge_insert("video_id").when_matched_delete().execute(pa.table({"video_id": gone}))
+        return int(result["num_deleted_rows"])
+
+    def publish(self) -> None:
+        """Make this run's model version the live one (a no-op when it already is) and drop the old rows."""
+        ds = self.store.dataset()
+        if ds is None or not self.replacing:
+            return
+        self.lease.renew(every=0)
+        ds.update_config({LIVE_KEY: self.model.to_json(), PENDING_KEY: ""})
+        ds = self.store.dataset()
+        ds.delete(f"NOT ({self.model.row_filter()})")
+        self.replacing, self.live = False, self.model
+
+    def record_failures(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        when = utc_now()
+        table = pa.Table.from_pylist([{**r, "run_id": self.run_id, "model_version": self.model.version,
+                                       "failed_at": when} for r in rows])
+        mode = "append" if self.store.dataset(table=FAILURES) is not None else "create"
+        _lance().write_dataset(table, self.store.uri(FAILURES), mode=mode, storage_options=self.store.options)
