@@ -50,7 +50,8 @@ def run(args) -> int:
         try:
             adapter = make_random_adapter(args.preset, work / "model")
             if not ray.is_initialized():
-                ray.init(num_cpus=max(counts), include_dashboard=False, logging_level="WARNING",
+                # one logical CPU more than the actors need: the decode and write stages run beside them
+                ray.init(num_cpus=max(counts) + 1, include_dashboard=False, logging_level="WARNING",
                          log_to_driver=False)
             shards = Path(args.shards) if args.shards else make_synthetic_shards(work / "synthetic", args.videos)
             result = run_benchmark(shards, adapter, work / "runs", args.batch_size, tuple(counts))

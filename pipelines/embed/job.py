@@ -101,6 +101,19 @@ def _actor_resources(ray, device: str, cpus_per_worker: int) -> tuple[int, int]:
     return cpus_per_worker, int(device == "gpu" or (device == "auto" and gpus >= 1))
 
 
+def _fitting_actors(ray, cpus_per_actor: int) -> int:
+    """On a cluster that cannot grow, the most model actors that leave a CPU for decoding frames (without
+    one the pipeline would wait forever); an autoscaling cluster adds nodes instead."""
+    if spans_nodes(ray.nodes()):
+        return 10**6
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    fitting = (cpus - 1) // cpus_per_actor
+    if fitting < 1:
+        raise EmbedError(f"this Ray cluster has {cpus} CPUs: one model actor of {cpus_per_actor} CPUs and one "
+                         f"CPU for decoding frames need {cpus_per_actor + 1}")
+    return fitting
+
+
 def _pipeline(ray, todo: list[IndexedSample], adapter: dict[str, bytes], index_uri: str, model: ModelRef,
               workers: tuple[int, int], batch_size: int, device: str, cpus_per_worker: int, precision: str,
               compile: bool, part_rows: int):
@@ -110,9 +123,12 @@ def _pipeline(ray, todo: list[IndexedSample], adapter: dict[str, bytes], index_u
     context.enable_progress_bars = context.print_on_execution_start = False   # the job prints its own progress
     blocks = max(1, min(math.ceil(len(todo) / batch_size), 10_000))
     least, most = workers
-    most = min(most, blocks)
+    most = min(most, blocks, _fitting_actors(ray, num_cpus))
     ds = ray.data.from_items([sample_row(s) for s in todo], override_num_blocks=blocks)
-    frames = ds.map_batches(read_frames, batch_size=batch_size, batch_format="numpy", num_cpus=1)
+    # SPREAD puts the reading on every node; it also keeps Ray Data from fusing this stage into the model
+    # actors (it fuses stages whose remote arguments are equal), which would make the model wait for decoding.
+    frames = ds.map_batches(read_frames, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+                            scheduling_strategy="SPREAD")
     embedded = frames.map_batches(
         VideoEmbedder,
         fn_constructor_kwargs={"adapter": adapter, "threads": cpus_per_worker, "use_gpu": num_gpus > 0,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tempme
-from pipelines.embed.encoder import VideoEmbedder, sample_row
+from pipelines.embed.encoder import VideoEmbedder, read_frames, sample_row
 from pipelines.embed.model import adapter_files
 from pipelines.preprocess.decode import DecodedVideo, StreamInfo
 from pipelines.preprocess.layout import INDEX_DIR
@@ -47,7 +47,8 @@ def test_embedder_on_gpu_matches_cpu(tmp_path):
             param.normal_(0, 0.02)
     adapter = adapter_files(model.save_adapter(tmp_path / "adapter"))
     rows = [sample_row(s) for s in shard_index(str(tmp_path / "shards"), "test")]
-    batch = {k: np.asarray([r[k] for r in rows], dtype=object) for k in rows[0]}
+    batch = read_frames({k: np.asarray([r[k] for r in rows], dtype=object) for k in rows[0]})
+    assert batch["frames"].dtype == np.uint8       # what travels to the GPU
 
     gpu = VideoEmbedder(adapter, use_gpu=True)
     assert gpu.device == "cuda" and gpu.model.dtype == torch.bfloat16

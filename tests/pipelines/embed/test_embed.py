@@ -10,6 +10,7 @@ import time
 
 import mlflow
 import numpy as np
+import pytest
 
 from jobs.cli import main
 from pipelines.embed import TextSearch, embed_corpus
@@ -171,9 +172,9 @@ def test_embed_command_reports_progress_into_an_object_store_index_that_search_r
     uri = f"{s3_server.prefix('embed')}/index"
     command = [sys.executable, "-m", "jobs.embed", "--shards", str(synthetic_shards), "--model", str(trained_adapter),
                "--out", uri, "--workers", "1", "--batch-size", "4", "--part-rows", "4", "--progress-every", "0",
-               "--tracking-uri", tracking(tmp_path)]
-    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": os.getcwd(), "RAY_ADDRESS": ""},
-                          capture_output=True, text=True, timeout=600)
+               "--tracking-uri", tracking(tmp_path), "--ray-address", "local"]
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("embed: ")]
     assert lines[0].startswith(f"embed: {VIDEOS} videos in the shards, 0 already in {uri}, {VIDEOS} to embed")
@@ -190,3 +191,43 @@ def test_embed_command_reports_progress_into_an_object_store_index_that_search_r
     for a, b in zip(ours, local):      # the same model on the same shards: the same answers
         assert [h.video_id for h in a] == [h.video_id for h in b]
         assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
+
+
+def test_videos_that_preprocessing_recorded_as_removed_leave_the_index(
+        trained_index, synthetic_shards, trained_adapter, tmp_path):
+    import pyarrow as pa
+
+    from pipelines.preprocess.plan import REMOVED_SCHEMA, read_removed, record_removed
+    from pipelines.storage import Location
+
+    shards, out = tmp_path / "shards", tmp_path / "index"
+    shutil.copytree(synthetic_shards, shards)
+    shutil.copytree(trained_index[0], out)
+    gone = sorted(IndexStore(out).open().video_ids())[:3]
+    removed = pa.table({"id": gone, "split": ["train"] * 3}, schema=REMOVED_SCHEMA)
+    assert record_removed(Location.of(str(shards)), removed, read_removed(Location.of(str(shards))))
+    report = embed(shards, trained_adapter, out, tmp_path, workers=1)
+    assert (report.removed, report.embedded, report.already_done) == (3, 0, VIDEOS - 3)
+    ids = IndexStore(out).open().video_ids()
+    assert len(ids) == VIDEOS - 3 and not set(gone) & set(ids)
+    assert "3 removed" in report.summary()
+
+
+@pytest.mark.slow
+def test_two_embed_runs_at_once_on_one_s3_index_leave_every_video_exactly_once(
+        synthetic_shards, trained_adapter, tmp_path, s3_server):
+    """Two real `tempme embed` processes, each with a Ray of its own, against one index on the S3 server: one
+    writes, the other stops with the lease message (or, started after the first finished, finds all done)."""
+    uri = f"{s3_server.prefix('twice')}/index"
+    command = [sys.executable, "-m", "jobs.embed", "--shards", str(synthetic_shards), "--model", str(trained_adapter),
+               "--out", uri, "--workers", "1", "--batch-size", "4", "--part-rows", "4",
+               "--tracking-uri", tracking(tmp_path), "--ray-address", "local"]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    jobs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outcomes = [(job.wait(timeout=600), job.stdout.read(), job.stderr.read()) for job in jobs]
+    for code, out, err in outcomes:
+        assert code == 0 or (code == 2 and "is writing this index" in err and "Traceback" not in err), err[-2000:]
+    assert any(code == 0 and f"{VIDEOS} embedded now" in out for code, out, _ in outcomes)
+    ids = IndexStore(uri).open().video_ids()
+    assert len(ids) == VIDEOS and len(set(ids)) == VIDEOS
