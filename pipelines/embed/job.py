@@ -114,9 +114,19 @@ def _fitting_actors(ray, cpus_per_actor: int) -> int:
     return fitting
 
 
-def _pipeline(ray, todo: list[IndexedSample], adapter: dict[str, bytes], index_uri: str, model: ModelRef,
-              workers: tuple[int, int], batch_size: int, device: str, cpus_per_worker: int, precision: str,
-              compile: bool, part_rows: int):
+def decode_memory(shards: str, batch_size: int) -> int:
+    """Bytes a decode task holds: a batch of uint8 frames twice (decoded, then stacked), at the shards' size."""
+    try:
+        options = read_summary(shards).get("options", {})
+    except (FileNotFoundError, OSError, ValueError):
+        options = {}
+    frames, side = int(options.get("frames", 12)), int(options.get("resolution", 224))
+    return 2 * batch_size * frames * 3 * side * side
+
+
+def _pipeline(ray, shards: str, todo: list[IndexedSample], adapter: dict[str, bytes], index_uri: str,
+              model: ModelRef, workers: tuple[int, int], batch_size: int, device: str, cpus_per_worker: int,
+              precision: str, compile: bool, part_rows: int):
     """Rows of the videos to embed -> frames (CPU tasks) -> embeddings (actor pool) -> fragments (CPU tasks)."""
     num_cpus, num_gpus = _actor_resources(ray, device, cpus_per_worker)
     context = ray.data.DataContext.get_current()
@@ -125,10 +135,10 @@ def _pipeline(ray, todo: list[IndexedSample], adapter: dict[str, bytes], index_u
     least, most = workers
     most = min(most, blocks, _fitting_actors(ray, num_cpus))
     ds = ray.data.from_items([sample_row(s) for s in todo], override_num_blocks=blocks)
-    # SPREAD puts the reading on every node; it also keeps Ray Data from fusing this stage into the model
-    # actors (it fuses stages whose remote arguments are equal), which would make the model wait for decoding.
+    # Declaring the memory a decode task holds also keeps Ray Data from fusing this stage into the model
+    # actors (it fuses stages whose resource requests are equal), which would make the model wait for decoding.
     frames = ds.map_batches(read_frames, batch_size=batch_size, batch_format="numpy", num_cpus=1,
-                            scheduling_strategy="SPREAD")
+                            memory=decode_memory(shards, batch_size))
     embedded = frames.map_batches(
         VideoEmbedder,
         fn_constructor_kwargs={"adapter": adapter, "threads": cpus_per_worker, "use_gpu": num_gpus > 0,
@@ -239,7 +249,7 @@ def _embed(ray, writer, shards, samples, model, adapter_dir, out, workers, batch
     counter = Progress("embed", len(todo), progress_every, log)
     start = time.perf_counter()
     if todo:
-        pipeline = _pipeline(ray, todo, adapter_files(adapter_dir), writer.uri, model, workers,
+        pipeline = _pipeline(ray, shards, todo, adapter_files(adapter_dir), writer.uri, model, workers,
                              batch_size, device, cpus_per_worker, precision, compile, part_rows)
         for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
             writer.commit([str(f) for f in batch["fragments"] if f])

@@ -42,3 +42,21 @@ def test_a_sample_that_does_not_fit_the_model_is_an_error_row(synthetic_shards, 
 def test_an_actor_that_reserved_a_gpu_but_sees_no_cuda_fails_loudly(trained_adapter):
     with pytest.raises(RuntimeError, match="reserved a GPU but sees no CUDA"):
         VideoEmbedder(adapter_files(trained_adapter), use_gpu=True)
+
+
+def test_decoding_runs_in_tasks_of_its_own_not_inside_the_model_actors(ray_cluster, synthetic_shards,
+                                                                        trained_adapter, tmp_path):
+    import ray
+
+    from pipelines.embed.job import _pipeline
+    from pipelines.embed.model import resolve
+    from pipelines.index import IndexStore
+
+    samples = shard_index(str(synthetic_shards), "test")
+    model, _ = resolve(str(trained_adapter))
+    pipeline = _pipeline(ray, str(synthetic_shards), samples, adapter_files(trained_adapter),
+                         IndexStore(tmp_path).uri("videos.lance"), model, (1, 1), 2, "cpu", 1, "fp32", False, 4)
+    rows = sum(len(b["video_id"]) for b in pipeline.iter_batches(batch_size=None, batch_format="numpy"))
+    stats = pipeline.stats()
+    assert rows == len(samples)
+    assert "MapBatches(read_frames)->MapBatches(VideoEmbedder)" not in stats and "MapBatches(read_frames)" in stats
