@@ -231,8 +231,8 @@ def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, min
             mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED")
             raise
     report.mlflow_run_id = run_id
-    _finish_run(uri, run_id, report, {"workers": workers, "min_workers": min_workers, "batch_size": batch_size, "device": device,
-                                      "precision": precision, "compile": compile,
+    _finish_run(uri, run_id, report, {"workers": workers, "min_workers": min_workers, "batch_size": batch_size,
+                                      "device": device, "precision": precision, "compile": compile,
                                       "cpus_per_worker": cpus_per_worker, "shards": shards})
     return report
 

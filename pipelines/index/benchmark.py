@@ -4,9 +4,9 @@ Vectors: `n / 1000` random unit centres in `dim` dimensions; each video is a cen
 `LATENT`-dimensional subspace shared by all clusters (norm about 0.7 of the centre's) plus a little isotropic
 noise, normalised. Embeddings of real models have such a low intrinsic dimension: near neighbours mean
 something. Each query is another draw around a random centre, as a caption has its videos. (Uniform random
-vectors, or isotropic noise around centres, have no near neighbours at all and make every ANN method look bad.) Written through the job's own path (write_fragment,
-then IndexWriter commits), ANN built by `refresh_ann`; recall@k is against exact top-k computed by a stream
-over all vectors.
+vectors, or isotropic noise around centres, have no near neighbours at all and make every ANN method look bad.)
+Written through the job's own path (write_fragment, then IndexWriter commits), ANN built by `refresh_ann`;
+recall@k is against the exact top-k, computed by a stream over all vectors.
 """
 from __future__ import annotations
 
