@@ -2,7 +2,7 @@
 
 generate a captioned corpus (real H.264 files made with ffmpeg) -> preprocess it into WebDataset shards ->
 train with 2 Ray Train workers (gloo on CPU), tracked in a local MLflow SQLite store -> evaluate on the
-held-out split -> register the model -> embed the corpus into a Parquet index -> search it with text.
+held-out split -> register the model -> embed the corpus into a Lance index -> search it with text.
 
 Each stage is the same function its own job calls (`run_preprocess`, `run_training`, `evaluate_model`,
 `embed_corpus`, `TextSearch`); the demo only chooses small settings and says where everything went.

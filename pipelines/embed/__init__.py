@@ -1,4 +1,4 @@
-"""Corpus embedding (Ray Data batch inference into a versioned Parquet index) and text search over it."""
+"""Corpus embedding (Ray Data batch inference into a versioned Lance index) and text search over it."""
 from pipelines.embed.job import EmbedError, EmbedReport, embed_corpus, list_samples
 from pipelines.embed.search import ModelMismatch, TextSearch, search
 

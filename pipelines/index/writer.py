@@ -61,15 +61,17 @@ class IndexWriter:
         self.live, pending = live_model(ds), pending_model(ds)
         self.replacing = self.live is not None and not model.same_version(self.live)
         if ds is not None:
-            keep = [m for m in (self.live, model if self.replacing else None) if m is not None]
+            keep = [model, self.live] if self.replacing else [model]
             stale = " AND ".join(f"NOT ({m.row_filter()})" for m in keep)
             if ds.count_rows(stale):       # an interrupted re-embed with yet another version
                 ds.delete(stale)
-            if self.replacing and not model.same_version(pending):
+            if self.live is None:          # killed between its first commit and naming the live model
+                ds.update_config({LIVE_KEY: model.to_json(), PENDING_KEY: ""})
+                self.live = model
+            elif self.replacing and not model.same_version(pending):
                 ds.update_config({PENDING_KEY: model.to_json()})
             elif not self.replacing and pending is not None:
                 ds.update_config({PENDING_KEY: ""})
-        self.committed = 0
 
     def done_ids(self) -> pa.Array:
         """Ids this model version already has in the index (committed by this or an interrupted run)."""
@@ -97,16 +99,15 @@ class IndexWriter:
         else:
             lance.LanceDataset.commit(self.uri, LanceOperation.Append(fragments), read_version=ds.version,
                                       storage_options=self.store.options)
-        self.committed += sum(int(f.num_rows) for f in fragments)
 
     def remove(self, video_ids: pa.Array) -> int:
         """Delete these videos' rows (all model versions); returns how many rows went."""
         ds = self.store.dataset()
         if ds is None or len(video_ids) == 0:
             return 0
-        present = ds.to_table(columns=["video_id"]).column(0)
-        gone = pc.filter(video_ids, pc.is_in(video_ids, present.combine_chunks()))
-        if len(gone) == 0:
+        present = ds.to_table(columns=["video_id"]).column(0).combine_chunks()    # one Arrow column, no rows
+        gone = pc.filter(video_ids, pc.is_in(video_ids, value_set=present))
+        if len(gone) == 0:     # no commit at all: a re-run that changes nothing adds no version
             return 0
         result = ds.merge_insert("video_id").when_matched_delete().execute(pa.table({"video_id": gone}))
         return int(result["num_deleted_rows"])
