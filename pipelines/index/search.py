@@ -2,8 +2,9 @@
 
 Exact search keeps the live model's vectors in memory and does one matrix product per query batch, which at
 a few hundred thousand videos is as fast as any index and exactly right. Above `EXACT_MAX` rows the embedding
-job builds a Lance IVF_PQ index; queries probe `NPROBES` partitions and re-rank `REFINE` x k candidates on
-their full vectors, which keeps recall@10 near exact (see `tempme bench search`).
+job builds a Lance IVF_PQ index with sqrt(n) partitions; queries probe a quarter of them (`PROBED`, at least
+`MIN_PROBES`) and re-rank `REFINE` x k candidates on their full vectors (`tempme bench search` measures the
+recall and latency this buys).
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from pipelines.index.table import ModelRef, live_model, pending_model
 
 EXACT_MAX = 100_000   # rows at or below which search is exact and no ANN index is built
 REBUILD_SHARE = 0.2   # rebuild the ANN index (new centroids) once this share of rows is not in it
-NPROBES = 32
-REFINE = 30
+MIN_PROBES = 32
+PROBED = 0.25         # share of the partitions a query probes
+REFINE = 20
 SHOWN = ["video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size"]
 
 
@@ -56,6 +58,7 @@ class VideoIndex:
             self._rows = table.drop_columns(["embedding"])
         else:
             self.dim = ds.schema.field("embedding").type.list_size
+            self.probes = int(ds.config().get("tempme.ann_probes", MIN_PROBES))
 
     def __len__(self) -> int:
         return self.count
@@ -93,7 +96,7 @@ class VideoIndex:
         table = self.ds.to_table(columns=[*SHOWN, "_distance"], filter=self.filter,
                                  prefilter=self.filter is not None, disable_scoring_autoprojection=True,
                                  nearest={"column": "embedding", "q": v, "k": k, "metric": "dot",
-                                          "nprobes": NPROBES, "refine_factor": REFINE})
+                                          "nprobes": self.probes, "refine_factor": REFINE})
         return [_hit(r, 1.0 - r["_distance"]) for r in table.to_pylist()]
 
 
@@ -114,9 +117,11 @@ def refresh_ann(ds, exact_max: int = EXACT_MAX) -> str:
     trained_on = ds.config().get("tempme.ann_model")
     if index is None or trained_on != model.to_json() or rows - index["rows"] > REBUILD_SHARE * rows:
         dim = ds.schema.field("embedding").type.list_size
-        ds.create_index("embedding", "IVF_PQ", metric="dot", replace=True,
-                        num_partitions=max(1, int(math.sqrt(rows))), num_sub_vectors=max(1, dim // 8))
-        ds.update_config({"tempme.ann_model": model.to_json()})
+        partitions = max(1, int(math.sqrt(rows)))
+        ds.create_index("embedding", "IVF_PQ", metric="dot", replace=True, num_partitions=partitions,
+                        num_sub_vectors=max(1, dim // 8))
+        ds.update_config({"tempme.ann_model": model.to_json(),
+                          "tempme.ann_probes": str(max(MIN_PROBES, int(partitions * PROBED)))})
         return "built"
     if index["rows"] < rows:
         ds.optimize.optimize_indices()
