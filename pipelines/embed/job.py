@@ -35,6 +35,7 @@ from pipelines.shards import IndexedSample, read_summary, shard_index
 from pipelines.storage import Location
 from tempme.precision import PRECISIONS
 
+DECODE_WORKER_BYTES = 512 * 2**20   # what a Ray worker with torch and torchvision imported holds (measured ~600 MiB)
 PART_ROWS = 10_000   # rows per written fragment: at most this much work per writer task is lost when a run is killed
 
 logger = logging.getLogger(__name__)
@@ -115,13 +116,14 @@ def _fitting_actors(ray, cpus_per_actor: int) -> int:
 
 
 def decode_memory(shards: str, batch_size: int) -> int:
-    """Bytes a decode task holds: a batch of uint8 frames twice (decoded, then stacked), at the shards' size."""
+    """Bytes a decode task holds: its worker process (torch imported) and a batch of uint8 frames twice
+    (decoded, then stacked) at the shards' size."""
     try:
         options = read_summary(shards).get("options", {})
     except (FileNotFoundError, OSError, ValueError):
         options = {}
     frames, side = int(options.get("frames", 12)), int(options.get("resolution", 224))
-    return 2 * batch_size * frames * 3 * side * side
+    return DECODE_WORKER_BYTES + 2 * batch_size * frames * 3 * side * side
 
 
 def _pipeline(ray, shards: str, todo: list[IndexedSample], adapter: dict[str, bytes], index_uri: str,
