@@ -23,8 +23,8 @@ os.environ.setdefault("LANCE_LOG", "error")   # Lance's warnings (dataset create
 
 from pipelines.index.lease import IndexBusy, WriterLease  # noqa: E402
 from pipelines.index.search import Hit, VideoIndex, refresh_ann  # noqa: E402
-from pipelines.index.table import (IndexNotFound, IndexStore, LegacyIndex, ModelRef,  # noqa: E402
-                                   VideoIndexError)
+from pipelines.index.rows import IndexNotFound, LegacyIndex, ModelRef, VideoIndexError  # noqa: E402
+from pipelines.index.table import IndexStore  # noqa: E402
 from pipelines.index.writer import IndexWriter, write_fragment  # noqa: E402
 
 __all__ = ["Hit", "IndexBusy", "IndexNotFound", "IndexStore", "IndexWriter", "LegacyIndex", "ModelRef",

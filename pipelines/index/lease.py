@@ -15,7 +15,7 @@ import time
 
 import pyarrow as pa
 
-from pipelines.index.table import LEASE, VideoIndexError, _lance, _sql
+from pipelines.index.rows import LEASE, VideoIndexError, _lance, _sql
 
 TTL = dt.timedelta(minutes=10)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.index.table import ModelRef, live_model, pending_model
+from pipelines.index.rows import ModelRef, live_model, pending_model
 
 EXACT_MAX = 100_000   # rows at or below which search is exact and no ANN index is built
 REBUILD_SHARE = 0.2   # rebuild the ANN index (new centroids) once this share of rows is not in it

@@ -16,10 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.index.lease import WriterLease
-from pipelines.index.table import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, IndexStore, ModelRef, _lance,
+from pipelines.index.rows import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, ModelRef, _lance,
                                    live_model, pending_model, storage_options, utc_now, video_schema)
 
-EMBEDDED_COLUMNS = ("video_id", "embedding", "caption", "thumb_shard", "thumb_offset", "thumb_size")
 
 
 def write_fragment(batch: dict[str, np.ndarray], uri: str, model: dict) -> dict[str, np.ndarray]:
@@ -52,9 +51,10 @@ def write_fragment(batch: dict[str, np.ndarray], uri: str, model: dict) -> dict[
 
 
 class IndexWriter:
-    """One run's writes for one model version; hold `lease` (taken by `IndexStore.writer`) while it lives."""
+    """One run's writes for one model version into `store` (an `IndexStore`); made by `IndexStore.writer`,
+    which holds `lease` while the writer lives."""
 
-    def __init__(self, store: IndexStore, model: ModelRef, run_id: str, lease: WriterLease):
+    def __init__(self, store, model: ModelRef, run_id: str, lease: WriterLease):
         self.store, self.model, self.run_id, self.lease = store, model, run_id, lease
         self.uri = store.uri(VIDEOS)
         ds = store.dataset()

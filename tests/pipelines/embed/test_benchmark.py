@@ -1,6 +1,5 @@
 """The embedding benchmark at its smallest: the plain loop and every job run embed the same videos with the
 same model, so their rates compare like with like."""
-import numpy as np
 import pytest
 import torch
 

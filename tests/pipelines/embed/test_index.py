@@ -2,7 +2,6 @@
 pinned versions, ANN search, operators' commands. Local folders and a real S3 server (SeaweedFS)."""
 import datetime as dt
 import multiprocessing
-import threading
 
 import numpy as np
 import pyarrow as pa

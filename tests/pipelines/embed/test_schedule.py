@@ -6,7 +6,6 @@ import pytest
 
 from jobs.cli import main
 from jobs.schedule import DEFAULT_MODEL
-from jobs.schedule import DEFAULT_MODEL
 from pipelines import tracking
 from pipelines.embed import TextSearch
 from pipelines.index import IndexStore
