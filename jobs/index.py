@@ -47,7 +47,7 @@ def run(args) -> int:
     model = result["model"]
     print(f"{result['location']}: version {result['version']}, {result['rows']} videos, {result['search']} search, "
           f"{result['fragments']} fragments, {result['failures']} failures recorded")
-    print(f"  model {model['name']} v{model['version']} ({model['uri']})" if model else "  no live model")
+    print(f"  model {model['name']} v{model['version']} ({model['uri']})")
     if result["pending"]:
         print(f"  being re-embedded with {result['pending']['name']} v{result['pending']['version']}")
     for v in result["versions"][-10:]:

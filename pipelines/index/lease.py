@@ -13,9 +13,10 @@ import os
 import socket
 import time
 
+import lance
 import pyarrow as pa
 
-from pipelines.index.rows import LEASE, VideoIndexError, _lance, _sql
+from pipelines.index.rows import LEASE, VideoIndexError, sql_text
 
 TTL = dt.timedelta(minutes=10)
 
@@ -53,7 +54,6 @@ class WriterLease:
         self.renewed = 0.0
 
     def _table(self):
-        lance = _lance()
         if self.store.dataset(table=LEASE) is None:
             empty = pa.table({"slot": ["writer"], "holder": [""], "host": [""], "taken_at_ms": [0],
                               "expires_at_ms": [0]})
@@ -66,11 +66,11 @@ class WriterLease:
     def acquire(self) -> None:
         now = time.time()
         table = self._table()
-        where = f"holder = '' OR expires_at_ms < {_ms(now)} OR holder = {_sql(self.run_id)}"
+        where = f"holder = '' OR expires_at_ms < {_ms(now)} OR holder = {sql_text(self.run_id)}"
         row = table.to_table().to_pylist()[0]
         if _dead_here(row["host"]):
-            where += f" OR holder = {_sql(row['holder'])}"
-        result = table.update({"holder": _sql(self.run_id), "host": _sql(_me()), "taken_at_ms": str(_ms(now)),
+            where += f" OR holder = {sql_text(row['holder'])}"
+        result = table.update({"holder": sql_text(self.run_id), "host": sql_text(_me()), "taken_at_ms": str(_ms(now)),
                                "expires_at_ms": str(_ms(now + self.ttl.total_seconds()))}, where=where)
         if result["num_rows_updated"] != 1:
             row = self._table().to_table().to_pylist()[0]
@@ -87,14 +87,14 @@ class WriterLease:
         if now - self.renewed < every:
             return
         result = self._table().update({"expires_at_ms": str(_ms(now + self.ttl.total_seconds()))},
-                                      where=f"holder = {_sql(self.run_id)}")
+                                      where=f"holder = {sql_text(self.run_id)}")
         if result["num_rows_updated"] != 1:
             raise IndexBusy(f"{self.store.location}: this run's writer lease ran out and another run took it; "
                             f"stopping before writing anything more (what was committed stays)")
         self.renewed = now
 
     def release(self) -> None:
-        self._table().update({"holder": "''", "expires_at_ms": "0"}, where=f"holder = {_sql(self.run_id)}")
+        self._table().update({"holder": "''", "expires_at_ms": "0"}, where=f"holder = {sql_text(self.run_id)}")
 
     def __enter__(self) -> WriterLease:
         self.acquire()

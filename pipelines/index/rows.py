@@ -8,7 +8,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import re
 
 import pyarrow as pa
 
@@ -35,11 +34,6 @@ class ModelRef:
     version: str
     uri: str
 
-    @property
-    def key(self) -> str:
-        """A path-safe name for this model version."""
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{self.name}-v{self.version}")
-
     def same_version(self, other: ModelRef | None) -> bool:
         return other is not None and (self.name, self.version) == (other.name, other.version)
 
@@ -52,10 +46,11 @@ class ModelRef:
 
     def row_filter(self) -> str:
         """A Lance filter matching this model version's rows."""
-        return f"model_name = {_sql(self.name)} AND model_version = {_sql(self.version)}"
+        return f"model_name = {sql_text(self.name)} AND model_version = {sql_text(self.version)}"
 
 
-def _sql(text: str) -> str:
+def sql_text(text: str) -> str:
+    """`text` as a quoted literal of a Lance filter."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -84,12 +79,6 @@ def storage_options(uri: str) -> dict[str, str] | None:
     if "://" in uri and os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://"):
         return {"allow_http": "true"}
     return None
-
-
-def _lance():
-    import lance
-
-    return lance
 
 
 def live_model(ds) -> ModelRef | None:

@@ -6,11 +6,12 @@ import dataclasses
 import datetime as dt
 import os
 
+import lance
 import pyarrow as pa
 
 from pipelines.index.lease import WriterLease
 from pipelines.index.rows import (FAILURES, LEASE, VIDEOS, IndexNotFound, LegacyIndex, ModelRef,
-                                  VideoIndexError, _lance, live_model, pending_model, storage_options)
+                                  VideoIndexError, live_model, pending_model, storage_options)
 from pipelines.index.search import VideoIndex, ann_index
 from pipelines.index.writer import IndexWriter
 from pipelines.storage import Location
@@ -27,7 +28,7 @@ class IndexStore:
         self.location = self.root.uri
 
     def uri(self, table: str) -> str:
-        return self.root.child(table).uri if not self.root.is_local else self.root.child(table).path
+        return self.root.child(table).uri
 
     @property
     def options(self) -> dict[str, str] | None:
@@ -53,7 +54,7 @@ class IndexStore:
         if not self.root.child(table, "_versions").exists():   # data files alone are no commit yet
             return None
         try:
-            return _lance().dataset(self.uri(table), version=version, storage_options=self.options)
+            return lance.dataset(self.uri(table), version=version, storage_options=self.options)
         except ValueError as e:
             if version is not None and "not found" in str(e).lower():
                 raise VideoIndexError(f"{self.location}: no version {version} (see `tempme index info "
@@ -62,11 +63,7 @@ class IndexStore:
 
     def open(self, version: int | None = None):
         """The index at `version` (default the latest), ready to search."""
-        self.check()
-        ds = self.dataset(version)
-        if ds is None or live_model(ds) is None:
-            raise IndexNotFound(f"{self.location}: no embedding index here; build one with `tempme embed`")
-        return VideoIndex(ds, self.location)
+        return VideoIndex(self._existing(version), self.location)
 
     @contextlib.contextmanager
     def writer(self, model: ModelRef, run_id: str):
@@ -84,20 +81,18 @@ class IndexStore:
 
     def info(self) -> dict:
         """Versions, rows, models and search structure, for `tempme index info`."""
-        self.check()
-        ds = self.dataset()
-        if ds is None:
-            raise IndexNotFound(f"{self.location}: no embedding index here; build one with `tempme embed`")
+        ds = self._existing()
         live, pending = live_model(ds), pending_model(ds)
+        failures = self.dataset(table=FAILURES)
         return {"location": self.location, "version": ds.version,
-                "rows": ds.count_rows(live.row_filter()) if live else 0,
-                "model": dataclasses.asdict(live) if live else None,
+                "rows": ds.count_rows(live.row_filter()),
+                "model": dataclasses.asdict(live),
                 "pending": dataclasses.asdict(pending) if pending else None,
                 "search": describe_search(ds),
                 "versions": [{"version": v["version"], "timestamp": str(v["timestamp"]),
                               "rows": int(v.get("metadata", {}).get("total_rows", 0))} for v in ds.versions()],
                 "fragments": len(ds.get_fragments()),
-                "failures": self.failures().num_rows}
+                "failures": failures.count_rows() if failures is not None else 0}
 
     def compact(self) -> dict:
         """Merge small fragments (one per embedding batch) into large ones, then fold new rows into the ANN index."""
@@ -117,10 +112,11 @@ class IndexStore:
                 removed[table] = {"versions": stats.old_versions, "bytes": stats.bytes_removed}
         return removed
 
-    def _existing(self):
+    def _existing(self, version: int | None = None):
+        """The table at `version` (default the latest), refused unless it names a live model."""
         self.check()
-        ds = self.dataset()
-        if ds is None:
+        ds = self.dataset(version)
+        if ds is None or live_model(ds) is None:
             raise IndexNotFound(f"{self.location}: no embedding index here; build one with `tempme embed`")
         return ds
 

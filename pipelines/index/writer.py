@@ -11,21 +11,21 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+import lance
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from lance import LanceOperation
+from lance.fragment import FragmentMetadata, write_fragments
 
 from pipelines.index.lease import WriterLease
-from pipelines.index.rows import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, ModelRef, _lance,
-                                   live_model, pending_model, storage_options, utc_now, video_schema)
-
+from pipelines.index.rows import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, ModelRef, live_model, pending_model,
+                                  storage_options, utc_now, video_schema)
 
 
 def write_fragment(batch: dict[str, np.ndarray], uri: str, model: dict) -> dict[str, np.ndarray]:
     """Ray Data batch function: write the batch's embedded rows (those without an error) as Lance data files
     under `uri`; return per video its id, error and source, and on the first row the fragments' JSON."""
-    from lance.fragment import write_fragments
-
     errors = [str(e) for e in batch["error"]]
     ok = np.array([not e for e in errors], bool)
     fragments = ""
@@ -82,10 +82,6 @@ class IndexWriter:
 
     def commit(self, written: Sequence[str]) -> None:
         """Commit the fragments that `write_fragment` described (its JSON strings)."""
-        lance = _lance()
-        from lance import LanceOperation
-        from lance.fragment import FragmentMetadata
-
         self.lease.renew()
         parts = [json.loads(w) for w in written if w]
         fragments = [FragmentMetadata.from_json(f) for p in parts for f in p["fragments"]]
@@ -130,4 +126,4 @@ class IndexWriter:
         table = pa.Table.from_pylist([{**r, "run_id": self.run_id, "model_version": self.model.version,
                                        "failed_at": when} for r in rows])
         mode = "append" if self.store.dataset(table=FAILURES) is not None else "create"
-        _lance().write_dataset(table, self.store.uri(FAILURES), mode=mode, storage_options=self.store.options)
+        lance.write_dataset(table, self.store.uri(FAILURES), mode=mode, storage_options=self.store.options)
