@@ -7,8 +7,8 @@
 3. Ray Data, three stages: CPU tasks read and decode frames (uint8) -> an autoscaling pool of model actors
    (one model each, a GPU each when asked for) -> CPU tasks write Lance fragments. Only the fragments'
    descriptions and per-video ids and errors come back to the driver, which commits them as they arrive.
-4. Publish (a new model version becomes live in one commit), keep the ANN index fit (a Ray task), and log
-   counts and speed to MLflow.
+4. Publish (a new model version becomes live in one commit), keep the ANN index fit and delete versions past
+   the retention period (a Ray task), and log counts and speed to MLflow.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from pipelines.cluster import spans_nodes
 from pipelines.embed.encoder import VideoEmbedder, read_frames, sample_row
 from pipelines.embed.model import adapter_files, resolve
 from pipelines.index import IndexStore, ModelRef, refresh_ann, write_fragment
+from pipelines.index.table import RETENTION
 from pipelines.preprocess.plan import read_removed
 from pipelines.preprocess.sources import KNOWN_SPLITS
 from pipelines.progress import Progress
@@ -187,8 +188,7 @@ def _finish_run(uri: str, run_id: str, report: EmbedReport, options: dict) -> No
 
 
 def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, min_workers: int = 1,
-                 batch_size: int = 16,
-                 device: str = "auto", precision: str = "auto", compile: bool = False,
+                 batch_size: int = 16, device: str = "auto", precision: str = "auto", compile: bool = False,
                  cpus_per_worker: int = 1, ray_address: str | None = None,
                  tracking_uri: str | None = None, experiment: str = "tempme-embed", part_rows: int = PART_ROWS,
                  progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None,
@@ -263,16 +263,21 @@ def _embed(ray, writer, shards, samples, model, adapter_dir, out, workers, batch
                 progress(counter.done, len(todo))
     writer.publish()
     seconds = time.perf_counter() - start
-    refreshing = ray.remote(num_cpus=1)(_refresh_search).remote(out)
-    while not ray.wait([refreshing], timeout=30)[0]:    # an ANN build can take minutes: keep the lease
+    upkeep = ray.remote(num_cpus=1)(_upkeep).remote(out)
+    while not ray.wait([upkeep], timeout=30)[0]:    # an ANN build can take minutes: keep the lease
         writer.lease.renew()
-    ray.get(refreshing)
+    ray.get(upkeep)
     return EmbedReport(model=model, location=out, videos=len(samples), already_done=len(samples) - len(todo),
                        embedded=counter.done - counter.failed, failed=counter.failed, removed=removed,
                        seconds=seconds, index=store.info())
 
 
-def _refresh_search(location: str) -> str:
-    """Runs as a Ray task: building an ANN index reads every vector, which is no work for the driver."""
-    ds = IndexStore(location).dataset()
-    return refresh_ann(ds) if ds is not None else "exact"
+def _upkeep(location: str) -> None:
+    """Runs as a Ray task after publishing (building an ANN index reads every vector, no work for the driver):
+    keep the ANN index fit, and delete versions older than the retention period, so that nightly commits do
+    not pile up while readers pinned to a recent version keep theirs."""
+    store = IndexStore(location)
+    ds = store.dataset()
+    if ds is not None:
+        refresh_ann(ds)
+    store.cleanup(RETENTION)
