@@ -16,7 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", required=True, help="shard folder written by `tempme preprocess`")
     parser.add_argument("--split", default="test", help="split to evaluate (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="videos per forward pass (default %(default)s)")
-    parser.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    from pipelines.metrics import V2T_PROTOCOLS
+
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="run on a GPU of the Ray cluster, or on its CPUs (default %(default)s); never in the "
+                             "driver")
+    parser.add_argument("--v2t-protocol", choices=V2T_PROTOCOLS, default="per_video",
+                        help="video-to-text: other videos count once, by their best caption (the authors'), or "
+                             "with every caption (default %(default)s)")
+    parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="inference precision; auto: bf16 where the CPU or GPU computes it natively "
                              "(default %(default)s)")
@@ -31,16 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import mlflow
 
-    from pipelines.evaluate import evaluate_model, save_recall_plot
+    from pipelines.evaluate import evaluate_on_cluster, save_recall_plot
     from pipelines.tracking import TrackingUnavailable, check_reachable, resolve_tracking_uri
 
     try:
+        uri = None
         if args.model.startswith(("models:/", "runs:/")):
             uri = resolve_tracking_uri(args.tracking_uri)
             check_reachable(uri)
-            mlflow.set_tracking_uri(uri)
-        result, resolved = evaluate_model(args.model, args.shards, args.split, args.batch_size, args.device,
-                                          args.loader_workers, args.precision)
+        result, resolved = evaluate_on_cluster(
+            args.model, args.shards, args.split, gpu=args.device == "gpu", tracking_uri=uri,
+            ray_address=args.ray_address, batch_size=args.batch_size, loader_workers=args.loader_workers,
+            precision=args.precision, v2t_protocol=args.v2t_protocol)
     except (TrackingUnavailable, FileNotFoundError, ValueError, mlflow.MlflowException) as err:
         print(f"tempme evaluate: {err}", file=sys.stderr)
         return 2
@@ -49,9 +59,11 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"model": {"name": resolved.name, "version": resolved.version, "uri": resolved.uri},
                           "split": args.split, "videos": result.videos, "texts": result.texts,
+                          "v2t_protocol": result.v2t_protocol,
                           "metrics": result.metrics}, indent=1))
         return 0
-    print(f"{resolved.name} v{resolved.version} on {args.split}: {result.videos} videos, {result.texts} texts")
+    print(f"{resolved.name} v{resolved.version} on {args.split}: {result.videos} videos, {result.texts} texts "
+          f"(video-to-text {result.v2t_protocol.replace('_', ' ')})")
     print(f"{'':4s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'R@50':>6s} {'MdR':>6s} {'MnR':>7s} {'R-sum':>7s}")
     for d in ("t2v", "v2t"):
         m = result.metrics

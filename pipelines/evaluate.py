@@ -1,8 +1,8 @@
 """Retrieval evaluation: embed every video and caption of a split once, rank, and report metrics.
 
 Each video is encoded once however many captions it has. Embedding is split across workers by the caller
-(each embeds its part of the shards); `SplitEmbeddings.concat` joins the parts, and `score` ranks every
-caption against every video of the split.
+(each embeds its part of the split: `split_batches`); `SplitEmbeddings.concat` joins the parts, and `score`
+ranks every caption against every video of the split.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import torch
 
 from .metrics import RetrievalRanks, embedding_ranks, rank_metrics, recall_curve
 from .model_store import ResolvedModel, load_registered_model
-from .shards import ShardDataset
+from .shards import SampleTable, normalise
+from .stream import ShardStream, stream_batches
 
 
 @dataclass
@@ -43,46 +44,35 @@ class EvalResult:
     ranks: RetrievalRanks
     videos: int
     texts: int
+    v2t_protocol: str       # how video-to-text counted other videos' captions (`metrics.V2T_PROTOCOLS`)
 
 
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def split_videos(shards: str, split: str, rank: int = 0, world_size: int = 1,
-                 loader_workers: int = 0) -> Iterator[tuple]:
-    """The videos of `split` (this rank's part), each once: (video [T,3,H,W], mask [T], captions, video_id)."""
-    from torch.utils.data import DataLoader
-
-    dataset = ShardDataset(shards, split, mode="videos", rank=rank, world_size=world_size)
-    for item in DataLoader(dataset, batch_size=None, num_workers=loader_workers):
-        yield item["video"], item["mask"], item["captions"], item["id"]
+def split_batches(table: SampleTable, batch_size: int, rank: int = 0, world_size: int = 1,
+                  loader_workers: int = 0, pin_memory: bool = False) -> Iterator[dict]:
+    """The videos of a split (this rank's part), each once, in batches: video [B,T,3,H,W] uint8, mask [B,T],
+    captions [[str]], id [str]."""
+    stream = ShardStream(table, batch_size=batch_size, mode="videos", rank=rank, world_size=world_size,
+                         lanes=max(loader_workers, 1))
+    return stream_batches(stream, pin_memory, workers=loader_workers)
 
 
 @torch.no_grad()
-def embed_videos(model, videos: Iterable, batch_size: int, amp_dtype: torch.dtype | None = None) -> SplitEmbeddings:
-    """Embed `videos`, an iterable of (video [T,3,H,W], mask [T], captions list[str], video_id)."""
+def embed_videos(model, batches: Iterable[dict], amp_dtype: torch.dtype | None = None) -> SplitEmbeddings:
+    """Embed `split_batches`' batches: frames copied as uint8 and normalised on the model's device."""
     was_training = model.training
     model.eval()
     device = model.device
     video_ids, video_emb, text_ids, text_emb = [], [], [], []
     try:
-        for batch in _batches(videos, batch_size):
-            frames = torch.stack([item[0] for item in batch]).to(device, non_blocking=True)
-            mask = torch.stack([torch.as_tensor(item[1], dtype=torch.bool) for item in batch])   # checked on the CPU
-            captions = [c for item in batch for c in item[2]]
+        for batch in batches:
+            mask = batch["mask"]    # stays on the CPU, where the merge plan reads it
+            frames = normalise(batch["video"].to(device, non_blocking=True), mask)
+            captions = [c for group in batch["captions"] for c in group]
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 v = model.encode_video(frames, mask)
                 t = model.encode_text(captions) if captions else v[:0]
-            video_ids += [item[3] for item in batch]
-            text_ids += [item[3] for item in batch for _ in item[2]]
+            video_ids += batch["id"]
+            text_ids += [vid for vid, group in zip(batch["id"], batch["captions"]) for _ in group]
             video_emb.append(v.float().cpu().numpy())
             text_emb.append(t.float().cpu().numpy())
     finally:
@@ -92,9 +82,10 @@ def embed_videos(model, videos: Iterable, batch_size: int, amp_dtype: torch.dtyp
     return SplitEmbeddings(video_ids, np.concatenate(video_emb), text_ids, np.concatenate(text_emb))
 
 
-def score(embeddings: SplitEmbeddings, split: str = "evaluation", device="cpu") -> EvalResult:
+def score(embeddings: SplitEmbeddings, split: str = "evaluation", device="cpu",
+          v2t_protocol: str = "per_video") -> EvalResult:
     """Rank every caption against every video of the split, in blocks on `device`: both directions'
-    retrieval metrics. NaN or infinite embeddings are an error naming the split and the videos, never a
+    retrieval metrics, video-to-text by `v2t_protocol` (default the authors'). NaN or infinite embeddings are an error naming the split and the videos, never a
     silent hit."""
     if not embeddings.text_video_ids:
         raise ValueError(f"the {split} split has no captions to rank")
@@ -109,10 +100,10 @@ def score(embeddings: SplitEmbeddings, split: str = "evaluation", device="cpu") 
     if len(column) != len(embeddings.video_ids):
         raise ValueError("the evaluation split holds some video ids more than once")
     ranks = embedding_ranks(embeddings.texts, embeddings.videos,
-                            [column[vid] for vid in embeddings.text_video_ids], device)
+                            [column[vid] for vid in embeddings.text_video_ids], device, protocol=v2t_protocol)
     metrics = {**rank_metrics(ranks.t2v, "t2v"), **rank_metrics(ranks.v2t, "v2t")}
     return EvalResult(metrics=metrics, ranks=ranks, videos=len(embeddings.video_ids),
-                      texts=len(embeddings.text_video_ids))
+                      texts=len(embeddings.text_video_ids), v2t_protocol=v2t_protocol)
 
 
 def save_recall_plot(ranks: RetrievalRanks, path: str | Path, title: str) -> Path:
@@ -141,29 +132,58 @@ def save_recall_plot(ranks: RetrievalRanks, path: str | Path, title: str) -> Pat
     return path
 
 
-def save_merge_pictures(model, videos: Iterable, count: int, out_dir: str | Path) -> list[Path]:
-    """PNG pictures of which patches each final token merged, for the first `count` of `videos`."""
-    from tempme import CLIP_MEAN, CLIP_STD
+def save_merge_pictures(model, batches: Iterable[dict], count: int, out_dir: str | Path) -> list[Path]:
+    """PNG pictures of which patches each final token merged, for the first `count` videos of `batches`."""
     from tempme.visualize import visualize_merges
 
-    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    videos = ((video, mask, vid) for batch in batches for video, mask, vid in zip(batch["video"], batch["mask"], batch["id"]))
     paths = []
-    for video, mask, _, video_id in itertools.islice(videos, count):
-        # Back from CLIP normalisation to the uint8 frames the picture is painted over.
-        frames = ((video * std + mean).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-        picture = visualize_merges(model, frames, valid=int(torch.as_tensor(mask).sum()))
+    for video, mask, video_id in itertools.islice(videos, count):
+        picture = visualize_merges(model, video.permute(0, 2, 3, 1).numpy(), valid=int(mask.sum()))
         paths.append(out_dir / f"{video_id}.png")
         picture.save(paths[-1])
     return paths
 
 
 def evaluate_model(model_uri: str, shards: str, split: str, batch_size: int = 16, device: str = "cpu",
-                   loader_workers: int = 0, precision: str = "auto") -> tuple[EvalResult, ResolvedModel]:
+                   loader_workers: int = 0, precision: str = "auto",
+                   v2t_protocol: str = "per_video") -> tuple[EvalResult, ResolvedModel]:
     """Load a model from any adapter URI (see `model_store`) and evaluate it on a split, in this process,
     in its inference form (`precision` auto: bf16 where the hardware computes it natively)."""
+    table = SampleTable.build(shards, split)
     model, resolved = load_registered_model(model_uri)
     model.to(device).for_inference(precision)
-    embeddings = embed_videos(model, split_videos(shards, split, loader_workers=loader_workers), batch_size)
-    return score(embeddings, split, model.device), resolved
+    batches = split_batches(table, batch_size, loader_workers=loader_workers, pin_memory=model.device.type == "cuda")
+    embeddings = embed_videos(model, batches)
+    return score(embeddings, split, model.device, v2t_protocol), resolved
+
+
+def evaluate_on_cluster(model_uri: str, shards: str, split: str, *, gpu: bool = False, tracking_uri: str | None = None,
+                        ray_address: str | None = None, **options) -> tuple[EvalResult, ResolvedModel]:
+    """`evaluate_model` as one Ray task: on a GPU of the cluster when `gpu` (an autoscaler adds one), else on
+    its CPUs, never in the driver (which runs on the head when the job is submitted). `options` are
+    `evaluate_model`'s batch_size, loader_workers, precision and v2t_protocol."""
+    import ray
+
+    from .cluster import spans_nodes
+
+    SampleTable.build(shards, split)     # a missing split or bad shards: told here, before any task
+    if not ray.is_initialized():
+        ray.init(address=ray_address, logging_level="WARNING")
+    if gpu and ray.cluster_resources().get("GPU", 0) < 1 and not spans_nodes(ray.nodes()):
+        raise ValueError("--device gpu, but this Ray cluster has no GPUs and no autoscaler to add them")
+
+    def evaluate() -> tuple[EvalResult, ResolvedModel]:
+        if tracking_uri:
+            import mlflow
+
+            mlflow.set_tracking_uri(tracking_uri)
+        return evaluate_model(model_uri, shards, split, device="cuda" if gpu else "cpu", **options)
+
+    task = ray.remote(num_cpus=max(options.get("loader_workers", 0), 1), num_gpus=int(gpu), max_retries=0)(evaluate)
+    try:
+        return ray.get(task.remote())
+    except ray.exceptions.RayTaskError as err:   # the task's own error (a bad model URI), without Ray's wrapping
+        raise err.cause if isinstance(err.cause, Exception) else err from None

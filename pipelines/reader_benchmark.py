@@ -1,33 +1,51 @@
-"""How fast the shard reader turns shards into model-ready tensors (`tempme bench reader`)."""
+"""How fast the streaming reader turns shards into uint8 batches (`tempme bench reader`), from where the shards
+are and from a local copy of them, measured side by side in one run."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
-from torch.utils.data import DataLoader, IterableDataset
+from pyarrow import fs as pafs
 
-from pipelines.shards import ShardDataset, collate
-
-
-class _Epochs(IterableDataset):
-    """`epochs` passes over a ShardDataset, each reshuffled as a training loop would."""
-
-    def __init__(self, dataset: ShardDataset, epochs: int):
-        self.dataset, self.epochs = dataset, epochs
-
-    def __iter__(self):
-        for epoch in range(self.epochs):
-            self.dataset.set_epoch(epoch)
-            yield from self.dataset
+from pipelines.shards import SampleTable, shard_folders
+from pipelines.storage import Location
+from pipelines.stream import ShardStream, stream_batches
 
 
-def videos_per_second(shards: str, split: str, augment: bool, loader_workers: int, batch_size: int,
-                      epochs: int) -> float:
-    """Whole videos ([T,3,H,W] normalised + mask) per second through one DataLoader over `epochs` epochs,
-    in steady state: the first batch (workers starting) is not counted."""
-    dataset = ShardDataset(shards, split, mode="videos", augment=augment, shuffle=True)
-    loader = iter(DataLoader(_Epochs(dataset, epochs), batch_size=batch_size, num_workers=loader_workers,
-                             collate_fn=collate))
-    next(loader)
-    started = time.perf_counter()
-    done = sum(len(batch["id"]) for batch in loader)
-    return done / (time.perf_counter() - started)
+@dataclass(frozen=True)
+class ReaderRow:
+    source: str               # "as given" or "local copy"
+    shards: str
+    workers: int              # DataLoader processes (one lane each)
+    augment: bool
+    videos_per_s: float
+
+
+def videos_per_second(table: SampleTable, workers: int, batch_size: int, epochs: int, augment: bool) -> float:
+    """Decoded training items (one video each) per second over `epochs` epochs of (video, caption) pairs, in
+    steady state: each epoch's first batch (workers starting, first window read) is not counted."""
+    done, seconds = 0, 0.0
+    for epoch in range(epochs):
+        stream = ShardStream(table, batch_size=batch_size, lanes=max(workers, 1), augment=augment, epoch=epoch)
+        batches = stream_batches(stream, workers=workers)
+        next(batches, None)
+        started = time.perf_counter()
+        done += sum(len(b["id"]) for b in batches)
+        seconds += time.perf_counter() - started
+    return done / seconds if seconds else 0.0
+
+
+def local_copy(shards: str, into: str) -> str:
+    """The shard folder copied to the local folder `into` (indexes, summary and removals with it)."""
+    source = Location.of(shard_folders(shards)[0])
+    pafs.copy_files(source.path, into, source_filesystem=source.fs, destination_filesystem=pafs.LocalFileSystem())
+    return into
+
+
+def measure(sources: list[tuple[str, str]], split: str, worker_counts: list[int], batch_size: int, epochs: int,
+            augment: bool) -> list[ReaderRow]:
+    """Each (label, shards) source at each worker count, interleaved so that both see the same machine."""
+    tables = {label: SampleTable.build(shards, split) for label, shards in sources}
+    return [ReaderRow(label, shards, workers, augment,
+                      videos_per_second(tables[label], workers, batch_size, epochs, augment))
+            for workers in worker_counts for label, shards in sources]

@@ -42,26 +42,22 @@ Frames are taken at `sample_fps`, then T of them spread uniformly (as in the pap
 fewer keeps them all. Its mask is True for the first `valid` frames and False for the padding, which this
 reader fills with zeros after normalisation (as the paper's code does), not with the stored black frames.
 
-Reader
-------
-    from torch.utils.data import DataLoader
-    from pipelines.shards import ShardDataset, collate
+Reading
+-------
+    from pipelines.shards import SampleTable
+    from pipelines.stream import ShardStream, stream_batches
 
-    ds = ShardDataset("shards/", "train", mode="pairs", rank=rank, world_size=world_size,
-                      augment=True, seed=0, epoch=epoch)
-    loader = DataLoader(ds, batch_size=64, num_workers=2, collate_fn=collate)
-    for batch in loader:   # video [B,T,3,H,W] float (CLIP mean/std), mask [B,T] bool, caption [str], id [str]
-        ...
+    table = SampleTable.build("shards/", "train")          # once per process: the split, column-wise
+    stream = ShardStream(table, batch_size=32, mode="pairs", rank=rank, world_size=world_size,
+                         lanes=2, augment=True, seed=0, epoch=epoch)
+    for batch in stream_batches(stream, pin_memory=True):  # uint8 video [B,T,3,H,W], mask [B,T], caption, id
+        video = normalise(batch["video"].to(device, non_blocking=True), batch["mask"])
 
-mode="pairs": an epoch is every (video, caption) pair of the split once, shuffled by (seed, epoch).
-augment=True: torchvision RandAugment, one draw per item (seeded by seed, epoch, item) applied to all of
-the video's frames alike.
-mode="videos": every video once, in shard order unless shuffle=True; items carry all its captions.
-Items are cut into `world_size` contiguous parts of the epoch's order (rank r gets part r, sizes differ by at
-most one), and each rank's part is dealt out across its DataLoader workers (every num_workers-th item), so no
-item is seen twice in an epoch, none is missed, and the DataLoader yields a rank's part in order whatever
-its worker count. `skip=n` starts a rank's part after its first n items without reading them (a resume). Samples are read by byte range (the index), so a worker reads only its own items.
-For equal step counts on every rank, stop after `ds.total // world_size // batch_size` batches.
+`shards` may name several folders, comma-separated (a corpus grown in several places); a video id may be in
+only one of them. `SampleTable` holds a split's samples as numpy and Arrow columns (a few dozen bytes per
+video), checked against the tar files it names: a missing or truncated shard, or an unreadable index, is
+an error listing them, or skipped and counted with `bad_shards="skip"`. `ShardStream` (pipelines.stream)
+reads whole runs of samples with one ranged read each, shuffles within windows and deals out batches.
 
 Lower level, for stages that schedule samples themselves (e.g. embedding with Ray Data): `shard_index`
 lists a split's samples with their byte ranges, `SampleReader().read(sample)` returns (metadata, JPEG
@@ -72,20 +68,31 @@ turns them into the model's input (`frames_to_tensor` does both).
 from __future__ import annotations
 
 import functools
+import io
 import json
+import logging
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
 from pipelines.preprocess.layout import INDEX_DIR, META_MEMBER, SUMMARY, frame_member, index_pattern
 from pipelines.preprocess.plan import read_removed
 from pipelines.storage import Location, retrying
 from tempme import CLIP_MEAN, CLIP_STD
 
-MODES = ("pairs", "videos")
+BAD_SHARDS = ("error", "skip")
+INDEX_READERS = 32       # index files read at once (object-store GETs are latency-bound)
+log = logging.getLogger(__name__)
+
+
+class BadShards(ValueError):
+    """Shards whose index names a tar that is missing or shorter than recorded, or whose index is unreadable."""
 
 
 @dataclass(frozen=True)
@@ -101,22 +108,119 @@ class IndexedSample:
     members: dict
 
 
+def shard_folders(shards: str) -> list[str]:
+    """The folders `shards` names: one, or several separated by commas."""
+    folders = [f.strip() for f in str(shards).split(",") if f.strip()]
+    if not folders:
+        raise ValueError("no shard folder given")
+    return folders
+
+
+def _folder_indexes(root: Location, split: str, bad_shards: str) -> tuple[list[dict], list[str]]:
+    """The finished shards' indexes of `split` in one folder (read in parallel, in name order), checked against
+    one listing of the tars; (indexes, bad shards skipped)."""
+    files = retrying(lambda: root.child(INDEX_DIR).list(index_pattern(split)))
+    sizes = root.sizes("*.tar")
+
+    def read(loc: Location) -> dict | str:
+        try:
+            index = json.loads(retrying(loc.read_text))
+            if not isinstance(index.get("samples"), list) or not isinstance(index.get("shard"), str):
+                raise ValueError("it lists no samples or no shard")
+        except (OSError, ValueError, AttributeError) as err:
+            return f"{loc.uri}: unreadable index ({type(err).__name__}: {err})"
+        have = sizes.get(index["shard"])
+        if index["samples"] and have is None:
+            return f"{root.child(index['shard']).uri}: missing"
+        if index["samples"] and have < index.get("bytes", 0):
+            return f"{root.child(index['shard']).uri}: truncated ({have} of {index['bytes']} bytes)"
+        return index
+
+    with ThreadPoolExecutor(INDEX_READERS) as pool:
+        found = list(pool.map(read, files))
+    bad = [f for f in found if isinstance(f, str)]
+    if bad and bad_shards != "skip":
+        raise BadShards(f"{root.uri}: {len(bad)} bad shards of split {split!r}: " + "; ".join(bad[:10])
+                        + (" ..." if len(bad) > 10 else "") + " (re-run `tempme preprocess` on the folder to "
+                        "write them again, or skip them: data.bad_shards=skip)")
+    if bad:
+        log.warning("%s: skipping %d bad shards of split %r: %s", root.uri, len(bad), split, "; ".join(bad[:3]))
+    return [f for f in found if not isinstance(f, str)], bad
+
+
+def _split_indexes(shards: str, split: str, bad_shards: str = "error") -> tuple[list[tuple[Location, dict]], list[str]]:
+    """Every folder's indexes of `split`, their samples less the removed videos; (root, index) pairs and the
+    bad shards skipped. No finished shard at all is an error."""
+    if bad_shards not in BAD_SHARDS:
+        raise ValueError(f"bad_shards must be one of {', '.join(BAD_SHARDS)}, got {bad_shards!r}")
+    pairs, skipped = [], []
+    for folder in shard_folders(shards):
+        root = Location.of(folder)
+        indexes, bad = _folder_indexes(root, split, bad_shards)
+        skipped += bad
+        removed = set(read_removed(root)["id"].to_pylist()) if indexes else set()
+        for index in indexes:
+            index["samples"] = [s for s in index["samples"] if s["id"] not in removed]
+            pairs.append((root, index))
+    if not any(index["samples"] for _, index in pairs):
+        raise FileNotFoundError(f"{shards}: no finished shards of split {split!r} "
+                                f"(is it the output folder of `tempme preprocess`?)")
+    return pairs, skipped
+
+
 def shard_index(shards: str, split: str) -> list[IndexedSample]:
     """Every sample of `split` in the finished shards, in shard order, less the videos recorded as removed."""
-    root = Location.of(shards)
-    files = root.child(INDEX_DIR).list(index_pattern(split))
-    if not files:
-        raise FileNotFoundError(f"{root.uri}: no finished shards of split {split!r} "
-                                f"(is it the output folder of `tempme preprocess`?)")
-    removed = set(read_removed(root)["id"].to_pylist())
-    samples = []
-    for loc in files:
-        index = json.loads(retrying(loc.read_text))
-        tar = root.child(index["shard"]).uri
-        samples += [IndexedSample(tar, s["key"], s["id"], s["captions"], s["valid"], tuple(s["span"]),
-                                  {k: tuple(v) for k, v in s["members"].items()})
-                    for s in index["samples"] if s["id"] not in removed]
-    return samples
+    return [IndexedSample(root.child(index["shard"]).uri, s["key"], s["id"], s["captions"], s["valid"],
+                          tuple(s["span"]), {k: tuple(v) for k, v in s["members"].items()})
+            for root, index in _split_indexes(shards, split)[0] for s in index["samples"]]
+
+
+@dataclass(frozen=True)
+class SampleTable:
+    """A split's samples as columns, in shard order (row i is in tar `tars[shard[i]]`, bytes [start, end)):
+    a few dozen bytes per video, so every training process can hold a corpus of millions, built once and
+    shared by its epochs and DataLoader workers."""
+
+    tars: tuple[str, ...]
+    shard: np.ndarray       # int32 into `tars`
+    start: np.ndarray       # int64 byte offsets of the sample's first tar header ...
+    end: np.ndarray         # ... and of the end of its last member
+    captions: np.ndarray    # int32 captions per video
+    ids: pa.Array           # video ids (strings)
+    skipped: tuple[str, ...] = ()   # bad shards left out (bad_shards="skip")
+
+    @classmethod
+    def build(cls, shards: str, split: str, bad_shards: str = "error") -> "SampleTable":
+        pairs, skipped = _split_indexes(shards, split, bad_shards)
+        tars, shard, start, end, captions, ids = [], [], [], [], [], []
+        for root, index in pairs:
+            if not index["samples"]:
+                continue
+            tars.append(root.child(index["shard"]).uri)
+            for s in index["samples"]:
+                shard.append(len(tars) - 1)
+                start.append(s["span"][0]), end.append(s["span"][1])
+                captions.append(s["captions"]), ids.append(s["id"])
+        table = cls(tuple(tars), np.asarray(shard, np.int32), np.asarray(start, np.int64),
+                    np.asarray(end, np.int64), np.asarray(captions, np.int32), pa.array(ids, pa.string()),
+                    tuple(skipped))
+        if len(pc.unique(table.ids)) != len(table):
+            counts = pc.value_counts(table.ids)
+            twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+            raise ValueError(f"{shards}: video {twice!r} of split {split!r} is in more than one shard folder")
+        return table
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    @property
+    def pairs(self) -> int:
+        """(video, caption) pairs of the split."""
+        return int(self.captions.sum())
+
+    def shard_bounds(self) -> np.ndarray:
+        """Row offsets where each tar's samples begin, and the row count at the end (len(tars) + 1 values)."""
+        return np.searchsorted(self.shard, np.arange(len(self.tars) + 1))
 
 
 def shard_paths(shards: str, split: str) -> list[str]:
@@ -125,7 +229,8 @@ def shard_paths(shards: str, split: str) -> list[str]:
 
 
 def read_summary(shards: str) -> dict:
-    return json.loads(Location.of(shards).child(SUMMARY).read_text())
+    """The summary of `shards` (of its first folder when it names several)."""
+    return json.loads(Location.of(shard_folders(shards)[0]).child(SUMMARY).read_text())
 
 
 def decode_frames(jpegs: Sequence[bytes], frames: int, augment: bool = False, seed: int = 0
@@ -161,83 +266,6 @@ def frames_to_tensor(jpegs: Sequence[bytes], frames: int, augment: bool = False,
     return normalise(video, mask), mask
 
 
-def collate(items: list[dict]) -> dict:
-    """Batch items: tensors stacked, everything else (captions, ids) kept as lists."""
-    return {k: torch.stack([it[k] for it in items]) if isinstance(items[0][k], torch.Tensor)
-            else [it[k] for it in items] for k in items[0]}
-
-
-class ShardDataset(IterableDataset):
-    """(video, caption) pairs or whole videos of one split, for one rank, shared out across DataLoader workers.
-
-    Items are dicts: video [T,3,H,W] float, mask [T] bool, id, key, and caption (pairs) or captions (videos).
-    Call `set_epoch(e)` before iterating each epoch (and create the DataLoader iterator after it; do not
-    use persistent_workers, which would keep the old epoch).
-    """
-
-    def __init__(self, shards: str, split: str, *, mode: str = "pairs", rank: int = 0, world_size: int = 1,
-                 augment: bool = False, shuffle: bool | None = None, seed: int = 0, epoch: int = 0,
-                 skip: int = 0):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        self.shards, self.split, self.mode = shards, split, mode
-        self.rank, self.world_size = rank, world_size
-        self.augment, self.seed, self.epoch, self.skip = augment, seed, epoch, skip
-        self.shuffle = (mode == "pairs") if shuffle is None else shuffle
-        self.samples = shard_index(shards, split)
-        if mode == "pairs":
-            self._items = [(i, c) for i, s in enumerate(self.samples) for c in range(s.captions)]
-        else:
-            self._items = [(i, -1) for i in range(len(self.samples))]
-
-    @property
-    def total(self) -> int:
-        """Items in one epoch across all ranks."""
-        return len(self._items)
-
-    def __len__(self) -> int:
-        """Items this rank yields in one epoch (all its DataLoader workers together), after `skip`."""
-        return max(len(_part(range(self.total), self.rank, self.world_size)) - self.skip, 0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def epoch_order(self) -> list[tuple[int, int]]:
-        """All (sample, caption) items of this epoch in the order they are shared out."""
-        if not self.shuffle:
-            return list(self._items)
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self._items))
-        return [self._items[i] for i in order]
-
-    def my_items(self) -> list[tuple[int, int]]:
-        """The items of this rank after its first `skip`, and of the calling DataLoader worker (all of the
-        rank's outside one). Workers take every num_workers-th item, so the DataLoader, which asks its workers
-        in turn, yields the rank's items in their order whatever the worker count, and a resumed epoch
-        (`skip`) continues exactly where the interrupted one stopped without reading what it skips."""
-        mine = _part(self.epoch_order(), self.rank, self.world_size)[self.skip:]
-        worker = get_worker_info()
-        return mine[worker.id::worker.num_workers] if worker else mine
-
-    def __iter__(self) -> Iterator[dict]:
-        reader = SampleReader()
-        try:
-            for sample_no, caption_no in self.my_items():
-                sample = self.samples[sample_no]
-                meta, jpegs = reader.read(sample)
-                seed = _item_seed(self.seed, self.epoch, sample_no, caption_no)
-                video, mask = frames_to_tensor(jpegs, meta["frames"], self.augment, seed)
-                item = {"video": video, "mask": mask, "id": meta["id"], "key": sample.key}
-                if self.mode == "pairs":
-                    item["caption"] = meta["captions"][caption_no]
-                else:
-                    item["captions"] = list(meta["captions"])
-                yield item
-        finally:
-            reader.close()
-
-
 class SampleReader:
     """Reads a sample's members (metadata, JPEG frames) with one ranged read; keeps each tar it opened open
     until `close()`. For stages that pick their own samples from `shard_index` (e.g. embedding)."""
@@ -267,14 +295,14 @@ class SampleReader:
         self._files.clear()
 
 
-def _part(items: Sequence, part: int, parts: int) -> Sequence:
-    """The `part`-th of `parts` contiguous, near-equal slices (sizes differ by at most one)."""
-    n = len(items)
-    return items[part * n // parts: (part + 1) * n // parts]
-
-
-def _item_seed(seed: int, epoch: int, sample_no: int, caption_no: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, sample_no, caption_no + 1]).generate_state(1)[0])
+def parse_sample(blob: bytes) -> tuple[dict, list[bytes]]:
+    """(metadata, JPEG bytes of the `valid` real frames) from a sample's own tar bytes (its span)."""
+    members = {}
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tar:
+        for info in tar:
+            members[info.name.split(".", 1)[1]] = tar.extractfile(info).read()
+    meta = json.loads(members[META_MEMBER])
+    return meta, [members[frame_member(i)] for i in range(int(meta["valid"]))]
 
 
 _CLIP_MEAN = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)

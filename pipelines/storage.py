@@ -108,6 +108,14 @@ class Location:
         names = sorted(posixpath.basename(i.path) for i in infos)
         return [self.child(n) for n in names if fnmatch.fnmatchcase(n, pattern)]
 
+    def sizes(self, pattern: str = "*") -> dict[str, int]:
+        """{name: bytes} of the direct children that are files matching `pattern`, from one listing."""
+        if not retrying(self.is_dir):
+            return {}
+        infos = retrying(lambda: self.fs.get_file_info(pafs.FileSelector(self.path, recursive=False)))
+        return {posixpath.basename(i.path): i.size for i in infos
+                if i.type == pafs.FileType.File and fnmatch.fnmatchcase(posixpath.basename(i.path), pattern)}
+
     def delete(self) -> None:
         self.fs.delete_file(self.path)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.metrics import V2T_PROTOCOLS
+from pipelines.shards import BAD_SHARDS
 from tempme.precision import PRECISIONS
 
 
@@ -33,13 +35,15 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    shards: str = ""                    # the preprocessing job's output directory
+    shards: str = ""                    # the preprocessing job's output folder (several: comma-separated)
     train_split: str = "train"
     eval_split: str | None = "val"      # evaluated every epoch; the best checkpoint is chosen on it
     test_split: str | None = "test"     # evaluated once with the best adapter at the end
     select_on_test: bool = False        # must be true to allow eval_split == test_split (the run is tagged)
     augment: bool = True                # RandAugment, the same for all frames of a video
     loader_workers: int = 1             # DataLoader processes per training worker
+    shuffle_window: int = 1024          # videos whose pairs are shuffled together (a loader holds their JPEGs)
+    bad_shards: str = "error"           # a missing or truncated shard: "error" (listing them) or "skip" (counted)
 
 
 @dataclass
@@ -61,6 +65,8 @@ class TrainSection:
     max_steps: int | None = None        # stop early after this many steps (smoke runs, benchmarks)
     seed: int = 0
     precision: str = "auto"             # auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16
+    v2t_protocol: str = "per_video"     # video-to-text: other videos count by their best caption (the authors')
+                                        # or "per_caption" (each caption counts); metrics are tagged with it
     log_every: int = 10                 # steps between logged loss / lr / throughput / memory
     checkpoint_every: int = 0           # steps between mid-epoch checkpoints; 0: only at the end of each epoch
 
@@ -250,6 +256,13 @@ def check_config(cfg: TrainJobConfig) -> None:
             raise ConfigError(key, f"must be >= 0, got {value}")
     if cfg.train.precision not in PRECISIONS:
         raise ConfigError("train.precision", f"must be one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
+    if cfg.train.v2t_protocol not in V2T_PROTOCOLS:
+        raise ConfigError("train.v2t_protocol", f"must be one of {', '.join(V2T_PROTOCOLS)}, "
+                                                f"got {cfg.train.v2t_protocol!r}")
+    if cfg.data.shuffle_window < 1:
+        raise ConfigError("data.shuffle_window", f"must be >= 1, got {cfg.data.shuffle_window}")
+    if cfg.data.bad_shards not in BAD_SHARDS:
+        raise ConfigError("data.bad_shards", f"must be one of {', '.join(BAD_SHARDS)}, got {cfg.data.bad_shards!r}")
     if not cfg.data.shards:
         raise ConfigError("data.shards", "is required: the preprocessing job's output directory")
     if cfg.data.eval_split is not None and cfg.data.eval_split == cfg.data.test_split and not cfg.data.select_on_test:

@@ -1,22 +1,21 @@
 """What each worker reads, and the step plan every worker follows.
 
-Every rank reads its own contiguous part of the epoch's shuffled (video, caption) pairs (`ShardDataset`
-splits them; parts differ by at most one). An epoch covers every pair once: it lasts as many steps as the
-largest part needs, so near the end a rank may contribute a smaller batch, or none; the loss gathers
-whatever the ranks have. The plan is computed once, before any worker starts, so every rank and every
-restart agrees on the step count.
+Every rank reads its own contiguous part of the epoch's (video, caption) pairs (`pipelines.stream`: tars in
+shuffled order, pairs shuffled within windows of `data.shuffle_window` videos; parts differ by at most one).
+An epoch covers every pair once: it lasts as many steps as the largest part needs, so near the end a rank
+may contribute a smaller batch, or none; the loss gathers whatever the ranks have. The plan is computed once,
+before any worker starts, so every rank and every restart agrees on the step count. Each worker builds the
+splits' sample tables once (`Splits`) and keeps them for all its epochs and evaluations.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from itertools import islice
+from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
-from torch.utils.data import DataLoader
-
-from pipelines.shards import ShardDataset, collate, shard_index
+from pipelines.shards import SampleTable, shard_folders
 from pipelines.storage import Location
+from pipelines.stream import ShardStream, stream_batches
 
 from .config import ConfigError, TrainJobConfig
 
@@ -37,54 +36,60 @@ class TrainPlan:
                 f"of {self.local_batch} per worker, {self.total_steps} steps in all")
 
 
-def _split_samples(cfg: TrainJobConfig, key: str):
+def _split_table(cfg: TrainJobConfig, key: str) -> SampleTable:
     split = getattr(cfg.data, key)
     try:
-        samples = shard_index(cfg.data.shards, split)
+        table = SampleTable.build(cfg.data.shards, split, cfg.data.bad_shards)
     except FileNotFoundError:
-        samples = []
-    if not samples:
-        raise ConfigError(f"data.{key}", f"split {split!r} has no samples in {cfg.data.shards}")
-    return samples
+        raise ConfigError(f"data.{key}", f"split {split!r} has no samples in {cfg.data.shards}") from None
+    except ValueError as err:
+        raise ConfigError("data.shards", str(err)) from None
+    return table
 
 
 def plan_training(cfg: TrainJobConfig) -> TrainPlan:
-    """Check the shard folder and every split the config names; the steps of the whole run."""
-    if not Location.of(cfg.data.shards).exists():
-        raise ConfigError("data.shards", f"no such folder {cfg.data.shards}")
+    """Check the shard folders and every split the config names; the steps of the whole run."""
+    for folder in shard_folders(cfg.data.shards):
+        if not Location.of(folder).exists():
+            raise ConfigError("data.shards", f"no such folder {folder}")
     for key in ("eval_split", "test_split"):
         if getattr(cfg.data, key) is not None:
-            _split_samples(cfg, key)
-    train = _split_samples(cfg, "train_split")
-    pairs = sum(s.captions for s in train)
+            _split_table(cfg, key)
+    train = _split_table(cfg, "train_split")
     world = cfg.scaling.num_workers
     local = cfg.train.batch_size // world
-    steps_per_epoch = math.ceil(math.ceil(pairs / world) / local)
+    steps_per_epoch = math.ceil(math.ceil(train.pairs / world) / local)
     total = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps is not None:
         total = min(total, cfg.train.max_steps)
-    return TrainPlan(train_pairs=pairs, train_videos=len(train), local_batch=local,
+    return TrainPlan(train_pairs=train.pairs, train_videos=len(train), local_batch=local,
                      steps_per_epoch=steps_per_epoch, total_steps=total)
 
 
-def _items(dataset: ShardDataset, loader_workers: int) -> Iterator[dict]:
-    """The dataset's items in a fixed order, decoded by `loader_workers` processes (0: in this one)."""
-    return iter(DataLoader(dataset, batch_size=None, num_workers=loader_workers))
+@dataclass
+class Splits:
+    """The sample tables of the splits one worker reads, each built once."""
+
+    cfg: TrainJobConfig
+    tables: dict[str, SampleTable] = field(default_factory=dict)
+
+    def __getitem__(self, split: str) -> SampleTable:
+        if split not in self.tables:
+            self.tables[split] = SampleTable.build(self.cfg.data.shards, split, self.cfg.data.bad_shards)
+        return self.tables[split]
 
 
-def train_batches(cfg: TrainJobConfig, plan: TrainPlan, rank: int, world: int, epoch: int,
-                  skip: int = 0) -> Iterator[dict]:
+def train_batches(cfg: TrainJobConfig, plan: TrainPlan, table: SampleTable, rank: int, world: int, epoch: int,
+                  skip: int = 0, pin_memory: bool = False) -> Iterator[dict]:
     """This rank's batches of `epoch` after the first `skip`: exactly `steps_per_epoch - skip` of them.
 
-    A batch is `shards.collate`'s dict (video, mask, caption, id, ...); an empty dict once this rank's part
+    A batch is `pipelines.stream`'s dict (video uint8, mask, caption, id); an empty dict once this rank's part
     of the epoch is used up. The order is fixed by (seed, epoch), so skipping (after a restart) continues
     where the interrupted run was, without reading or decoding the skipped items.
     """
-    dataset = ShardDataset(cfg.data.shards, cfg.data.train_split, mode="pairs", rank=rank, world_size=world,
-                           augment=cfg.data.augment, seed=cfg.train.seed, epoch=epoch,
-                           skip=skip * plan.local_batch)
-    items = _items(dataset, cfg.data.loader_workers)
+    stream = ShardStream(table, batch_size=plan.local_batch, mode="pairs", rank=rank, world_size=world,
+                         lanes=max(cfg.data.loader_workers, 1), augment=cfg.data.augment, seed=cfg.train.seed,
+                         epoch=epoch, skip=skip, window=cfg.data.shuffle_window)
+    batches = stream_batches(stream, pin_memory, workers=cfg.data.loader_workers)
     for _ in range(plan.steps_per_epoch - skip):
-        batch = list(islice(items, plan.local_batch))
-        yield collate(batch) if batch else {}
-
+        yield next(batches, {})

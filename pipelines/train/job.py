@@ -58,7 +58,7 @@ def _log_config(cfg: TrainJobConfig, plan: data.TrainPlan, resumed: bool) -> Non
     selected_on_test = cfg.data.eval_split is not None and cfg.data.eval_split == cfg.data.test_split
     mlflow.set_tags({"selection_split": cfg.data.eval_split or "none (latest checkpoint)",
                      "selected_on_test_split": str(selected_on_test).lower(),
-                     "preset": cfg.model.preset})
+                     "preset": cfg.model.preset, "v2t_protocol": cfg.train.v2t_protocol})
     if selected_on_test:
         log.warning("the model is selected on the test split %r (data.select_on_test=true); its test metrics "
                     "are optimistic", cfg.data.test_split)

@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 
 from pipelines.evaluate import (SplitEmbeddings, embed_videos, save_merge_pictures, save_recall_plot, score,
-                                 split_videos)
+                                 split_batches)
+from pipelines.shards import normalise
 
 from . import data
 from .checkpoint import ADAPTER, Progress, load_checkpoint, save_checkpoint
@@ -50,12 +51,14 @@ def _broadcast_from_zero(obj):
     return box[0]
 
 
-def evaluate_split(model, cfg: TrainJobConfig, split: str, rank: int, world: int, amp):
+def evaluate_split(model, cfg: TrainJobConfig, splits: data.Splits, split: str, rank: int, world: int, amp):
     """Distributed evaluation: each worker embeds its part, rank 0 ranks everything. EvalResult on all ranks."""
-    videos = split_videos(cfg.data.shards, split, rank, world, cfg.data.loader_workers)
-    part = embed_videos(model, videos, cfg.train.eval_batch_size, amp)
+    batches = split_batches(splits[split], cfg.train.eval_batch_size, rank, world, cfg.data.loader_workers,
+                            pin_memory=model.device.type == "cuda")
+    part = embed_videos(model, batches, amp)
     parts = _gather_to_zero(part)
-    return _broadcast_from_zero(score(SplitEmbeddings.concat(parts), split, model.device) if parts is not None else None)
+    result = score(SplitEmbeddings.concat(parts), split, model.device, cfg.train.v2t_protocol) if parts else None
+    return _broadcast_from_zero(result)
 
 
 def _maybe_inject_fault(rank: int, step: int) -> None:
@@ -153,6 +156,7 @@ def train_worker(loop_config: dict) -> None:
     def write_checkpoint(directory: Path) -> Path:
         return save_checkpoint(directory, model, optimizer, scheduler, scaler, progress)
 
+    splits = data.Splits(cfg)
     logger = RunLogger(rank == 0, loop_config["run_id"], loop_config["tracking_uri"],
                        cfg.tracking.system_metrics_interval_s if cfg.tracking.system_metrics else None)
     with logger:
@@ -163,7 +167,9 @@ def train_worker(loop_config: dict) -> None:
         while progress.step < plan.total_steps:
             progress.epoch = progress.step // plan.steps_per_epoch
             done_in_epoch = progress.step - progress.epoch * plan.steps_per_epoch
-            for batch in data.train_batches(cfg, plan, rank, world, progress.epoch, skip=done_in_epoch):
+            batches = data.train_batches(cfg, plan, splits[cfg.data.train_split], rank, world, progress.epoch,
+                                         skip=done_in_epoch, pin_memory=device.type == "cuda")
+            for batch in batches:
                 loss, global_batch = _train_step(model, batch, params, optimizer, scheduler, scaler, cfg, amp, embed_dim)
                 progress.step += 1
                 meter.add(global_batch)
@@ -181,14 +187,14 @@ def train_worker(loop_config: dict) -> None:
                     loss_sum, loss_steps = torch.zeros((), device=device), 0
                 epoch_end = progress.step % plan.steps_per_epoch == 0 or progress.step == plan.total_steps
                 if epoch_end:
-                    _end_of_epoch(model, cfg, progress, rank, world, amp, logger, write_checkpoint)
+                    _end_of_epoch(model, cfg, splits, progress, rank, world, amp, logger, write_checkpoint)
                 elif cfg.train.checkpoint_every and progress.step % cfg.train.checkpoint_every == 0:
                     _report(progress, rank, write_checkpoint, None)
                 _maybe_inject_fault(rank, progress.step)
                 if epoch_end:
                     break
 
-        summary = _final_evaluation(model, cfg, rank, world, amp, logger)
+        summary = _final_evaluation(model, cfg, splits, rank, world, amp, logger)
         summary.update({f"peak_memory_mb_rank{r}": m for r, m in enumerate(_all_gather(peak_memory_mb(device)))})
         if meter.steady is not None:
             summary["steady_videos_per_s"] = meter.steady
@@ -201,7 +207,8 @@ def _train_step(model, batch: dict, params, optimizer, scheduler, scaler, cfg: T
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
         if batch:
-            video = model.encode_video(batch["video"].to(device, non_blocking=True), batch["mask"])
+            frames = normalise(batch["video"].to(device, non_blocking=True), batch["mask"])
+            video = model.encode_video(frames, batch["mask"])
             text = model.encode_text(batch["caption"])
         else:  # this worker's part of the epoch is used up; the others still have pairs
             video = text = torch.zeros(0, embed_dim, device=device)
@@ -222,17 +229,17 @@ def _train_step(model, batch: dict, params, optimizer, scheduler, scaler, cfg: T
     return loss, global_batch
 
 
-def _end_of_epoch(model, cfg: TrainJobConfig, progress: Progress, rank, world, amp, logger, write_checkpoint):
+def _end_of_epoch(model, cfg: TrainJobConfig, splits, progress: Progress, rank, world, amp, logger, write_checkpoint):
     """Evaluate the selection split (when there is one) and report a scored checkpoint."""
     score_value = None
     if cfg.data.eval_split is not None:
-        result = evaluate_split(model, cfg, cfg.data.eval_split, rank, world, amp)
+        result = evaluate_split(model, cfg, splits, cfg.data.eval_split, rank, world, amp)
         score_value = result.metrics["t2v_r1"]
         logger.metrics({f"{cfg.data.eval_split}_{k}": v for k, v in result.metrics.items()}, step=progress.step)
     _report(progress, rank, write_checkpoint, score_value)
 
 
-def _final_evaluation(model, cfg: TrainJobConfig, rank, world, amp, logger) -> dict[str, float]:
+def _final_evaluation(model, cfg: TrainJobConfig, splits, rank, world, amp, logger) -> dict[str, float]:
     """Evaluate the best checkpoint's adapter on the test split; rank 0 logs metrics and the recall plot."""
     import ray.train
 
@@ -244,7 +251,7 @@ def _final_evaluation(model, cfg: TrainJobConfig, rank, world, amp, logger) -> d
     split = cfg.data.test_split or cfg.data.eval_split
     if split is None:
         return {}
-    result = evaluate_split(model, cfg, split, rank, world, amp)
+    result = evaluate_split(model, cfg, splits, split, rank, world, amp)
     summary = {f"final_{split}_{k}": v for k, v in result.metrics.items()}
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
@@ -252,7 +259,7 @@ def _final_evaluation(model, cfg: TrainJobConfig, rank, world, amp, logger) -> d
                                     f"{cfg.model.preset}, {split} split ({result.videos} videos)")
             logger.artifact(plot, "plots")
             if cfg.tracking.visualize_videos:
-                save_merge_pictures(model, split_videos(cfg.data.shards, cfg.data.eval_split or split),
-                                    cfg.tracking.visualize_videos, Path(tmp) / "merges")
+                shown = split_batches(splits[cfg.data.eval_split or split], cfg.tracking.visualize_videos)
+                save_merge_pictures(model, shown, cfg.tracking.visualize_videos, Path(tmp) / "merges")
                 logger.artifact(Path(tmp) / "merges", "merge_visualization")
     return summary

@@ -100,3 +100,33 @@ def test_blocks_of_texts_rank_exactly_like_the_whole_matrix():
         blocked = embedding_ranks(texts, videos, owner, block=block)
         assert blocked.t2v.tolist() == whole.t2v.tolist() and blocked.v2t.tolist() == whole.v2t.tolist()
     assert len(whole.v2t) == len(set(owner.tolist()))
+
+
+def test_video_to_text_protocols_differ_only_in_how_other_videos_count():
+    # Video 1's best caption (text 2, 0.7) is beaten by both captions of video 0 (0.9 and 0.8).
+    sim = np.array([[0.2, 0.9],
+                    [0.8, 0.8],
+                    [0.1, 0.7],
+                    [0.6, 0.5]])
+    authors = retrieval_ranks(sim, [0, 0, 1, 1], protocol="per_video")
+    every = retrieval_ranks(sim, [0, 0, 1, 1], protocol="per_caption")
+    assert authors.v2t.tolist() == [1, 2]     # video 0 counts once, by its best caption
+    assert every.v2t.tolist() == [1, 3]       # each of video 0's captions counts
+    assert authors.t2v.tolist() == every.t2v.tolist()
+    one_each = np.random.default_rng(1).standard_normal((6, 6))
+    assert retrieval_ranks(one_each, range(6), "per_video").v2t.tolist() == \
+        retrieval_ranks(one_each, range(6), "per_caption").v2t.tolist()
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        retrieval_ranks(sim, [0, 0, 1, 1], protocol="best")
+
+
+def test_blocks_keep_each_videos_captions_together_for_the_authors_protocol():
+    rng = np.random.default_rng(2)
+    texts = rng.standard_normal((40, 8)).astype(np.float32)
+    videos = rng.standard_normal((7, 8)).astype(np.float32)
+    owner = rng.integers(0, 7, 40)
+    for protocol in ("per_video", "per_caption"):
+        whole = retrieval_ranks(texts @ videos.T, owner, protocol)
+        for block in (1, 3, 8):
+            blocked = embedding_ranks(texts, videos, owner, block=block, protocol=protocol)
+            assert blocked.v2t.tolist() == whole.v2t.tolist() and blocked.t2v.tolist() == whole.t2v.tolist()

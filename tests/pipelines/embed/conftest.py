@@ -24,10 +24,12 @@ def backbone_checkpoint(tmp_path_factory):
 
 
 def shard_videos(shards):
-    from pipelines.shards import ShardDataset
+    from pipelines.shards import normalise
+    from pipelines.stream import split_videos
 
-    items = [it for split in ("train", "test") for it in ShardDataset(str(shards), split, mode="videos")]
-    return items, torch.stack([it["video"] for it in items]), torch.stack([it["mask"] for it in items])
+    items = [it for split in ("train", "test") for it in split_videos(str(shards), split)]
+    masks = torch.stack([it["mask"] for it in items])
+    return items, normalise(torch.stack([it["video"] for it in items]), masks), masks
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,15 @@
 """bf16, the default inference precision where the CPU computes it natively, changes no retrieval result."""
 import numpy as np
 
-from pipelines.evaluate import embed_videos, evaluate_model, score, split_videos
+from pipelines.evaluate import embed_videos, evaluate_model, score, split_batches
 from pipelines.model_store import load_registered_model
+from pipelines.shards import SampleTable
 
 
 def _embed(adapter, shards, precision):
     model, _ = load_registered_model(str(adapter))
     model.for_inference(precision)
-    return embed_videos(model, split_videos(str(shards), "test"), batch_size=4)
+    return embed_videos(model, split_batches(SampleTable.build(str(shards), "test"), batch_size=4))
 
 
 def test_bf16_embeddings_stay_close_to_fp32_and_keep_every_rank(trained_adapter, synthetic_shards):

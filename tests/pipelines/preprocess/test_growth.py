@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.preprocess import OptionsError, PreprocessOptions, run_preprocess
-from pipelines.shards import ShardDataset, shard_index
+from pipelines.shards import shard_index
+from pipelines.stream import split_videos
 from tests.fixtures.video_fixtures import lavfi_video
 
 
@@ -66,7 +67,7 @@ def test_grow_then_shrink_decodes_only_new_videos_and_rewrites_nothing(tmp_path,
     assert stamps(out) == after_growth
     assert pq.read_table(out / "_removed.parquet").to_pylist() == [{"id": "a1", "split": "train"},
                                                                   {"id": "b0", "split": "train"}]
-    assert [item["id"] for item in ShardDataset(str(out), "train", mode="videos")] == [
+    assert [item["id"] for item in split_videos(str(out), "train")] == [
         "a0", "a2", "a3", "a4", "a05", "b1"]
     train = report.summary["splits"]["train"]
     assert (train["samples"], train["removed"]) == (6, 2)

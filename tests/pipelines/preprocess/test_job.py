@@ -12,7 +12,8 @@ import pytest
 from jobs.cli import main as tempme
 from pipelines.preprocess import OptionsError, PreprocessOptions, run_preprocess
 from pipelines.preprocess.layout import sample_key
-from pipelines.shards import ShardDataset
+from pipelines.shards import SampleTable
+from pipelines.stream import split_videos
 from tests.fixtures.video_fixtures import run_ffmpeg, lavfi_video
 
 GOOD_NAMES = ["plain", "with space", "quote's \"double\"", "semi;colon", "ünïcødé 视频", "-leading-dash"]
@@ -223,6 +224,6 @@ def test_msrvtt_layout_through_the_command(tmp_path, ray_cluster):
     status = tempme(["preprocess", "--msrvtt", str(ann), "--videos", str(videos), "--out", str(out),
                      "--frames", "2", "--resolution", "32", "--decoders", "2"])
     assert status == 0
-    test = list(ShardDataset(str(out), "test", mode="videos"))
+    test = list(split_videos(str(out), "test"))
     assert [(t["id"], t["captions"]) for t in test] == [("video7010", ["a test"])]
-    assert len(ShardDataset(str(out), "train", mode="pairs")) == 6
+    assert SampleTable.build(str(out), "train").pairs == 6

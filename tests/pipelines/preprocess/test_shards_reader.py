@@ -1,16 +1,16 @@
-"""The shard reader: frame content survives the round trip, epochs are complete and disjoint across ranks
-and DataLoader workers (also from 2 Ray workers), augmentation is one draw per video."""
+"""The shard index and frame codecs: frame content survives the round trip, augmentation is one draw per
+video, bad shards are named (or skipped and counted), several folders read as one split."""
 import json
-from collections import Counter
+import shutil
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from pipelines.preprocess import PreprocessOptions, run_preprocess
-from pipelines.shards import (SampleReader, ShardDataset, collate, frames_to_tensor, read_summary, shard_index,
-                              shard_paths)
+from pipelines.shards import (BadShards, SampleReader, SampleTable, frames_to_tensor, normalise, read_summary,
+                              shard_index, shard_paths)
+from pipelines.stream import split_videos
 from tempme import CLIP_MEAN, CLIP_STD
 from tests.fixtures.video_fixtures import encode_frames, gray_level, gray_steps
 
@@ -38,55 +38,19 @@ def pattern_shards(tmp_path_factory, ray_cluster):
 
 
 def test_round_trip_keeps_colour_sampling_and_mask(pattern_shards):
-    items = {it["id"]: it for it in ShardDataset(str(pattern_shards), "train", mode="videos")}
+    items = {it["id"]: it for it in split_videos(str(pattern_shards), "train")}
     red = items["red"]
-    assert red["video"].shape == (12, 3, 64, 64) and red["video"].dtype == torch.float32
+    assert red["video"].shape == (12, 3, 64, 64) and red["video"].dtype == torch.uint8
     assert red["mask"].tolist() == [True] * 3 + [False] * 9
-    rgb = pixels(red["video"][:3]).mean(dim=(0, 2, 3))
+    video = normalise(red["video"], red["mask"])
+    rgb = pixels(video[:3]).mean(dim=(0, 2, 3))
     assert rgb[0] > 235 and rgb[1] < 20 and rgb[2] < 20
-    assert torch.all(red["video"][3:] == 0)                            # padding: zeros after normalisation
+    assert torch.all(video[3:] == 0)                                   # padding: zeros after normalisation
     steps = items["steps"]
     assert steps["mask"].all() and steps["captions"] == ["grey steps", "counting up"]
     seconds = np.linspace(0, 19, 12, dtype=int)
-    np.testing.assert_allclose(pixels(steps["video"]).mean(dim=(1, 2, 3)).numpy(),
+    np.testing.assert_allclose(steps["video"].float().mean(dim=(1, 2, 3)).numpy(),
                                [gray_level(s) for s in seconds], atol=3)
-
-
-def test_pairs_epoch_is_every_pair_once_across_ranks_and_workers(synthetic_shards):
-    expected = Counter()
-    for s in ShardDataset(str(synthetic_shards), "train", mode="videos"):
-        expected.update((s["id"], c) for c in s["captions"])
-    seen, per_rank = Counter(), []
-    for rank in range(2):
-        ds = ShardDataset(str(synthetic_shards), "train", mode="pairs", rank=rank, world_size=2, seed=3, epoch=1)
-        got = [(i, c) for b in DataLoader(ds, batch_size=5, num_workers=2, collate_fn=collate)
-               for i, c in zip(b["id"], b["caption"])]
-        per_rank.append(len(got))
-        assert len(got) == len(ds)
-        seen.update(got)
-    assert seen == expected and set(seen.values()) == {1}
-    assert sum(per_rank) == ds.total == 12 * 3 and abs(per_rank[0] - per_rank[1]) <= 1
-
-
-def test_epochs_reshuffle_and_seeds_repeat(synthetic_shards):
-    def order(epoch, seed=0):
-        return ShardDataset(str(synthetic_shards), "train", seed=seed, epoch=epoch).epoch_order()
-    first = order(0)
-    assert first == order(0) and first != order(1) and first != order(0, seed=1) and sorted(first) == sorted(order(1))
-    captions = {it["id"]: it["captions"] for it in ShardDataset(str(synthetic_shards), "train", mode="videos")}
-    ds = ShardDataset(str(synthetic_shards), "train", seed=0, epoch=0)
-    ds.set_epoch(1)
-    got = [(it["id"], it["caption"]) for _, it in zip(range(5), ds)]
-    assert got == [(ds.samples[i].id, captions[ds.samples[i].id][c]) for i, c in order(1)[:5]]
-
-
-def test_videos_mode_in_shard_order_with_batches(synthetic_shards):
-    ds = ShardDataset(str(synthetic_shards), "test", mode="videos")
-    batches = list(DataLoader(ds, batch_size=3, collate_fn=collate))
-    assert batches[0]["video"].shape == (3, 12, 3, 224, 224) and batches[0]["mask"].dtype == torch.bool
-    ids = [i for b in batches for i in b["id"]]
-    assert ids == sorted(ids) and len(ids) == read_summary(str(synthetic_shards))["splits"]["test"]["samples"]
-    assert all(len(c) == 3 for b in batches for c in b["captions"])
 
 
 def test_augment_is_one_draw_for_all_frames_and_seeded(pattern_shards):
@@ -105,41 +69,48 @@ def test_augment_is_one_draw_for_all_frames_and_seeded(pattern_shards):
     assert changed >= 3
 
 
-def test_two_ray_workers_split_the_split(synthetic_shards, ray_cluster):
-    ray = ray_cluster
-
-    @ray.remote(num_cpus=1)
-    def read_rank(rank):
-        ds = ShardDataset(str(synthetic_shards), "train", mode="videos", rank=rank, world_size=2)
-        loader = DataLoader(ds, batch_size=2, collate_fn=collate)
-        return [i for b in loader for i in b["id"]]
-
-    parts = ray.get([read_rank.remote(r) for r in range(2)])
-    everything = [s.id for s in shard_index(str(synthetic_shards), "train")]
-    assert not set(parts[0]) & set(parts[1])
-    assert sorted(parts[0] + parts[1]) == sorted(everything) and len(everything) == 12
+def test_the_table_is_columns_in_shard_order(synthetic_shards):
+    table = SampleTable.build(str(synthetic_shards), "train")
+    samples = shard_index(str(synthetic_shards), "train")
+    assert table.ids.to_pylist() == [s.id for s in samples] and table.pairs == 12 * 3
+    assert [table.tars[i] for i in table.shard] == [s.shard for s in samples]
+    assert table.start.dtype == np.int64 and table.captions.dtype == np.int32
+    assert list(table.shard_bounds()) == [0, 4, 8, 12]
 
 
-def test_clear_errors(synthetic_shards, tmp_path):
+def test_clear_errors(synthetic_shards):
     with pytest.raises(FileNotFoundError, match="no finished shards of split 'val'"):
-        ShardDataset(str(synthetic_shards), "val")
-    with pytest.raises(ValueError, match="mode must be one of"):
-        ShardDataset(str(synthetic_shards), "train", mode="frames")
-    with pytest.raises(ValueError, match="rank must be in"):
-        ShardDataset(str(synthetic_shards), "train", rank=2, world_size=2)
+        SampleTable.build(str(synthetic_shards), "val")
+    with pytest.raises(ValueError, match="bad_shards must be one of"):
+        SampleTable.build(str(synthetic_shards), "train", bad_shards="ignore")
     assert [p.rsplit("/", 1)[1] for p in shard_paths(str(synthetic_shards), "train")] == \
         ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
 
 
-def test_a_resumed_epoch_continues_in_order_without_reading_what_it_skips(synthetic_shards, monkeypatch):
-    def pairs(skip, workers):
-        ds = ShardDataset(str(synthetic_shards), "train", mode="pairs", rank=1, world_size=2, seed=3, epoch=2,
-                          skip=skip)
-        return [(it["id"], it["caption"]) for it in DataLoader(ds, batch_size=None, num_workers=workers)]
+def test_missing_truncated_and_unreadable_shards_are_listed_or_skipped(synthetic_shards, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(synthetic_shards, copy)
+    (copy / "train-000000.tar").unlink()
+    with open(copy / "train-000001.tar", "r+b") as f:
+        f.truncate(1000)
+    (copy / "_index" / "train-000002.json").write_text("{not json")
+    with pytest.raises(BadShards) as told:
+        SampleTable.build(str(copy), "train")
+    message = str(told.value)
+    assert "3 bad shards of split 'train'" in message and "train-000000.tar: missing" in message
+    assert "train-000001.tar: truncated (1000 of" in message and "train-000002.json: unreadable index" in message
+    assert "data.bad_shards=skip" in message
+    shutil.copy(synthetic_shards / "_index" / "train-000002.json", copy / "_index")
+    table = SampleTable.build(str(copy), "train", bad_shards="skip")
+    assert len(table) == 4 and len(table.skipped) == 2                  # the one good shard, two counted
+    assert SampleTable.build(str(copy), "test").ids.to_pylist() == \
+        SampleTable.build(str(synthetic_shards), "test").ids.to_pylist()    # other splits are untouched
 
-    whole = pairs(0, 0)
-    assert pairs(0, 2) == whole                          # the same order whatever the DataLoader worker count
-    assert pairs(7, 2) == whole[7:] == pairs(7, 0)       # a resume continues exactly where it stopped
-    reads, read = [], SampleReader.read
-    monkeypatch.setattr(SampleReader, "read", lambda self, sample: reads.append(sample.id) or read(self, sample))
-    assert len(pairs(7, 0)) == len(reads) == len(whole) - 7    # nothing skipped was read
+
+def test_several_folders_read_as_one_split(synthetic_shards, pattern_shards):
+    both = f"{synthetic_shards},{pattern_shards}"
+    table = SampleTable.build(both, "train")
+    assert len(table) == 12 + 2 and table.ids.to_pylist()[-2:] == ["red", "steps"]
+    assert read_summary(both) == read_summary(str(synthetic_shards))
+    with pytest.raises(ValueError, match="is in more than one shard folder"):
+        SampleTable.build(f"{synthetic_shards}, {synthetic_shards}", "train")
