@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run the learning check: tiny model, synthetic corpus, held-out test R@1 vs chance")
     parser.add_argument("--videos", type=int, default=64, help="videos of the synthetic corpus made when no --shards")
     parser.add_argument("--learn-epochs", type=int, default=12, help="epochs of the learning check")
+    parser.add_argument("--memory-videos", default="1000,10000",
+                        help="training-split sizes at which a worker's peak memory is measured (hard-linked copies "
+                             "of the corpus' shards; empty: skip)")
     parser.add_argument("--workdir", help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.epilog = "Example: tempme bench train --workers 1,2 --steps 12 --learn"
@@ -33,7 +36,7 @@ def run(args) -> int:
     import ray
 
     from pipelines.synthetic import make_synthetic_shards
-    from pipelines.train.bench import learning_check, measure_throughput
+    from pipelines.train.bench import learning_check, measure_memory, measure_throughput
 
     logging.basicConfig(level=logging.WARNING)
     presets, worker_counts = args.presets.split(","), [int(w) for w in args.workers.split(",")]
@@ -44,10 +47,12 @@ def run(args) -> int:
         shards = Path(args.shards) if args.shards else make_synthetic_shards(workdir / "synthetic", args.videos)
         rows = measure_throughput(shards, workdir / "throughput", presets, worker_counts, args.steps,
                                   args.batch_per_worker)
+        counts = [int(v) for v in args.memory_videos.split(",") if v]
+        memory = measure_memory(shards, workdir / "memory", counts, args.steps) if counts else []
         check = learning_check(shards, workdir / "learning", args.learn_epochs) if args.learn else None
 
     if args.json:
-        print(json.dumps({"throughput": [asdict(r) for r in rows],
+        print(json.dumps({"throughput": [asdict(r) for r in rows], "memory": [asdict(m) for m in memory],
                           "learning_check": asdict(check) if check else None}, indent=1))
         return 0
     print(f"training throughput, {args.steps} steps of {args.batch_per_worker} pairs per worker, CPU "
@@ -59,6 +64,11 @@ def run(args) -> int:
               f"{r.videos_per_s / rate[(presets[-1], r.workers)]:7.2f}x "
               f"{r.videos_per_s / rate[(r.preset, worker_counts[0])]:11.2f}x  "
               + ", ".join(f"{m:.0f}" for m in r.peak_memory_mb))
+    if memory:
+        print("\npeak memory of one training worker (tiny TempMe, data loading in its process) by training-split size")
+        for m in memory:
+            print(f"  {m.train_videos:>8d} videos: {m.peak_memory_mb:7.0f} MB "
+                  f"({m.peak_memory_mb - memory[0].peak_memory_mb:+.0f} MB vs {memory[0].train_videos})")
     if check:
         print(f"\nlearning check: {check.preset} from random weights, {check.steps} steps in {check.seconds:.0f} s; "
               f"held-out test split of {check.test_videos} videos")

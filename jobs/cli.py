@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("embed", "embed every video of the shards into a Lance index (Ray Data)"),
     "index": ("index", "an index's versions and search structure; compact it, clean up old versions"),
     "search": ("search", "find the videos of an index that best match a text query"),
+    "serve": ("serve", "a search API and page over an index, on Ray Serve, following its new versions"),
     "flops": ("flops", "per-layer token schedule, GMACs and trainable parameters of a preset"),
     "visualize": ("visualize", "paint which patches each final token merged, across frames"),
     "import-official": ("import_official", "convert a checkpoint of the authors' code into an adapter"),
@@ -32,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "model": ("bench_model", "video-encoder throughput of presets side by side"),
     "preprocess": ("bench_preprocess", "preprocessing job vs plain ffmpeg, 1 and 2 decoders"),
-    "reader": ("bench_reader", "shards to normalised tensors, videos/s per core"),
+    "reader": ("bench_reader", "shards to uint8 batches, videos/s, from their store vs a local copy"),
     "train": ("bench_train", "training throughput and peak memory, 1 and 2 workers"),
     "embed": ("bench_embed", "embedding job vs a plain loop, 1 and 2 workers"),
     "search": ("bench_search", "search latency and recall, exact vs ANN, over large clustered indexes"),

@@ -2,9 +2,12 @@
 
 An adapter directory (`model.save_adapter`: LoRA weights, clip positional embeddings and the model config
 that names the preset and the pretrained source) is logged as an MLflow 3 *logged model* whose artifacts are
-exactly the directory's files, then registered as a new version of a registered model with an alias. The
-backbone weights are not part of it: loading rebuilds the preset from its recorded source and applies the
-adapter. Consumers name a model by URI:
+the directory's files plus, at the same top level, the pyfunc files of `pipelines.pyfunc_model` (MLmodel and
+environment files), then registered as a new version of a registered model with an alias. So a downloaded
+version is still an adapter directory, and `mlflow.pyfunc.load_model("models:/NAME@champion")` and
+`mlflow models serve --env-manager local` embed texts and frame arrays with it. The backbone weights are not
+part of it: loading rebuilds the preset from its recorded source and applies the adapter. Consumers name a
+model by URI:
 
     models:/<name>@<alias>   models:/<name>/<version>   runs:/<run_id>/<artifact_path>   /a/local/adapter_dir
 
@@ -14,12 +17,18 @@ the nightly embedding follows) to a version once it has been checked.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .pyfunc_model import PYFUNC_FILES, write_pyfunc_files
+
 MODEL_TYPE = "tempme-adapter"
 RANDOM_INIT_SEED = 0
+# Files of a registered version that are not the adapter's: the pyfunc files (`pipelines.pyfunc_model`) and
+# what MLflow adds to a models:/ download.
+NOT_ADAPTER_FILES = (*PYFUNC_FILES, "registered_model_meta")
 
 
 class UnknownModel(ValueError):
@@ -37,19 +46,33 @@ class ResolvedModel:
 
 
 def register_adapter(adapter_dir: str | Path, name: str, alias: str) -> str:
-    """Log `adapter_dir` as a model, register it as a new version of `name`, point `alias` at it.
+    """Log `adapter_dir` (with the pyfunc files added) as a model, register it as a new version of `name`,
+    point `alias` at it. Anything that is not an adapter directory is refused before anything is logged.
 
     Works inside an active run (the model is linked to it) or outside one (in the active experiment).
     Uses the current tracking URI. Returns the new version.
     """
     import mlflow
 
+    import tempme
+
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():
         raise FileNotFoundError(f"adapter directory {adapter_dir} does not exist")
+    tempme.read_adapter_config(adapter_dir)     # an adapter directory, before anything is logged
     client = mlflow.MlflowClient()
     logged = mlflow.initialize_logged_model(name=name, model_type=MODEL_TYPE)  # linked to the active run
-    client.log_model_artifacts(logged.model_id, str(adapter_dir))
+    try:
+        with tempfile.TemporaryDirectory(prefix="tempme-model-") as tmp:
+            staged = Path(tmp) / "model"
+            # A downloaded version's pyfunc files (and MLflow's registered_model_meta) are written anew.
+            shutil.copytree(adapter_dir, staged, ignore=shutil.ignore_patterns(*NOT_ADAPTER_FILES))
+            write_pyfunc_files(staged, model_id=logged.model_id, run_id=logged.source_run_id,
+                               artifact_path=logged.artifact_location)
+            client.log_model_artifacts(logged.model_id, str(staged))
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, "FAILED")
+        raise
     client.finalize_logged_model(logged.model_id, "READY")
     version = mlflow.register_model(logged.model_uri, name).version
     client.set_registered_model_alias(name, alias, version)
@@ -57,9 +80,11 @@ def register_adapter(adapter_dir: str | Path, name: str, alias: str) -> str:
 
 
 def _content_hash(directory: Path) -> str:
-    """A short hash of the adapter files' names and bytes: a version for adapters outside the registry."""
+    """A short hash of the adapter files' names and bytes: a version for adapters outside the registry (a
+    downloaded registered version hashes as the adapter directory it was registered from)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()
+                       and p.relative_to(directory).as_posix() not in NOT_ADAPTER_FILES):
         digest.update(path.relative_to(directory).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

@@ -74,7 +74,7 @@ import logging
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -89,6 +89,7 @@ from tempme import CLIP_MEAN, CLIP_STD
 BAD_SHARDS = ("error", "skip")
 INDEX_READERS = 32       # index files read at once (object-store GETs are latency-bound)
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class BadShards(ValueError):
@@ -116,63 +117,67 @@ def shard_folders(shards: str) -> list[str]:
     return folders
 
 
-def _folder_indexes(root: Location, split: str, bad_shards: str) -> tuple[list[dict], list[str]]:
-    """The finished shards' indexes of `split` in one folder (read in parallel, in name order), checked against
-    one listing of the tars; (indexes, bad shards skipped)."""
+def _folder_indexes(root: Location, split: str, bad_shards: str, keep: Callable[[Location, dict], T]
+                    ) -> tuple[list[T], list[str]]:
+    """`keep(root, index)` of each finished shard's index of `split` in one folder, less the removed videos
+    (read in parallel, in name order; each index is let go once kept), checked against one listing of the
+    tars; (what was kept, bad shards skipped)."""
     files = retrying(lambda: root.child(INDEX_DIR).list(index_pattern(split)))
     sizes = root.sizes("*.tar")
+    removed = set(read_removed(root)["id"].to_pylist()) if files else set()
 
-    def read(loc: Location) -> dict | str:
+    def read(loc: Location) -> tuple[T | None, str | None]:
         try:
             index = json.loads(retrying(loc.read_text))
             if not isinstance(index.get("samples"), list) or not isinstance(index.get("shard"), str):
                 raise ValueError("it lists no samples or no shard")
         except (OSError, ValueError, AttributeError) as err:
-            return f"{loc.uri}: unreadable index ({type(err).__name__}: {err})"
+            return None, f"{loc.uri}: unreadable index ({type(err).__name__}: {err})"
         have = sizes.get(index["shard"])
         if index["samples"] and have is None:
-            return f"{root.child(index['shard']).uri}: missing"
+            return None, f"{root.child(index['shard']).uri}: missing"
         if index["samples"] and have < index.get("bytes", 0):
-            return f"{root.child(index['shard']).uri}: truncated ({have} of {index['bytes']} bytes)"
-        return index
+            return None, f"{root.child(index['shard']).uri}: truncated ({have} of {index['bytes']} bytes)"
+        index["samples"] = [s for s in index["samples"] if s["id"] not in removed]
+        return (keep(root, index) if index["samples"] else None), None
 
     with ThreadPoolExecutor(INDEX_READERS) as pool:
         found = list(pool.map(read, files))
-    bad = [f for f in found if isinstance(f, str)]
+    bad = [problem for _, problem in found if problem]
     if bad and bad_shards != "skip":
         raise BadShards(f"{root.uri}: {len(bad)} bad shards of split {split!r}: " + "; ".join(bad[:10])
                         + (" ..." if len(bad) > 10 else "") + " (re-run `tempme preprocess` on the folder to "
                         "write them again, or skip them: data.bad_shards=skip)")
     if bad:
         log.warning("%s: skipping %d bad shards of split %r: %s", root.uri, len(bad), split, "; ".join(bad[:3]))
-    return [f for f in found if not isinstance(f, str)], bad
+    return [kept for kept, _ in found if kept is not None], bad
 
 
-def _split_indexes(shards: str, split: str, bad_shards: str = "error") -> tuple[list[tuple[Location, dict]], list[str]]:
-    """Every folder's indexes of `split`, their samples less the removed videos; (root, index) pairs and the
-    bad shards skipped. No finished shard at all is an error."""
+def _split_indexes(shards: str, split: str, keep: Callable[[Location, dict], T], bad_shards: str = "error"
+                   ) -> tuple[list[T], list[str]]:
+    """`_folder_indexes` over every folder `shards` names: what was kept of the shards that hold samples of
+    `split`, and the bad shards skipped. No finished sample at all is an error."""
     if bad_shards not in BAD_SHARDS:
         raise ValueError(f"bad_shards must be one of {', '.join(BAD_SHARDS)}, got {bad_shards!r}")
-    pairs, skipped = [], []
+    kept, skipped = [], []
     for folder in shard_folders(shards):
-        root = Location.of(folder)
-        indexes, bad = _folder_indexes(root, split, bad_shards)
+        found, bad = _folder_indexes(Location.of(folder), split, bad_shards, keep)
+        kept += found
         skipped += bad
-        removed = set(read_removed(root)["id"].to_pylist()) if indexes else set()
-        for index in indexes:
-            index["samples"] = [s for s in index["samples"] if s["id"] not in removed]
-            pairs.append((root, index))
-    if not any(index["samples"] for _, index in pairs):
+    if not kept:
         raise FileNotFoundError(f"{shards}: no finished shards of split {split!r} "
                                 f"(is it the output folder of `tempme preprocess`?)")
-    return pairs, skipped
+    return kept, skipped
 
 
 def shard_index(shards: str, split: str) -> list[IndexedSample]:
     """Every sample of `split` in the finished shards, in shard order, less the videos recorded as removed."""
-    return [IndexedSample(root.child(index["shard"]).uri, s["key"], s["id"], s["captions"], s["valid"],
-                          tuple(s["span"]), {k: tuple(v) for k, v in s["members"].items()})
-            for root, index in _split_indexes(shards, split)[0] for s in index["samples"]]
+    def samples(root: Location, index: dict) -> list[IndexedSample]:
+        tar = root.child(index["shard"]).uri
+        return [IndexedSample(tar, s["key"], s["id"], s["captions"], s["valid"], tuple(s["span"]),
+                              {k: tuple(v) for k, v in s["members"].items()}) for s in index["samples"]]
+
+    return [s for shard in _split_indexes(shards, split, samples)[0] for s in shard]
 
 
 @dataclass(frozen=True)
@@ -191,19 +196,18 @@ class SampleTable:
 
     @classmethod
     def build(cls, shards: str, split: str, bad_shards: str = "error") -> "SampleTable":
-        pairs, skipped = _split_indexes(shards, split, bad_shards)
-        tars, shard, start, end, captions, ids = [], [], [], [], [], []
-        for root, index in pairs:
-            if not index["samples"]:
-                continue
-            tars.append(root.child(index["shard"]).uri)
-            for s in index["samples"]:
-                shard.append(len(tars) - 1)
-                start.append(s["span"][0]), end.append(s["span"][1])
-                captions.append(s["captions"]), ids.append(s["id"])
-        table = cls(tuple(tars), np.asarray(shard, np.int32), np.asarray(start, np.int64),
-                    np.asarray(end, np.int64), np.asarray(captions, np.int32), pa.array(ids, pa.string()),
-                    tuple(skipped))
+        def columns(root: Location, index: dict) -> tuple:   # what a shard's index leaves behind
+            samples = index["samples"]
+            return (root.child(index["shard"]).uri, np.array([s["span"][0] for s in samples], np.int64),
+                    np.array([s["span"][1] for s in samples], np.int64),
+                    np.array([s["captions"] for s in samples], np.int32), pa.array([s["id"] for s in samples],
+                                                                                   pa.string()))
+
+        kept, skipped = _split_indexes(shards, split, columns, bad_shards)
+        table = cls(tuple(k[0] for k in kept),
+                    np.concatenate([np.full(len(k[1]), i, np.int32) for i, k in enumerate(kept)]),
+                    np.concatenate([k[1] for k in kept]), np.concatenate([k[2] for k in kept]),
+                    np.concatenate([k[3] for k in kept]), pa.concat_arrays([k[4] for k in kept]), tuple(skipped))
         if len(pc.unique(table.ids)) != len(table):
             counts = pc.value_counts(table.ids)
             twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()

@@ -1,4 +1,9 @@
-"""The demo's pipeline, end to end on a smaller corpus: the same code path `make demo` runs, fewer steps."""
+"""The demo's pipeline, end to end on a smaller corpus: the same code path `make demo` runs, fewer steps.
+
+It is also the learning check: 2 Ray Train workers train the tiny preset from random weights on the synthetic
+corpus, and the held-out R@1 must reach twice chance. Three runs of these settings (train.seed 0, 1, 2) gave
+R@1 37.5, 50.0 and 50.0 on the 8 test videos against 12.5 by chance, and R@5 100.
+"""
 import json
 
 import mlflow
@@ -12,15 +17,15 @@ QUERIES = ("a red square moving left", "a blue bar moving up")
 
 def test_demo_runs_every_stage_and_says_where_things_are(ray_cluster, tmp_path):
     lines = []
-    result = run_demo(DemoOptions(workdir=str(tmp_path / "demo"), videos=12, epochs=1, pretrained="none",
+    result = run_demo(DemoOptions(workdir=str(tmp_path / "demo"), videos=32, epochs=4, pretrained="none",
                                   queries=QUERIES, top_k=3), say=lines.append)
     text = "\n".join(lines)
 
     summary = json.loads((result.shards / "_summary.json").read_text())
-    assert sum(s["samples"] for s in summary["splits"].values()) == 12
-    assert result.embedded == 12
+    assert sum(s["samples"] for s in summary["splits"].values()) == 32
+    assert result.embedded == 32
     index = IndexStore(result.index).open()
-    assert len(index) == 12 and index.model.version == result.version
+    assert len(index) == 32 and index.model.version == result.version
     assert result.model_uri == "models:/tempme-demo@champion"
     client = mlflow.MlflowClient(result.tracking_uri)
     assert str(client.get_model_version_by_alias("tempme-demo", "champion").version) == result.version
@@ -29,7 +34,8 @@ def test_demo_runs_every_stage_and_says_where_things_are(ray_cluster, tmp_path):
         scores = [score for _, score, _ in hits]
         assert len(hits) == 3 and scores == sorted(scores, reverse=True)
         assert all(caption for _, _, caption in hits)        # every hit is a video of the corpus
-    assert 0 <= result.test_metrics["t2v_r1"] <= 100 and result.chance_r1 == pytest.approx(100 / 3)
+    assert result.chance_r1 == pytest.approx(100 / 8) and f"chance R@1 {result.chance_r1:.1f}" in text
+    assert result.test_metrics["t2v_r1"] >= 2 * result.chance_r1          # it learns
     assert "RANDOM" in text                                   # says plainly that the weights are random
     for where in (str(result.shards), str(result.index), "mlflow ui --backend-store-uri " + result.tracking_uri):
         assert where in text

@@ -42,10 +42,29 @@ class TextSearch:
                  precision: str = "auto", version: int | None = None):
         """`precision`: of the text encoder (auto: bf16 where the hardware computes it natively); `version`: the
         index version to search (default the latest; `tempme index info` lists them)."""
-        self.location = str(index)
+        self.location, self.tracking_uri, self.precision = str(index), tracking_uri, precision
         self.index = IndexStore(index).open(version)
         self.model, self.model_ref = _load_query_model(self.index, self.location, model_uri, tracking_uri)
         self.model.for_inference(precision)
+
+    def latest_version(self) -> int:
+        """The newest version of the index on its store (one listing; nothing is opened for search)."""
+        return IndexStore(self.location).dataset().version
+
+    def reopened(self, version: int | None = None) -> "TextSearch":
+        """This search at another version of the index (default the latest), as a new object: the model is
+        shared when that version's live model is the same name and version, else the index's new one is
+        loaded. The old object keeps answering from its own version, so a query never mixes two."""
+        index = IndexStore(self.location).open(version)
+        fresh = object.__new__(TextSearch)
+        fresh.location, fresh.tracking_uri, fresh.precision, fresh.index = (
+            self.location, self.tracking_uri, self.precision, index)
+        if index.model.same_version(self.index.model):
+            fresh.model, fresh.model_ref = self.model, self.model_ref
+        else:
+            fresh.model, fresh.model_ref = _load_query_model(index, self.location, None, self.tracking_uri)
+            fresh.model.for_inference(self.precision)
+        return fresh
 
     @property
     def index_model(self) -> ModelRef:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.index.rows import ModelRef, live_model, pending_model
+from pipelines.index.rows import ModelRef, live_model, pending_model, sql_text
 
 EXACT_MAX = 100_000   # rows at or below which search is exact and no ANN index is built
 REBUILD_SHARE = 0.2   # rebuild the ANN index (new centroids) once this share of rows is not in it
@@ -48,7 +48,7 @@ class VideoIndex:
         self.filter = self.model.row_filter() if pending_model(ds) else None   # another version's rows are in
         self.count = ds.count_rows(self.filter)
         self.ann = ann_index(ds) if self.count > EXACT_MAX else None
-        self._rows = self._matrix = None
+        self._rows = self._matrix = self._positions = None
         if self.ann is None:
             table = ds.to_table(columns=[*SHOWN, "embedding"], filter=self.filter)
             emb = table.column("embedding").combine_chunks()
@@ -71,6 +71,17 @@ class VideoIndex:
         if self._rows is not None:
             return self._rows.column("video_id").to_pylist()
         return self.ds.to_table(columns=["video_id"], filter=self.filter).column(0).to_pylist()
+
+    def find(self, video_id: str) -> Hit | None:
+        """The live row of `video_id` as a Hit (score 0), or None."""
+        if self._rows is not None:
+            if self._positions is None:
+                self._positions = {v: i for i, v in enumerate(self._rows.column("video_id").to_pylist())}
+            at = self._positions.get(video_id)
+            return None if at is None else _hit(self._rows.slice(at, 1).to_pylist()[0], 0.0)
+        where = f"video_id = {sql_text(video_id)}" + (f" AND ({self.filter})" if self.filter else "")
+        rows = self.ds.to_table(columns=SHOWN, filter=where, limit=1).to_pylist()
+        return _hit(rows[0], 0.0) if rows else None
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
         """Top-k videos by cosine for each row of `queries` [n, dim] (or one vector [dim])."""

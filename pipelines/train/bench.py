@@ -4,9 +4,13 @@ MLflow run) in a scratch folder, read back from what the job logged.
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.preprocess.layout import INDEX_DIR, SUMMARY, index_name, shard_name
 from pipelines.shards import shard_index
 
 from .config import TrainJobConfig, load_config
@@ -74,3 +78,50 @@ def learning_check(shards: Path, workdir: Path, epochs: int, workers: int = 2) -
     return LearningCheck(preset=cfg.model.preset, steps=outcome.steps, seconds=seconds, test_videos=test_videos,
                          t2v_r1=metrics["t2v_r1"], chance_r1=100.0 / test_videos, metrics=metrics)
 
+
+
+@dataclass(frozen=True)
+class MemoryRow:
+    train_videos: int
+    peak_memory_mb: float          # the training worker's peak (RSS on CPU), data loading in the same process
+
+
+def replicate_shards(shards: Path, out: Path, videos: int) -> Path:
+    """A shard folder whose training split has `videos` videos: `shards`' training tars again and again as hard
+    links under new names, their ids made unique in the indexes, other splits as they are. What grows with the
+    corpus can be measured without decoding thousands of videos first."""
+    (out / INDEX_DIR).mkdir(parents=True, exist_ok=True)
+    shutil.copy(shards / SUMMARY, out / SUMMARY)
+    for index_file in (shards / INDEX_DIR).glob("*.json"):
+        if not index_file.name.startswith("train-"):
+            shutil.copy(index_file, out / INDEX_DIR)
+            tar = shards / index_file.name.replace(".json", ".tar")
+            if tar.exists():
+                os.link(tar, out / tar.name)
+    train = [json.loads(f.read_text()) for f in sorted((shards / INDEX_DIR).glob("train-*.json"))]
+    made, number = 0, 0
+    while made < videos:
+        for index in train:
+            samples = index["samples"][: videos - made]
+            if not samples:
+                break
+            name = shard_name("train", number)
+            os.link(shards / index["shard"], out / name)
+            copy = {**index, "shard": name, "planned": [],
+                    "samples": [{**s, "id": f"{s['id']}-{number}"} for s in samples]}
+            (out / INDEX_DIR / index_name(name)).write_text(json.dumps(copy))
+            made, number = made + len(samples), number + 1
+    return out
+
+
+def measure_memory(shards: Path, workdir: Path, video_counts: list[int], steps: int) -> list[MemoryRow]:
+    """Peak memory of one training worker (tiny TempMe, data loading in its process) on training splits of
+    each size: what the reader keeps per video shows as growth from the smallest to the largest."""
+    rows = []
+    for videos in video_counts:
+        grown = replicate_shards(shards, workdir / f"shards-{videos}", videos)
+        cfg = _config(grown, workdir, f"memory-{videos}", "scaling.num_workers=1", "train.batch_size=4",
+                      f"train.max_steps={steps}", "train.epochs=1", "train.log_every=2", "data.loader_workers=0",
+                      "data.eval_split=null", "data.test_split=null")
+        rows.append(MemoryRow(videos, run_training(cfg).summary["peak_memory_mb_rank0"]))
+    return rows

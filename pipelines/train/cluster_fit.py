@@ -12,6 +12,7 @@ import json
 
 from pipelines.cluster import spans_nodes
 from pipelines.preprocess.layout import INDEX_DIR, OPTIONS
+from pipelines.shards import shard_folders
 from pipelines.storage import Location, is_local_uri
 
 from .config import ConfigError, TrainJobConfig
@@ -20,9 +21,9 @@ from .config import ConfigError, TrainJobConfig
 def check_fits_cluster(cfg: TrainJobConfig, tracking_uri: str, nodes: list[dict]) -> None:
     """Raise ConfigError naming the setting that cannot work on this cluster (`ray.nodes()`)."""
     if spans_nodes(nodes):
+        places = [("data.shards", folder) for folder in shard_folders(cfg.data.shards)]
         local = [] if cfg.scaling.shared_filesystem else [
-            (key, value) for key, value in (("data.shards", cfg.data.shards), ("run.storage_path", cfg.run.storage_path))
-            if is_local_uri(value)]
+            (key, value) for key, value in places + [("run.storage_path", cfg.run.storage_path)] if is_local_uri(value)]
         if local:
             key, value = local[0]
             raise ConfigError(key, f"{value} is a local path, but this Ray cluster spans several nodes, which would "
@@ -45,14 +46,16 @@ def check_fits_cluster(cfg: TrainJobConfig, tracking_uri: str, nodes: list[dict]
 
 
 def check_shards_fit_model(cfg: TrainJobConfig, frames: int, image_size: int) -> None:
-    """Raise ConfigError if the shards' frames or resolution (their `_index/options.json`) are not the
-    preset's `frames` and `image_size`."""
-    loc = Location.of(cfg.data.shards).child(INDEX_DIR, OPTIONS)
-    if not loc.exists():
-        return   # shards not made by `tempme preprocess`: the reader checks every sample instead
-    made = json.loads(loc.read_text())
-    for what, have, want in (("frames", made.get("frames"), frames), ("resolution", made.get("resolution"), image_size)):
-        if have is not None and have != want:
-            raise ConfigError("data.shards", f"{cfg.data.shards} holds {what}={have}, but {cfg.model.preset} takes "
-                                             f"{what}={want}: preprocess with --{what} {want} or pick a preset "
-                                             "that fits")
+    """Raise ConfigError if the shards' frames or resolution (each folder's `_index/options.json`) are not
+    the preset's `frames` and `image_size`."""
+    for folder in shard_folders(cfg.data.shards):
+        loc = Location.of(folder).child(INDEX_DIR, OPTIONS)
+        if not loc.exists():
+            continue   # shards not made by `tempme preprocess`
+        made = json.loads(loc.read_text())
+        for what, have, want in (("frames", made.get("frames"), frames),
+                                 ("resolution", made.get("resolution"), image_size)):
+            if have is not None and have != want:
+                raise ConfigError("data.shards", f"{folder} holds {what}={have}, but {cfg.model.preset} takes "
+                                                 f"{what}={want}: preprocess with --{what} {want} or pick a preset "
+                                                 "that fits")

@@ -3,8 +3,8 @@ import argparse
 import re
 import shlex
 from pathlib import Path
+from urllib.parse import urlparse
 
-import pytest
 import ray
 import yaml
 
@@ -45,7 +45,7 @@ def assert_pod_spec(spec: dict):
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", c["name"])
 
 
-def assert_ray_cluster_spec(spec: dict, autoscaling: bool = False):
+def assert_ray_cluster_spec(spec: dict, autoscaling: bool = False, gpu_workers: bool = True):
     assert spec["rayVersion"] == ray.__version__
     head = spec["headGroupSpec"]
     assert "rayStartParams" in head
@@ -58,7 +58,9 @@ def assert_ray_cluster_spec(spec: dict, autoscaling: bool = False):
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
         assert_pod_spec(group["template"]["spec"])
         limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
-        assert int(limits["nvidia.com/gpu"]) >= 1, "worker group without GPUs"
+        assert int(limits["cpu"]) >= 1, "worker group without CPUs"
+        if gpu_workers:
+            assert int(limits["nvidia.com/gpu"]) >= 1, "worker group without GPUs"
     if autoscaling:
         assert spec["enableInTreeAutoscaling"] is True
         assert any(g["maxReplicas"] > g["minReplicas"] for g in spec["workerGroupSpecs"])
@@ -200,33 +202,56 @@ def test_nightly_kubernetes_cronjob_submits_to_the_cluster():
     assert f"{cluster['metadata']['name']}-head-svc" in address and address.endswith(":8265")
 
 
+def _env(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
 def test_mlflow_server_has_a_database_and_an_object_store():
     deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
     mlflow = deployments["mlflow"]
     pod = mlflow["spec"]["template"]["spec"]
     assert_pod_spec(pod)
     assert mlflow["spec"]["selector"]["matchLabels"].items() <= mlflow["spec"]["template"]["metadata"]["labels"].items()
-    args = " ".join(pod["containers"][0]["args"])
-    assert "mlflow server" in args and "--backend-store-uri=$(MLFLOW_BACKEND_STORE_URI)" in args
-    assert re.search(r"--artifacts-destination=(s3|gs|wasbs)://", args)
-    env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    secret_ref = env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]
-    secrets = {s["metadata"]["name"]: s for s in of_kind("Secret")}
-    assert secret_ref["key"] in secrets[secret_ref["name"]]["stringData"]
-    assert secrets[secret_ref["name"]]["stringData"][secret_ref["key"]].startswith("postgresql://")
-    services = {s["metadata"]["name"]: s for s in of_kind("Service")}
-    assert services["mlflow"]["spec"]["selector"].items() <= mlflow["spec"]["template"]["metadata"]["labels"].items()
+    args = pod["containers"][0]["args"]
+    assert " ".join(args[:2]) == "mlflow server"
+    (store,) = [a.split("=", 1)[1] for a in args if a.startswith("--backend-store-uri=")]
+    (artifacts,) = [a.split("=", 1)[1] for a in args if a.startswith("--artifacts-destination=")]
+    assert re.match(r"(s3|gs|wasbs)://", artifacts) and "--serve-artifacts" in args
+    # The database is the StatefulSet's, reached through its Service; its password comes from the Secret both
+    # containers read (PGPASSWORD for the server's libpq, POSTGRES_PASSWORD for the database's first start).
     (postgres,) = of_kind("StatefulSet")
     assert postgres["spec"]["volumeClaimTemplates"]
+    url = urlparse(store)
+    assert url.scheme == "postgresql" and url.password is None and url.username
+    services = {s["metadata"]["name"]: s for s in of_kind("Service")}
+    assert url.hostname == f"{postgres['spec']['serviceName']}.tempme.svc.cluster.local" and url.port == 5432
+    assert services[postgres["spec"]["serviceName"]]["spec"]["selector"].items() \
+        <= postgres["spec"]["template"]["metadata"]["labels"].items()
+    db_env = _env(postgres["spec"]["template"]["spec"]["containers"][0])
+    assert url.username == db_env["POSTGRES_USER"]["value"] and url.path == "/" + db_env["POSTGRES_DB"]["value"]
+    server_env = _env(pod["containers"][0])
+    assert server_env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == db_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert services["mlflow"]["spec"]["selector"].items() <= mlflow["spec"]["template"]["metadata"]["labels"].items()
 
 
 def test_in_cluster_services_resolve():
     """Every *.svc.cluster.local URL the manifests use names a Service (or a KubeRay head service)."""
     names = {s["metadata"]["name"] for s in of_kind("Service")}
-    names |= {f"{c['metadata']['name']}-head-svc" for c in of_kind("RayCluster")}
+    names |= {f"{c['metadata']['name']}-head-svc" for c in of_kind("RayCluster") + of_kind("RayService")}
+    names |= {s["spec"]["serveService"]["metadata"]["name"] for s in of_kind("RayService") if "serveService" in s["spec"]}
     text = "\n".join(p.read_text() for p in INFRA.rglob("*.yaml"))
     used = set(re.findall(r"([a-z0-9-]+)\.tempme\.svc\.cluster\.local", text))
     assert used and used <= names, used - names
+
+
+def test_search_rayservice():
+    (service,) = of_kind("RayService")
+    assert_ray_cluster_spec(service["spec"]["rayClusterConfig"], gpu_workers=False)
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    (app,) = config["applications"]
+    assert app["import_path"] == "pipelines.serve.app:build" and app["route_prefix"] == "/"
+    assert _is_shared_storage(app["args"]["index"]), app["args"]["index"]
+    assert isinstance(app["args"]["replicas"], int) and app["args"]["replicas"] >= 1
 
 
 def test_dockerfile_builds_the_package_on_the_pinned_ray_image():
@@ -237,3 +262,4 @@ def test_dockerfile_builds_the_package_on_the_pinned_ray_image():
     for folder in ("tempme", "pipelines", "jobs"):
         assert re.search(rf"^COPY .*\b{folder}\b", text, flags=re.M), folder
     assert re.search(r"AS mlflow", text) and "psycopg2" in text and "boto3" in text
+    assert '"mlflow[auth]"' in text, "the MLflow image lacks the basic-auth app's requirements (Flask-WTF)"

@@ -122,3 +122,27 @@ def test_two_ray_workers_split_the_split(synthetic_shards, ray_cluster):
     everything = SampleTable.build(str(synthetic_shards), "train").ids.to_pylist()
     assert not set(parts[0]) & set(parts[1])
     assert sorted(parts[0] + parts[1]) == sorted(everything) and len(everything) == 12
+
+
+def upload(local, uri: str) -> str:
+    from pyarrow import fs as pafs
+
+    from pipelines.storage import Location
+
+    target = Location.of(uri)
+    pafs.copy_files(str(local), target.path, destination_filesystem=target.fs)
+    return uri
+
+
+def test_shards_on_an_object_store_read_like_local_ones(synthetic_shards, s3_server, reads):
+    uri = upload(synthetic_shards, f"{s3_server.prefix('stream')}/shards")
+    remote, local = SampleTable.build(uri, "train"), SampleTable.build(str(synthetic_shards), "train")
+    assert remote.tars[0].startswith("s3://") and remote.ids == local.ids
+
+    def epoch(table):
+        stream = ShardStream(table, batch_size=4, rank=0, world_size=2, seed=5, epoch=3, window=3)
+        return [(b["id"], b["caption"], b["video"].sum().item()) for b in stream_batches(stream, workers=0)]
+
+    reads.clear()
+    assert epoch(remote) == epoch(local)
+    assert len(reads) <= 2 * 3           # one request per tar and window at most, never one per sample

@@ -29,6 +29,7 @@ def test_what_spans_nodes(ray_cluster):
 @pytest.mark.parametrize("nodes", [HEAD_ONLY, TWO_NODES], ids=["autoscaling-head", "two-nodes"])
 @pytest.mark.parametrize("overrides, key, says", [
     ([], "data.shards", "use an object-store URI"),
+    (["data.shards=s3://bucket/shards,/local/more-shards"], "data.shards", "/local/more-shards is a local path"),
     (["data.shards=s3://bucket/shards"], "run.storage_path", "scaling.shared_filesystem=true"),
     (["data.shards=s3://bucket/shards", "run.storage_path=s3://bucket/ray"], "tracking.uri", "MLflow server"),
 ])

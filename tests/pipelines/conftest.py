@@ -1,5 +1,6 @@
-"""Models for the embedding tests: a TempMe-Tiny backbone checkpoint (so every process builds the same
-frozen backbone), an adapter trained here to match the synthetic captions, and an untrained one."""
+"""Models and an index for the embedding, search and serving tests: a TempMe-Tiny backbone checkpoint (so every
+process builds the same frozen backbone), an adapter trained here to match the synthetic captions, an untrained
+one, and the synthetic shards embedded with the trained one."""
 import logging
 
 import pytest

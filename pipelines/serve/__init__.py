@@ -1,0 +1,66 @@
+"""The search service: a Ray Serve application over an embedding index (see `app`), and `run_service`, what
+`tempme serve` and the demo start."""
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable
+
+from .state import MAX_K, MAX_QUERY_CHARS, BadQuery, SearchState, ServeOptions, Unavailable, parse_query
+
+APP_NAME = "tempme-search"
+__all__ = ["APP_NAME", "MAX_K", "MAX_QUERY_CHARS", "BadQuery", "SearchState", "ServeOptions", "Unavailable",
+           "parse_query", "start_service", "run_service"]
+
+
+def start_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0.1", port: int = 8000,
+                  ray_address: str | None = None, ready_timeout_s: float = 300.0) -> str:
+    """Deploy the application on Ray (this process's, else `ray_address`, else a local one), listening on
+    `host:port`, and wait until every replica has started; returns the service's address."""
+    import dataclasses
+
+    import ray
+    from ray import serve
+
+    from pipelines.storage import Location
+    from pipelines.tracking import resolve_tracking_uri
+
+    from .app import build
+
+    # Replicas run in other processes and folders: give them absolute places.
+    options = dataclasses.replace(options, index=Location.of(options.index).uri,
+                                  tracking_uri=resolve_tracking_uri(options.tracking_uri))
+    if not ray.is_initialized():
+        ray.init(address=ray_address, logging_level="WARNING")
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build({**vars(options), "replicas": replicas}), name=APP_NAME, route_prefix="/", blocking=False)
+    address = f"http://{host}:{port}/"
+    deadline = time.monotonic() + ready_timeout_s
+    while True:
+        status = serve.status().applications.get(APP_NAME)
+        if status is not None and status.status == "RUNNING":
+            return address
+        if status is not None and status.status == "DEPLOY_FAILED" or time.monotonic() > deadline:
+            raise RuntimeError(f"the search service did not start: {status.message if status else 'no status'}")
+        time.sleep(0.5)
+
+
+def run_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0.1", port: int = 8000,
+                ray_address: str | None = None, say: Callable[[str], None] = print) -> None:
+    """`start_service`, say where it is, and keep it up until Ctrl-C; then take it down."""
+    from ray import serve
+
+    address = start_service(options, replicas, host, port, ray_address)
+    try:
+        with urllib.request.urlopen(address + "healthz", timeout=30) as reply:
+            say(f"search service at {address} ({reply.read().decode()}); Ctrl-C stops it")
+    except OSError as err:    # a 503: the index is not there yet; the service is up and keeps looking
+        say(f"search service at {address}, index not available yet ({err}); Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("stopping the search service")
+    finally:
+        serve.delete(APP_NAME)
+        serve.shutdown()

@@ -1,0 +1,71 @@
+"""The search service on Ray Serve: `GET /search?q=...&k=10`, `GET /healthz`, the page at `GET /` and one frame
+of each video at `GET /thumbnail/<video_id>`.
+
+Each replica loads the text encoder once (bf16 where the hardware computes it) and follows the index
+(`state.SearchState`). `build({"index": ..., "replicas": N})` makes the application, for `tempme serve` and for
+a RayService's `import_path: pipelines.serve.app:build`.
+"""
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from ray import serve
+
+from .page import PAGE
+from .state import BadQuery, SearchState, ServeOptions, Unavailable
+
+api = FastAPI(title="TempMe video search", docs_url=None, redoc_url=None)
+
+
+def _error(status: int, err: Exception) -> JSONResponse:
+    return JSONResponse({"error": str(err)}, status_code=status)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1}, health_check_period_s=10)
+@serve.ingress(api)
+class SearchService:
+    def __init__(self, options: dict):
+        self.state = SearchState(ServeOptions(**options))
+
+    def check_health(self) -> None:
+        """Serve's own health check: the replica is alive even while its index is unavailable (503s say so)."""
+
+    @api.get("/", response_class=HTMLResponse)
+    def page(self) -> str:
+        return PAGE
+
+    @api.get("/healthz")
+    def healthz(self):
+        try:
+            return self.state.health()
+        except Unavailable as err:
+            return _error(503, err)
+
+    @api.get("/search")
+    def search(self, q: str | None = None, k: str | None = None):
+        try:
+            return self.state.search(q, k)
+        except BadQuery as err:
+            return _error(400, err)
+        except Unavailable as err:
+            return _error(503, err)
+
+    @api.get("/thumbnail/{video_id}")
+    def thumbnail(self, video_id: str):
+        try:
+            jpeg = self.state.thumbnail(video_id)
+        except Unavailable as err:
+            return _error(503, err)
+        if jpeg is None:
+            return _error(404, LookupError(f"no video {video_id!r} in the index"))
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+def build(args: dict) -> serve.Application:
+    """The application: `args` has `index` and optionally `replicas`, `tracking_uri`, `precision`, `refresh_s`."""
+    args = dict(args)
+    replicas = int(args.pop("replicas", 1))
+    if replicas < 1:
+        raise ValueError(f"replicas must be >= 1, got {replicas}")
+    options = ServeOptions(**args)
+    return SearchService.options(num_replicas=replicas).bind(vars(options))

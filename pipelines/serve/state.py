@@ -1,0 +1,149 @@
+"""What one search replica holds and does, apart from HTTP: the open index version with its model, following
+new versions, checking queries, answering them and reading thumbnails.
+
+A replica answers every query from one snapshot (`TextSearch`: one index version and the model that embedded
+it). A background thread looks for a newer version every `refresh_s` seconds and swaps in a new snapshot,
+built beside the old one, by one assignment: a query that started keeps its snapshot to the end, so no answer
+mixes two index versions or two model versions. An index that cannot be opened (a store that does not answer,
+a folder with no index yet) leaves the replica up, answering 503 until it can.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from pipelines.embed.search import TextSearch
+from pipelines.storage import Location, retrying
+
+MAX_QUERY_CHARS = 300     # CLIP reads 77 tokens; a longer text is cut by the tokenizer anyway
+MAX_K = 100
+DEFAULT_K = 10
+REFRESH_S = 10.0
+log = logging.getLogger(__name__)
+
+
+class BadQuery(ValueError):
+    """A query the service refuses (HTTP 400)."""
+
+
+class Unavailable(RuntimeError):
+    """The index cannot be searched now (HTTP 503)."""
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    index: str
+    tracking_uri: str | None = None
+    precision: str = "auto"
+    refresh_s: float = REFRESH_S
+
+
+def parse_query(q: str | None, k: str | int | None) -> tuple[str, int]:
+    """(query, k) from the request's parameters, or BadQuery saying what is wrong."""
+    text = (q or "").strip()
+    if not text:
+        raise BadQuery("q is empty: give a text to search for, e.g. /search?q=a+dog+running")
+    if len(text) > MAX_QUERY_CHARS:
+        raise BadQuery(f"q is {len(text)} characters long; at most {MAX_QUERY_CHARS}")
+    try:
+        count = DEFAULT_K if k in (None, "") else int(k)
+    except (TypeError, ValueError):
+        raise BadQuery(f"k must be a whole number from 1 to {MAX_K}, got {k!r}") from None
+    if not 1 <= count <= MAX_K:
+        raise BadQuery(f"k must be from 1 to {MAX_K}, got {count}")
+    return text, count
+
+
+class SearchState:
+    """The replica's current snapshot and the thread that keeps it at the newest index version."""
+
+    def __init__(self, options: ServeOptions):
+        self.options = options
+        self.snapshot: TextSearch | None = None
+        self.problem = "the index has not been opened yet"
+        self.opened_at: float | None = None
+        self._stop = threading.Event()
+        self.refresh()
+        self._thread = threading.Thread(target=self._follow, name="index-follower", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def refresh(self) -> bool:
+        """Move to the newest index version if there is one; True when the snapshot changed."""
+        current = self.snapshot
+        try:
+            if current is None:
+                fresh = TextSearch(self.options.index, tracking_uri=self.options.tracking_uri,
+                                   precision=self.options.precision)
+            elif current.latest_version() != current.index.version:
+                fresh = current.reopened()
+            else:
+                return False
+        except Exception as err:   # the store, the registry or the model: keep what is served, say why
+            self.problem = f"index {self.options.index} cannot be opened: {type(err).__name__}: {err}"
+            if current is None:
+                log.warning("%s", self.problem)
+            return False
+        self.snapshot, self.opened_at, self.problem = fresh, time.time(), ""
+        log.info("serving %s version %d (%s v%s, %d videos)", self.options.index, fresh.index.version,
+                 fresh.model_ref.name, fresh.model_ref.version, len(fresh.index))
+        return True
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.options.refresh_s):
+            self.refresh()
+
+    def current(self) -> TextSearch:
+        snapshot = self.snapshot
+        if snapshot is None:
+            raise Unavailable(self.problem)
+        return snapshot
+
+    def health(self) -> dict:
+        snapshot = self.current()
+        return {"status": "ok", "index": self.options.index, "index_version": snapshot.index.version,
+                "model": {"name": snapshot.model_ref.name, "version": snapshot.model_ref.version},
+                "videos": len(snapshot.index), "search": snapshot.index.kind}
+
+    def search(self, q: str | None, k: str | int | None) -> dict:
+        text, count = parse_query(q, k)
+        snapshot = self.current()           # one snapshot for the whole answer
+        started = time.perf_counter()
+        try:
+            hits = snapshot.search(text, count)[0]
+        except OSError as err:
+            raise Unavailable(f"index {self.options.index} cannot be read: {err}") from err
+        version = snapshot.index.version
+        return {"query": text, "k": count, "index_version": version,
+                "model": {"name": snapshot.model_ref.name, "version": snapshot.model_ref.version},
+                "took_ms": round(1000 * (time.perf_counter() - started), 2),
+                "hits": [{"video_id": h.video_id, "score": round(h.score, 6), "caption": h.caption,
+                          "thumbnail": f"thumbnail/{quote(h.video_id, safe='')}?v={version}" if h.thumbnail else None}
+                         for h in hits]}
+
+    def thumbnail(self, video_id: str) -> bytes | None:
+        """The JPEG of one frame of a live video (from its shard), or None when the index has no such video."""
+        hit = self.current().index.find(video_id)
+        if hit is None or hit.thumbnail is None:
+            return None
+        try:
+            return _read_bytes(*hit.thumbnail)
+        except OSError as err:
+            raise Unavailable(f"the shard of {video_id} cannot be read: {err}") from err
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_bytes(uri: str, offset: int, size: int) -> bytes:
+    loc = Location.of(uri)
+
+    def read() -> bytes:
+        with loc.fs.open_input_file(loc.path) as f:
+            return f.read_at(size, offset)
+
+    return retrying(read)

@@ -1,0 +1,87 @@
+"""A search replica's state without HTTP: queries checked, answered from one snapshot, new index versions
+followed (with their new model), an index that is not there answered with Unavailable until it is."""
+import shutil
+
+import pytest
+
+from pipelines.embed import embed_corpus
+from pipelines.serve import MAX_K, MAX_QUERY_CHARS, BadQuery, SearchState, ServeOptions, Unavailable, parse_query
+
+
+@pytest.fixture
+def served_index(trained_index, tmp_path):
+    index, _, uri = trained_index
+    shutil.copytree(index, tmp_path / "index")
+    return tmp_path / "index", uri
+
+
+@pytest.fixture
+def state(served_index):
+    index, uri = served_index
+    state = SearchState(ServeOptions(index=str(index), tracking_uri=uri, refresh_s=3600))
+    yield state
+    state.close()
+
+
+@pytest.mark.parametrize("q, k, says", [
+    ("", None, "q is empty"), ("   ", "3", "q is empty"), (None, None, "q is empty"),
+    ("x" * (MAX_QUERY_CHARS + 1), None, "characters long"),
+    ("a dog", "ten", "whole number"), ("a dog", "0", f"from 1 to {MAX_K}"), ("a dog", str(MAX_K + 1), "from 1 to"),
+])
+def test_bad_queries_say_what_is_wrong(q, k, says):
+    with pytest.raises(BadQuery, match=says):
+        parse_query(q, k)
+
+
+def test_defaults_and_trimming():
+    assert parse_query("  a red square ", None) == ("a red square", 10)
+    assert parse_query("a", "100") == ("a", 100)
+
+
+def test_a_caption_finds_its_video_with_versions_and_a_thumbnail(state, synthetic_shards):
+    from pipelines.stream import split_videos
+
+    video = next(split_videos(str(synthetic_shards), "test"))
+    answer = state.search(video["captions"][0], "3")
+    assert answer["hits"][0]["video_id"] == video["id"] and len(answer["hits"]) == 3
+    assert answer["index_version"] == state.snapshot.index.version
+    assert answer["model"] == {"name": "tempme-synthetic", "version": state.snapshot.model_ref.version}
+    scores = [h["score"] for h in answer["hits"]]
+    assert scores == sorted(scores, reverse=True)
+    jpeg = state.thumbnail(video["id"])
+    assert jpeg[:2] == b"\xff\xd8" and answer["hits"][0]["thumbnail"].startswith(f"thumbnail/{video['id']}?v=")
+    assert state.thumbnail("no-such-video") is None
+    assert state.health()["videos"] == 16
+
+
+def test_a_new_index_version_and_model_are_followed_and_never_mixed(state, served_index, synthetic_shards,
+                                                                   untrained_adapter):
+    index, uri = served_index
+    before = state.snapshot
+    assert not state.refresh()                                  # nothing new yet
+    embed_corpus(str(synthetic_shards), str(untrained_adapter), str(index), workers=1, batch_size=4,
+                 tracking_uri=uri)                               # another model version, published
+    assert state.refresh()
+    after = state.snapshot
+    assert after.index.version > before.index.version
+    assert after.model_ref.version != before.model_ref.version and after.model is not before.model
+    assert after.index.model.same_version(after.model_ref)     # the snapshot pairs a version with its model
+    old = before.search("a red square moving left", 2)[0]      # a query holding the old snapshot still works
+    assert len(old) == 2 and before.index.model.same_version(before.model_ref)
+    assert state.search("a red square moving left", 2)["model"]["version"] == after.model_ref.version
+
+
+def test_an_index_that_is_not_there_is_unavailable_until_it_appears(trained_index, tmp_path):
+    index, _, uri = trained_index
+    state = SearchState(ServeOptions(index=str(tmp_path / "later"), tracking_uri=uri, refresh_s=3600))
+    try:
+        with pytest.raises(Unavailable, match="cannot be opened"):
+            state.health()
+        with pytest.raises(Unavailable):
+            state.search("a red square", None)
+        with pytest.raises(BadQuery):                           # a bad query is still the client's fault
+            state.search("", None)
+        shutil.copytree(index, tmp_path / "later")
+        assert state.refresh() and state.health()["status"] == "ok"
+    finally:
+        state.close()
