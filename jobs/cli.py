@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "train": ("bench_train", "training throughput and peak memory, 1 and 2 workers"),
     "embed": ("bench_embed", "embedding job vs a plain loop, 1 and 2 workers"),
     "search": ("bench_search", "search latency and recall, exact vs ANN, over large clustered indexes"),
+    "serve": ("bench_serve", "search service QPS and p50/p99 by index size and replicas, publish-to-served time"),
 }
 
 

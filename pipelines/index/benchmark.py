@@ -41,8 +41,8 @@ def corpus(rng, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     return centres, basis.T.astype(np.float32)
 
 
-def _build(location: str, n: int, space: tuple, rng) -> float:
-    model = ModelRef("bench", "1", "bench")
+def build(location: str, n: int, space: tuple, rng, model: ModelRef = ModelRef("bench", "1", "bench")) -> float:
+    """Write an index of `n` synthetic videos of `model` at `location`; returns the seconds it took."""
     t0 = time.perf_counter()
     with IndexStore(location).writer(model, run_id="bench") as writer:
         for start in range(0, n, CHUNK):
@@ -91,7 +91,7 @@ def measure(sizes: list[int], dim: int = 512, k: int = 10, queries: int = 100, e
         for n in sizes:
             space = corpus(rng, n, dim)
             location = f"{root}/index-{n}"
-            write_s = _build(location, n, space, rng)
+            write_s = build(location, n, space, rng)
             store = IndexStore(location)
             q = _draw(rng, *space, queries)
             truth = _exact_top(store.dataset(), q, k)
