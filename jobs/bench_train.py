@@ -68,7 +68,8 @@ def run(args) -> int:
         print("\npeak memory of one training worker (tiny TempMe, data loading in its process) by training-split size")
         for m in memory:
             print(f"  {m.train_videos:>8d} videos: {m.peak_memory_mb:7.0f} MB "
-                  f"({m.peak_memory_mb - memory[0].peak_memory_mb:+.0f} MB vs {memory[0].train_videos})")
+                  f"({m.peak_memory_mb - memory[0].peak_memory_mb:+.0f} MB vs {memory[0].train_videos}); "
+                  f"the reader holds {m.reader_held_mb:.2f} MiB")
     if check:
         print(f"\nlearning check: {check.preset} from random weights, {check.steps} steps in {check.seconds:.0f} s; "
               f"held-out test split of {check.test_videos} videos")

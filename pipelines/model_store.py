@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pyfunc_model import PYFUNC_FILES, write_pyfunc_files
+from .pyfunc_files import PYFUNC_FILES, write_pyfunc_files
 
 MODEL_TYPE = "tempme-adapter"
 RANDOM_INIT_SEED = 0

@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.fixtures.model_fixtures",
     "tests.fixtures.video_fixtures",
     "tests.fixtures.s3_fixtures",
+    "tests.fixtures.index_fixtures",
 ]
 
 

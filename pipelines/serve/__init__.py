@@ -47,7 +47,10 @@ def start_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0
 
 def run_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0.1", port: int = 8000,
                 ray_address: str | None = None, say: Callable[[str], None] = print) -> None:
-    """`start_service`, say where it is, and keep it up until Ctrl-C; then take it down."""
+    """`start_service`, say where it is, and keep it up until Ctrl-C (or SIGTERM); then take it down."""
+    import signal
+    import threading
+
     from ray import serve
 
     address = start_service(options, replicas, host, port, ray_address)
@@ -56,11 +59,14 @@ def run_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0.1
             say(f"search service at {address} ({reply.read().decode()}); Ctrl-C stops it")
     except OSError as err:    # a 503: the index is not there yet; the service is up and keeps looking
         say(f"search service at {address}, index not available yet ({err}); Ctrl-C stops it")
+    stop = threading.Event()
+    # Our own handlers: libraries used before (Ray Train's driver, for one) may have replaced Python's.
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+        stop.wait()
         say("stopping the search service")
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         serve.delete(APP_NAME)
         serve.shutdown()

@@ -84,6 +84,7 @@ def learning_check(shards: Path, workdir: Path, epochs: int, workers: int = 2) -
 class MemoryRow:
     train_videos: int
     peak_memory_mb: float          # the training worker's peak (RSS on CPU), data loading in the same process
+    reader_held_mb: float          # what the split's sample table and an epoch's order hold (traced allocations)
 
 
 def replicate_shards(shards: Path, out: Path, videos: int) -> Path:
@@ -123,5 +124,30 @@ def measure_memory(shards: Path, workdir: Path, video_counts: list[int], steps: 
         cfg = _config(grown, workdir, f"memory-{videos}", "scaling.num_workers=1", "train.batch_size=4",
                       f"train.max_steps={steps}", "train.epochs=1", "train.log_every=2", "data.loader_workers=0",
                       "data.eval_split=null", "data.test_split=null")
-        rows.append(MemoryRow(videos, run_training(cfg).summary["peak_memory_mb_rank0"]))
+        rows.append(MemoryRow(videos, run_training(cfg).summary["peak_memory_mb_rank0"], reader_held_mb(grown)))
     return rows
+
+
+def reader_held_mb(shards: Path) -> float:
+    """MiB the training split's sample table and one epoch's order keep allocated (Python and Arrow)."""
+    import gc
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from pipelines.shards import SampleTable
+    from pipelines.stream import ShardStream
+
+    ShardStream(SampleTable.build(str(shards), "train"), batch_size=4).order()   # first use: caches, not the table
+    gc.collect()
+    arrow_before = pa.total_allocated_bytes()
+    tracemalloc.start()
+    try:
+        stream = ShardStream(SampleTable.build(str(shards), "train"), batch_size=4)
+        order = stream.order()
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] + pa.total_allocated_bytes() - arrow_before
+    finally:
+        tracemalloc.stop()
+    del stream, order
+    return round(held / 2**20, 2)

@@ -5,7 +5,7 @@ import torch
 
 import tempme
 from pipelines.embed.benchmark import index_embeddings, make_random_adapter, run_benchmark
-from tests.pipelines.conftest import shard_videos
+from tests.fixtures.index_fixtures import shard_videos
 
 
 def test_plain_loop_and_job_runs_embed_the_same_videos_alike(ray_cluster, synthetic_shards, tmp_path):

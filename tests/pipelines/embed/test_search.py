@@ -7,7 +7,7 @@ import torch
 from jobs.cli import main
 from pipelines.embed import ModelMismatch, TextSearch
 from pipelines.index import IndexStore
-from tests.pipelines.conftest import shard_videos
+from tests.fixtures.index_fixtures import shard_videos
 
 
 @pytest.fixture(scope="module")
