@@ -46,6 +46,6 @@ def test_readme_commands_are_what_ci_and_the_makefile_run():
     assert ci == ["make test"]
     makefile = (ROOT / "Makefile").read_text()
     for target in ("demo", "test"):
-        assert re.search(rf"^{target}: env$", makefile, flags=re.M), target
+        assert re.search(rf"^{target}: env\b", makefile, flags=re.M), target
     assert "tempme demo" in makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     assert "pytest -q tests" in makefile.split("\ntest:", 1)[1]

@@ -114,9 +114,14 @@ class IndexWriter:
         if ds is None or not self.replacing:
             return
         self.lease.renew(every=0)
-        ds.update_config({LIVE_KEY: self.model.to_json(), PENDING_KEY: ""})
+        # Three commits, each a consistent index: the new version goes live while still recorded as pending
+        # (so readers keep filtering to its rows), the old rows go, then nothing is pending. A run killed in
+        # between leaves this model pending and live, and the next run with it publishes again.
+        ds.update_config({LIVE_KEY: self.model.to_json()})
         ds = self.store.dataset()
         ds.delete(f"NOT ({self.model.row_filter()})")
+        ds = self.store.dataset()
+        ds.update_config({PENDING_KEY: ""})
         self.replacing, self.live = False, self.model
 
     def record_failures(self, rows: list[dict]) -> None:

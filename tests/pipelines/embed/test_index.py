@@ -88,6 +88,9 @@ def test_a_new_model_version_stays_invisible_until_published_then_replaces_every
     assert after.model == V2 and sorted(after.video_ids()) == IDS
     assert set(store.dataset().to_table(columns=["model_version"]).column(0).to_pylist()) == {"2"}
     assert during.version < after.version and sorted(store.open(during.version).video_ids()) == IDS
+    for version in range(during.version, after.version + 1):   # every commit of the publish is a whole index
+        pinned = store.open(version)
+        assert sorted(pinned.video_ids()) == IDS, (version, pinned.model)
 
 
 def test_an_interrupted_reembed_is_continued_or_dropped_when_yet_another_version_comes(tmp_path):
