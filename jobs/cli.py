@@ -77,7 +77,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    return int(args._run(args) or 0)
+    words = [a for a in argv if not a.startswith("-")]
+    return _run(args._run, args, " ".join(["tempme"] + words[:2 if words[0] == "bench" else 1]))
 
 
 def run_module(module_name: str) -> int:
@@ -85,7 +86,19 @@ def run_module(module_name: str) -> int:
     job = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m {module_name}", description=job.__doc__)
     job.add_arguments(parser)
-    return int(job.run(parser.parse_args()) or 0)
+    return _run(job.run, parser.parse_args(), parser.prog)
+
+
+def _run(run, args: argparse.Namespace, name: str) -> int:
+    """Run a job; a mistake in its input (`UserError`) is one line on stderr and exit status 2, the way
+    argparse reports a bad option, and anything else keeps its traceback."""
+    from tempme.errors import UserError
+
+    try:
+        return int(run(args) or 0)
+    except UserError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

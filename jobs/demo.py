@@ -34,11 +34,7 @@ def run(args) -> int:
     options = DemoOptions(workdir=args.workdir, videos=args.videos, epochs=args.epochs, workers=args.workers,
                           pretrained=args.pretrained, preset=args.preset)
     say = lambda line: print(line, flush=True)   # noqa: E731
-    try:
-        result = run_demo(options, say=say)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"tempme demo: {e}", file=sys.stderr)
-        return 2
+    result = run_demo(options, say=say)
     if not args.no_serve:
         from pipelines.serve import ServeOptions, run_service
 

@@ -51,22 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.embed import EmbedError, embed_corpus
-    from pipelines.index import VideoIndexError
-    from pipelines.storage import StoreError
-    from pipelines.tracking import TrackingUnavailable
+    from pipelines.embed import embed_corpus
 
-    try:
-        report = embed_corpus(args.shards, args.model, args.out, workers=args.workers, min_workers=args.min_workers,
-                              batch_size=args.batch_size, device=args.device, precision=args.precision,
-                              compile=args.compile,
-                              cpus_per_worker=args.cpus_per_worker, ray_address=args.ray_address,
-                              tracking_uri=args.tracking_uri, experiment=args.experiment,
-                              part_rows=args.part_rows, log=lambda line: print(line, flush=True),
-                              progress_every=args.progress_every)
-    except (EmbedError, VideoIndexError, StoreError, TrackingUnavailable, FileNotFoundError, ValueError) as e:
-        print(f"tempme embed: {e}", file=sys.stderr)
-        return 2
+    report = embed_corpus(args.shards, args.model, args.out, workers=args.workers, min_workers=args.min_workers,
+                          batch_size=args.batch_size, device=args.device, precision=args.precision,
+                          compile=args.compile,
+                          cpus_per_worker=args.cpus_per_worker, ray_address=args.ray_address,
+                          tracking_uri=args.tracking_uri, experiment=args.experiment,
+                          part_rows=args.part_rows, log=lambda line: print(line, flush=True),
+                          progress_every=args.progress_every)
     print(report.summary())
     return 0
 

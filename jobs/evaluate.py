@@ -37,23 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import mlflow
-
     from pipelines.evaluate import evaluate_on_cluster, save_recall_plot
-    from pipelines.tracking import TrackingUnavailable, check_reachable, resolve_tracking_uri
+    from pipelines.tracking import check_reachable, resolve_tracking_uri
 
-    try:
-        uri = None
-        if args.model.startswith(("models:/", "runs:/")):
-            uri = resolve_tracking_uri(args.tracking_uri)
-            check_reachable(uri)
-        result, resolved = evaluate_on_cluster(
-            args.model, args.shards, args.split, gpu=args.device == "gpu", tracking_uri=uri,
-            ray_address=args.ray_address, batch_size=args.batch_size, loader_workers=args.loader_workers,
-            precision=args.precision, v2t_protocol=args.v2t_protocol)
-    except (TrackingUnavailable, FileNotFoundError, ValueError, mlflow.MlflowException) as err:
-        print(f"tempme evaluate: {err}", file=sys.stderr)
-        return 2
+    uri = None
+    if args.model.startswith(("models:/", "runs:/")):
+        uri = resolve_tracking_uri(args.tracking_uri)
+        check_reachable(uri)
+    result, resolved = evaluate_on_cluster(
+        args.model, args.shards, args.split, gpu=args.device == "gpu", tracking_uri=uri,
+        ray_address=args.ray_address, batch_size=args.batch_size, loader_workers=args.loader_workers,
+        precision=args.precision, v2t_protocol=args.v2t_protocol)
     if args.plot:
         save_recall_plot(result.ranks, args.plot, f"{resolved.name} v{resolved.version}, {args.split}")
     if args.json:

@@ -30,17 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.index import IndexStore, VideoIndexError
-    from pipelines.storage import StoreError
+    from pipelines.index import IndexStore
 
     store = IndexStore(args.index)
-    try:
-        store.root.check_usable("index")
-        result = {"info": store.info, "compact": store.compact,
-                  "cleanup": lambda: store.cleanup(args.older_than)}[args.action]()
-    except (VideoIndexError, StoreError) as e:
-        print(f"tempme index: {e}", file=sys.stderr)
-        return 2
+    store.root.check_usable("index")
+    result = {"info": store.info, "compact": store.compact,
+              "cleanup": lambda: store.cleanup(args.older_than)}[args.action]()
     if args.json or args.action != "info":
         print(json.dumps(result, indent=1, default=str))
         return 0

@@ -43,18 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.preprocess import OptionsError, PreprocessOptions, run_preprocess
+    from pipelines.preprocess import PreprocessOptions, run_preprocess
 
     options = PreprocessOptions(
         out=args.out, msrvtt=args.msrvtt, videos=args.videos, manifest=args.manifest, frames=args.frames,
         fps=args.fps, resolution=args.resolution, quality=args.quality, samples_per_shard=args.samples_per_shard,
         decoders=args.decoders, splits=args.splits, timeout=args.timeout, progress_every=args.progress_every,
         ray_address=args.ray_address, retry_failed=args.retry_failed)
-    try:
-        report = run_preprocess(options, log=lambda line: print(line, flush=True))
-    except OptionsError as e:
-        print(f"tempme preprocess: error: {e}", file=sys.stderr)
-        return 2
+    report = run_preprocess(options, log=lambda line: print(line, flush=True))
     return 0 if report.ok else 1
 
 

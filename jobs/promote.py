@@ -22,16 +22,12 @@ def run(args) -> int:
     import mlflow
 
     from pipelines.model_store import promote
-    from pipelines.tracking import TrackingUnavailable, check_reachable, resolve_tracking_uri
+    from pipelines.tracking import check_reachable, resolve_tracking_uri
 
-    try:
-        uri = resolve_tracking_uri(args.tracking_uri)
-        check_reachable(uri)
-        mlflow.set_tracking_uri(uri)
-        version = promote(args.model, args.alias)
-    except (TrackingUnavailable, ValueError) as err:
-        print(f"tempme promote: {err}", file=sys.stderr)
-        return 2
+    uri = resolve_tracking_uri(args.tracking_uri)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    version = promote(args.model, args.alias)
     print(f"promoted {args.model} (version {version}) to alias {args.alias!r} at {uri}")
     return 0
 

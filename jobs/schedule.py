@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jobs.cli
 from jobs.embed import add_embed_arguments
+from tempme.errors import UserError
 
 # What jobs/configs/msrvtt-tempme-b32.yaml registers (as @candidate); `tempme promote` moves @champion.
 DEFAULT_MODEL = "models:/tempme-msrvtt-b32@champion"
@@ -58,8 +59,7 @@ def run(args) -> int:
         return 0
     missing = [flag for flag in ("shards", "out") if not getattr(args, flag)]
     if missing:
-        print(f"tempme schedule: missing {', '.join('--' + m for m in missing)}", file=sys.stderr)
-        return 2
+        raise UserError(f"missing {', '.join('--' + m for m in missing)}")
     from jobs.embed import run as run_embed
 
     return run_embed(args)

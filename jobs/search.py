@@ -28,18 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.embed.search import ModelMismatch, TextSearch
-    from pipelines.index import VideoIndexError
+    from pipelines.embed.search import TextSearch
+    from tempme.errors import UserError
 
     if args.k < 1:
-        print(f"tempme search: -k must be at least 1, got {args.k}", file=sys.stderr)
-        return 2
-    try:
-        searcher = TextSearch(args.index, args.model, args.tracking_uri, args.precision, args.version)
-        results = searcher.search(args.query, args.k)
-    except (ModelMismatch, VideoIndexError, ValueError) as e:
-        print(f"tempme search: {e}", file=sys.stderr)
-        return 2
+        raise UserError(f"-k must be at least 1, got {args.k}")
+    searcher = TextSearch(args.index, args.model, args.tracking_uri, args.precision, args.version)
+    results = searcher.search(args.query, args.k)
     ref = searcher.index_model
     if args.json:
         print(json.dumps({"index": args.index, "index_version": searcher.index.version,

@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipelines.serve import ServeOptions, run_service
+    from tempme.errors import UserError
 
     if args.replicas < 1 or args.refresh_s <= 0 or not 0 < args.port < 65536:
-        print("tempme serve: --replicas must be >= 1, --refresh-s > 0 and --port a port number", file=sys.stderr)
-        return 2
+        raise UserError("--replicas must be >= 1, --refresh-s > 0 and --port a port number")
     options = ServeOptions(index=args.index, tracking_uri=args.tracking_uri, precision=args.precision,
                            refresh_s=args.refresh_s)
     run_service(options, args.replicas, args.host, args.port, args.ray_address)

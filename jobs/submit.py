@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import jobs.cli
+from tempme.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +45,7 @@ def _split_command(args: argparse.Namespace) -> tuple[str, list[str]]:
     if words and words[0] == "--":
         words = words[1:]
     if not words:
-        raise SystemExit(f"tempme submit: name a job, one of: {', '.join(_submittable())}")
+        raise UserError(f"name a job, one of: {', '.join(_submittable())}")
     job, rest = words[0], words[1:]
     own, job_args = (rest[: rest.index("--")], rest[rest.index("--") + 1:]) if "--" in rest else (rest, [])
     if own:
@@ -52,7 +53,7 @@ def _split_command(args: argparse.Namespace) -> tuple[str, list[str]]:
         _add_options(own_parser)
         own_parser.parse_args(own, namespace=args)   # options given after the job name
     if job not in _submittable():
-        raise SystemExit(f"tempme submit: unknown job {job!r}; one of: {', '.join(_submittable())}")
+        raise UserError(f"unknown job {job!r}; one of: {', '.join(_submittable())}")
     return job, job_args
 
 
@@ -68,7 +69,7 @@ def _env_vars(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, equals, value = pair.partition("=")
         if not equals or not key.strip():
-            raise ValueError(f"--env {pair!r} must look like KEY=VALUE")
+            raise UserError(f"--env {pair!r} must look like KEY=VALUE")
         env[key] = value
     return env
 
@@ -77,19 +78,15 @@ def run(args) -> int:
     from pipelines import submit
 
     job, job_args = _split_command(args)
-    try:
-        env_vars = _env_vars(args.env)
-        client = submit.connect(args.address, args.token)
-        command = entrypoint(job, job_args)
-        submission_id = submit.submit(client, command, submit.runtime_env(args.working_dir, args.pip, env_vars),
-                                      args.submission_id, metadata={"tempme_job": job})
-        print(f"submitted {job} as {submission_id} to {args.address}: {command}", flush=True)
-        if not args.follow:
-            return 0
-        status = submit.follow(client, submission_id, lambda line: print(line, flush=True))
-    except (submit.SubmitError, ValueError) as e:
-        print(f"tempme submit: {e}", file=sys.stderr)
-        return 2
+    env_vars = _env_vars(args.env)
+    client = submit.connect(args.address, args.token)
+    command = entrypoint(job, job_args)
+    submission_id = submit.submit(client, command, submit.runtime_env(args.working_dir, args.pip, env_vars),
+                                  args.submission_id, metadata={"tempme_job": job})
+    print(f"submitted {job} as {submission_id} to {args.address}: {command}", flush=True)
+    if not args.follow:
+        return 0
+    status = submit.follow(client, submission_id, lambda line: print(line, flush=True))
     print(f"job {submission_id} {status}", flush=True)
     return 0 if status == "SUCCEEDED" else 1
 

@@ -20,25 +20,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.tracking import TrackingUnavailable, check_reachable, resolve_tracking_uri
-    from pipelines.train.config import ConfigError, check_config, load_config
+    from pipelines.tracking import check_reachable, resolve_tracking_uri
+    from pipelines.train.config import check_config, load_config
     from pipelines.train.data import plan_training
     from pipelines.train.job import run_training
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(args.config, args.overrides)
-        print(f"# resolved config\n{cfg.to_yaml()}", flush=True)
-        if args.check:
-            check_config(cfg)
-            plan = plan_training(cfg)
-            check_reachable(resolve_tracking_uri(cfg.tracking.uri))
-            print(f"ok: {plan}")
-            return 0
-        outcome = run_training(cfg, ray_address=args.ray_address)
-    except (ConfigError, TrackingUnavailable) as err:
-        print(f"tempme train: {err}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides)
+    print(f"# resolved config\n{cfg.to_yaml()}", flush=True)
+    if args.check:
+        check_config(cfg)
+        plan = plan_training(cfg)
+        check_reachable(resolve_tracking_uri(cfg.tracking.uri))
+        print(f"ok: {plan}")
+        return 0
+    outcome = run_training(cfg, ray_address=args.ray_address)
     print(f"trained {outcome.steps} steps; best step {outcome.best_step}; MLflow run {outcome.run_id} "
           f"at {outcome.tracking_uri}")
     print(f"registered {outcome.model_uri} (version {outcome.version})")

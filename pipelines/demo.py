@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from tempme.errors import NotFound, UserError
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "tiny.yaml"
 RANDOM_PRESET = "tempme-tiny-12f"
@@ -71,7 +72,7 @@ def choose_weights(requested: str, say: Callable[[str], None]) -> str | None:
         return None
     if requested not in ("auto", "openai"):
         if not Path(requested).is_file():
-            raise FileNotFoundError(f"--pretrained {requested}: no such file")
+            raise NotFound(f"--pretrained {requested}: no such file")
         return requested
     local = os.environ.get("TEMPME_PRETRAINED") or (str(OPENAI_CACHE) if OPENAI_CACHE.is_file() else None)
     if requested == "auto" and local:
@@ -115,7 +116,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
     from pipelines.train.job import run_training
 
     if options.videos < 8 or options.epochs < 1 or options.workers < 1:
-        raise ValueError("the demo needs at least 8 videos, 1 epoch and 1 worker, got "
+        raise UserError("the demo needs at least 8 videos, 1 epoch and 1 worker, got "
                          f"{options.videos}, {options.epochs}, {options.workers}")
     work = Path(options.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)

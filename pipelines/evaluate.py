@@ -18,6 +18,7 @@ from .metrics import RetrievalRanks, embedding_ranks, rank_metrics, recall_curve
 from .model_store import ResolvedModel, load_registered_model
 from .shards import SampleTable, normalise
 from .stream import ShardStream, stream_batches
+from tempme.errors import UserError
 
 
 @dataclass
@@ -88,17 +89,17 @@ def score(embeddings: SplitEmbeddings, split: str = "evaluation", device="cpu",
     retrieval metrics, video-to-text by `v2t_protocol` (default the authors'). NaN or infinite embeddings are an error naming the split and the videos, never a
     silent hit."""
     if not embeddings.text_video_ids:
-        raise ValueError(f"the {split} split has no captions to rank")
+        raise UserError(f"the {split} split has no captions to rank")
     broken = sorted({vid for vid, row in zip(embeddings.video_ids, embeddings.videos) if not np.isfinite(row).all()}
                     | {vid for vid, row in zip(embeddings.text_video_ids, embeddings.texts)
                        if not np.isfinite(row).all()})
     if broken:
-        raise ValueError(f"the {split} split: NaN or infinite embeddings for {len(broken)} videos or their "
+        raise UserError(f"the {split} split: NaN or infinite embeddings for {len(broken)} videos or their "
                          f"captions ({', '.join(broken[:5])}{' ...' if len(broken) > 5 else ''}); the model "
                          f"or its inputs are broken")
     column = {vid: i for i, vid in enumerate(embeddings.video_ids)}
     if len(column) != len(embeddings.video_ids):
-        raise ValueError("the evaluation split holds some video ids more than once")
+        raise UserError("the evaluation split holds some video ids more than once")
     ranks = embedding_ranks(embeddings.texts, embeddings.videos,
                             [column[vid] for vid in embeddings.text_video_ids], device, protocol=v2t_protocol)
     metrics = {**rank_metrics(ranks.t2v, "t2v"), **rank_metrics(ranks.v2t, "v2t")}
@@ -173,7 +174,7 @@ def evaluate_on_cluster(model_uri: str, shards: str, split: str, *, gpu: bool = 
     if not ray.is_initialized():
         ray.init(address=ray_address, logging_level="WARNING")
     if gpu and ray.cluster_resources().get("GPU", 0) < 1 and not spans_nodes(ray.nodes()):
-        raise ValueError("--device gpu, but this Ray cluster has no GPUs and no autoscaler to add them")
+        raise UserError("--device gpu, but this Ray cluster has no GPUs and no autoscaler to add them")
 
     def evaluate() -> tuple[EvalResult, ResolvedModel]:
         if tracking_uri:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .pyfunc_files import PYFUNC_FILES, write_pyfunc_files
+from tempme.errors import NotFound, UserError
 
 MODEL_TYPE = "tempme-adapter"
 RANDOM_INIT_SEED = 0
@@ -31,7 +32,7 @@ RANDOM_INIT_SEED = 0
 NOT_ADAPTER_FILES = (*PYFUNC_FILES, "registered_model_meta")
 
 
-class UnknownModel(ValueError):
+class UnknownModel(UserError):
     """A models:/ URI that names no registered model, version or alias; the message names the URI."""
 
 
@@ -58,7 +59,7 @@ def register_adapter(adapter_dir: str | Path, name: str, alias: str) -> str:
 
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():
-        raise FileNotFoundError(f"adapter directory {adapter_dir} does not exist")
+        raise NotFound(f"adapter directory {adapter_dir} does not exist")
     tempme.read_adapter_config(adapter_dir)     # an adapter directory, before anything is logged
     client = mlflow.MlflowClient()
     logged = mlflow.initialize_logged_model(name=name, model_type=MODEL_TYPE)  # linked to the active run
@@ -105,7 +106,7 @@ def _registered_version(uri: str) -> tuple[str, str]:
     if not at:
         name, _, version = ref.rpartition("/")
     if not name or not (alias if at else version):
-        raise ValueError(f"model URI {uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
+        raise UserError(f"model URI {uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
     client = mlflow.MlflowClient()
     try:
         found = client.get_model_version_by_alias(name, alias) if at else client.get_model_version(name, version)
@@ -132,7 +133,7 @@ def promote(uri: str, alias: str) -> str:
     except mlflow.MlflowException as err:
         if err.error_code != "INVALID_PARAMETER_VALUE":
             raise
-        raise ValueError(f"alias {alias!r} cannot be set on {name!r}: {err.message}") from None
+        raise UserError(f"alias {alias!r} cannot be set on {name!r}: {err.message}") from None
     return version
 
 
@@ -154,7 +155,7 @@ def resolve_model(uri: str, dst: str | Path | None = None) -> ResolvedModel:
         return ResolvedModel(adapter_dir=adapter_dir, name=name, version=version, uri=uri)
     adapter_dir = Path(uri).expanduser()
     if not adapter_dir.is_dir():
-        raise FileNotFoundError(f"model {uri!r} is neither a models:/ or runs:/ URI nor an adapter directory")
+        raise NotFound(f"model {uri!r} is neither a models:/ or runs:/ URI nor an adapter directory")
     adapter_dir = adapter_dir.resolve()
     return ResolvedModel(adapter_dir=adapter_dir, name=adapter_dir.name,
                          version=_content_hash(adapter_dir), uri=uri)

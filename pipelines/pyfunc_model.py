@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.pyfunc_files import DEFAULT_CONFIG, INPUTS
+from tempme.errors import UserError
 
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> "TempMePyfunc":
@@ -45,7 +46,7 @@ class TempMePyfunc:
     def __init__(self, model, text_batch: int = DEFAULT_CONFIG["text_batch"],
                  video_batch: int = DEFAULT_CONFIG["video_batch"]):
         if text_batch < 1 or video_batch < 1:
-            raise ValueError(f"text_batch and video_batch must be >= 1, got {text_batch} and {video_batch}")
+            raise UserError(f"text_batch and video_batch must be >= 1, got {text_batch} and {video_batch}")
         self.model = model
         self.text_batch, self.video_batch = int(text_batch), int(video_batch)
 
@@ -58,7 +59,7 @@ class TempMePyfunc:
         options = {**DEFAULT_CONFIG, **(model_config or {})}
         unknown = sorted(set(options) - set(DEFAULT_CONFIG))
         if unknown:
-            raise ValueError(f"unknown model_config keys {unknown}; the tempme pyfunc model takes "
+            raise UserError(f"unknown model_config keys {unknown}; the tempme pyfunc model takes "
                              f"{sorted(DEFAULT_CONFIG)}")
         device = options["device"]
         if device == "auto":
@@ -76,14 +77,14 @@ class TempMePyfunc:
         if isinstance(model_input, dict):
             keys = set(model_input)
             if "frames" in keys and "text" in keys:
-                raise ValueError("give either texts ('text') or videos ('frames', 'mask') in one call, not both")
+                raise UserError("give either texts ('text') or videos ('frames', 'mask') in one call, not both")
             if "frames" in keys:
                 extra = sorted(keys - {"frames", "mask"})
                 if extra:
-                    raise ValueError(f"a video input takes the keys 'frames' and 'mask', got also {extra}")
+                    raise UserError(f"a video input takes the keys 'frames' and 'mask', got also {extra}")
                 return self.encode_videos(model_input["frames"], model_input.get("mask"))
             if "text" not in keys:
-                raise ValueError(f"expected a 'text' key (texts) or a 'frames' key (videos), got keys "
+                raise UserError(f"expected a 'text' key (texts) or a 'frames' key (videos), got keys "
                                  f"{sorted(map(str, keys))}")
             return self.encode_texts(_texts(model_input["text"]))
         return self.encode_texts(_texts(model_input))
@@ -118,13 +119,13 @@ class TempMePyfunc:
     def _check_videos(self, frames, mask) -> tuple[np.ndarray, np.ndarray]:
         frames = np.asarray(frames)
         if frames.ndim != 5:
-            raise ValueError(f"'frames' must be [videos, frames, H, W, 3] or [videos, frames, 3, H, W], got "
+            raise UserError(f"'frames' must be [videos, frames, H, W, 3] or [videos, frames, 3, H, W], got "
                              f"shape {frames.shape}")
         if len(frames) == 0:
-            raise ValueError("'frames' holds no videos to encode")
+            raise UserError("'frames' holds no videos to encode")
         if frames.dtype != np.uint8:
             if frames.dtype.kind not in "iu" or frames.min() < 0 or frames.max() > 255:
-                raise ValueError(f"'frames' must be uint8 pixel values 0-255 (as decoded), got dtype "
+                raise UserError(f"'frames' must be uint8 pixel values 0-255 (as decoded), got dtype "
                                  f"{frames.dtype}" + (f" with values {frames.min()}..{frames.max()}"
                                                       if frames.dtype.kind in "iuf" else ""))
             frames = frames.astype(np.uint8)
@@ -134,26 +135,26 @@ class TempMePyfunc:
         elif frames.shape[2] == 3:
             h, w = frames.shape[3:5]
         else:
-            raise ValueError(f"'frames' must have 3 colour channels, last ([N,T,H,W,3]) or third "
+            raise UserError(f"'frames' must have 3 colour channels, last ([N,T,H,W,3]) or third "
                              f"([N,T,3,H,W]); got shape {frames.shape}")
         size, wanted = self.model.image_size, self.model.config.frames
         if t != wanted:
-            raise ValueError(f"'frames' has {t} frame slots per video, the model takes {wanted} (pad with "
+            raise UserError(f"'frames' has {t} frame slots per video, the model takes {wanted} (pad with "
                              f"zero frames and mark them False in 'mask')")
         if (h, w) != (size, size):
-            raise ValueError(f"frames are {h}x{w}, the model takes {size}x{size}")
+            raise UserError(f"frames are {h}x{w}, the model takes {size}x{size}")
         if mask is None:
             return np.ascontiguousarray(frames), np.ones((n, t), dtype=bool)
         mask = np.asarray(mask)
         if mask.shape != (n, t):
-            raise ValueError(f"'mask' must be [videos, frames] = {(n, t)}, got shape {mask.shape}")
+            raise UserError(f"'mask' must be [videos, frames] = {(n, t)}, got shape {mask.shape}")
         if mask.dtype != np.bool_:
             if mask.dtype.kind not in "iu" or not np.isin(mask, (0, 1)).all():
-                raise ValueError(f"'mask' must be booleans (True = real frame), got dtype {mask.dtype}")
+                raise UserError(f"'mask' must be booleans (True = real frame), got dtype {mask.dtype}")
             mask = mask.astype(bool)
         empty = np.flatnonzero(~mask.any(axis=1)).tolist()
         if empty:
-            raise ValueError(f"'mask' leaves videos {empty} without any real frame")
+            raise UserError(f"'mask' leaves videos {empty} without any real frame")
         return np.ascontiguousarray(frames), np.ascontiguousarray(mask)
 
 
@@ -163,7 +164,7 @@ def _texts(model_input) -> list:
 
     if isinstance(model_input, pd.DataFrame):
         if "text" not in model_input.columns:
-            raise ValueError(f"the input DataFrame has no 'text' column (its columns: "
+            raise UserError(f"the input DataFrame has no 'text' column (its columns: "
                              f"{[str(c) for c in model_input.columns]}); texts go in a 'text' column")
         return model_input["text"].tolist()
     if isinstance(model_input, pd.Series):
@@ -174,20 +175,20 @@ def _texts(model_input) -> list:
         if model_input.ndim == 2 and model_input.shape[1] == 1:
             model_input = model_input[:, 0]
         if model_input.ndim != 1:
-            raise ValueError(f"texts given as an array must be 1-D, got shape {model_input.shape}")
+            raise UserError(f"texts given as an array must be 1-D, got shape {model_input.shape}")
         return model_input.tolist()
     if isinstance(model_input, (list, tuple)):
         return list(model_input)
-    raise ValueError(f"unsupported input {type(model_input).__name__}: expected {INPUTS}")
+    raise UserError(f"unsupported input {type(model_input).__name__}: expected {INPUTS}")
 
 
 def _check_texts(texts: list) -> None:
     if not texts:
-        raise ValueError("no texts to encode: the input holds an empty list of texts")
+        raise UserError("no texts to encode: the input holds an empty list of texts")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
-        raise ValueError(f"texts must be strings; entries {bad[:5]} are "
+        raise UserError(f"texts must be strings; entries {bad[:5]} are "
                          f"{[type(texts[i]).__name__ for i in bad[:5]]}")
     blank = [i for i, t in enumerate(texts) if not t.strip()]
     if blank:
-        raise ValueError(f"texts must not be blank; entries {blank[:5]} are empty or whitespace")
+        raise UserError(f"texts must not be blank; entries {blank[:5]} are empty or whitespace")

@@ -85,6 +85,7 @@ from pipelines.preprocess.layout import INDEX_DIR, META_MEMBER, SUMMARY, frame_m
 from pipelines.preprocess.plan import read_removed
 from pipelines.storage import Location, retrying
 from tempme import CLIP_MEAN, CLIP_STD
+from tempme.errors import NotFound, UserError
 
 BAD_SHARDS = ("error", "skip")
 INDEX_READERS = 32       # index files read at once (object-store GETs are latency-bound)
@@ -92,7 +93,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class BadShards(ValueError):
+class BadShards(UserError):
     """Shards whose index names a tar that is missing or shorter than recorded, or whose index is unreadable."""
 
 
@@ -113,7 +114,7 @@ def shard_folders(shards: str) -> list[str]:
     """The folders `shards` names: one, or several separated by commas."""
     folders = [f.strip() for f in str(shards).split(",") if f.strip()]
     if not folders:
-        raise ValueError("no shard folder given")
+        raise UserError("no shard folder given")
     return folders
 
 
@@ -158,14 +159,14 @@ def _split_indexes(shards: str, split: str, keep: Callable[[Location, dict], T],
     """`_folder_indexes` over every folder `shards` names: what was kept of the shards that hold samples of
     `split`, and the bad shards skipped. No finished sample at all is an error."""
     if bad_shards not in BAD_SHARDS:
-        raise ValueError(f"bad_shards must be one of {', '.join(BAD_SHARDS)}, got {bad_shards!r}")
+        raise UserError(f"bad_shards must be one of {', '.join(BAD_SHARDS)}, got {bad_shards!r}")
     kept, skipped = [], []
     for folder in shard_folders(shards):
         found, bad = _folder_indexes(Location.of(folder), split, bad_shards, keep)
         kept += found
         skipped += bad
     if not kept:
-        raise FileNotFoundError(f"{shards}: no finished shards of split {split!r} "
+        raise NotFound(f"{shards}: no finished shards of split {split!r} "
                                 f"(is it the output folder of `tempme preprocess`?)")
     return kept, skipped
 
@@ -211,7 +212,7 @@ class SampleTable:
         if len(pc.unique(table.ids)) != len(table):
             counts = pc.value_counts(table.ids)
             twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
-            raise ValueError(f"{shards}: video {twice!r} of split {split!r} is in more than one shard folder")
+            raise UserError(f"{shards}: video {twice!r} of split {split!r} is in more than one shard folder")
         return table
 
     def __len__(self) -> int:

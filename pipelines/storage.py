@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import pyarrow as pa
 from pyarrow import fs as pafs
+from tempme.errors import UserError
 
 TEMP_MARK = ".partial-"  # temporary files are hidden (leading dot) and carry this mark
 ATTEMPTS = 4             # tries of an object-store call before its error counts
@@ -30,7 +31,7 @@ FIRST_BACKOFF_S = 0.5    # doubled after every failed try
 T = TypeVar("T")
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A folder or bucket that cannot be used at all (no such bucket, refused credentials)."""
 
 

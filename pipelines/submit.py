@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from tempme.errors import UserError
 
 # Never uploaded with the working_dir: environments, VCS data, run outputs (Ray also honours .gitignore).
 WORKING_DIR_EXCLUDES = [".git", ".venv", "**/__pycache__", "*.egg-info", "mlruns", "mlartifacts", "mlflow.db",
@@ -20,7 +21,7 @@ WORKING_DIR_EXCLUDES = [".git", ".venv", "**/__pycache__", "*.egg-info", "mlruns
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
-class SubmitError(RuntimeError):
+class SubmitError(UserError):
     pass
 
 

@@ -12,12 +12,13 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from tempme.errors import UserError
 
 DEFAULT_DB = "mlflow.db"
 ARTIFACT_FOLDER = "mlartifacts"
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(UserError):
     """The tracking store cannot be used; the message says which URI and why."""
 
 

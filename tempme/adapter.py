@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import ModelConfig
+from .errors import NotFound, UserError
 
 WEIGHTS_FILE = "adapter.safetensors"
 CONFIG_FILE = "tempme_config.json"
@@ -54,22 +55,22 @@ def save_adapter(directory: str | Path, config: ModelConfig, tensors: dict[str, 
 def read_adapter_config(directory: str | Path) -> ModelConfig:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{directory}: not an adapter directory (no {CONFIG_FILE})")
+        raise NotFound(f"{directory}: not an adapter directory (no {CONFIG_FILE})")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        raise UserError(f"{path}: not valid JSON ({exc})") from exc
     version = data.pop("format_version", None)
     if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: adapter format version {version!r}, expected {FORMAT_VERSION}")
+        raise UserError(f"{path}: adapter format version {version!r}, expected {FORMAT_VERSION}")
     return ModelConfig.from_dict(data)
 
 
 def read_adapter_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
     path = Path(directory) / WEIGHTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{directory}: not an adapter directory (no {WEIGHTS_FILE})")
+        raise NotFound(f"{directory}: not an adapter directory (no {WEIGHTS_FILE})")
     try:
         return load_file(str(path))
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
+        raise UserError(f"{path}: not a readable safetensors file ({exc})") from exc

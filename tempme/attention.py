@@ -18,6 +18,7 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import nn
+from .errors import UserError
 
 KERNELS = ("sdpa", "flex")
 
@@ -69,7 +70,7 @@ def fuse_attention(transformer: nn.Module) -> None:
 def set_attention_kernel(module: nn.Module, kernel: str) -> None:
     """Use `kernel` ("sdpa" or "flex") for the size-biased attention of every FusedAttention in `module`."""
     if kernel not in KERNELS:
-        raise ValueError(f"unknown attention kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+        raise UserError(f"unknown attention kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     for m in module.modules():
         if isinstance(m, FusedAttention):
             m.kernel = kernel
@@ -87,7 +88,7 @@ def _flex_attention(q, k, v, score_mod):
     from torch.nn.attention.flex_attention import flex_attention
 
     if q.device.type != "cuda":
-        raise ValueError("the flex attention kernel runs on CUDA only; use the sdpa kernel on "
+        raise UserError("the flex attention kernel runs on CUDA only; use the sdpa kernel on "
                          f"{q.device.type}")
     if torch.compiler.is_compiling():
         return flex_attention(q, k, v, score_mod=score_mod)

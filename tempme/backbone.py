@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .attention import fuse_attention
+from .errors import UserError
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(_CONFIG_DIR)
@@ -22,7 +23,7 @@ open_clip.add_model_config(_CONFIG_DIR)
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A weights file that is missing, unreadable or of the wrong layout."""
 
 
@@ -90,7 +91,7 @@ def create_backbone(backbone: str, pretrained: str | None, quick_gelu: bool) -> 
     online), or a path to a local checkpoint.
     """
     if backbone not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip backbone {backbone!r}")
+        raise UserError(f"unknown open_clip backbone {backbone!r}")
     is_file = pretrained is not None and (Path(pretrained).suffix or "/" in pretrained or Path(pretrained).exists())
     if pretrained is not None and not is_file:
         model = open_clip.create_model(backbone, pretrained=pretrained, force_quick_gelu=quick_gelu)

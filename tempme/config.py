@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from .errors import UserError
 
 # Short backbone names used in preset names -> open_clip model names. `tiny` is a random-weight ViT with the
 # real 12-layer, 50-tokens-per-frame shape, for tests and CPU demos.
@@ -35,17 +36,17 @@ class MergeSchedule:
         object.__setattr__(self, "clipme_layers", tuple(self.clipme_layers))
         object.__setattr__(self, "clip_groups", tuple(self.clip_groups))
         if len(self.clipme_layers) != len(self.clip_groups):
-            raise ValueError(f"merge schedule: clipme_layers {self.clipme_layers} and clip_groups "
+            raise UserError(f"merge schedule: clipme_layers {self.clipme_layers} and clip_groups "
                              f"{self.clip_groups} must have the same length")
         if list(self.clipme_layers) != sorted(set(self.clipme_layers)):
-            raise ValueError(f"merge schedule: clipme_layers {self.clipme_layers} must be increasing")
+            raise UserError(f"merge schedule: clipme_layers {self.clipme_layers} must be increasing")
         if any(m < 2 for m in self.clip_groups):
-            raise ValueError(f"merge schedule: every clip group joins at least 2 clips, got {self.clip_groups}")
+            raise UserError(f"merge schedule: every clip group joins at least 2 clips, got {self.clip_groups}")
         if self.imgme_r < 0:
-            raise ValueError(f"merge schedule: imgme_r must be >= 0, got {self.imgme_r}")
+            raise UserError(f"merge schedule: imgme_r must be >= 0, got {self.imgme_r}")
         for key in ("p_cross", "p_intra"):
             if not 0.0 <= getattr(self, key) < 1.0:
-                raise ValueError(f"merge schedule: {key} must be in [0, 1), got {getattr(self, key)}")
+                raise UserError(f"merge schedule: {key} must be in [0, 1), got {getattr(self, key)}")
 
     @property
     def frames_per_video_multiple(self) -> int:
@@ -72,13 +73,13 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.frames < 1:
-            raise ValueError(f"model config {self.name!r}: frames must be >= 1, got {self.frames}")
+            raise UserError(f"model config {self.name!r}: frames must be >= 1, got {self.frames}")
         multiple = self.schedule.frames_per_video_multiple
         if self.frames % multiple:
-            raise ValueError(f"model config {self.name!r}: {self.frames} frames cannot be joined in groups "
+            raise UserError(f"model config {self.name!r}: {self.frames} frames cannot be joined in groups "
                              f"{self.schedule.clip_groups}; use a multiple of {multiple}")
         if self.lora_rank < 1:
-            raise ValueError(f"model config {self.name!r}: lora_rank must be >= 1, got {self.lora_rank}")
+            raise UserError(f"model config {self.name!r}: lora_rank must be >= 1, got {self.lora_rank}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -88,12 +89,12 @@ class ModelConfig:
         data = dict(data)
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"model config: unknown keys {sorted(unknown)}")
+            raise UserError(f"model config: unknown keys {sorted(unknown)}")
         schedule = data.pop("schedule", None) or {}
         if not isinstance(schedule, MergeSchedule):
             bad = set(schedule) - {f.name for f in dataclasses.fields(MergeSchedule)}
             if bad:
-                raise ValueError(f"model config: unknown schedule keys {sorted(bad)}")
+                raise UserError(f"model config: unknown schedule keys {sorted(bad)}")
             schedule = MergeSchedule(**schedule)
         return cls(schedule=schedule, **data)
 
@@ -131,7 +132,7 @@ def get_config(name: str) -> ModelConfig:
     parts = name.split("-")
     if (len(parts) != 3 or parts[0] not in METHODS or parts[1] not in BACKBONES
             or parts[2] not in {f"{f}f" for f in FRAME_COUNTS} or name not in preset_names()):
-        raise ValueError(f"unknown preset {name!r}; presets are: {', '.join(preset_names())}")
+        raise UserError(f"unknown preset {name!r}; presets are: {', '.join(preset_names())}")
     method, backbone, frames = parts[0], parts[1], int(parts[2][:-1])
     return ModelConfig(name=name, backbone=BACKBONES[backbone], frames=frames,
                        schedule=_schedule(method, backbone, frames))

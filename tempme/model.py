@@ -15,6 +15,7 @@ from .config import ModelConfig, get_config
 from .precision import inference_dtype
 from .text import TextEncoder
 from .video import VideoEncoder, VideoEncoding, check_mask
+from .errors import UserError
 
 # CLIP's image normalisation, which frames must be given in.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -129,12 +130,12 @@ class TempMeModel(nn.Module):
         own = self.trainable_parameters()
         missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
         if missing or unexpected:
-            raise ValueError(f"{directory}: adapter does not fit this model "
+            raise UserError(f"{directory}: adapter does not fit this model "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         with torch.no_grad():
             for name, value in tensors.items():
                 if value.shape != own[name].shape:
-                    raise ValueError(f"{directory}: {name} has shape {tuple(value.shape)}, "
+                    raise UserError(f"{directory}: {name} has shape {tuple(value.shape)}, "
                                      f"the model expects {tuple(own[name].shape)}")
                 own[name].copy_(value)
 
@@ -147,7 +148,7 @@ def load_model(preset: str | ModelConfig | None = None, pretrained: str | None =
     record of its backbone weights). With only `adapter`, the preset comes from the adapter's config.
     """
     if preset is None and adapter is None:
-        raise ValueError("load_model needs a preset, a ModelConfig or an adapter directory")
+        raise UserError("load_model needs a preset, a ModelConfig or an adapter directory")
     if preset is None:
         config = read_adapter_config(adapter)
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from .errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -16,7 +17,7 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def inference_dtype(precision: str, device: str | torch.device) -> torch.dtype:
     """`auto`: bf16 on a GPU that supports it (else fp16) and on a CPU with native bf16, else fp32."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return _DTYPES[precision]
     device = torch.device(device)

@@ -49,3 +49,17 @@ def test_readme_commands_are_what_ci_and_the_makefile_run():
         assert re.search(rf"^{target}: env\b", makefile, flags=re.M), target
     assert "tempme demo" in makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     assert "pytest -q tests" in makefile.split("\ntest:", 1)[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["flops", "--preset", "nope"], "unknown preset 'nope'"),
+    (["search", "--index", "/nonexistent/index", "-k", "0", "a dog"], "-k must be at least 1"),
+    (["train", "--config", "/nonexistent/run.yaml"], "/nonexistent/run.yaml"),
+    (["embed", "--shards", "/x", "--model", "/nonexistent/adapter", "--out", "/x", "--precision", "fp32",
+      "--workers", "0"], "workers, batch_size and cpus_per_worker must be at least 1"),
+], ids=lambda v: v[0] if isinstance(v, list) else "")
+def test_a_user_mistake_is_one_line_and_exit_status_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tempme {argv[0]}: error: ") and message in err, err
+    assert "Traceback" not in err and err.count("\n") == 1, err

@@ -24,6 +24,7 @@ import numpy as np
 
 from pipelines.embed.job import embed_corpus, list_samples
 from pipelines.index import IndexStore
+from tempme.errors import UserError
 
 EXPERIMENT = "bench-embed"
 
@@ -162,10 +163,10 @@ def run_benchmark(shards: str | Path, adapter_dir: str | Path, workdir: str | Pa
     from pipelines.tracking import get_or_create_experiment
 
     if batch_size < 1 or not worker_counts or min(worker_counts) < 1:
-        raise ValueError(f"batch size and worker counts must be at least 1 (got {batch_size} and {worker_counts})")
+        raise UserError(f"batch size and worker counts must be at least 1 (got {batch_size} and {worker_counts})")
     cpus = ray.cluster_resources().get("CPU", 0)
     if max(worker_counts) > cpus:
-        raise ValueError(f"{max(worker_counts)} workers need as many CPUs; the Ray cluster has {cpus:g}")
+        raise UserError(f"{max(worker_counts)} workers need as many CPUs; the Ray cluster has {cpus:g}")
     shards, adapter_dir, workdir = str(shards), Path(adapter_dir), Path(workdir)
     tracking_uri = f"sqlite:///{workdir.resolve()}/mlflow.db"
     workdir.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from pipelines.progress import Progress
 from pipelines.shards import IndexedSample, read_summary, shard_index
 from pipelines.storage import Location
 from tempme.precision import PRECISIONS
+from tempme.errors import UserError
 
 DECODE_WORKER_BYTES = 512 * 2**20   # what a Ray worker with torch and torchvision imported holds (measured ~600 MiB)
 PART_ROWS = 10_000   # rows per written fragment: at most this much work per writer task is lost when a run is killed
@@ -42,7 +43,7 @@ PART_ROWS = 10_000   # rows per written fragment: at most this much work per wri
 logger = logging.getLogger(__name__)
 
 
-class EmbedError(RuntimeError):
+class EmbedError(UserError):
     pass
 
 
@@ -207,12 +208,12 @@ def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, min
     import ray
 
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if workers < 1 or batch_size < 1 or cpus_per_worker < 1:
-        raise ValueError(f"workers, batch_size and cpus_per_worker must be at least 1 "
+        raise UserError(f"workers, batch_size and cpus_per_worker must be at least 1 "
                          f"(got {workers}, {batch_size}, {cpus_per_worker})")
     if not 1 <= min_workers <= workers:
-        raise ValueError(f"min_workers must be between 1 and workers ({workers}), got {min_workers}")
+        raise UserError(f"min_workers must be between 1 and workers ({workers}), got {min_workers}")
     uri = tracking.resolve_tracking_uri(tracking_uri)
     tracking.check_reachable(uri)
     store = IndexStore(out)

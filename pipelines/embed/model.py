@@ -12,11 +12,12 @@ import tempfile
 from pathlib import Path
 
 from pipelines.index import ModelRef
+from tempme.errors import UserError
 
 REGISTRY_SCHEMES = ("models:/", "runs:/")
 
 
-class ModelUnavailable(ValueError):
+class ModelUnavailable(UserError):
     """A models:/ or runs:/ URI the MLflow store cannot serve; the message names the URI and the store."""
 
 

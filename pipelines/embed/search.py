@@ -11,9 +11,10 @@ import numpy as np
 
 from pipelines.embed.model import load_adapter, resolve
 from pipelines.index import Hit, IndexStore, ModelRef, VideoIndex
+from tempme.errors import UserError
 
 
-class ModelMismatch(ValueError):
+class ModelMismatch(UserError):
     pass
 
 
@@ -80,7 +81,7 @@ class TextSearch:
         """Top-k hits per query, best first (a single string gives a one-element list)."""
         queries = [queries] if isinstance(queries, str) else list(queries)
         if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
-            raise ValueError(f"queries must be non-empty strings, got {queries!r}")
+            raise UserError(f"queries must be non-empty strings, got {queries!r}")
         return self.index.search(self.encode(queries), k)
 
 

@@ -10,12 +10,13 @@ import json
 import os
 
 import pyarrow as pa
+from tempme.errors import UserError
 
 VIDEOS, FAILURES, LEASE = "videos.lance", "failures.lance", "lease.lance"
 LIVE_KEY, PENDING_KEY = "tempme.model", "tempme.pending"   # table config: the live / the coming model version
 
 
-class VideoIndexError(Exception):
+class VideoIndexError(UserError):
     """An index location that cannot be used: nothing there, something else there, a damaged table."""
 
 

@@ -26,9 +26,10 @@ from pipelines.preprocess.summary import build_summary, known_stats, latest_fail
 from pipelines.preprocess.writer import finished_shards, read_indexes, remove_unfinished
 from pipelines.progress import Progress
 from pipelines.storage import Location, StoreError, is_local_uri
+from tempme.errors import UserError
 
 
-class OptionsError(ValueError):
+class OptionsError(UserError):
     """Options that cannot work, found before any video is touched."""
 
 

@@ -24,13 +24,14 @@ import pyarrow.parquet as pq
 from pipelines.preprocess.layout import PLANS_DIR, REMOVED, plan_name, shard_name, shard_number
 from pipelines.preprocess.sources import VideoInput
 from pipelines.storage import Location, retrying
+from tempme.errors import UserError
 
 LEDGER_SCHEMA = pa.schema([("shard", pa.string()), ("split", pa.string()), ("id", pa.string()),
                            ("uri", pa.string()), ("captions", pa.list_(pa.string())), ("origin", pa.string())])
 REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string())])
 
 
-class PlanError(ValueError):
+class PlanError(UserError):
     """The inputs contradict the shards already planned in the output folder."""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from pipelines.storage import Location, resolve_against
+from tempme.errors import UserError
 
 KNOWN_SPLITS = ("train", "val", "test")
 
@@ -31,7 +32,7 @@ MANIFEST_COLUMNS = {
 }
 
 
-class InputError(ValueError):
+class InputError(UserError):
     """The input as a whole cannot be read (as opposed to one bad row, which is a `Failure`)."""
 
 

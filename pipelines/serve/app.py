@@ -13,6 +13,7 @@ from ray import serve
 
 from .page import PAGE
 from .state import BadQuery, SearchState, ServeOptions, Unavailable
+from tempme.errors import UserError
 
 api = FastAPI(title="TempMe video search", docs_url=None, redoc_url=None)
 
@@ -66,6 +67,6 @@ def build(args: dict) -> serve.Application:
     args = dict(args)
     replicas = int(args.pop("replicas", 1))
     if replicas < 1:
-        raise ValueError(f"replicas must be >= 1, got {replicas}")
+        raise UserError(f"replicas must be >= 1, got {replicas}")
     options = ServeOptions(**args)
     return SearchService.options(num_replicas=replicas).bind(vars(options))

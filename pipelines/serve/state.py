@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from pipelines.embed.search import TextSearch
 from pipelines.storage import Location, retrying
+from tempme.errors import UserError
 
 MAX_QUERY_CHARS = 300     # CLIP reads 77 tokens; a longer text is cut by the tokenizer anyway
 MAX_K = 100
@@ -26,7 +27,7 @@ REFRESH_S = 10.0
 log = logging.getLogger(__name__)
 
 
-class BadQuery(ValueError):
+class BadQuery(UserError):
     """A query the service refuses (HTTP 400)."""
 
 

@@ -17,9 +17,10 @@ import yaml
 from pipelines.metrics import V2T_PROTOCOLS
 from pipelines.shards import BAD_SHARDS
 from tempme.precision import PRECISIONS
+from tempme.errors import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration value that cannot run; the message starts with the dotted key."""
 
     def __init__(self, key: str, problem: str):
