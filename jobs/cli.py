@@ -97,7 +97,7 @@ def _run(run, args: argparse.Namespace, name: str) -> int:
     try:
         return int(run(args) or 0)
     except UserError as err:
-        print(f"{name}: error: {err}", file=sys.stderr)
+        print(f"{name}: {err}", file=sys.stderr)
         return 2
 
 

@@ -11,7 +11,7 @@ import jobs.cli
 from jobs.embed import add_embed_arguments
 from tempme.errors import UserError
 
-# What jobs/configs/msrvtt-tempme-b32.yaml registers (as @candidate); `tempme promote` moves @champion.
+# What pipelines/train/configs/msrvtt-tempme-b32.yaml registers (as @candidate); `tempme promote` moves @champion.
 DEFAULT_MODEL = "models:/tempme-msrvtt-b32@champion"
 DEFAULT_CRON = "0 2 * * *"   # every night at 02:00, machine time
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -9,13 +9,15 @@ import jobs.cli
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML config (jobs/configs/*.yaml)")
+    parser.add_argument("--config", required=True,
+                        help="YAML config file, or the name of a shipped recipe (tiny, msrvtt-tempme-b32, ...: "
+                             "pipelines/train/configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value by dotted key (repeatable), e.g. optim.lr=3e-4")
     parser.add_argument("--check", action="store_true",
                         help="check the config, shards and tracking store, print the plan, and stop")
     parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
-    parser.epilog = ("Example: tempme train --config jobs/configs/tiny.yaml "
+    parser.epilog = ("Example: tempme train --config pipelines/train/configs/tiny.yaml "
                      "--set data.shards=outputs/synthetic/shards --set train.epochs=2")
 
 

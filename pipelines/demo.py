@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from tempme.errors import NotFound, UserError
 
-TINY_CONFIG = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "tiny.yaml"
 RANDOM_PRESET = "tempme-tiny-12f"
 PRETRAINED_PRESET = "tempme-b32-12f"
 # Where the OpenAI `clip` package caches ViT-B/32, and the hub open_clip downloads "openai" weights from.
@@ -112,7 +112,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
     from pipelines.preprocess import PreprocessOptions, run_preprocess
     from pipelines.preprocess.layout import FAILURES, SUMMARY
     from pipelines.synthetic import make_synthetic_corpus
-    from pipelines.train.config import load_config
+    from pipelines.train.config import TINY_CONFIG, load_config
     from pipelines.train.job import run_training
 
     if options.videos < 8 or options.epochs < 1 or options.workers < 1:

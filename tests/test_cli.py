@@ -61,5 +61,5 @@ def test_readme_commands_are_what_ci_and_the_makefile_run():
 def test_a_user_mistake_is_one_line_and_exit_status_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"tempme {argv[0]}: error: ") and message in err, err
+    assert err.startswith(f"tempme {argv[0]}: ") and message in err, err
     assert "Traceback" not in err and err.count("\n") == 1, err

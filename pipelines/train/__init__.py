@@ -1,7 +1,7 @@
 """Training with Ray Train, tracked in MLflow.
 
     from pipelines.train import load_config, run_training
-    outcome = run_training(load_config("jobs/configs/tiny.yaml", ["data.shards=shards/"]))
+    outcome = run_training(load_config("pipelines/train/configs/tiny.yaml", ["data.shards=shards/"]))
     outcome.model_uri   # models:/<name>@<alias>, what the embedding job loads
 
 Modules: config (YAML + overrides, checks), data (what each worker reads, the step plan), loss (global-batch

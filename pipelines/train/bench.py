@@ -16,7 +16,7 @@ from pipelines.shards import shard_index
 from .config import TrainJobConfig, load_config
 from .job import run_training
 
-TINY = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "tiny.yaml"
+from pipelines.train.config import TINY_CONFIG as TINY
 
 
 @dataclass(frozen=True)

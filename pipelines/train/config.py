@@ -16,8 +16,12 @@ import yaml
 
 from pipelines.metrics import V2T_PROTOCOLS
 from pipelines.shards import BAD_SHARDS
-from tempme.precision import PRECISIONS
 from tempme.errors import UserError
+from tempme.precision import PRECISIONS
+
+# The shipped recipes (the paper's MS-R&VTT runs and a tiny CPU one); `--config NAME` finds one by name.
+CONFIGS = Path(__file__).resolve().parent / "configs"
+TINY_CONFIG = CONFIGS / "tiny.yaml"
 
 
 class ConfigError(UserError):
@@ -194,6 +198,14 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
+def _config_path(path: str | Path) -> Path:
+    """`path`, or the shipped recipe a bare name (no folder) that is no file here names."""
+    path = Path(path)
+    shipped = CONFIGS / f"{path.stem}.yaml"
+    bare = path.parent == Path(".") and path.name in (shipped.name, shipped.stem)
+    return shipped if bare and not path.exists() and shipped.is_file() else path
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """The mapping in `path`, on top of the file its `extends:` key names (relative to it), recursively."""
     if not path.is_file():
@@ -212,9 +224,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainJobConfig:
     """The config in the YAML file at `path` (defaults when None) with `overrides` applied on top.
 
-    A file may start from another with `extends: other.yaml` and change only what differs.
+    A file may start from another with `extends: other.yaml` and change only what differs. A name that is
+    no file but one of the shipped recipes (`tiny`, `msrvtt-tempme-b32`) is that recipe.
     """
-    data = _read_yaml(Path(path)) if path is not None else {}
+    data = _read_yaml(_config_path(path)) if path is not None else {}
     return _build(TrainJobConfig, apply_overrides(data, list(overrides)))
 
 

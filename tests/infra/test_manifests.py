@@ -149,7 +149,7 @@ def test_training_rayjob():
 def test_training_job_check_would_catch_the_shipped_config_unchanged():
     """The checks above have teeth: the paper's config as it ships asks for 4 GPUs and local paths."""
     (job,) = of_kind("RayJob")
-    spec = dict(job["spec"], entrypoint="python -m jobs.train --config jobs/configs/msrvtt-tempme-b32.yaml",
+    spec = dict(job["spec"], entrypoint="python -m jobs.train --config pipelines/train/configs/msrvtt-tempme-b32.yaml",
                 runtimeEnvYAML="")
     problems = training_job_problems(spec)
     assert len(problems) == 4, problems

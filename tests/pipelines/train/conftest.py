@@ -4,9 +4,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipelines.train.config import load_config
+from pipelines.train.config import TINY_CONFIG, load_config
 
-TINY = Path(__file__).resolve().parents[3] / "jobs" / "configs" / "tiny.yaml"
+TINY = TINY_CONFIG
 
 
 def tiny_config(shards, workdir: Path, *overrides: str):

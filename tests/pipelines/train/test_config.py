@@ -1,11 +1,8 @@
 """Training configs: YAML + dotted overrides, types checked, bad settings named by key."""
-from pathlib import Path
 
 import pytest
 
-from pipelines.train.config import ConfigError, check_config, config_from_dict, load_config
-
-CONFIGS = Path(__file__).resolve().parents[3] / "jobs" / "configs"
+from pipelines.train.config import CONFIGS, ConfigError, check_config, config_from_dict, load_config
 
 
 def test_shipped_configs_load_with_the_papers_recipe():
@@ -67,3 +64,11 @@ def test_missing_config_file(tmp_path):
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(ConfigError, match="circle"):
         load_config(tmp_path / "a.yaml")
+
+
+def test_a_shipped_recipe_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config("msrvtt-tempme-b32") == load_config(CONFIGS / "msrvtt-tempme-b32.yaml")
+    assert load_config("tiny.yaml") == load_config(CONFIGS / "tiny.yaml")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config("msrvtt-tempme-b99")

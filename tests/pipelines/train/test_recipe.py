@@ -4,17 +4,16 @@ The steps run `loop._train_step`, the very function every Ray Train worker calls
 process (no process group: a single worker skips the collectives).
 """
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from pipelines.train.config import load_config
+from pipelines.train.config import TINY_CONFIG, load_config
 from pipelines.train.loop import _train_step
 from pipelines.train.optim import build_optimizer, build_scheduler
 from pipelines.train.runtime import amp_dtype, build_model
 
-TINY = Path(__file__).resolve().parents[3] / "jobs" / "configs" / "tiny.yaml"
+TINY = TINY_CONFIG
 CAPTIONS = ["a red square moving left", "a blue circle growing"]
 
 
