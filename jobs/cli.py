@@ -24,10 +24,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "visualize": ("visualize", "paint which patches each final token merged, across frames"),
     "import-official": ("import_official", "convert a checkpoint of the authors' code into an adapter"),
     "submit": ("submit", "submit any job to a Ray cluster through the job submission API"),
-    "schedule": ("schedule", "run the incremental embedding against a registry alias (nightly)"),
+    "nightly": ("nightly", "run the incremental embedding against a registry alias, nightly from cron"),
     "promote": ("promote", "point a registry alias (e.g. champion) at a checked model version"),
     "demo": ("demo", "the whole pipeline end to end on a small generated corpus"),
 }
+
+# old subcommand name -> its new name; each still works, with a note, for one release
+ALIASES: dict[str, str] = {"schedule": "nightly"}
 
 # `tempme bench <what>` -> (module, summary)
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -49,6 +52,7 @@ def _add_commands(sub, table: dict[str, tuple[str, str]], selected: str | None) 
     """Register every subcommand; import and configure only the one being run."""
     for command, (module, summary) in table.items():
         p = sub.add_parser(command, help=summary, description=summary,
+                           aliases=[old for old, new in ALIASES.items() if new == command and table is COMMANDS],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if command == selected:
             job = _module(module)
@@ -58,7 +62,7 @@ def _add_commands(sub, table: dict[str, tuple[str, str]], selected: str | None) 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     words = [a for a in argv if not a.startswith("-")]
-    command = words[0] if words else None
+    command = ALIASES.get(words[0], words[0]) if words else None
     parser = argparse.ArgumentParser(
         prog="tempme",
         description="TempMe text-video retrieval pipeline: preprocess, train, evaluate, embed, search.",
@@ -78,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     words = [a for a in argv if not a.startswith("-")]
+    if words[0] in ALIASES:
+        print(f"tempme {words[0]} is now `tempme {ALIASES[words[0]]}`; the old name goes in the next release",
+              file=sys.stderr)
     return _run(args._run, args, " ".join(["tempme"] + words[:2 if words[0] == "bench" else 1]))
 
 

@@ -46,7 +46,7 @@ def _split_command(args: argparse.Namespace) -> tuple[str, list[str]]:
         words = words[1:]
     if not words:
         raise UserError(f"name a job, one of: {', '.join(_submittable())}")
-    job, rest = words[0], words[1:]
+    job, rest = jobs.cli.ALIASES.get(words[0], words[0]), words[1:]
     own, job_args = (rest[: rest.index("--")], rest[rest.index("--") + 1:]) if "--" in rest else (rest, [])
     if own:
         own_parser = argparse.ArgumentParser(prog="tempme submit", add_help=False)

@@ -27,6 +27,7 @@ from pipelines import tracking
 from pipelines.cluster import spans_nodes
 from pipelines.embed.encoder import VideoEmbedder, read_frames, sample_row
 from pipelines.embed.model import adapter_files, resolve
+from pipelines.embed.options import PART_ROWS
 from pipelines.index import IndexStore, ModelRef, refresh_ann, write_fragment
 from pipelines.index.table import RETENTION
 from pipelines.preprocess.plan import read_removed
@@ -38,7 +39,6 @@ from tempme.precision import PRECISIONS
 from tempme.errors import UserError
 
 DECODE_WORKER_BYTES = 512 * 2**20   # what a Ray worker with torch and torchvision imported holds (measured ~600 MiB)
-PART_ROWS = 10_000   # rows per written fragment: at most this much work per writer task is lost when a run is killed
 
 logger = logging.getLogger(__name__)
 
@@ -188,13 +188,14 @@ def _finish_run(uri: str, run_id: str, report: EmbedReport, options: dict) -> No
     client.set_terminated(run_id, "FINISHED")
 
 
-def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, min_workers: int = 1,
+def embed_corpus(shards: str, model: str, out: str, *, workers: int = 1, min_workers: int = 1,
                  batch_size: int = 16, device: str = "auto", precision: str = "auto", compile: bool = False,
                  cpus_per_worker: int = 1, ray_address: str | None = None,
                  tracking_uri: str | None = None, experiment: str = "tempme-embed", part_rows: int = PART_ROWS,
                  progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None,
                  progress_every: float = 10.0) -> EmbedReport:
-    """Embed the videos of `shards` that `out` does not hold yet for this model version; publish atomically.
+    """Embed the videos of `shards` that `out` does not hold yet for the version `model` (a URI) names;
+    publish atomically. The keywords are the fields of `EmbedOptions`, which the command lines give.
 
     The model stage is an actor pool of `min_workers` to `workers` actors that Ray Data grows with the work.
 
@@ -219,15 +220,15 @@ def embed_corpus(shards: str, model_uri: str, out: str, *, workers: int = 1, min
     store = IndexStore(out)
     store.root.check_usable("--out")
     store.check()
-    model, adapter_dir = resolve(model_uri, uri)
+    ref, adapter_dir = resolve(model, uri)   # pinned: the version the alias names now
     samples = list_samples(shards)
-    with store.writer(model, run_id=uuid.uuid4().hex[:12]) as writer:   # a busy index stops here, untouched
-        run_id = _start_run(uri, experiment, model, str(out))
+    with store.writer(ref, run_id=uuid.uuid4().hex[:12]) as writer:   # a busy index stops here, untouched
+        run_id = _start_run(uri, experiment, ref, str(out))
         writer.run_id = run_id
         try:
             if not ray.is_initialized():
                 ray.init(address=ray_address)
-            report = _embed(ray, writer, shards, samples, model, adapter_dir, str(out), (min_workers, workers),
+            report = _embed(ray, writer, shards, samples, ref, adapter_dir, str(out), (min_workers, workers),
                             batch_size, device, cpus_per_worker, precision, compile, part_rows, progress,
                             log or logger.info, progress_every)
         except BaseException:

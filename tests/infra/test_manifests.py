@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 import ray
 import yaml
 
-import jobs.schedule
+import jobs.nightly
 import jobs.train
 from jobs.cli import COMMANDS
 from pipelines.train.config import TrainJobConfig, check_config, load_config
@@ -165,7 +165,7 @@ def _model_option(words: list[str]) -> str:
 
 def test_nightly_embedding_follows_the_champion_of_what_training_registers():
     """Training registers <registered_model>@candidate; `tempme promote` moves @champion, which every nightly
-    runner (both manifests and `tempme schedule`'s default) embeds with."""
+    runner (both manifests and `tempme nightly`'s default) embeds with."""
     (job,) = of_kind("RayJob")
     cfg = training_config(job["spec"]["entrypoint"])
     champion = f"models:/{cfg.tracking.registered_model}@champion"
@@ -174,7 +174,7 @@ def test_nightly_embedding_follows_the_champion_of_what_training_registers():
     (cron,) = of_kind("CronJob")
     nightly = {"RayCronJob": _model_option(shlex.split(raycron["spec"]["jobTemplate"]["entrypoint"])),
                "CronJob": _model_option(cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]),
-               "tempme schedule": jobs.schedule.DEFAULT_MODEL}
+               "tempme nightly": jobs.nightly.DEFAULT_MODEL}
     assert nightly == dict.fromkeys(nightly, champion)
 
 

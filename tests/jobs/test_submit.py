@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jobs.cli import main
-from jobs.schedule import DEFAULT_MODEL
+from jobs.nightly import DEFAULT_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
 PORT_FLAGS = ["--port", "--dashboard-port", "--ray-client-server-port", "--dashboard-agent-listen-port",
@@ -85,12 +85,12 @@ def working_dir(tmp_path_factory):
 def test_submit_runs_a_job_on_the_cluster_and_follows_its_logs(ray_head, working_dir, capsys):
     """The job's printed cron line spells out MLFLOW_TRACKING_URI as it found it: set only by --env."""
     address, token = ray_head
-    status = main(["submit", "schedule", "--address", address, "--token", token, "--follow",
+    status = main(["submit", "nightly", "--address", address, "--token", token, "--follow",
                    "--working-dir", str(working_dir), "--env", "MLFLOW_TRACKING_URI=http://from-submit:5000",
                    "--", "--print-cron", "--shards", "/corpus/shards", "--out", "/corpus/index"])
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "python -m jobs.schedule --print-cron" in out
+    assert "python -m jobs.nightly --print-cron" in out
     cron = next(line for line in out.splitlines() if line.startswith("0 2 * * *"))
     assert f"--shards /corpus/shards --out /corpus/index --model {DEFAULT_MODEL}" in cron
     assert "--tracking-uri http://from-submit:5000" in cron
@@ -100,7 +100,7 @@ def test_submit_runs_a_job_on_the_cluster_and_follows_its_logs(ray_head, working
 def test_a_failing_job_fails_the_command(ray_head, working_dir, capsys):
     address, token = ray_head
     status = main(["submit", "--address", address, "--token", token, "--follow", "--working-dir", str(working_dir),
-                   "schedule"])          # no --shards/--out: the job exits 2 on the cluster
+                   "nightly"])          # no --shards/--out: the job exits 2 on the cluster
     out = capsys.readouterr().out
     assert status == 1
     assert "missing --shards, --out" in out and "FAILED" in out
@@ -108,7 +108,7 @@ def test_a_failing_job_fails_the_command(ray_head, working_dir, capsys):
 
 def test_without_the_right_token_the_error_says_so(ray_head, working_dir, capsys):
     address, _ = ray_head
-    assert main(["submit", "schedule", "--address", address, "--token", "not-the-token", "--working-dir",
+    assert main(["submit", "nightly", "--address", address, "--token", "not-the-token", "--working-dir",
                  str(working_dir), "--", "--print-cron"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tempme submit: ") and address in err
@@ -118,13 +118,13 @@ def test_without_the_right_token_the_error_says_so(ray_head, working_dir, capsys
 def test_an_unreachable_head_is_named(capsys):
     (port,) = free_ports(1)
     address = f"http://127.0.0.1:{port}"
-    assert main(["submit", "schedule", "--address", address, "--token", "t", "--", "--print-cron"]) == 2
+    assert main(["submit", "nightly", "--address", address, "--token", "t", "--", "--print-cron"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tempme submit: ") and address in err
 
 
 def test_an_env_option_without_equals_is_named_before_contacting_anyone(capsys):
-    assert main(["submit", "schedule", "--address", "http://127.0.0.1:9", "--env", "A=1", "--env", "TEMPME_MARK",
+    assert main(["submit", "nightly", "--address", "http://127.0.0.1:9", "--env", "A=1", "--env", "TEMPME_MARK",
                  "--", "--print-cron"]) == 2
     err = capsys.readouterr().err
     assert "--env 'TEMPME_MARK'" in err and "KEY=VALUE" in err and "127.0.0.1:9" not in err

@@ -1,13 +1,19 @@
-"""`tempme schedule`: the nightly embedding follows the registry alias, re-embedding when it moves."""
+"""`tempme nightly`: the nightly embedding follows the registry alias, re-embedding when it moves; its crontab
+line spells out every embedding option."""
+import argparse
+import dataclasses
+import inspect
 import shlex
 
 import mlflow
 import pytest
 
 from jobs.cli import main
-from jobs.schedule import DEFAULT_MODEL
+from jobs.nightly import DEFAULT_MODEL, add_arguments
+from jobs.options import from_args, to_argv
 from pipelines import tracking
-from pipelines.embed import TextSearch
+from pipelines.embed import TextSearch, embed_corpus
+from pipelines.embed.options import EmbedOptions
 from pipelines.index import IndexStore
 from pipelines.model_store import register_adapter
 
@@ -29,7 +35,7 @@ def registry(tmp_path, monkeypatch):
 def test_nightly_run_follows_the_alias(ray_cluster, synthetic_shards, trained_adapter, untrained_adapter,
                                        registry, tmp_path):
     out = tmp_path / "index"
-    nightly = ["schedule", "--shards", str(synthetic_shards), "--out", str(out), "--model", f"models:/{NAME}@champion",
+    nightly = ["nightly", "--shards", str(synthetic_shards), "--out", str(out), "--model", f"models:/{NAME}@champion",
                "--tracking-uri", registry, "--workers", "1", "--batch-size", "4"]
     assert register_adapter(trained_adapter, NAME, "champion") == "1"
     assert main(nightly) == 0
@@ -53,20 +59,20 @@ def test_nightly_run_follows_the_alias(ray_cluster, synthetic_shards, trained_ad
 
 
 def test_print_cron_gives_a_self_contained_crontab_line(capsys):
-    assert main(["schedule", "--print-cron", "--shards", "/corpus/shards", "--out", "/corpus/index",
+    assert main(["nightly", "--print-cron", "--shards", "/corpus/shards", "--out", "/corpus/index",
                  "--tracking-uri", "http://mlflow:5000"]) == 0
     line = [x for x in capsys.readouterr().out.splitlines() if not x.startswith("#")][0]
     fields = line.split(maxsplit=5)
     assert fields[:5] == ["0", "2", "*", "*", "*"]
     words = shlex.split(fields[5])
     command = words[words.index("-m") - 1:]
-    assert command[1:3] == ["-m", "jobs.schedule"]
+    assert command[1:3] == ["-m", "jobs.nightly"]
     assert {"--shards": "/corpus/shards", "--out": "/corpus/index", "--model": DEFAULT_MODEL,
             "--tracking-uri": "http://mlflow:5000"}.items() <= dict(zip(command[3::2], command[4::2])).items()
 
 
 def test_print_cron_keeps_every_embedding_option(capsys):
-    assert main(["schedule", "--print-cron", "--shards", "s3://c/shards", "--out", "s3://c/index",
+    assert main(["nightly", "--print-cron", "--shards", "s3://c/shards", "--out", "s3://c/index",
                  "--precision", "fp32", "--compile", "--part-rows", "500", "--progress-every", "30"]) == 0
     line = [x for x in capsys.readouterr().out.splitlines() if not x.startswith("#")][0]
     words = shlex.split(line.split(maxsplit=5)[5])
@@ -76,6 +82,37 @@ def test_print_cron_keeps_every_embedding_option(capsys):
         <= dict(zip(command[:-1:2], command[1:-1:2])).items()
 
 
-def test_schedule_without_shards_says_what_is_missing(capsys):
-    assert main(["schedule", "--out", "/x"]) == 2
+def test_nightly_without_shards_says_what_is_missing(capsys):
+    assert main(["nightly", "--out", "/x"]) == 2
     assert "missing --shards" in capsys.readouterr().err
+
+
+def test_the_old_name_schedule_still_runs_with_a_note(capsys):
+    assert main(["schedule", "--out", "/x"]) == 2
+    err = capsys.readouterr().err
+    assert "tempme schedule is now `tempme nightly`" in err and "missing --shards" in err
+
+
+def _cron_options(capsys, argv: list[str]) -> EmbedOptions:
+    """The options that the printed crontab line's command parses into."""
+    assert main(["nightly", "--print-cron", *argv]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if not x.startswith("#")][0]
+    words = shlex.split(line.split(maxsplit=5)[5])
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_args(EmbedOptions, parser.parse_args(words[words.index("-m") + 2: words.index(">>")]))
+
+
+def test_the_cron_line_parses_back_into_every_option_given(capsys):
+    """Each field set to a value that is not its default, so an option the line dropped would show."""
+    given = EmbedOptions(shards="s3://c/shards", model="models:/m/7", out="s3://c/index", workers=5, min_workers=2,
+                         batch_size=3, cpus_per_worker=4, device="gpu", precision="fp16", compile=True,
+                         part_rows=77, progress_every=2.5, ray_address="ray://head:10001",
+                         tracking_uri="http://mlflow:5000", experiment="nightly-x")
+    assert all(getattr(given, f.name) != f.default for f in dataclasses.fields(EmbedOptions))
+    assert _cron_options(capsys, to_argv(given)) == given
+
+
+def test_embed_options_are_the_embedding_jobs_parameters():
+    parameters = set(inspect.signature(embed_corpus).parameters) - {"progress", "log"}
+    assert {f.name for f in dataclasses.fields(EmbedOptions)} == parameters
