@@ -5,6 +5,7 @@ import argparse
 import sys
 
 import jobs.cli
+from jobs.options import from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,11 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from pipelines.preprocess import PreprocessOptions, run_preprocess
 
-    options = PreprocessOptions(
-        out=args.out, msrvtt=args.msrvtt, videos=args.videos, manifest=args.manifest, frames=args.frames,
-        fps=args.fps, resolution=args.resolution, quality=args.quality, samples_per_shard=args.samples_per_shard,
-        decoders=args.decoders, splits=args.splits, timeout=args.timeout, progress_every=args.progress_every,
-        ray_address=args.ray_address, retry_failed=args.retry_failed)
+    options = from_args(PreprocessOptions, args)
     report = run_preprocess(options, log=lambda line: print(line, flush=True))
     return 0 if report.ok else 1
 
