@@ -38,14 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipelines.evaluate import evaluate_on_cluster, save_recall_plot
-    from pipelines.tracking import check_reachable, resolve_tracking_uri
 
-    uri = None
-    if args.model.startswith(("models:/", "runs:/")):
-        uri = resolve_tracking_uri(args.tracking_uri)
-        check_reachable(uri)
     result, resolved = evaluate_on_cluster(
-        args.model, args.shards, args.split, gpu=args.device == "gpu", tracking_uri=uri,
+        args.model, args.shards, args.split, gpu=args.device == "gpu", tracking_uri=args.tracking_uri,
         ray_address=args.ray_address, batch_size=args.batch_size, loader_workers=args.loader_workers,
         precision=args.precision, v2t_protocol=args.v2t_protocol)
     if args.plot:

@@ -152,10 +152,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
     say(f"      registered {outcome.model_uri} = version {outcome.version} (MLflow run {outcome.run_id})")
 
     say("[4/6] evaluating the registered model on the held-out test split")
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)   # the registry the models:/ URI is looked up in
-    result, _ = evaluate_model(outcome.model_uri, str(shards), "test")
+    result, _ = evaluate_model(outcome.model_uri, str(shards), "test", tracking_uri=tracking_uri)
     chance = 100.0 / result.videos
     say(f"      {result.videos} test videos: text->video R@1 {result.metrics['t2v_r1']:.1f} "
         f"R@5 {result.metrics['t2v_r5']:.1f}, video->text R@1 {result.metrics['v2t_r1']:.1f} "

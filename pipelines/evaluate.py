@@ -7,6 +7,7 @@ ranks every caption against every video of the split.
 from __future__ import annotations
 
 import itertools
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -14,11 +15,12 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from tempme.errors import UserError
+
 from .metrics import RetrievalRanks, embedding_ranks, rank_metrics, recall_curve
-from .model_store import ResolvedModel, load_registered_model
+from .model_store import ModelRef, open_model, resolve_model
 from .shards import SampleTable, normalise
 from .stream import ShardStream, stream_batches
-from tempme.errors import UserError
 
 
 @dataclass
@@ -149,12 +151,12 @@ def save_merge_pictures(model, batches: Iterable[dict], count: int, out_dir: str
 
 
 def evaluate_model(model_uri: str, shards: str, split: str, batch_size: int = 16, device: str = "cpu",
-                   loader_workers: int = 0, precision: str = "auto",
-                   v2t_protocol: str = "per_video") -> tuple[EvalResult, ResolvedModel]:
-    """Load a model from any adapter URI (see `model_store`) and evaluate it on a split, in this process,
-    in its inference form (`precision` auto: bf16 where the hardware computes it natively)."""
+                   loader_workers: int = 0, precision: str = "auto", v2t_protocol: str = "per_video",
+                   tracking_uri: str | None = None) -> tuple[EvalResult, ModelRef]:
+    """Open a model from any adapter URI (`model_store.open_model`) and evaluate it on a split, in this
+    process, in its inference form (`precision` auto: bf16 where the hardware computes it natively)."""
     table = SampleTable.build(shards, split)
-    model, resolved = load_registered_model(model_uri)
+    model, resolved = open_model(model_uri, tracking_uri=tracking_uri)
     model.to(device).for_inference(precision)
     batches = split_batches(table, batch_size, loader_workers=loader_workers, pin_memory=model.device.type == "cuda")
     embeddings = embed_videos(model, batches)
@@ -162,26 +164,28 @@ def evaluate_model(model_uri: str, shards: str, split: str, batch_size: int = 16
 
 
 def evaluate_on_cluster(model_uri: str, shards: str, split: str, *, gpu: bool = False, tracking_uri: str | None = None,
-                        ray_address: str | None = None, **options) -> tuple[EvalResult, ResolvedModel]:
+                        ray_address: str | None = None, **options) -> tuple[EvalResult, ModelRef]:
     """`evaluate_model` as one Ray task: on a GPU of the cluster when `gpu` (an autoscaler adds one), else on
     its CPUs, never in the driver (which runs on the head when the job is submitted). `options` are
-    `evaluate_model`'s batch_size, loader_workers, precision and v2t_protocol."""
+    `evaluate_model`'s batch_size, loader_workers, precision and v2t_protocol. The driver pins the model
+    version first (an unknown model or a store that does not answer is told here), and the task opens it."""
+    import mlflow
     import ray
 
     from .cluster import spans_nodes
 
     SampleTable.build(shards, split)     # a missing split or bad shards: told here, before any task
+    with tempfile.TemporaryDirectory(prefix="tempme-evaluate-") as tmp:
+        pinned, _ = resolve_model(model_uri, tmp, tracking_uri)     # so is an unknown model or a silent store
+    store = mlflow.get_tracking_uri() if model_uri.startswith(("models:/", "runs:/")) else None
     if not ray.is_initialized():
         ray.init(address=ray_address, logging_level="WARNING")
     if gpu and ray.cluster_resources().get("GPU", 0) < 1 and not spans_nodes(ray.nodes()):
         raise UserError("--device gpu, but this Ray cluster has no GPUs and no autoscaler to add them")
 
-    def evaluate() -> tuple[EvalResult, ResolvedModel]:
-        if tracking_uri:
-            import mlflow
-
-            mlflow.set_tracking_uri(tracking_uri)
-        return evaluate_model(model_uri, shards, split, device="cuda" if gpu else "cpu", **options)
+    def evaluate() -> tuple[EvalResult, ModelRef]:
+        return evaluate_model(pinned.uri, shards, split, device="cuda" if gpu else "cpu", tracking_uri=store,
+                              **options)
 
     task = ray.remote(num_cpus=max(options.get("loader_workers", 0), 1), num_gpus=int(gpu), max_retries=0)(evaluate)
     try:

@@ -11,19 +11,23 @@ model by URI:
 
     models:/<name>@<alias>   models:/<name>/<version>   runs:/<run_id>/<artifact_path>   /a/local/adapter_dir
 
-Training points the alias `candidate` at each new version; `promote` moves another alias (`champion`, which
-the nightly embedding follows) to a version once it has been checked.
+`open_model(uri)` is the one way every stage opens a model: it returns the model with its `ModelRef`, the
+version the URI names now, pinned. Training points the alias `candidate` at each new version; `promote` moves
+another alias (`champion`, which the nightly embedding follows) to a version once it has been checked.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pyfunc_files import PYFUNC_FILES, write_pyfunc_files
 from tempme.errors import NotFound, UserError
+
+from .pyfunc_files import PYFUNC_FILES, write_pyfunc_files
 
 MODEL_TYPE = "tempme-adapter"
 RANDOM_INIT_SEED = 0
@@ -36,14 +40,28 @@ class UnknownModel(UserError):
     """A models:/ URI that names no registered model, version or alias; the message names the URI."""
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    """Where an adapter URI's files are on this machine, and which registered version they are."""
+class ModelUnavailable(UserError):
+    """A models:/ or runs:/ URI the MLflow store cannot serve; the message names the URI and the store."""
 
-    adapter_dir: Path
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model version: what an index records its vectors came from. `uri` names exactly this version
+    (`models:/<name>/<version>` for an alias, a runs:/ URI as given, a local adapter's absolute folder)."""
+
     name: str
     version: str
     uri: str
+
+    def same_version(self, other: ModelRef | None) -> bool:
+        return other is not None and (self.name, self.version) == (other.name, other.version)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | None) -> ModelRef | None:
+        return cls(**json.loads(text)) if text else None
 
 
 def register_adapter(adapter_dir: str | Path, name: str, alias: str) -> str:
@@ -137,28 +155,51 @@ def promote(uri: str, alias: str) -> str:
     return version
 
 
-def resolve_model(uri: str, dst: str | Path | None = None) -> ResolvedModel:
-    """The adapter that `uri` names, downloaded to `dst` (a fresh temporary folder when None) unless local."""
+def resolve_model(uri: str, dst: str | Path | None = None,
+                  tracking_uri: str | None = None) -> tuple[ModelRef, Path]:
+    """(pinned reference, local adapter folder) for any adapter URI; registry files go to `dst` (a fresh
+    temporary folder when None).
+
+    models:/ and runs:/ URIs are looked up in `tracking_uri` (default: MLflow's current one, which honours
+    MLFLOW_TRACKING_URI and else is ./mlflow.db); that store must answer first (`TrackingUnavailable`), and
+    becomes current. A name, version or alias it does not hold is `UnknownModel`.
+    """
+    if not uri.startswith(("models:/", "runs:/")):
+        adapter_dir = Path(uri).expanduser()
+        if not adapter_dir.is_dir():
+            raise NotFound(f"model {uri!r} is neither a models:/ or runs:/ URI nor an adapter directory")
+        adapter_dir = adapter_dir.resolve()
+        return ModelRef(adapter_dir.name, _content_hash(adapter_dir), str(adapter_dir)), adapter_dir
     import mlflow
 
-    if uri.startswith(("models:/", "runs:/")):
+    from pipelines.tracking import use_store
+
+    store = use_store(tracking_uri or mlflow.get_tracking_uri())
+    dst = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="tempme-adapter-"))
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
         if uri.startswith("models:/"):
-            name, version = _registered_version(uri)
-            source = f"models:/{name}/{version}"
-        else:
-            source = uri
-        dst = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="tempme-adapter-"))
-        dst.mkdir(parents=True, exist_ok=True)
-        adapter_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst)))
-        if uri.startswith("runs:/"):
-            name, version = adapter_dir.name, _content_hash(adapter_dir)
-        return ResolvedModel(adapter_dir=adapter_dir, name=name, version=version, uri=uri)
-    adapter_dir = Path(uri).expanduser()
-    if not adapter_dir.is_dir():
-        raise NotFound(f"model {uri!r} is neither a models:/ or runs:/ URI nor an adapter directory")
-    adapter_dir = adapter_dir.resolve()
-    return ResolvedModel(adapter_dir=adapter_dir, name=adapter_dir.name,
-                         version=_content_hash(adapter_dir), uri=uri)
+            name, version = _registered_version(uri)    # UnknownModel for what the registry does not hold
+            ref = ModelRef(name, version, f"models:/{name}/{version}")
+            return ref, Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst)))
+        adapter_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    except mlflow.MlflowException as e:
+        raise ModelUnavailable(f"model {uri} cannot be loaded from the MLflow store {store}: {e.message}") from None
+    return ModelRef(adapter_dir.name, _content_hash(adapter_dir), uri), adapter_dir
+
+
+def open_model(uri: str, dst: str | Path | None = None, tracking_uri: str | None = None):
+    """(tempme model in eval mode, its pinned `ModelRef`) for any adapter URI (see `resolve_model`): the
+    adapter's recorded config (preset, merge schedule and pretrained source) with the adapter applied."""
+    ref, adapter_dir = resolve_model(uri, dst, tracking_uri)
+    return model_from_adapter(adapter_dir), ref
+
+
+def model_from_adapter(adapter_dir: str | Path):
+    """The tempme model a local adapter folder describes, in eval mode."""
+    import tempme
+
+    return build_model(tempme.read_adapter_config(adapter_dir), adapter=adapter_dir).eval()
 
 
 def build_model(preset, pretrained: str | None = None, adapter: str | Path | None = None, device="cpu"):
@@ -173,13 +214,3 @@ def build_model(preset, pretrained: str | None = None, adapter: str | Path | Non
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
         return tempme.load_model(preset, pretrained=pretrained, adapter=adapter, device=device)
-
-
-def load_registered_model(uri: str, dst: str | Path | None = None):
-    """(tempme model, ResolvedModel) for an adapter URI: the adapter's recorded config (preset, schedule and
-    pretrained source) with the adapter applied."""
-    import tempme
-
-    resolved = resolve_model(uri, dst)
-    config = tempme.read_adapter_config(resolved.adapter_dir)
-    return build_model(config, adapter=resolved.adapter_dir), resolved

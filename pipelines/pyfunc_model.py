@@ -54,7 +54,7 @@ class TempMePyfunc:
     def load(cls, adapter_dir: str | Path, model_config: dict[str, Any] | None = None) -> "TempMePyfunc":
         import torch
 
-        from pipelines.model_store import load_registered_model
+        from pipelines.model_store import model_from_adapter
 
         options = {**DEFAULT_CONFIG, **(model_config or {})}
         unknown = sorted(set(options) - set(DEFAULT_CONFIG))
@@ -64,7 +64,7 @@ class TempMePyfunc:
         device = options["device"]
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, _ = load_registered_model(str(adapter_dir))
+        model = model_from_adapter(adapter_dir)
         model.to(device).for_inference(options["precision"])
         return cls(model, options["text_batch"], options["video_batch"])
 

@@ -133,3 +133,14 @@ def activate_run(run_id: str, uri: str, system_metrics: bool = False):
 
     mlflow.set_tracking_uri(uri)
     return mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
+
+
+def use_store(uri: str | None = None) -> str:
+    """Make the store at `uri` (resolved as `resolve_tracking_uri` does) MLflow's current one once it answers;
+    returns its URI. What every job does before it reads the registry."""
+    import mlflow
+
+    store = resolve_tracking_uri(uri)
+    check_reachable(store)
+    mlflow.set_tracking_uri(store)
+    return store

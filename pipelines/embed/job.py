@@ -26,10 +26,11 @@ import pyarrow.compute as pc
 from pipelines import tracking
 from pipelines.cluster import spans_nodes
 from pipelines.embed.encoder import VideoEmbedder, read_frames, sample_row
-from pipelines.embed.model import adapter_files, resolve
+from pipelines.embed.model import adapter_files
 from pipelines.embed.options import PART_ROWS
 from pipelines.index import IndexStore, ModelRef, refresh_ann, write_fragment
 from pipelines.index.table import RETENTION
+from pipelines.model_store import resolve_model
 from pipelines.preprocess.plan import read_removed
 from pipelines.preprocess.sources import KNOWN_SPLITS
 from pipelines.progress import Progress
@@ -215,12 +216,11 @@ def embed_corpus(shards: str, model: str, out: str, *, workers: int = 1, min_wor
                          f"(got {workers}, {batch_size}, {cpus_per_worker})")
     if not 1 <= min_workers <= workers:
         raise UserError(f"min_workers must be between 1 and workers ({workers}), got {min_workers}")
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    tracking.check_reachable(uri)
+    uri = tracking.use_store(tracking_uri)
     store = IndexStore(out)
     store.root.check_usable("--out")
     store.check()
-    ref, adapter_dir = resolve(model, uri)   # pinned: the version the alias names now
+    ref, adapter_dir = resolve_model(model, tracking_uri=uri)   # pinned: the version the alias names now
     samples = list_samples(shards)
     with store.writer(ref, run_id=uuid.uuid4().hex[:12]) as writer:   # a busy index stops here, untouched
         run_id = _start_run(uri, experiment, ref, str(out))

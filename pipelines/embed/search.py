@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 
-from pipelines.embed.model import load_adapter, resolve
 from pipelines.index import Hit, IndexStore, ModelRef, VideoIndex
+from pipelines.model_store import open_model
 from tempme.errors import UserError
 
 
@@ -23,7 +23,7 @@ def _load_query_model(index: VideoIndex, location: str, model_uri: str | None, t
     wanted = index.model
     uri = model_uri or wanted.uri
     try:
-        ref, adapter_dir = resolve(uri, tracking_uri)
+        model, ref = open_model(uri, tracking_uri=tracking_uri)
     except Exception as e:
         raise ModelMismatch(f"index {location} was embedded with {wanted.name} version {wanted.version} "
                             f"({wanted.uri}), which cannot be loaded here: {e}. Pass --model with a URI of "
@@ -33,7 +33,7 @@ def _load_query_model(index: VideoIndex, location: str, model_uri: str | None, t
                             f"({wanted.uri}), but {uri} is {ref.name} version {ref.version}: queries must be "
                             f"encoded by the index's model; search without --model, or re-embed the index "
                             f"with `tempme embed --model {uri}`")
-    return load_adapter(adapter_dir), ref
+    return model, ref
 
 
 class TextSearch:

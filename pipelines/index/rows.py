@@ -1,15 +1,15 @@
-"""What the index's tables hold and how they are named: row schema, model reference, config keys, errors.
+"""What the index's tables hold and how they are named: row schema, model rows, config keys, errors.
 
 Shared by the store, the writer, the lease and search, so none of them imports another for these.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import json
 import os
 
 import pyarrow as pa
+
+from pipelines.model_store import ModelRef
 from tempme.errors import UserError
 
 VIDEOS, FAILURES, LEASE = "videos.lance", "failures.lance", "lease.lance"
@@ -28,26 +28,9 @@ class LegacyIndex(VideoIndexError):
     pass
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelRef:
-    """The model version an index's vectors come from; `uri` resolves to exactly this version."""
-    name: str
-    version: str
-    uri: str
-
-    def same_version(self, other: ModelRef | None) -> bool:
-        return other is not None and (self.name, self.version) == (other.name, other.version)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str | None) -> ModelRef | None:
-        return cls(**json.loads(text)) if text else None
-
-    def row_filter(self) -> str:
-        """A Lance filter matching this model version's rows."""
-        return f"model_name = {sql_text(self.name)} AND model_version = {sql_text(self.version)}"
+def model_rows(model: ModelRef) -> str:
+    """A Lance filter matching the rows of this model version."""
+    return f"model_name = {sql_text(model.name)} AND model_version = {sql_text(model.version)}"
 
 
 def sql_text(text: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.index.rows import ModelRef, live_model, pending_model, sql_text
+from pipelines.index.rows import ModelRef, live_model, model_rows, pending_model, sql_text
 
 EXACT_MAX = 100_000   # rows at or below which search is exact and no ANN index is built
 REBUILD_SHARE = 0.2   # rebuild the ANN index (new centroids) once this share of rows is not in it
@@ -45,7 +45,7 @@ class VideoIndex:
     def __init__(self, ds, location: str):
         self.ds, self.location, self.version = ds, location, ds.version
         self.model: ModelRef = live_model(ds)
-        self.filter = self.model.row_filter() if pending_model(ds) else None   # another version's rows are in
+        self.filter = model_rows(self.model) if pending_model(ds) else None   # another version's rows are in
         self.count = ds.count_rows(self.filter)
         self.ann = ann_index(ds) if self.count > EXACT_MAX else None
         self._rows = self._matrix = self._positions = None

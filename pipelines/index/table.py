@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from pipelines.index.lease import WriterLease
 from pipelines.index.rows import (FAILURES, LEASE, VIDEOS, IndexNotFound, LegacyIndex, ModelRef,
-                                  VideoIndexError, live_model, pending_model, storage_options)
+                                  VideoIndexError, live_model, model_rows, pending_model, storage_options)
 from pipelines.index.search import VideoIndex, ann_index
 from pipelines.index.writer import IndexWriter
 from pipelines.storage import Location
@@ -85,7 +85,7 @@ class IndexStore:
         live, pending = live_model(ds), pending_model(ds)
         failures = self.dataset(table=FAILURES)
         return {"location": self.location, "version": ds.version,
-                "rows": ds.count_rows(live.row_filter()),
+                "rows": ds.count_rows(model_rows(live)),
                 "model": dataclasses.asdict(live),
                 "pending": dataclasses.asdict(pending) if pending else None,
                 "search": describe_search(ds),

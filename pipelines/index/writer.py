@@ -19,8 +19,8 @@ from lance import LanceOperation
 from lance.fragment import FragmentMetadata, write_fragments
 
 from pipelines.index.lease import WriterLease
-from pipelines.index.rows import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, ModelRef, live_model, pending_model,
-                                  storage_options, utc_now, video_schema)
+from pipelines.index.rows import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, ModelRef, live_model, model_rows,
+                                  pending_model, storage_options, utc_now, video_schema)
 
 
 def write_fragment(batch: dict[str, np.ndarray], uri: str, model: dict) -> dict[str, np.ndarray]:
@@ -62,7 +62,7 @@ class IndexWriter:
         self.replacing = self.live is not None and not model.same_version(self.live)
         if ds is not None:
             keep = [model, self.live] if self.replacing else [model]
-            stale = " AND ".join(f"NOT ({m.row_filter()})" for m in keep)
+            stale = " AND ".join(f"NOT ({model_rows(m)})" for m in keep)
             if ds.count_rows(stale):       # an interrupted re-embed with yet another version
                 ds.delete(stale)
             if self.live is None:          # killed between its first commit and naming the live model
@@ -78,7 +78,7 @@ class IndexWriter:
         ds = self.store.dataset()
         if ds is None:
             return pa.array([], pa.string())
-        return ds.to_table(columns=["video_id"], filter=self.model.row_filter()).column(0).combine_chunks()
+        return ds.to_table(columns=["video_id"], filter=model_rows(self.model)).column(0).combine_chunks()
 
     def commit(self, written: Sequence[str]) -> None:
         """Commit the fragments that `write_fragment` described (its JSON strings)."""
@@ -119,7 +119,7 @@ class IndexWriter:
         # between leaves this model pending and live, and the next run with it publishes again.
         ds.update_config({LIVE_KEY: self.model.to_json()})
         ds = self.store.dataset()
-        ds.delete(f"NOT ({self.model.row_filter()})")
+        ds.delete(f"NOT ({model_rows(self.model)})")
         ds = self.store.dataset()
         ds.update_config({PENDING_KEY: ""})
         self.replacing, self.live = False, self.model

@@ -30,8 +30,7 @@ QUERIES = ("a red square moving left", "a man is cooking", "two dogs play in the
 def _tiny_model(root: Path) -> ModelRef:
     from pipelines.model_store import build_model, resolve_model
 
-    resolved = resolve_model(str(build_model("tempme-tiny-12f").save_adapter(root / "tiny-bench")))
-    return ModelRef(resolved.name, resolved.version, str(resolved.adapter_dir))
+    return resolve_model(str(build_model("tempme-tiny-12f").save_adapter(root / "tiny-bench")))[0]
 
 
 def load(address: str, seconds: float, max_requests: int, clients: int, k: int = 10) -> dict:

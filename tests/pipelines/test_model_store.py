@@ -5,7 +5,7 @@ import torch
 
 import tempme
 from jobs.cli import main
-from pipelines.model_store import (NOT_ADAPTER_FILES, UnknownModel, build_model, load_registered_model, promote,
+from pipelines.model_store import (NOT_ADAPTER_FILES, UnknownModel, build_model, open_model, promote,
                                    register_adapter, resolve_model)
 from pipelines.tracking import get_or_create_experiment, resolve_tracking_uri
 
@@ -51,16 +51,16 @@ def test_register_resolve_and_embed(store, trained_adapter, tmp_path):
         assert register_adapter(adapter, "tiny-retrieval", "candidate") == "1"
     assert register_adapter(adapter, "tiny-retrieval", "candidate") == "2"     # outside a run too
 
-    by_alias = resolve_model("models:/tiny-retrieval@candidate", tmp_path / "a")
+    by_alias, by_alias_dir = resolve_model("models:/tiny-retrieval@candidate", tmp_path / "a")
     assert (by_alias.name, by_alias.version) == ("tiny-retrieval", "2")
-    assert _registered_copy(by_alias.adapter_dir, adapter)
-    by_version = resolve_model("models:/tiny-retrieval/1", tmp_path / "b")
-    assert by_version.version == "1" and _registered_copy(by_version.adapter_dir, adapter)
+    assert _registered_copy(by_alias_dir, adapter)
+    by_version, by_version_dir = resolve_model("models:/tiny-retrieval/1", tmp_path / "b")
+    assert by_version.version == "1" and _registered_copy(by_version_dir, adapter)
     version = mlflow.MlflowClient().get_model_version("tiny-retrieval", "1")
     assert version.run_id == run.info.run_id
 
-    loaded, resolved = load_registered_model("models:/tiny-retrieval@candidate", tmp_path / "c")
-    assert resolved.uri == "models:/tiny-retrieval@candidate" and loaded.config == model.config
+    loaded, resolved = open_model("models:/tiny-retrieval@candidate", tmp_path / "c")
+    assert resolved.uri == "models:/tiny-retrieval/2" and loaded.config == model.config   # pinned
     for name, value in model.trainable_parameters().items():
         torch.testing.assert_close(loaded.trainable_parameters()[name], value)
     model.eval()
@@ -76,18 +76,18 @@ def test_runs_uri_and_local_directory(store, trained_adapter, tmp_path):
     _, adapter = trained_adapter
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(adapter), "best_adapter")
-    resolved = resolve_model(f"runs:/{run.info.run_id}/best_adapter", tmp_path / "r")
-    assert resolved.name == "best_adapter" and _same_files(resolved.adapter_dir, adapter)
+    resolved, resolved_dir = resolve_model(f"runs:/{run.info.run_id}/best_adapter", tmp_path / "r")
+    assert resolved.name == "best_adapter" and _same_files(resolved_dir, adapter)
 
-    local = resolve_model(str(adapter))
-    assert local.adapter_dir == adapter.resolve() and local.name == "tiny-adapter"
+    local, local_dir = resolve_model(str(adapter))
+    assert local_dir == adapter.resolve() and local.name == "tiny-adapter"
     assert local.version == resolved.version and len(local.version) == 12   # the content hash
     copy = tmp_path / "changed"
     copy.mkdir()
     for f in adapter.iterdir():
         (copy / f.name).write_bytes(f.read_bytes())
     (copy / "adapter.safetensors").write_bytes(b"x" + (copy / "adapter.safetensors").read_bytes())
-    assert resolve_model(str(copy)).version != local.version
+    assert resolve_model(str(copy))[0].version != local.version
 
 
 def test_unknown_models_are_errors(store, tmp_path):
@@ -118,7 +118,7 @@ def test_promote_moves_the_alias(store, two_adapters):
 
     assert champion() == "1"
     assert promote("models:/tiny-promoted@candidate", "champion") == "2"
-    assert champion() == "2" and resolve_model("models:/tiny-promoted@champion").version == "2"
+    assert champion() == "2" and resolve_model("models:/tiny-promoted@champion")[0].version == "2"
     assert promote("models:/tiny-promoted/1", "champion") == "1"             # roll back by version number
     assert champion() == "1"
     assert str(client.get_model_version_by_alias("tiny-promoted", "candidate").version) == "2"

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from pipelines.model_store import (NOT_ADAPTER_FILES, build_model, load_registered_model, register_adapter,
+from pipelines.model_store import (NOT_ADAPTER_FILES, build_model, open_model, register_adapter,
                                    resolve_model)
 from pipelines.pyfunc_files import LOADER_MODULE, PYFUNC_FILES
 from pipelines.shards import normalise
@@ -154,42 +154,42 @@ def test_videos_as_frame_arrays_match_the_model(registry, champion):
 
 
 def test_the_registered_version_is_still_an_adapter_directory(registry, champion, tmp_path):
-    resolved = resolve_model(f"models:/{NAME}@champion", tmp_path / "r")
+    resolved, resolved_dir = resolve_model(f"models:/{NAME}@champion", tmp_path / "r")
     assert (resolved.name, resolved.version) == (NAME, "1")
     adapter_files = sorted(p.name for p in registry.adapter.iterdir())
-    names = sorted(p.name for p in resolved.adapter_dir.iterdir())
+    names = sorted(p.name for p in resolved_dir.iterdir())
     assert names == sorted([*adapter_files, *NOT_ADAPTER_FILES]) and set(PYFUNC_FILES) <= set(names)
     for name in adapter_files:
-        assert (resolved.adapter_dir / name).read_bytes() == (registry.adapter / name).read_bytes()
+        assert (resolved_dir / name).read_bytes() == (registry.adapter / name).read_bytes()
     # A downloaded version hashes as the adapter it came from, so a local path names the same version.
-    assert resolve_model(str(resolved.adapter_dir)).version == resolve_model(str(registry.adapter)).version
+    assert resolve_model(str(resolved_dir))[0].version == resolve_model(str(registry.adapter))[0].version
 
-    loaded, by_version = load_registered_model(f"models:/{NAME}/1", tmp_path / "l")
+    loaded, by_version = open_model(f"models:/{NAME}/1", tmp_path / "l")
     assert by_version.version == "1"
     loaded.to(DEVICE).for_inference("auto")
     atol = _atol(loaded.dtype)
     np.testing.assert_allclose(champion.predict(TEXTS), _encode_text(loaded, TEXTS), atol=atol)
     # The downloaded folder is itself a pyfunc model.
-    np.testing.assert_allclose(mlflow.pyfunc.load_model(str(resolved.adapter_dir)).predict(TEXTS),
+    np.testing.assert_allclose(mlflow.pyfunc.load_model(str(resolved_dir)).predict(TEXTS),
                                champion.predict(TEXTS), atol=atol)
 
-    env = yaml.safe_load((resolved.adapter_dir / "python_env.yaml").read_text())
+    env = yaml.safe_load((resolved_dir / "python_env.yaml").read_text())
     assert env["dependencies"] == ["-r requirements.txt"]
-    pins = (resolved.adapter_dir / "requirements.txt").read_text()
+    pins = (resolved_dir / "requirements.txt").read_text()
     assert f"mlflow=={mlflow.__version__}" in pins and f"torch=={torch.__version__.split('+')[0]}" in pins
 
 
 def test_registering_a_downloaded_version_writes_its_own_mlmodel(registry, tmp_path):
-    resolved = resolve_model(f"models:/{NAME}/1", tmp_path / "d")
-    assert register_adapter(resolved.adapter_dir, f"{NAME}-copy", "champion") == "1"
-    copy = resolve_model(f"models:/{NAME}-copy/1", tmp_path / "c")
-    written = yaml.safe_load((copy.adapter_dir / "MLmodel").read_text())
+    resolved, resolved_dir = resolve_model(f"models:/{NAME}/1", tmp_path / "d")
+    assert register_adapter(resolved_dir, f"{NAME}-copy", "champion") == "1"
+    copy, copy_dir = resolve_model(f"models:/{NAME}-copy/1", tmp_path / "c")
+    written = yaml.safe_load((copy_dir / "MLmodel").read_text())
     version = mlflow.MlflowClient().get_model_version(f"{NAME}-copy", "1")
     assert version.source == f"models:/{written['model_id']}"            # the new logged model's own id
-    assert written["model_id"] != yaml.safe_load((resolved.adapter_dir / "MLmodel").read_text())["model_id"]
-    assert yaml.safe_load((copy.adapter_dir / "registered_model_meta").read_text())["model_name"] == f"{NAME}-copy"
-    assert copy.version == "1" and resolve_model(str(copy.adapter_dir)).version == resolve_model(
-        str(registry.adapter)).version
+    assert written["model_id"] != yaml.safe_load((resolved_dir / "MLmodel").read_text())["model_id"]
+    assert yaml.safe_load((copy_dir / "registered_model_meta").read_text())["model_name"] == f"{NAME}-copy"
+    assert copy.version == "1" and resolve_model(str(copy_dir))[0].version == resolve_model(
+        str(registry.adapter))[0].version
 
 
 def test_bad_inputs_say_what_is_wrong(registry, champion):

@@ -14,8 +14,9 @@ import pytest
 
 from jobs.cli import main
 from pipelines.embed import TextSearch, embed_corpus
-from pipelines.embed.model import resolve
+from pipelines.model_store import resolve_model
 from pipelines.index import IndexStore
+from pipelines.index.rows import model_rows
 
 VIDEOS = 16          # the synthetic_shards fixture
 
@@ -36,7 +37,7 @@ def index_rows(out):
 def test_embed_then_rerun_embeds_nothing_new(trained_index, synthetic_shards, trained_adapter, tmp_path):
     index, first, uri = trained_index
     assert (first.videos, first.already_done, first.embedded, first.failed) == (VIDEOS, 0, VIDEOS, 0)
-    model, _ = resolve(str(trained_adapter))
+    model, _ = resolve_model(str(trained_adapter))
     rows = index_rows(index)
     assert len(rows) == VIDEOS and len({r["video_id"] for r in rows}) == VIDEOS
     assert {(r["model_name"], r["model_version"]) for r in rows} == {(model.name, model.version)}
@@ -65,8 +66,8 @@ def test_new_model_version_reembeds_everything_while_readers_see_a_complete_inde
         trained_index, synthetic_shards, trained_adapter, untrained_adapter, tmp_path):
     out = tmp_path / "index"
     shutil.copytree(trained_index[0], out)
-    old, _ = resolve(str(trained_adapter))
-    new, _ = resolve(str(untrained_adapter))
+    old, _ = resolve_model(str(trained_adapter))
+    new, _ = resolve_model(str(untrained_adapter))
     assert (old.name, old.version) != (new.name, new.version)
 
     seen, problems, unpublished_while_old = [], [], []
@@ -80,7 +81,7 @@ def test_new_model_version_reembeds_everything_while_readers_see_a_complete_inde
                 if len(ids) != VIDEOS or len(set(ids)) != VIDEOS:
                     problems.append(f"{len(ids)} ids in version {index.version}")
                 seen.append(index.model.version)
-                if index.model == old and index.ds.count_rows(new.row_filter()):
+                if index.model == old and index.ds.count_rows(model_rows(new)):
                     unpublished_while_old.append(True)
             except Exception as e:
                 problems.append(repr(e))
@@ -121,7 +122,7 @@ def test_corrupt_samples_are_recorded_and_skipped(ray_cluster, synthetic_shards,
     assert bad not in IndexStore(out).open().video_ids()
     (failure,) = IndexStore(out).failures().to_pylist()
     assert failure["video_id"] == bad and failure["source"].endswith(".tar") and "Error" in failure["error"]
-    model, _ = resolve(str(trained_adapter))
+    model, _ = resolve_model(str(trained_adapter))
     with IndexStore(out).writer(model, "next") as writer:   # the failed video stays to do: the next run retries it
         done = writer.done_ids().to_pylist()
         assert bad not in done and len(done) == VIDEOS - 1
@@ -130,7 +131,7 @@ def test_corrupt_samples_are_recorded_and_skipped(ray_cluster, synthetic_shards,
 def test_a_run_killed_mid_way_and_rerun_embeds_every_video_exactly_once(
         ray_cluster, synthetic_shards, trained_adapter, tmp_path):
     out = tmp_path / "index"
-    model, _ = resolve(str(trained_adapter))
+    model, _ = resolve_model(str(trained_adapter))
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     command = [sys.executable, "-m", "jobs.embed", "--shards", str(synthetic_shards), "--model", str(trained_adapter),
                "--out", str(out), "--workers", "1", "--batch-size", "1", "--part-rows", "2",

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pipelines.embed.encoder import VideoEmbedder, read_frames, sample_row
-from pipelines.embed.model import adapter_files, load_adapter
+from pipelines.embed.model import adapter_files
+from pipelines.model_store import model_from_adapter, resolve_model
 from pipelines.shards import SampleReader, frames_to_tensor, shard_index
 
 
@@ -21,7 +22,7 @@ def test_frames_travel_as_uint8_and_embed_as_the_float_reader_would(synthetic_sh
     assert list(frames["error"]) == [""] * len(samples) and all(frames["caption"])
     out = VideoEmbedder(adapter_files(trained_adapter), precision="fp32")(frames)
 
-    model = load_adapter(trained_adapter).for_inference("fp32")
+    model = model_from_adapter(trained_adapter).for_inference("fp32")
     reader = SampleReader()
     video, mask = zip(*(frames_to_tensor(reader.read(s)[1], 12) for s in samples))
     with torch.inference_mode():
@@ -49,11 +50,11 @@ def test_decoding_runs_in_tasks_of_its_own_not_inside_the_model_actors(ray_clust
     import ray
 
     from pipelines.embed.job import _pipeline
-    from pipelines.embed.model import resolve
+
     from pipelines.index import IndexStore
 
     samples = shard_index(str(synthetic_shards), "test")
-    model, _ = resolve(str(trained_adapter))
+    model, _ = resolve_model(str(trained_adapter))
     pipeline = _pipeline(ray, str(synthetic_shards), samples, adapter_files(trained_adapter),
                          IndexStore(tmp_path).uri("videos.lance"), model, (1, 1), 2, "cpu", 1, "fp32", False, 4)
     rows = sum(len(b["video_id"]) for b in pipeline.iter_batches(batch_size=None, batch_format="numpy"))

@@ -2,12 +2,12 @@
 import numpy as np
 
 from pipelines.evaluate import embed_videos, evaluate_model, score, split_batches
-from pipelines.model_store import load_registered_model
+from pipelines.model_store import open_model
 from pipelines.shards import SampleTable
 
 
 def _embed(adapter, shards, precision):
-    model, _ = load_registered_model(str(adapter))
+    model, _ = open_model(str(adapter))
     model.for_inference(precision)
     return embed_videos(model, split_batches(SampleTable.build(str(shards), "test"), batch_size=4))
 

@@ -8,7 +8,7 @@ import urllib.request
 import mlflow
 import pytest
 
-from pipelines.model_store import load_registered_model
+from pipelines.model_store import open_model
 from pipelines.tracking import TrackingUnavailable, check_reachable, start_or_resume_run
 from pipelines.train.job import run_training
 
@@ -67,7 +67,7 @@ def test_training_logs_to_a_server_and_registers_there(synthetic_shards, tmp_pat
     assert {f.path for f in client.list_artifacts(outcome.run_id)} >= {"best_adapter", "config.yaml", "plots"}
     # The registered adapter downloads through the server's artifact proxy and loads.
     mlflow.set_tracking_uri(mlflow_server)
-    model, resolved = load_registered_model(outcome.model_uri, tmp_path / "from-server")
+    model, resolved = open_model(outcome.model_uri, tmp_path / "from-server")
     assert resolved.version == "1" and model.encode_text(["a blue bar moving up"]).shape == (1, 64)
     # The run is found again by its name.
     assert start_or_resume_run("on-server", cfg.tracking.experiment, mlflow_server) == (outcome.run_id, True)

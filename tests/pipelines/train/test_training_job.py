@@ -8,7 +8,7 @@ import mlflow
 import pytest
 from ray.train import TrainingFailedError
 
-from pipelines.model_store import load_registered_model
+from pipelines.model_store import open_model
 from pipelines.train.data import plan_training
 from pipelines.train.job import run_training
 from pipelines.train.loop import FAULT_ENV
@@ -75,7 +75,7 @@ def test_two_workers_train_evaluate_log_and_register(synthetic_shards, tmp_path)
 
     # The registered model is what the embedding job loads.
     mlflow.set_tracking_uri(outcome.tracking_uri)
-    model, resolved = load_registered_model(outcome.model_uri, tmp_path / "download")
+    model, resolved = open_model(outcome.model_uri, tmp_path / "download")
     assert (resolved.name, resolved.version) == (cfg.tracking.registered_model, "1")
     assert model.encode_text(["a red square moving left"]).shape == (1, 64)
     assert run.data.tags["registered_model"] == f"models:/{cfg.tracking.registered_model}/1"
