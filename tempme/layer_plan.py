@@ -1,7 +1,7 @@
 """Per-layer merge plan: how many tokens each layer of the video encoder merges, from a MergeSchedule.
 
 The plan is pure arithmetic on token counts (the formulas of DESIGN.md), computed once per input shape and
-then followed by the encoder, so the schedule is data and the counts can be checked without running a model.
+then followed by the encoder, so the plan is data and the counts can be checked without running a model.
 """
 from __future__ import annotations
 

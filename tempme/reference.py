@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MergeSchedule
-from .schedule import plan_layers
+from .layer_plan import plan_layers
 
 
 class ReferenceVideoEncoder(nn.Module):

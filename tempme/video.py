@@ -16,7 +16,7 @@ from torch import nn
 
 from .config import MergeSchedule
 from .merge import bipartite_soft_matching
-from .schedule import plan_layers
+from .layer_plan import plan_layers
 
 
 @dataclass

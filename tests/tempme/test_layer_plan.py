@@ -7,7 +7,7 @@ import pytest
 import tempme
 from tempme.config import MergeSchedule
 from tempme.flops import complexity_report
-from tempme.schedule import plan_layers
+from tempme.layer_plan import plan_layers
 
 PAPER = Path(__file__).resolve().parents[2].parent / "shared" / "PAPER.md"
 
