@@ -1,0 +1,72 @@
+"""The writers' lease: one writer at a time, a dead or expired holder replaced, on a real S3 server too."""
+import datetime as dt
+import multiprocessing
+
+import pytest
+
+from pipelines.index import IndexBusy, IndexStore
+
+from .indexes import EMB, IDS, V1, build, commit
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_lease(tmp_path):
+    store = build(tmp_path)
+    with store.writer(V1, "first"):
+        with pytest.raises(IndexBusy, match="embedding run first .* is writing this index"):
+            with store.writer(V1, "second"):
+                pass
+    with store.writer(V1, "second"):     # released: the next one goes on
+        pass
+
+
+def _hold_lease_and_die(location):
+    from pipelines.index.lease import WriterLease
+
+    WriterLease(IndexStore(location), "dead").acquire()   # the process ends without releasing
+
+
+def test_the_lease_of_a_dead_process_on_this_machine_is_taken_at_once(tmp_path):
+    store = build(tmp_path)
+    process = multiprocessing.get_context("spawn").Process(target=_hold_lease_and_die, args=(str(tmp_path),))
+    process.start()
+    process.join()
+    with store.writer(V1, "next"):
+        pass
+
+
+def test_an_expired_lease_is_taken(tmp_path):
+    from pipelines.index.lease import WriterLease
+
+    store = build(tmp_path)
+    stale = WriterLease(store, "stale", ttl=dt.timedelta(milliseconds=1))
+    stale.acquire()
+    with store.writer(V1, "next"):
+        with pytest.raises(IndexBusy, match="ran out"):
+            stale.renew(every=0)
+
+
+def _contend(uri, name, barrier, results):
+    try:
+        barrier.wait()
+        with IndexStore(uri).writer(V1, name) as w:
+            commit(w, IDS, EMB)
+            results.put((name, "wrote"))
+    except IndexBusy as e:
+        results.put((name, f"busy: {e}"))
+
+
+def test_two_writers_on_an_s3_index_at_once_one_writes_the_other_is_told(s3_server):
+    """Two processes race for the lease of one index on a real S3 server."""
+    uri = f"{s3_server.prefix('race')}/index"
+    build(uri, ids=IDS[:4], emb=EMB[:4])
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    procs = [context.Process(target=_contend, args=(uri, name, barrier, results)) for name in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    outcomes = dict(results.get(timeout=5) for _ in procs)
+    assert sorted(o.split(":")[0] for o in outcomes.values()) == ["busy", "wrote"], outcomes
+    ids = IndexStore(uri).open().video_ids()
+    assert len(ids) == 4 + 40 and set(ids) == set(IDS)    # the winner's commits all whole, the first ones kept
