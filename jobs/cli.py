@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # old subcommand name -> its new name; each still works, with a note, for one release
 ALIASES: dict[str, str] = {"schedule": "nightly"}
 
+VERBOSE = "also the libraries' own logs (Ray, MLflow, open_clip) as they come, not only the job's lines"
+
 # `tempme bench <what>` -> (module, summary)
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "model": ("bench_model", "video-encoder throughput of presets side by side"),
@@ -57,6 +59,8 @@ def _add_commands(sub, table: dict[str, tuple[str, str]], selected: str | None) 
         if command == selected:
             job = _module(module)
             job.add_arguments(p)
+            # after the subcommand too; SUPPRESS keeps `tempme --verbose demo` from being undone by its default
+            p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE)
             p.set_defaults(_run=job.run)
 
 
@@ -68,6 +72,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         description="TempMe text-video retrieval pipeline: preprocess, train, evaluate, embed, search.",
         epilog="Example: tempme flops --preset tempme-b32-12f",
     )
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_commands(sub, COMMANDS, command)
     bench = sub.add_parser("bench", help="benchmarks that print figures side by side",
@@ -93,14 +98,17 @@ def run_module(module_name: str) -> int:
     job = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m {module_name}", description=job.__doc__)
     job.add_arguments(parser)
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE)
     return _run(job.run, parser.parse_args(), parser.prog)
 
 
 def _run(run, args: argparse.Namespace, name: str) -> int:
     """Run a job; a mistake in its input (`UserError`) is one line on stderr and exit status 2, the way
     argparse reports a bad option, and anything else keeps its traceback."""
+    from jobs.output import configure_output
     from tempme.errors import UserError
 
+    configure_output(args.verbose)
     try:
         return int(run(args) or 0)
     except UserError as err:

@@ -4,7 +4,6 @@ Ctrl-C."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import jobs.cli
@@ -29,8 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from pipelines.demo import DemoOptions, run_demo
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("pipelines").setLevel(logging.INFO)
     options = DemoOptions(workdir=args.workdir, videos=args.videos, epochs=args.epochs, workers=args.workers,
                           pretrained=args.pretrained, preset=args.preset)
     say = lambda line: print(line, flush=True)   # noqa: E731

@@ -16,12 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import logging
-
     import tempme
     from tempme.flops import complexity_report, format_report
 
-    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that weights are random: irrelevant here
     for name in args.preset:
         report = complexity_report(tempme.get_config(name))
         print(json.dumps(report) if args.json else format_report(report) + "\n")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import jobs.cli
@@ -27,7 +26,6 @@ def run(args) -> int:
     from pipelines.train.data import plan_training
     from pipelines.train.job import run_training
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     cfg = load_config(args.config, args.overrides)
     print(f"# resolved config\n{cfg.to_yaml()}", flush=True)
     if args.check:

@@ -6,6 +6,8 @@ safetensors. Whatever is wrong with a file is reported with its path.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import zipfile
 from pathlib import Path
 
@@ -84,6 +86,21 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(state)
 
 
+@contextlib.contextmanager
+def _random_on_purpose():
+    """Drop open_clip's warning (on the root logger) that the model it builds has random weights: here they
+    were asked for, or a file's weights are loaded next."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def create_backbone(backbone: str, pretrained: str | None, quick_gelu: bool) -> nn.Module:
     """An open_clip CLIP with fused attention, frozen, in eval mode.
 
@@ -98,7 +115,7 @@ def create_backbone(backbone: str, pretrained: str | None, quick_gelu: bool) -> 
     else:
         # Random weights are a fixed function of the backbone name, so that every process of a job (training
         # workers, embedding actors, a search client) builds the same model without sharing a file.
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _random_on_purpose():
             torch.manual_seed(0)
             model = open_clip.create_model(backbone, force_quick_gelu=quick_gelu)
         if is_file:

@@ -2,7 +2,7 @@
 
     <checkpoint>/adapter/      model.save_adapter: LoRA, clip positional embeddings, model config
     <checkpoint>/state.pt      optimiser, scheduler and (fp16) grad-scaler state
-    <checkpoint>/progress.json step and epoch
+    <checkpoint>/progress.json step and epoch (`TrainState`)
 
 The frozen backbone is never saved. Files are staged in a temporary folder that is renamed into place, so a
 worker killed while writing leaves either the whole checkpoint or none; Ray Train then copies it to storage
@@ -21,18 +21,18 @@ import torch
 
 ADAPTER = "adapter"
 STATE = "state.pt"
-PROGRESS = "progress.json"
+TRAIN_STATE = "progress.json"   # its name from before `TrainState`: older checkpoints still resume
 
 
 @dataclass
-class Progress:
+class TrainState:
     """Where training stands: optimiser steps taken, and the epoch they are in."""
 
     step: int = 0
     epoch: int = 0
 
 
-def save_checkpoint(directory: str | Path, model, optimizer, scheduler, scaler, progress: Progress) -> Path:
+def save_checkpoint(directory: str | Path, model, optimizer, scheduler, scaler, state: TrainState) -> Path:
     """Write a whole checkpoint at `directory` (replacing nothing: it must not exist yet)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,7 @@ def save_checkpoint(directory: str | Path, model, optimizer, scheduler, scaler, 
         model.save_adapter(staging / ADAPTER)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None}, staging / STATE)
-        (staging / PROGRESS).write_text(json.dumps(asdict(progress), indent=2))
+        (staging / TRAIN_STATE).write_text(json.dumps(asdict(state), indent=2))
         os.replace(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -49,12 +49,12 @@ def save_checkpoint(directory: str | Path, model, optimizer, scheduler, scaler, 
     return directory
 
 
-def read_progress(directory: str | Path) -> Progress:
-    return Progress(**json.loads((Path(directory) / PROGRESS).read_text()))
+def read_train_state(directory: str | Path) -> TrainState:
+    return TrainState(**json.loads((Path(directory) / TRAIN_STATE).read_text()))
 
 
-def load_checkpoint(directory: str | Path, model, optimizer, scheduler, scaler) -> Progress:
-    """Restore the adapter and the optimiser/scheduler/scaler state; returns the saved progress."""
+def load_checkpoint(directory: str | Path, model, optimizer, scheduler, scaler) -> TrainState:
+    """Restore the adapter and the optimiser/scheduler/scaler state; returns the saved `TrainState`."""
     directory = Path(directory)
     model.load_adapter(directory / ADAPTER)
     state = torch.load(directory / STATE, map_location="cpu", weights_only=True)
@@ -62,4 +62,4 @@ def load_checkpoint(directory: str | Path, model, optimizer, scheduler, scaler) 
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
-    return read_progress(directory)
+    return read_train_state(directory)

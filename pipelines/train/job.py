@@ -68,7 +68,11 @@ def _trainer(cfg: TrainJobConfig, plan: data.TrainPlan, run_id: str, uri: str):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else {}
+    # Ray Train's print patch would write every line a worker prints twice: to sys.stderr, which a Ray worker
+    # has replaced, so the patch also tees there, and through the root logger's console handler.
+    env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    if os.environ.get(FAULT_ENV):
+        env[FAULT_ENV] = os.environ[FAULT_ENV]
     return TorchTrainer(
         train_worker,
         train_loop_config={"config": cfg.to_dict(), "plan": plan.to_dict(), "run_id": run_id, "tracking_uri": uri},
@@ -81,7 +85,7 @@ def _trainer(cfg: TrainJobConfig, plan: data.TrainPlan, run_id: str, uri: str):
             # Keeps the best-scored checkpoint and, always, the latest one.
             checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=SCORE,
                                                checkpoint_score_order="max"),
-            worker_runtime_env={"env_vars": env} if env else None,
+            worker_runtime_env={"env_vars": env},
         ),
     )
 
@@ -117,7 +121,8 @@ def run_training(cfg: TrainJobConfig, ray_address: str | None = None) -> TrainOu
     run_id, resumed = start_or_resume_run(cfg.run.name, cfg.tracking.experiment, uri)
     with activate_run(run_id, uri):
         _log_config(cfg, plan, resumed)
-    log.info("MLflow run %s (%s) at %s; %s", run_id, "resumed" if resumed else "new", uri, plan)
+    log.info("train: MLflow run %s (%s) at %s, Ray at %s; %s", run_id, "resumed" if resumed else "new", uri,
+             ray.get_runtime_context().gcs_address, plan)
     try:
         result = _trainer(cfg, plan, run_id, uri).fit()
     except BaseException:

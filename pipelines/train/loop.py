@@ -8,6 +8,7 @@ latest. After the last step the best checkpoint's adapter is evaluated on the te
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -18,10 +19,11 @@ import torch.distributed as dist
 
 from pipelines.evaluate import (SplitEmbeddings, embed_videos, save_merge_pictures, save_recall_plot, score,
                                  split_batches)
+from pipelines.progress import Progress
 from pipelines.shards import normalise
 
 from . import data
-from .checkpoint import ADAPTER, Progress, load_checkpoint, save_checkpoint
+from .checkpoint import ADAPTER, TrainState, load_checkpoint, save_checkpoint
 from .config import TrainJobConfig, config_from_dict
 from .loss import all_reduce_gradients, global_contrastive_loss
 from .optim import build_optimizer, build_scheduler
@@ -32,6 +34,11 @@ SCORE = "selection_score"   # the checkpoint metric Ray Train keeps the best of
 UNSCORED = -1.0             # score of mid-epoch checkpoints: never the best, kept only as the latest
 SUMMARY_PREFIXES = ("final_", "steady_videos_per_s", "peak_memory_mb_rank")  # metrics logged once, at the end
 FAULT_ENV = "TEMPME_TEST_KILL_WORKER"   # tests only: "rank:step:marker_file" kills that worker once
+SHOWN_METRICS = 8   # metrics a progress line shows (all of them go to MLflow)
+
+
+def _brief(values: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in list(values.items())[:SHOWN_METRICS])
 
 
 def _gather_to_zero(obj):
@@ -98,16 +105,16 @@ class _Throughput:
         return self.total_videos / self.total_time if self.total_time > 0 else None
 
 
-def _report(progress: Progress, rank: int, write, score: float | None) -> None:
+def _report(state: TrainState, rank: int, write, score: float | None) -> None:
     """Report a checkpoint to Ray Train from every rank; rank 0 attaches the files written by `write(dir)`."""
     import ray.train
 
-    metrics = {"step": progress.step, "epoch": progress.epoch, SCORE: UNSCORED if score is None else score}
+    metrics = {"step": state.step, "epoch": state.epoch, SCORE: UNSCORED if score is None else score}
     if rank != 0:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="tempme-ckpt-") as tmp:
-        directory = write(Path(tmp) / f"step_{progress.step:08d}")
+        directory = write(Path(tmp) / f"step_{state.step:08d}")
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
                          checkpoint_dir_name=directory.name)
 
@@ -147,50 +154,53 @@ def train_worker(loop_config: dict) -> None:
     optimizer = build_optimizer(params, cfg.optim)
     scheduler = build_scheduler(optimizer, plan.total_steps, cfg.optim.warmup_ratio)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
-    progress = Progress()
+    state = TrainState()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            progress = load_checkpoint(directory, model, optimizer, scheduler, scaler)
+            state = load_checkpoint(directory, model, optimizer, scheduler, scaler)
 
     def write_checkpoint(directory: Path) -> Path:
-        return save_checkpoint(directory, model, optimizer, scheduler, scaler, progress)
+        return save_checkpoint(directory, model, optimizer, scheduler, scaler, state)
 
     splits = data.Splits(cfg)
     logger = RunLogger(rank == 0, loop_config["run_id"], loop_config["tracking_uri"],
                        cfg.tracking.system_metrics_interval_s if cfg.tracking.system_metrics else None)
     with logger:
         if checkpoint is not None:
-            logger.tags({"resumed_from_step": str(progress.step)})
+            logger.tags({"resumed_from_step": str(state.step)})
         meter = _Throughput()
+        epochs = math.ceil(plan.total_steps / plan.steps_per_epoch)
+        steps = Progress("train", plan.total_steps, 0, logger.say, unit="steps", done=state.step, failures=False)
         loss_sum, loss_steps = torch.zeros((), device=device), 0
-        while progress.step < plan.total_steps:
-            progress.epoch = progress.step // plan.steps_per_epoch
-            done_in_epoch = progress.step - progress.epoch * plan.steps_per_epoch
-            batches = data.train_batches(cfg, plan, splits[cfg.data.train_split], rank, world, progress.epoch,
+        while state.step < plan.total_steps:
+            state.epoch = state.step // plan.steps_per_epoch
+            done_in_epoch = state.step - state.epoch * plan.steps_per_epoch
+            batches = data.train_batches(cfg, plan, splits[cfg.data.train_split], rank, world, state.epoch,
                                          skip=done_in_epoch, pin_memory=device.type == "cuda")
             for batch in batches:
                 loss, global_batch = _train_step(model, batch, params, optimizer, scheduler, scaler, cfg, amp, embed_dim)
-                progress.step += 1
+                state.step += 1
                 meter.add(global_batch)
                 loss_sum, loss_steps = loss_sum + loss.detach(), loss_steps + 1
-                if progress.step % cfg.train.log_every == 0 or progress.step == plan.total_steps:
+                if state.step % cfg.train.log_every == 0 or state.step == plan.total_steps:
                     memory = torch.tensor(peak_memory_mb(device), device=device)
                     if distributed():
                         dist.all_reduce(memory, op=dist.ReduceOp.MAX)
-                    logger.metrics({"train_loss": (loss_sum / loss_steps).item(),
-                                    "learning_rate": scheduler.get_last_lr()[0],
-                                    "logit_scale": float(model.logit_scale),
-                                    "videos_per_s": meter.close_window(),
-                                    "peak_memory_mb": memory.item(),
-                                    "epoch": progress.epoch}, step=progress.step)
+                    values = {"train_loss": (loss_sum / loss_steps).item(),
+                              "learning_rate": scheduler.get_last_lr()[0],
+                              "logit_scale": float(model.logit_scale),
+                              "videos_per_s": meter.close_window(),
+                              "peak_memory_mb": memory.item()}
+                    logger.metrics({**values, "epoch": state.epoch}, step=state.step)
+                    steps.update(state.step - steps.done, detail=f"epoch {state.epoch + 1}/{epochs}, {_brief(values)}")
                     loss_sum, loss_steps = torch.zeros((), device=device), 0
-                epoch_end = progress.step % plan.steps_per_epoch == 0 or progress.step == plan.total_steps
+                epoch_end = state.step % plan.steps_per_epoch == 0 or state.step == plan.total_steps
                 if epoch_end:
-                    _end_of_epoch(model, cfg, splits, progress, rank, world, amp, logger, write_checkpoint)
-                elif cfg.train.checkpoint_every and progress.step % cfg.train.checkpoint_every == 0:
-                    _report(progress, rank, write_checkpoint, None)
-                _maybe_inject_fault(rank, progress.step)
+                    _end_of_epoch(model, cfg, splits, state, rank, world, amp, logger, write_checkpoint)
+                elif cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0:
+                    _report(state, rank, write_checkpoint, None)
+                _maybe_inject_fault(rank, state.step)
                 if epoch_end:
                     break
 
@@ -198,7 +208,7 @@ def train_worker(loop_config: dict) -> None:
         summary.update({f"peak_memory_mb_rank{r}": m for r, m in enumerate(_all_gather(peak_memory_mb(device)))})
         if meter.steady is not None:
             summary["steady_videos_per_s"] = meter.steady
-        logger.metrics(summary, step=progress.step)
+        logger.metrics(summary, step=state.step)
 
 
 def _train_step(model, batch: dict, params, optimizer, scheduler, scaler, cfg: TrainJobConfig, amp, embed_dim: int):
@@ -229,14 +239,15 @@ def _train_step(model, batch: dict, params, optimizer, scheduler, scaler, cfg: T
     return loss, global_batch
 
 
-def _end_of_epoch(model, cfg: TrainJobConfig, splits, progress: Progress, rank, world, amp, logger, write_checkpoint):
+def _end_of_epoch(model, cfg: TrainJobConfig, splits, state: TrainState, rank, world, amp, logger, write_checkpoint):
     """Evaluate the selection split (when there is one) and report a scored checkpoint."""
     score_value = None
     if cfg.data.eval_split is not None:
         result = evaluate_split(model, cfg, splits, cfg.data.eval_split, rank, world, amp)
         score_value = result.metrics["t2v_r1"]
-        logger.metrics({f"{cfg.data.eval_split}_{k}": v for k, v in result.metrics.items()}, step=progress.step)
-    _report(progress, rank, write_checkpoint, score_value)
+        logger.metrics({f"{cfg.data.eval_split}_{k}": v for k, v in result.metrics.items()}, step=state.step)
+        logger.say(f"train: epoch {state.epoch + 1} on the {cfg.data.eval_split} split: {_brief(result.metrics)}")
+    _report(state, rank, write_checkpoint, score_value)
 
 
 def _final_evaluation(model, cfg: TrainJobConfig, splits, rank, world, amp, logger) -> dict[str, float]:

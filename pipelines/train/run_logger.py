@@ -1,12 +1,11 @@
-"""MLflow logging from inside Ray Train workers: rank 0 logs, every other rank holds a logger that does nothing."""
+"""MLflow logging and progress lines from inside Ray Train workers: rank 0 logs, every other rank holds a logger
+that does nothing."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
 from pipelines.tracking import activate_run
-
-PROGRESS_KEYS = 8   # metrics shown in a progress line (all of them go to MLflow)
 
 
 class RunLogger:
@@ -34,13 +33,15 @@ class RunLogger:
             self._run = None
 
     def metrics(self, values: dict[str, float], step: int) -> None:
-        """Log to MLflow and print one progress line (Ray forwards a worker's stdout to the driver)."""
         if self.enabled:
             import mlflow
 
             mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step)
-            shown = " ".join(f"{k}={v:.4g}" for k, v in list(values.items())[:PROGRESS_KEYS])
-            print(f"step {step}: {shown}", file=sys.stderr, flush=True)
+
+    def say(self, line: str) -> None:
+        """Print a line for the person running the job: Ray forwards a worker's stderr to the driver."""
+        if self.enabled:
+            print(line, file=sys.stderr, flush=True)
 
     def artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if self.enabled:

@@ -153,3 +153,10 @@ def test_random_backbones_are_the_same_in_every_process(random_video):
     second = tempme.load_model("lora-tiny-12f")
     with torch.no_grad():
         assert torch.equal(first.encode_video(random_video(1)), second.encode_video(random_video(1)))
+
+
+def test_a_backbone_built_without_weights_on_purpose_does_not_warn_that_it_is_random(caplog):
+    """open_clip warns on every build without `pretrained`; here it is asked for, or a file's weights follow."""
+    with caplog.at_level("WARNING"):
+        tempme.load_model("lora-tiny-12f")
+    assert not [r for r in caplog.records if "No pretrained weights" in r.getMessage()]

@@ -130,7 +130,7 @@ def test_layout_summary_and_progress(shards):
     assert len(progress) == len(report.shards_written) == 6          # a line per finished shard
     done = [int(line.split()[1].split("/")[0]) for line in progress]
     assert done == sorted(done) and progress[-1].startswith("preprocess: 16/16 videos done, 6 failed, ")
-    assert progress[-1].endswith(" videos/s")
+    assert progress[-1].endswith(" videos/s, ETA 0:00")                 # the rate, and no time left
     assert any(line.startswith("preprocess: finished in") and "decoded 16 videos" in line for line in lines)
     assert any(line.strip().startswith("train: 8 videos in 4 shards") for line in lines)
 

@@ -126,7 +126,8 @@ def test_rerunning_a_dead_job_resumes_it(synthetic_shards, tmp_path, monkeypatch
 
 
 def test_the_command_joins_the_ray_cluster_at_ray_address(synthetic_shards, tmp_path):
-    """`python -m jobs.train --ray-address` (what `ray job submit` runs) trains on that cluster, not a new one."""
+    """`python -m jobs.train --ray-address` (what `ray job submit` runs) trains on that cluster, not a new one;
+    with --verbose the libraries' logs come along, and rank 0's progress line still appears once."""
     import ray
 
     address = ray.get_runtime_context().gcs_address          # the tests' cluster, from another process
@@ -136,11 +137,15 @@ def test_the_command_joins_the_ray_cluster_at_ray_address(synthetic_shards, tmp_
     argv = ["--config", str(TINY)] + [arg for key, value in cfg.flat().items() if value is not None
                                       for arg in ("--set", f"{key}={value}")]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done = subprocess.run([sys.executable, "-m", "jobs.train", "--ray-address", address, *argv],
+    done = subprocess.run([sys.executable, "-m", "jobs.train", "--ray-address", address, *argv, "--verbose"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Connecting to existing Ray cluster at address: {address}" in done.stderr
-    assert "trained 1 steps" in done.stdout
+    assert f"Ray at {address}" in done.stderr and "trained 1 steps" in done.stdout
+    assert "Parsing model identifier" in done.stderr        # open_clip's INFO lines, from the workers
+    # Ray Train's print patch wrote every line a worker prints twice.
+    steps = [line for line in done.stderr.splitlines() if "train: 1/1 steps done" in line]
+    assert len(steps) == 1 and "steps/s, ETA 0:00; epoch 1/1, train_loss=" in steps[0], done.stderr[-3000:]
     run, _ = _run(cfg)
     assert run.info.status == "FINISHED" and run.data.tags["registered_model"] == "models:/tempme-tiny/1"
