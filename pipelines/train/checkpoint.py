@@ -1,7 +1,7 @@
 """Training checkpoints: the adapter plus what it takes to continue, written atomically, a few MB.
 
     <checkpoint>/adapter/      model.save_adapter: LoRA, clip positional embeddings, model config
-    <checkpoint>/state.pt      optimiser, scheduler and (fp16) grad-scaler state
+    <checkpoint>/state.pt      optimiser, learning-rate scheduler and (fp16) grad-scaler state
     <checkpoint>/progress.json step and epoch (`TrainState`)
 
 The frozen backbone is never saved. Files are staged in a temporary folder that is renamed into place, so a
@@ -32,14 +32,14 @@ class TrainState:
     epoch: int = 0
 
 
-def save_checkpoint(directory: str | Path, model, optimizer, scheduler, scaler, state: TrainState) -> Path:
+def save_checkpoint(directory: str | Path, model, optimizer, lr_scheduler, scaler, state: TrainState) -> Path:
     """Write a whole checkpoint at `directory` (replacing nothing: it must not exist yet)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         model.save_adapter(staging / ADAPTER)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": lr_scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None}, staging / STATE)
         (staging / TRAIN_STATE).write_text(json.dumps(asdict(state), indent=2))
         os.replace(staging, directory)
@@ -53,13 +53,13 @@ def read_train_state(directory: str | Path) -> TrainState:
     return TrainState(**json.loads((Path(directory) / TRAIN_STATE).read_text()))
 
 
-def load_checkpoint(directory: str | Path, model, optimizer, scheduler, scaler) -> TrainState:
-    """Restore the adapter and the optimiser/scheduler/scaler state; returns the saved `TrainState`."""
+def load_checkpoint(directory: str | Path, model, optimizer, lr_scheduler, scaler) -> TrainState:
+    """Restore the adapter and the optimiser, learning-rate scheduler and scaler state; returns the saved `TrainState`."""
     directory = Path(directory)
     model.load_adapter(directory / ADAPTER)
     state = torch.load(directory / STATE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    lr_scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
     return read_train_state(directory)

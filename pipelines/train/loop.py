@@ -26,7 +26,7 @@ from . import data
 from .checkpoint import ADAPTER, TrainState, load_checkpoint, save_checkpoint
 from .config import TrainJobConfig, config_from_dict
 from .loss import all_reduce_gradients, global_contrastive_loss
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_lr_scheduler
 from .run_logger import RunLogger
 from .runtime import amp_dtype, build_model, distributed, peak_memory_mb
 
@@ -152,16 +152,16 @@ def train_worker(loop_config: dict) -> None:
         embed_dim = model.encode_text([""]).shape[1]
     params = list(model.trainable_parameters().values())
     optimizer = build_optimizer(params, cfg.optim)
-    scheduler = build_scheduler(optimizer, plan.total_steps, cfg.optim.warmup_ratio)
+    lr_scheduler = build_lr_scheduler(optimizer, plan.total_steps, cfg.optim.warmup_ratio)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     state = TrainState()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = load_checkpoint(directory, model, optimizer, scheduler, scaler)
+            state = load_checkpoint(directory, model, optimizer, lr_scheduler, scaler)
 
     def write_checkpoint(directory: Path) -> Path:
-        return save_checkpoint(directory, model, optimizer, scheduler, scaler, state)
+        return save_checkpoint(directory, model, optimizer, lr_scheduler, scaler, state)
 
     splits = data.Splits(cfg)
     logger = RunLogger(rank == 0, loop_config["run_id"], loop_config["tracking_uri"],
@@ -179,7 +179,7 @@ def train_worker(loop_config: dict) -> None:
             batches = data.train_batches(cfg, plan, splits[cfg.data.train_split], rank, world, state.epoch,
                                          skip=done_in_epoch, pin_memory=device.type == "cuda")
             for batch in batches:
-                loss, global_batch = _train_step(model, batch, params, optimizer, scheduler, scaler, cfg, amp, embed_dim)
+                loss, global_batch = _train_step(model, batch, params, optimizer, lr_scheduler, scaler, cfg, amp, embed_dim)
                 state.step += 1
                 meter.add(global_batch)
                 loss_sum, loss_steps = loss_sum + loss.detach(), loss_steps + 1
@@ -188,7 +188,7 @@ def train_worker(loop_config: dict) -> None:
                     if distributed():
                         dist.all_reduce(memory, op=dist.ReduceOp.MAX)
                     values = {"train_loss": (loss_sum / loss_steps).item(),
-                              "learning_rate": scheduler.get_last_lr()[0],
+                              "learning_rate": lr_scheduler.get_last_lr()[0],
                               "logit_scale": float(model.logit_scale),
                               "videos_per_s": meter.close_window(),
                               "peak_memory_mb": memory.item()}
@@ -211,7 +211,7 @@ def train_worker(loop_config: dict) -> None:
         logger.metrics(summary, step=state.step)
 
 
-def _train_step(model, batch: dict, params, optimizer, scheduler, scaler, cfg: TrainJobConfig, amp, embed_dim: int):
+def _train_step(model, batch: dict, params, optimizer, lr_scheduler, scaler, cfg: TrainJobConfig, amp, embed_dim: int):
     """One optimiser step on the global batch; returns (loss, global batch size)."""
     device = model.device
     optimizer.zero_grad(set_to_none=True)
@@ -235,7 +235,7 @@ def _train_step(model, batch: dict, params, optimizer, scheduler, scaler, cfg: T
         scaler.update()
     else:
         optimizer.step()
-    scheduler.step()
+    lr_scheduler.step()
     return loss, global_batch
 
 

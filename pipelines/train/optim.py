@@ -20,8 +20,8 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
-                    warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
+                       warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
     warmup_steps = int(total_steps * warmup_ratio)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))

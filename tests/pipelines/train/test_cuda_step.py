@@ -7,7 +7,7 @@ import torch.distributed as dist
 
 from pipelines.train.config import TrainJobConfig
 from pipelines.train.loop import _train_step
-from pipelines.train.optim import build_optimizer, build_scheduler
+from pipelines.train.optim import build_optimizer, build_lr_scheduler
 from pipelines.train.runtime import amp_dtype, build_model
 
 pytestmark = pytest.mark.gpu
@@ -38,12 +38,12 @@ def test_bf16_training_step_of_b16_on_nccl(nccl_group):
     before = {n: p.detach().clone() for n, p in model.trainable_parameters().items()}
     frozen = model.video.visual.transformer.resblocks[0].mlp.c_fc.weight.detach().clone()
     optimizer = build_optimizer(params, cfg.optim)
-    scheduler = build_scheduler(optimizer, total_steps=10, warmup_ratio=0.0)
+    lr_scheduler = build_lr_scheduler(optimizer, total_steps=10, warmup_ratio=0.0)
     generator = torch.Generator().manual_seed(0)
     batch = {"video": torch.randn(8, 12, 3, 224, 224, generator=generator).pin_memory(),
              "mask": torch.ones(8, 12, dtype=torch.bool), "caption": [f"video number {i}" for i in range(8)]}
 
-    loss, global_batch = _train_step(model, batch, params, optimizer, scheduler, None, cfg, amp, embed_dim=512)
+    loss, global_batch = _train_step(model, batch, params, optimizer, lr_scheduler, None, cfg, amp, embed_dim=512)
 
     assert global_batch == 8 and torch.isfinite(loss)
     assert all(p.dtype == torch.float32 for p in params)            # master weights stay fp32

@@ -10,7 +10,7 @@ import torch
 
 from pipelines.train.config import TINY_CONFIG, load_config
 from pipelines.train.loop import _train_step
-from pipelines.train.optim import build_optimizer, build_scheduler
+from pipelines.train.optim import build_optimizer, build_lr_scheduler
 from pipelines.train.runtime import amp_dtype, build_model
 
 TINY = TINY_CONFIG
@@ -22,13 +22,13 @@ def _lr_by_step(total_steps: int, warmup_ratio: float, lr: float) -> list[float]
     param = torch.nn.Parameter(torch.zeros(1))
     cfg = load_config(TINY, [f"optim.lr={lr}"]).optim
     optimizer = build_optimizer([param], cfg)
-    scheduler = build_scheduler(optimizer, total_steps, warmup_ratio)
+    lr_scheduler = build_lr_scheduler(optimizer, total_steps, warmup_ratio)
     lrs = []
     for _ in range(total_steps):
-        lrs.append(scheduler.get_last_lr()[0])
+        lrs.append(lr_scheduler.get_last_lr()[0])
         optimizer.step()
-        scheduler.step()
-    return lrs + [scheduler.get_last_lr()[0]]
+        lr_scheduler.step()
+    return lrs + [lr_scheduler.get_last_lr()[0]]
 
 
 def test_linear_warmup_then_cosine_to_zero():
@@ -62,18 +62,18 @@ def test_autocast_dtype(precision, device, expected):
 
 
 def _step_setup(*overrides: str, amp=None):
-    """The tiny model, optimiser and scheduler a worker builds, and a batch of two random videos."""
+    """The tiny model, optimiser and lr_scheduler a worker builds, and a batch of two random videos."""
     cfg = load_config(TINY, ["data.shards=unused", *overrides])
     model = build_model(cfg, torch.device("cpu"))
     params = list(model.trainable_parameters().values())
     optimizer = build_optimizer(params, cfg.optim)
-    scheduler = build_scheduler(optimizer, total_steps=10, warmup_ratio=cfg.optim.warmup_ratio)
+    lr_scheduler = build_lr_scheduler(optimizer, total_steps=10, warmup_ratio=cfg.optim.warmup_ratio)
     g = torch.Generator().manual_seed(0)
     batch = {"video": torch.randn(2, 12, 3, 224, 224, generator=g), "mask": torch.ones(2, 12, dtype=torch.bool),
              "caption": CAPTIONS}
 
     def step():
-        return _train_step(model, batch, params, optimizer, scheduler, None, cfg, amp, embed_dim=64)
+        return _train_step(model, batch, params, optimizer, lr_scheduler, None, cfg, amp, embed_dim=64)
     return model, params, step
 
 
