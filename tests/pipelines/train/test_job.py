@@ -15,7 +15,7 @@ from pipelines.train.loop import FAULT_ENV
 
 from .conftest import TINY, tiny_config
 
-REPO = TINY.parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.slow
 
