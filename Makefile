@@ -1,11 +1,12 @@
-# The two commands a newcomer needs: `make demo` (the whole pipeline) and `make test` (the suite).
+# The two commands a newcomer needs: `make demo` (the whole pipeline) and `make test` (the suite);
+# `make test-fast` is the edit-test loop (every test not marked slow).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env browser demo test
+.PHONY: env browser demo test test-fast
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +26,6 @@ demo: env
 
 test: env browser
 	$(PY) -m pytest -q tests
+
+test-fast: env
+	$(PY) -m pytest -q -m "not slow and not gpu" tests

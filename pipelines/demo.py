@@ -104,6 +104,29 @@ def _captions(manifest: Path) -> dict[str, str]:
         return {row["id"]: json.loads(row["captions"])[0] for row in csv.DictReader(f)}
 
 
+def _model_choice(options: DemoOptions, say: Callable[[str], None]) -> tuple[str, str | None]:
+    """(preset, pretrained weights or None): real CLIP where it can be had, else the tiny random one."""
+    pretrained = choose_weights(options.pretrained, say)
+    preset = options.preset or (PRETRAINED_PRESET if pretrained else RANDOM_PRESET)
+    if pretrained and not _load_weights_once(preset, pretrained, say):
+        pretrained, preset = None, options.preset or RANDOM_PRESET
+    say(f"weights: {pretrained} ({preset})" if pretrained else
+        f"weights: RANDOM — no pretrained CLIP weights are used; {preset} starts from a random backbone and "
+        f"only its LoRA and clip positional embeddings learn. Retrieval quality is a learning check, not CLIP's.")
+    return preset, pretrained
+
+
+def _search(engine, options: DemoOptions, captions: dict[str, str], say: Callable[[str], None]) -> dict:
+    """The demo's queries against the index: {query: [(video id, score, caption)]}, each hit told."""
+    hits = {}
+    for query, found in zip(options.queries, engine.search(list(options.queries), options.top_k)):
+        hits[query] = [(h.video_id, h.score, captions.get(h.video_id, "")) for h in found]
+        say(f'      "{query}"')
+        for video_id, score, caption in hits[query]:
+            say(f"        {score:6.3f}  {video_id}  ({caption})")
+    return hits
+
+
 def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
     """Run every stage in order under `options.workdir`, telling `say` what happens; returns what it made."""
     from pipelines.embed.job import embed_corpus
@@ -122,13 +145,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
     work.mkdir(parents=True, exist_ok=True)
     tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
 
-    pretrained = choose_weights(options.pretrained, say)
-    preset = options.preset or (PRETRAINED_PRESET if pretrained else RANDOM_PRESET)
-    if pretrained and not _load_weights_once(preset, pretrained, say):
-        pretrained, preset = None, options.preset or RANDOM_PRESET
-    say(f"weights: {pretrained} ({preset})" if pretrained else
-        f"weights: RANDOM — no pretrained CLIP weights are used; {preset} starts from a random backbone and "
-        f"only its LoRA and clip positional embeddings learn. Retrieval quality is a learning check, not CLIP's.")
+    preset, pretrained = _model_choice(options, say)
 
     say(f"[1/6] generating {options.videos} captioned videos with ffmpeg in {work / 'corpus'}")
     manifest = make_synthetic_corpus(work / "corpus", n_videos=options.videos)
@@ -165,14 +182,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
     say("      " + report.summary().replace("\n", "\n      "))
 
     say("[6/6] searching the index")
-    captions = _captions(manifest)
-    engine = TextSearch(index, tracking_uri=tracking_uri)
-    hits = {}
-    for query, found in zip(options.queries, engine.search(list(options.queries), options.top_k)):
-        hits[query] = [(h.video_id, h.score, captions.get(h.video_id, "")) for h in found]
-        say(f'      "{query}"')
-        for video_id, score, caption in hits[query]:
-            say(f"        {score:6.3f}  {video_id}  ({caption})")
+    hits = _search(TextSearch(index, tracking_uri=tracking_uri), options, _captions(manifest), say)
 
     say("\nWhere things are:")
     say(f"  shards        {shards}   (summary: {shards / SUMMARY})")

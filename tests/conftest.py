@@ -8,11 +8,19 @@ pytest_plugins = [
 ]
 
 
+# A test that takes one of these starts a Ray cluster or a server: it is `slow` whatever file it is in, so
+# `make test-fast` (-m "not slow") never waits for one.
+SLOW_FIXTURES = {"ray_cluster", "ray_head", "s3_server", "mlflow_server"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run only where CUDA is present."""
+    """Fixture-implied `slow` markers; `gpu` tests run only where CUDA is present."""
     import pytest
     import torch
 
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

@@ -80,6 +80,7 @@ def _first_use(uri, results):
     results.put(tracking.get_or_create_experiment("tempme-embed", uri))
 
 
+@pytest.mark.slow      # two whole embedding jobs, each with its own Ray
 def test_two_jobs_starting_at_once_on_a_fresh_sqlite_store_both_get_it(tmp_path):
     import multiprocessing
 

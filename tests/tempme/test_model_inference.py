@@ -61,6 +61,7 @@ def test_loading_an_adapter_into_a_folded_model_refolds_the_new_values(random_vi
                                    atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow      # torch.compile: a minute or two per preset on CPU
 @pytest.mark.parametrize("preset", ["tempme-tiny-12f", "tome-tiny-12f"])
 def test_encoder_compiles_into_one_graph_with_the_same_embeddings(preset, random_video):
     """fullgraph=True fails on any graph break: no host synchronisation, no data-dependent Python."""

@@ -8,7 +8,11 @@ import sys
 import tarfile
 import time
 
+import pytest
+
 from tests.fixtures.video_fixtures import lavfi_video
+
+pytestmark = pytest.mark.slow   # two whole preprocessing jobs, each with its own Ray
 
 VIDEOS = 12
 

@@ -8,6 +8,7 @@ import mlflow
 import pytest
 from ray.train import TrainingFailedError
 
+from jobs.output import QUIET_ENV
 from pipelines.model_store import open_model
 from pipelines.train.data import plan_training
 from pipelines.train.job import run_training
@@ -136,7 +137,8 @@ def test_the_command_joins_the_ray_cluster_at_ray_address(synthetic_shards, tmp_
                       "run.name=joined")
     argv = ["--config", str(TINY)] + [arg for key, value in cfg.flat().items() if value is not None
                                       for arg in ("--set", f"{key}={value}")]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # not RAY_ADDRESS, nor the quiet settings an earlier in-process `main()` of this session left behind
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and k not in QUIET_ENV}
     done = subprocess.run([sys.executable, "-m", "jobs.train", "--ray-address", address, *argv, "--verbose"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 

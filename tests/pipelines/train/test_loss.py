@@ -58,6 +58,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow      # two worker processes joined by gloo
 @pytest.mark.parametrize("average_over, clip", [(1, 0.0), (4, 0.05)], ids=["global-gradient", "authors-4-gpus"])
 def test_two_workers_match_one_process(average_over, clip):
     """Plain: the gradient of the global loss. Authors': that gradient over 4 (DDP's average on their 4 GPUs),

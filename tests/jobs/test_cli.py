@@ -6,7 +6,7 @@ import pytest
 
 from jobs.cli import BENCHMARKS, COMMANDS, main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUBCOMMANDS = [[c] for c in COMMANDS] + [["bench", b] for b in BENCHMARKS]
 
 
