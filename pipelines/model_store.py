@@ -191,6 +191,9 @@ def resolve_model(uri: str, dst: str | Path | None = None,
 def open_model(uri: str, dst: str | Path | None = None, tracking_uri: str | None = None):
     """(tempme model in eval mode, its pinned `ModelRef`) for any adapter URI (see `resolve_model`): the
     adapter's recorded config (preset, merge schedule and pretrained source) with the adapter applied."""
+    if dst is None and uri.startswith(("models:/", "runs:/")):    # the download is not needed once loaded
+        with tempfile.TemporaryDirectory(prefix="tempme-adapter-") as tmp:
+            return open_model(uri, tmp, tracking_uri)
     ref, adapter_dir = resolve_model(uri, dst, tracking_uri)
     return model_from_adapter(adapter_dir), ref
 

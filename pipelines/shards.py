@@ -9,10 +9,10 @@ Shard folder (local path or object-store URI)
     _index/<shard>.json    per shard: byte range of every member of every sample; present = shard finished
     _removed.parquet       id, split of videos that left the corpus: skipped by this reader
     _plans/                the preprocessing job's ledger (which video went into which shard)
-An index file is JSON: {"shard", "split", "bytes", "frames", "planned": [ids assigned to the shard],
+A catalog is JSON: {"shard", "split", "bytes", "frames", "planned": [ids assigned to the shard],
 "samples": [{"key", "id", "captions": count, "valid", "span": [start, end), "members": {suffix: [offset,
 size]}}], "failures": [{"input", "id", "split", "stage", "error"}]}; offsets are bytes into the tar.
-Only finished shards have an index; this reader sees nothing else. Names starting with "_" or "." are
+Only finished shards have a catalog; this reader sees nothing else. Names starting with "_" or "." are
 skipped by `ray.data.read_webdataset(folder)`, and every tar is a plain ustar archive (`tar tf` lists it).
 
 Sample format (one sample per video)
@@ -55,11 +55,11 @@ Reading
 
 `shards` may name several folders, comma-separated (a corpus grown in several places); a video id may be in
 only one of them. `SampleTable` holds a split's samples as numpy and Arrow columns (a few dozen bytes per
-video), checked against the tar files it names: a missing or truncated shard, or an unreadable index, is
+video), checked against the tar files it names: a missing or truncated shard, or a unreadable catalog, is
 an error listing them, or skipped and counted with `bad_shards="skip"`. `ShardStream` (pipelines.stream)
 reads whole runs of samples with one ranged read each, shuffles within windows and deals out batches.
 
-Lower level, for stages that schedule samples themselves (e.g. embedding with Ray Data): `shard_index`
+Lower level, for stages that schedule samples themselves (e.g. embedding with Ray Data): `shard_samples`
 lists a split's samples with their byte ranges, `SampleReader().read(sample)` returns (metadata, JPEG
 frames) with one ranged read, `decode_frames` makes uint8 (video, mask) from the frames and `normalise`
 turns them into the model's input (`frames_to_tensor` does both).
@@ -81,24 +81,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from pipelines.preprocess.layout import INDEX_DIR, META_MEMBER, SUMMARY, frame_member, index_pattern
+from pipelines.preprocess.layout import CATALOG_DIR, META_MEMBER, SUMMARY, frame_member, catalog_pattern
 from pipelines.preprocess.plan import read_removed
 from pipelines.storage import Location, retrying
 from tempme import CLIP_MEAN, CLIP_STD
 from tempme.errors import NotFound, UserError
 
 BAD_SHARDS = ("error", "skip")
-INDEX_READERS = 32       # index files read at once (object-store GETs are latency-bound)
+CATALOG_READERS = 32       # catalogs read at once (object-store GETs are latency-bound)
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 class BadShards(UserError):
-    """Shards whose index names a tar that is missing or shorter than recorded, or whose index is unreadable."""
+    """Shards whose catalog names a tar that is missing or shorter than recorded, or whose catalog is unreadable."""
 
 
 @dataclass(frozen=True)
-class IndexedSample:
+class ShardSample:
     """Where one video's sample lies: its tar, the byte span of its members and each member's range."""
 
     shard: str
@@ -120,29 +120,29 @@ def shard_folders(shards: str) -> list[str]:
 
 def _folder_indexes(root: Location, split: str, bad_shards: str, keep: Callable[[Location, dict], T]
                     ) -> tuple[list[T], list[str]]:
-    """`keep(root, index)` of each finished shard's index of `split` in one folder, less the removed videos
-    (read in parallel, in name order; each index is let go once kept), checked against one listing of the
+    """`keep(root, catalog)` of each finished shard's catalog of `split` in one folder, less the removed videos
+    (read in parallel, in name order; each catalog is let go once kept), checked against one listing of the
     tars; (what was kept, bad shards skipped)."""
-    files = retrying(lambda: root.child(INDEX_DIR).list(index_pattern(split)))
+    files = retrying(lambda: root.child(CATALOG_DIR).list(catalog_pattern(split)))
     sizes = root.sizes("*.tar")
     removed = set(read_removed(root)["id"].to_pylist()) if files else set()
 
     def read(loc: Location) -> tuple[T | None, str | None]:
         try:
-            index = json.loads(retrying(loc.read_text))
-            if not isinstance(index.get("samples"), list) or not isinstance(index.get("shard"), str):
+            catalog = json.loads(retrying(loc.read_text))
+            if not isinstance(catalog.get("samples"), list) or not isinstance(catalog.get("shard"), str):
                 raise ValueError("it lists no samples or no shard")
         except (OSError, ValueError, AttributeError) as err:
-            return None, f"{loc.uri}: unreadable index ({type(err).__name__}: {err})"
-        have = sizes.get(index["shard"])
-        if index["samples"] and have is None:
-            return None, f"{root.child(index['shard']).uri}: missing"
-        if index["samples"] and have < index.get("bytes", 0):
-            return None, f"{root.child(index['shard']).uri}: truncated ({have} of {index['bytes']} bytes)"
-        index["samples"] = [s for s in index["samples"] if s["id"] not in removed]
-        return (keep(root, index) if index["samples"] else None), None
+            return None, f"{loc.uri}: unreadable catalog ({type(err).__name__}: {err})"
+        have = sizes.get(catalog["shard"])
+        if catalog["samples"] and have is None:
+            return None, f"{root.child(catalog['shard']).uri}: missing"
+        if catalog["samples"] and have < catalog.get("bytes", 0):
+            return None, f"{root.child(catalog['shard']).uri}: truncated ({have} of {catalog['bytes']} bytes)"
+        catalog["samples"] = [s for s in catalog["samples"] if s["id"] not in removed]
+        return (keep(root, catalog) if catalog["samples"] else None), None
 
-    with ThreadPoolExecutor(INDEX_READERS) as pool:
+    with ThreadPoolExecutor(CATALOG_READERS) as pool:
         found = list(pool.map(read, files))
     bad = [problem for _, problem in found if problem]
     if bad and bad_shards != "skip":
@@ -171,12 +171,12 @@ def _split_indexes(shards: str, split: str, keep: Callable[[Location, dict], T],
     return kept, skipped
 
 
-def shard_index(shards: str, split: str) -> list[IndexedSample]:
+def shard_samples(shards: str, split: str) -> list[ShardSample]:
     """Every sample of `split` in the finished shards, in shard order, less the videos recorded as removed."""
-    def samples(root: Location, index: dict) -> list[IndexedSample]:
-        tar = root.child(index["shard"]).uri
-        return [IndexedSample(tar, s["key"], s["id"], s["captions"], s["valid"], tuple(s["span"]),
-                              {k: tuple(v) for k, v in s["members"].items()}) for s in index["samples"]]
+    def samples(root: Location, catalog: dict) -> list[ShardSample]:
+        tar = root.child(catalog["shard"]).uri
+        return [ShardSample(tar, s["key"], s["id"], s["captions"], s["valid"], tuple(s["span"]),
+                              {k: tuple(v) for k, v in s["members"].items()}) for s in catalog["samples"]]
 
     return [s for shard in _split_indexes(shards, split, samples)[0] for s in shard]
 
@@ -197,9 +197,9 @@ class SampleTable:
 
     @classmethod
     def build(cls, shards: str, split: str, bad_shards: str = "error") -> "SampleTable":
-        def columns(root: Location, index: dict) -> tuple:   # what a shard's index leaves behind
-            samples = index["samples"]
-            return (root.child(index["shard"]).uri, np.array([s["span"][0] for s in samples], np.int64),
+        def columns(root: Location, catalog: dict) -> tuple:   # what a shard's catalog leaves behind
+            samples = catalog["samples"]
+            return (root.child(catalog["shard"]).uri, np.array([s["span"][0] for s in samples], np.int64),
                     np.array([s["span"][1] for s in samples], np.int64),
                     np.array([s["captions"] for s in samples], np.int32), pa.array([s["id"] for s in samples],
                                                                                    pa.string()))
@@ -230,7 +230,7 @@ class SampleTable:
 
 def shard_paths(shards: str, split: str) -> list[str]:
     """The split's tar files, for `webdataset.WebDataset(...)` or `ray.data.read_webdataset(...)`."""
-    return sorted({s.shard for s in shard_index(shards, split)})
+    return sorted({s.shard for s in shard_samples(shards, split)})
 
 
 def read_summary(shards: str) -> dict:
@@ -273,12 +273,12 @@ def frames_to_tensor(jpegs: Sequence[bytes], frames: int, augment: bool = False,
 
 class SampleReader:
     """Reads a sample's members (metadata, JPEG frames) with one ranged read; keeps each tar it opened open
-    until `close()`. For stages that pick their own samples from `shard_index` (e.g. embedding)."""
+    until `close()`. For stages that pick their own samples from `shard_samples` (e.g. embedding)."""
 
     def __init__(self):
         self._files: dict[str, object] = {}
 
-    def read(self, sample: IndexedSample) -> tuple[dict, list[bytes]]:
+    def read(self, sample: ShardSample) -> tuple[dict, list[bytes]]:
         """(metadata dict, JPEG bytes of the `valid` real frames) of one sample."""
         f = self._files.get(sample.shard)
         if f is None:

@@ -14,12 +14,12 @@ import numpy as np
 
 from pipelines.embed.model import load_from_files
 from pipelines.preprocess.layout import frame_member
-from pipelines.shards import IndexedSample, SampleReader, decode_frames, normalise
+from pipelines.shards import ShardSample, SampleReader, decode_frames, normalise
 
 PASSED_ON = ("video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size", "error")
 
 
-def sample_row(s: IndexedSample) -> dict:
+def sample_row(s: ShardSample) -> dict:
     """A video to embed as plain columns (the sample's member table as JSON)."""
     offset, size = s.members[frame_member(0)]
     return {"video_id": s.id, "shard": s.shard, "key": s.key, "span_start": s.span[0], "span_end": s.span[1],
@@ -27,8 +27,8 @@ def sample_row(s: IndexedSample) -> dict:
             "thumb_offset": offset, "thumb_size": size}
 
 
-def _indexed_sample(batch: dict, i: int) -> IndexedSample:
-    return IndexedSample(shard=str(batch["shard"][i]), key=str(batch["key"][i]), id=str(batch["video_id"][i]),
+def _shard_sample(batch: dict, i: int) -> ShardSample:
+    return ShardSample(shard=str(batch["shard"][i]), key=str(batch["key"][i]), id=str(batch["video_id"][i]),
                          captions=int(batch["captions"][i]), valid=int(batch["valid"][i]),
                          span=(int(batch["span_start"][i]), int(batch["span_end"][i])),
                          members={k: tuple(v) for k, v in json.loads(str(batch["members"][i])).items()})
@@ -42,7 +42,7 @@ def read_frames(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     try:
         for i in range(n):
             try:
-                meta, jpegs = reader.read(_indexed_sample(batch, i))
+                meta, jpegs = reader.read(_shard_sample(batch, i))
                 video, mask = decode_frames(jpegs, int(meta["frames"]))
                 frames.append(video.numpy()), masks.append(mask.numpy())
                 captions.append(str(meta["captions"][0])), errors.append("")

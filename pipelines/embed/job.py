@@ -1,7 +1,7 @@
 """The embedding job: shards + model URI -> index, incremental per model version, safe to kill at any time.
 
 1. Check the MLflow store answers, resolve the model URI to a pinned version (driver, once) and read the
-   shard indexes (no tar scans).
+   shards' catalogs (no tar scans).
 2. Take the index's writer lease; what the index holds for this model version is done, everything else is
    to do, and videos that preprocessing recorded as removed leave the index.
 3. Ray Data, three stages: CPU tasks read and decode frames (uint8) -> an autoscaling pool of model actors
@@ -34,7 +34,7 @@ from pipelines.model_store import resolve_model
 from pipelines.preprocess.plan import read_removed
 from pipelines.preprocess.sources import KNOWN_SPLITS
 from pipelines.progress import Progress
-from pipelines.shards import IndexedSample, read_summary, shard_index
+from pipelines.shards import ShardSample, read_summary, shard_samples
 from pipelines.storage import Location
 from tempme.precision import PRECISIONS
 from tempme.errors import UserError
@@ -74,7 +74,7 @@ class EmbedReport:
                 f"{self.removed} removed")
 
 
-def list_samples(shards: str) -> list[IndexedSample]:
+def list_samples(shards: str) -> list[ShardSample]:
     """Every finished sample of every split, each video id once (the first occurrence)."""
     try:
         splits = list(read_summary(shards).get("splits", {})) or list(KNOWN_SPLITS)
@@ -83,7 +83,7 @@ def list_samples(shards: str) -> list[IndexedSample]:
     samples, seen = [], set()
     for split in splits:
         try:
-            found = shard_index(shards, split)
+            found = shard_samples(shards, split)
         except FileNotFoundError:
             continue
         for s in found:
@@ -129,7 +129,7 @@ def decode_memory(shards: str, batch_size: int) -> int:
     return DECODE_WORKER_BYTES + 2 * batch_size * frames * 3 * side * side
 
 
-def _pipeline(ray, shards: str, todo: list[IndexedSample], adapter: dict[str, bytes], index_uri: str,
+def _pipeline(ray, shards: str, todo: list[ShardSample], adapter: dict[str, bytes], index_uri: str,
               model: ModelRef, workers: tuple[int, int], batch_size: int, device: str, cpus_per_worker: int,
               precision: str, compile: bool, part_rows: int):
     """Rows of the videos to embed -> frames (CPU tasks) -> embeddings (actor pool) -> fragments (CPU tasks)."""

@@ -2,7 +2,7 @@
 
 The driver reads the inputs, compares them with the ledger of shards already planned in the output folder
 (`plan`), writes the plan of the new shards, and submits one task per unfinished shard (`shard_tasks`);
-each task decodes its videos and writes its shard and index where Ray runs it, and sends back a few
+each task decodes its videos and writes its shard and catalog where Ray runs it, and sends back a few
 numbers. The driver then rewrites the summary and the failure table. A shard is the unit of work: a killed
 run loses at most the shards it had not finished, and a re-run over a grown corpus decodes only new videos.
 """
@@ -15,7 +15,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from pipelines.preprocess.layout import INDEX_DIR, OPTIONS, TRANSIENT_STAGES
+from pipelines.preprocess.layout import CATALOG_DIR, OPTIONS, TRANSIENT_STAGES
 from pipelines.preprocess.plan import (PlanError, ShardPlan, check_same_videos, forget_plans, last_numbers,
                                        pending_plans, plan_shards, read_ledger, read_removed, record_removed,
                                        removed_videos, unplanned, write_plan)
@@ -23,7 +23,7 @@ from pipelines.preprocess.sample import DecodeSettings
 from pipelines.preprocess.sources import (KNOWN_SPLITS, Failure, InputError, VideoInput, read_manifest,
                                           read_msrvtt, validate)
 from pipelines.preprocess.summary import build_summary, known_stats, latest_failures, shard_stats, write_report
-from pipelines.preprocess.writer import finished_shards, read_indexes, remove_unfinished
+from pipelines.preprocess.writer import finished_shards, read_catalogs, remove_unfinished
 from pipelines.progress import Progress
 from pipelines.storage import Location, StoreError, is_local_uri
 from tempme.errors import UserError
@@ -134,7 +134,7 @@ def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = prin
     inputs, source_failures = _read_inputs(options)
     _check_stores(_video_buckets(inputs))
     out = Location.of(options.out)
-    out.child(INDEX_DIR).make_dirs()
+    out.child(CATALOG_DIR).make_dirs()
     finished = finished_shards(out)
     _check_same_shape(out, options, finished)
     stale = remove_unfinished(out)
@@ -188,7 +188,7 @@ def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = prin
 
 
 def _stats_of(out: Location, shards: list[str]) -> dict[str, dict]:
-    return {name: shard_stats(index) for name, index in zip(shards, read_indexes(out, shards))}
+    return {name: shard_stats(catalog) for name, catalog in zip(shards, read_catalogs(out, shards))}
 
 
 def _to_retry(failures: list[Failure], inputs: list[VideoInput]) -> list[VideoInput]:
@@ -242,7 +242,7 @@ def _read_inputs(o: PreprocessOptions) -> tuple[list, list[Failure]]:
 def _check_same_shape(out: Location, o: PreprocessOptions, finished: set[str]) -> None:
     """Refuse options that differ from those of the shards already finished in `out`; while no shard is
     finished (a first run stopped early), the new options and inputs simply replace the recorded plan."""
-    loc = out.child(INDEX_DIR, OPTIONS)
+    loc = out.child(CATALOG_DIR, OPTIONS)
     if not loc.exists() or not finished:
         forget_plans(out)   # nothing finished yet: plan again from these inputs and options
         loc.write_atomic(json.dumps(o.shape(), indent=2).encode())

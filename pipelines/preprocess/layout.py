@@ -10,7 +10,7 @@
                                     written before its shards (the ledger of the append-only folder)
     OUT/_removed.parquet            ids (and splits) of videos that left the inputs: readers skip them
 
-Names starting with "_" or "." (the index, the summary, unfinished files) are skipped by
+Names starting with "_" or "." (the catalog, the summary, unfinished files) are skipped by
 `ray.data.read_webdataset(OUT)`, so the folder reads as the shards alone.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import re
 FORMAT = "tempme-shards/1"
 SUMMARY = "_summary.json"
 FAILURES = "_failures.csv"
-INDEX_DIR = "_index"
+CATALOG_DIR = "_index"   # the shards' catalogs (the folder keeps its first name: corpora already written read on)
 OPTIONS = "options.json"
 PLANS_DIR = "_plans"
 REMOVED = "_removed.parquet"
@@ -46,7 +46,7 @@ def shard_name(split: str, number: int) -> str:
     return f"{split}-{number:06d}.tar"
 
 
-def index_name(shard: str) -> str:
+def catalog_name(shard: str) -> str:
     return shard.removesuffix(".tar") + ".json"
 
 
@@ -58,7 +58,7 @@ def plan_name(number: int) -> str:
     return f"plan-{number:06d}.parquet"
 
 
-def index_pattern(split: str) -> str:
+def catalog_pattern(split: str) -> str:
     return f"{split}-*.json"
 
 

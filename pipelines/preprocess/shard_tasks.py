@@ -23,7 +23,7 @@ from pipelines.preprocess.decode import MAX_BUFFERED, FrameKeeper
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.sample import DecodeSettings, make_sample
 from pipelines.preprocess.summary import shard_stats
-from pipelines.preprocess.writer import ShardWriter, finished_index
+from pipelines.preprocess.writer import ShardWriter, finished_catalog
 from pipelines.storage import Location
 
 MAX_IN_FLIGHT = 1024     # pending shard tasks without --decoders: demand for up to this many CPUs
@@ -45,7 +45,7 @@ class ShardDone:
     name: str
     videos: int
     node: str = ""              # the Ray node that wrote it
-    stats: dict | None = None   # `summary.shard_stats` of its index, so the driver need not read it back
+    stats: dict | None = None   # `summary.shard_stats` of its catalog, so the driver need not read it back
     error: str = ""             # set when the shard was not written (the next run writes it)
 
     @property
@@ -71,11 +71,11 @@ def _write(out_uri: str, plan: ShardPlan, results) -> ShardDone:
     try:
         for r in results:
             writer.add(r)
-        index = writer.commit()
+        catalog = writer.commit()
     except BaseException:
         writer.discard()
         raise
-    return ShardDone(plan.name, len(plan.videos), ray.get_runtime_context().get_node_id(), shard_stats(index))
+    return ShardDone(plan.name, len(plan.videos), ray.get_runtime_context().get_node_id(), shard_stats(catalog))
 
 
 @ray.remote
@@ -134,8 +134,8 @@ def run_shards(plans: list[ShardPlan], settings: DecodeSettings, out: Location, 
                 submit(plan, "isolated", 1)
                 continue
         except NODE_LOST as e:
-            if (index := finished_index(out, plan.name)) is not None:
-                result = ShardDone(plan.name, len(plan.videos), stats=shard_stats(index))
+            if (catalog := finished_catalog(out, plan.name)) is not None:
+                result = ShardDone(plan.name, len(plan.videos), stats=shard_stats(catalog))
             elif attempt < NODE_ATTEMPTS:
                 submit(plan, how, attempt + 1)
                 continue

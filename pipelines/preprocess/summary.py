@@ -2,7 +2,7 @@
 
 Both describe the whole folder, however many runs it took, and are rewritten at the end of each run. The
 summary also keeps a few numbers per finished shard (`shards`), so a re-run over thousands of shards reads
-only the indexes of shards it has not summarised yet. A failure counts while it is the latest word on its
+only the catalogs of shards it has not summarised yet. A failure counts while it is the latest word on its
 video: once the video is planned again (`--retry-failed`) or has left the inputs, its old failure is gone.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ COUNTS = ("samples", "shards", "bytes", "frames", "captions", "failures", "remov
 
 
 def shard_stats(index: dict) -> dict:
-    """The numbers of one shard's index that the summary needs."""
+    """The numbers of one shard's catalog that the summary needs."""
     return {"split": index["split"], "samples": len(index["samples"]), "bytes": index["bytes"],
             "frames": index["frames"], "captions": sum(s["captions"] for s in index["samples"]),
             "failures": index["failures"]}

@@ -1,8 +1,8 @@
-"""Write one shard as its videos are decoded, then its index, which marks the shard finished.
+"""Write one shard as its videos are decoded, then its catalog, which marks the shard finished.
 
 Samples are appended to a spool file as they come (memory holds one sample at a time): on a local disk the
 spool is a hidden temporary name beside the shard, renamed when complete; on an object store it is a local
-temporary file uploaded once under the shard's final name (object stores have no rename). The index
+temporary file uploaded once under the shard's final name (object stores have no rename). The catalog
 (`_index/<shard>.json`) is written last: a run killed before it leaves no finished shard, and the next run
 writes that shard again from the same plan (identical bytes, the same name). Unfinished temporary files on
 a local disk are hidden and removed by the next run.
@@ -15,12 +15,12 @@ import tarfile
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
-from pipelines.preprocess.layout import FORMAT, INDEX_DIR, OPTIONS, PLANS_DIR, index_name
+from pipelines.preprocess.layout import FORMAT, CATALOG_DIR, OPTIONS, PLANS_DIR, catalog_name
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.storage import TEMP_MARK, Location, retrying
 
 END_OF_ARCHIVE = b"\0" * (2 * tarfile.BLOCKSIZE)
-INDEX_READERS = 32        # index files read at once (object-store GETs are latency-bound)
+CATALOG_READERS = 32        # catalogs read at once (object-store GETs are latency-bound)
 
 
 class ShardWriter:
@@ -50,10 +50,10 @@ class ShardWriter:
         self.offset += len(r["fragment"])
 
     def commit(self) -> dict:
-        """Put the shard in place (if any video gave a sample), then its index; returns the index."""
+        """Put the shard in place (if any video gave a sample), then its catalog; returns the catalog."""
         size = 0
         try:
-            if self.samples:  # a shard whose videos all failed leaves only its index
+            if self.samples:  # a shard whose videos all failed leaves only its catalog
                 size = self.offset + len(END_OF_ARCHIVE)
                 size += -size % tarfile.RECORDSIZE
                 self.spool.write(b"\0" * (size - self.offset))
@@ -64,12 +64,12 @@ class ShardWriter:
                     self.shard.put_file(self.spool_path)
         finally:
             self.discard()
-        index = {"format": FORMAT, "shard": self.plan.name, "split": self.plan.split, "bytes": size,
+        catalog = {"format": FORMAT, "shard": self.plan.name, "split": self.plan.split, "bytes": size,
                  "frames": sum(s["valid"] for s in self.samples), "planned": self.plan.ids,
                  "samples": self.samples, "failures": self.failures}
-        self.out.child(INDEX_DIR, index_name(self.plan.name)).write_atomic(
-            json.dumps(index, ensure_ascii=False).encode())
-        return index
+        self.out.child(CATALOG_DIR, catalog_name(self.plan.name)).write_atomic(
+            json.dumps(catalog, ensure_ascii=False).encode())
+        return catalog
 
     def discard(self) -> None:
         self.spool.close()
@@ -78,7 +78,7 @@ class ShardWriter:
 
 
 def write_shard(out: Location, plan: ShardPlan, results: list[dict]) -> dict:
-    """Write `plan`'s shard from its decoder results (one per video, any order); returns its index."""
+    """Write `plan`'s shard from its decoder results (one per video, any order); returns its catalog."""
     writer = ShardWriter(out, plan)
     for r in sorted(results, key=lambda r: r["pos"]):
         writer.add(r)
@@ -86,29 +86,29 @@ def write_shard(out: Location, plan: ShardPlan, results: list[dict]) -> dict:
 
 
 def finished_shards(out: Location) -> set[str]:
-    """Names of the shards whose index is written (one listing, no read of any index)."""
+    """Names of the shards whose catalog is written (one listing, no read of any catalog)."""
     return {loc.name.removesuffix(".json") + ".tar"
-            for loc in retrying(lambda: out.child(INDEX_DIR).list("*.json")) if loc.name != OPTIONS}
+            for loc in retrying(lambda: out.child(CATALOG_DIR).list("*.json")) if loc.name != OPTIONS}
 
 
-def finished_index(out: Location, shard: str) -> dict | None:
-    """The index of `shard` if it is finished, else None."""
-    loc = out.child(INDEX_DIR, index_name(shard))
+def finished_catalog(out: Location, shard: str) -> dict | None:
+    """The catalog of `shard` if it is finished, else None."""
+    loc = out.child(CATALOG_DIR, catalog_name(shard))
     return json.loads(retrying(loc.read_text)) if retrying(loc.exists) else None
 
 
-def read_indexes(out: Location, shards: list[str]) -> list[dict]:
-    """The indexes of `shards`, read in parallel, in the order given."""
+def read_catalogs(out: Location, shards: list[str]) -> list[dict]:
+    """The catalogs of `shards`, read in parallel, in the order given."""
     def read(name: str) -> dict:
-        return json.loads(retrying(out.child(INDEX_DIR, index_name(name)).read_text))
+        return json.loads(retrying(out.child(CATALOG_DIR, catalog_name(name)).read_text))
 
-    with ThreadPoolExecutor(INDEX_READERS) as pool:
+    with ThreadPoolExecutor(CATALOG_READERS) as pool:
         return list(pool.map(read, shards))
 
 
 def remove_unfinished(out: Location) -> int:
     """Delete temporary files a killed run left behind; returns how many."""
-    folders = (out, out.child(INDEX_DIR), out.child(PLANS_DIR))
+    folders = (out, out.child(CATALOG_DIR), out.child(PLANS_DIR))
     stale = [loc for folder in folders for loc in folder.list(f".*{TEMP_MARK}*")]
     for loc in stale:
         loc.delete()

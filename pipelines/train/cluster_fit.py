@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from pipelines.cluster import spans_nodes
-from pipelines.preprocess.layout import INDEX_DIR, OPTIONS
+from pipelines.preprocess.layout import CATALOG_DIR, OPTIONS
 from pipelines.shards import shard_folders
 from pipelines.storage import Location, is_local_uri
 
@@ -49,7 +49,7 @@ def check_shards_fit_model(cfg: TrainJobConfig, frames: int, image_size: int) ->
     """Raise ConfigError if the shards' frames or resolution (each folder's `_index/options.json`) are not
     the preset's `frames` and `image_size`."""
     for folder in shard_folders(cfg.data.shards):
-        loc = Location.of(folder).child(INDEX_DIR, OPTIONS)
+        loc = Location.of(folder).child(CATALOG_DIR, OPTIONS)
         if not loc.exists():
             continue   # shards not made by `tempme preprocess`
         made = json.loads(loc.read_text())

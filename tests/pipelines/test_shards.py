@@ -1,4 +1,4 @@
-"""The shard index and frame codecs: frame content survives the round trip, augmentation is one draw per
+"""The shard catalogs and frame codecs: frame content survives the round trip, augmentation is one draw per
 video, bad shards are named (or skipped and counted), several folders read as one split."""
 import json
 import shutil
@@ -9,7 +9,7 @@ import torch
 
 from pipelines.preprocess import PreprocessOptions, run_preprocess
 from pipelines.shards import (BadShards, SampleReader, SampleTable, frames_to_tensor, normalise, read_summary,
-                              shard_index, shard_paths)
+                              shard_samples, shard_paths)
 from pipelines.stream import split_videos
 from tempme import CLIP_MEAN, CLIP_STD
 from tests.fixtures.video_fixtures import encode_frames, gray_level, gray_steps
@@ -54,7 +54,7 @@ def test_round_trip_keeps_colour_sampling_and_mask(pattern_shards):
 
 
 def test_augment_is_one_draw_for_all_frames_and_seeded(pattern_shards):
-    sample = next(s for s in shard_index(str(pattern_shards), "train") if s.id == "red")
+    sample = next(s for s in shard_samples(str(pattern_shards), "train") if s.id == "red")
     reader = SampleReader()
     meta, jpegs = reader.read(sample)
     reader.close()
@@ -71,7 +71,7 @@ def test_augment_is_one_draw_for_all_frames_and_seeded(pattern_shards):
 
 def test_the_table_is_columns_in_shard_order(synthetic_shards):
     table = SampleTable.build(str(synthetic_shards), "train")
-    samples = shard_index(str(synthetic_shards), "train")
+    samples = shard_samples(str(synthetic_shards), "train")
     assert table.ids.to_pylist() == [s.id for s in samples] and table.pairs == 12 * 3
     assert [table.tars[i] for i in table.shard] == [s.shard for s in samples]
     assert table.start.dtype == np.int64 and table.captions.dtype == np.int32
@@ -98,7 +98,7 @@ def test_missing_truncated_and_unreadable_shards_are_listed_or_skipped(synthetic
         SampleTable.build(str(copy), "train")
     message = str(told.value)
     assert "3 bad shards of split 'train'" in message and "train-000000.tar: missing" in message
-    assert "train-000001.tar: truncated (1000 of" in message and "train-000002.json: unreadable index" in message
+    assert "train-000001.tar: truncated (1000 of" in message and "train-000002.json: unreadable catalog" in message
     assert "data.bad_shards=skip" in message
     shutil.copy(synthetic_shards / "_index" / "train-000002.json", copy / "_index")
     table = SampleTable.build(str(copy), "train", bad_shards="skip")

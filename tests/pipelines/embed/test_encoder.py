@@ -6,11 +6,11 @@ import torch
 from pipelines.embed.encoder import VideoEmbedder, read_frames, sample_row
 from pipelines.embed.model import adapter_files
 from pipelines.model_store import model_from_adapter, resolve_model
-from pipelines.shards import SampleReader, frames_to_tensor, shard_index
+from pipelines.shards import SampleReader, frames_to_tensor, shard_samples
 
 
 def rows_of(shards, split="test"):
-    samples = shard_index(str(shards), split)
+    samples = shard_samples(str(shards), split)
     rows = [sample_row(s) for s in samples]
     return samples, {k: np.asarray([r[k] for r in rows], dtype=object) for k in rows[0]}
 
@@ -53,7 +53,7 @@ def test_decoding_runs_in_tasks_of_its_own_not_inside_the_model_actors(ray_clust
 
     from pipelines.index import IndexStore
 
-    samples = shard_index(str(synthetic_shards), "test")
+    samples = shard_samples(str(synthetic_shards), "test")
     model, _ = resolve_model(str(trained_adapter))
     pipeline = _pipeline(ray, str(synthetic_shards), samples, adapter_files(trained_adapter),
                          IndexStore(tmp_path).uri("videos.lance"), model, (1, 1), 2, "cpu", 1, "fp32", False, 4)

@@ -149,7 +149,7 @@ def test_webdataset_and_ray_data_read_the_folder(shards, ray_cluster):
     urls = sorted(str(out / n) for n in os.listdir(out) if n.startswith("train-"))
     samples = list(wds.WebDataset(urls, shardshuffle=False).decode("rgb"))
     assert len(samples) == 8 and all(s["003.jpg"].shape == (32, 32, 3) for s in samples)
-    rows = ray_cluster.data.read_webdataset(str(out)).take_all()      # the bare folder: index files are skipped
+    rows = ray_cluster.data.read_webdataset(str(out)).take_all()      # the bare folder: the catalogs are skipped
     assert sorted(r["json"]["id"] for r in rows) == sorted(tar_samples(out))
     one_frame = next(r for r in rows if r["json"]["id"] == "one-frame")
     assert one_frame["json"]["valid"] == 1 and one_frame["001.jpg"].max() < 20   # padding is black

@@ -1,0 +1,150 @@
+"""The search service under load: queries per second and p50/p99 latency over HTTP at each index size and
+replica count, and the seconds from a newly published index version to its being served.
+
+The index holds synthetic vectors (`pipelines.bench.search`) recorded as embedded by a random-weight tiny
+model, whose text encoder then encodes the queries for real, so each request pays what a real one pays:
+HTTP, the text encoder, the search and the JSON. The load generator runs `clients` threads on 127.0.0.1 for
+at most `seconds` and `max_requests`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.bench import common
+from pipelines.bench.search import build, corpus
+
+WORKDIR = "the model and the indexes"
+EXAMPLE = "tempme bench serve --sizes 100000 --replicas 1,2 --seconds 10 --json"
+QUERIES = ("a red square moving left", "a man is cooking", "two dogs play in the snow", "a blue bar moving up",
+           "someone explains a diagram", "cars on a highway at night", "a cat jumps on a table")
+DIM = 64
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sizes", default="100000,1000000", help="videos in the synthetic indexes (default %(default)s)")
+    parser.add_argument("--replicas", default="1,2", help="replica counts (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="load per measurement, at most (default %(default)s)")
+    parser.add_argument("--max-requests", type=int, default=5000, help="requests per measurement, at most")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8123, help="port on 127.0.0.1 (default %(default)s)")
+    parser.add_argument("--refresh-s", type=float, default=10.0,
+                        help="the service's look for new versions (default %(default)s, as `tempme serve`)")
+
+
+def measure(args) -> dict:
+    """Per index size and replica count: QPS, p50/p99; per size: seconds from a publish to its being served."""
+    from ray import serve
+
+    from pipelines.index import IndexStore, refresh_ann
+    from pipelines.serve import APP_NAME, ServeOptions, start_service
+
+    sizes, replica_counts = common.numbers(args.sizes, "--sizes"), common.numbers(args.replicas, "--replicas")
+    log = common.progress(args)
+    rng = np.random.default_rng(0)
+    rows, follow = [], []
+    with common.scratch(args) as root:
+        model = _tiny_model(root)
+        common.start_ray()
+        for n in sizes:
+            location = str(root / f"index-{n}")
+            log(f"writing an index of {n} videos ...")
+            build(location, n, corpus(rng, n, DIM), rng, model)
+            refresh_ann(IndexStore(location).dataset())
+            for replicas in replica_counts:
+                address = start_service(ServeOptions(index=location, refresh_s=args.refresh_s), replicas,
+                                        port=args.port)
+                load(address, min(args.seconds, 3.0), args.max_requests, args.clients)   # warm every replica up
+                row = {"videos": n, "replicas": replicas, "clients": args.clients,
+                       **load(address, args.seconds, args.max_requests, args.clients)}
+                log(f"  {row}")
+                rows.append(row)
+                if replicas == replica_counts[-1]:
+                    before = _version(address)
+                    started = time.perf_counter()
+                    _publish_one(location, model, rng)
+                    while _version(address) == before:
+                        time.sleep(0.05)
+                    follow.append({"videos": n, "refresh_s": args.refresh_s,
+                                   "publish_to_served_s": round(time.perf_counter() - started, 2)})
+                    log(f"  {follow[-1]}")
+                serve.delete(APP_NAME)
+            serve.shutdown()
+    return {"load": rows, "follow": follow}
+
+
+def render(result: dict) -> str:
+    rows = [[r["videos"], r["replicas"], r["clients"], r["qps"], r["p50_ms"], r["p99_ms"], r["errors"]]
+            for r in result["load"]]
+    lines = [common.table(["videos", "replicas", "clients", "QPS", "p50 ms", "p99 ms", "errors"], rows, left=0)]
+    lines += [f"{f['videos']} videos: a published version served after {f['publish_to_served_s']} s "
+              f"(the service looks every {f['refresh_s']} s)" for f in result["follow"]]
+    return "\n".join(lines)
+
+
+def _tiny_model(root: Path):
+    from pipelines.model_store import build_model, resolve_model
+
+    return resolve_model(str(build_model("tempme-tiny-12f").save_adapter(root / "tiny-bench")))[0]
+
+
+def load(address: str, seconds: float, max_requests: int, clients: int, k: int = 10) -> dict:
+    """Hammer `address`/search from `clients` threads; QPS and latency percentiles of the answered requests."""
+    latencies, errors, lock = [], [0], threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(n: int) -> None:
+        i = n
+        while time.monotonic() < stop:
+            with lock:
+                if len(latencies) + errors[0] >= max_requests:
+                    return
+            url = f"{address}search?q={urllib.parse.quote(QUERIES[i % len(QUERIES)])}&k={k}"
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(url, timeout=30) as reply:
+                    reply.read()
+                with lock:
+                    latencies.append(time.perf_counter() - started)
+            except OSError:
+                with lock:
+                    errors[0] += 1
+            i += clients
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    ms = np.asarray(latencies) * 1000
+    return {"requests": len(latencies), "errors": errors[0], "qps": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
+            "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None}
+
+
+def _version(address: str) -> int:
+    with urllib.request.urlopen(address + "healthz", timeout=30) as reply:
+        return json.loads(reply.read())["index_version"]
+
+
+def _publish_one(location: str, model, rng) -> None:
+    """A new index version: one more video, committed and published as a nightly run would."""
+    from pipelines.index import IndexStore, write_fragment
+
+    with IndexStore(location).writer(model, run_id="bench-publish") as writer:
+        vector = rng.standard_normal((1, DIM)).astype(np.float32)
+        batch = {"video_id": np.asarray([f"new{time.time_ns()}"], object),
+                 "embedding": vector / np.linalg.norm(vector), "error": np.asarray([""], object),
+                 "caption": np.asarray(["new"], object), "thumb_shard": np.asarray([""], object),
+                 "thumb_offset": np.zeros(1, np.int64), "thumb_size": np.zeros(1, np.int64)}
+        writer.commit([f for f in write_fragment(batch, writer.uri, model.__dict__)["fragments"] if f])
+        writer.publish()
