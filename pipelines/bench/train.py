@@ -140,7 +140,7 @@ def learning_check(shards: Path, workdir: Path, epochs: int, workers: int = 2) -
     on the training split, no model selection, and evaluate the last model on the held-out test split."""
     import mlflow
 
-    from pipelines.shards import shard_index
+    from pipelines.shards import shard_samples
     from pipelines.train.job import run_training
 
     cfg = _config(shards, workdir, "learning-check", f"train.epochs={epochs}", f"scaling.num_workers={workers}",
@@ -148,7 +148,7 @@ def learning_check(shards: Path, workdir: Path, epochs: int, workers: int = 2) -
     outcome = run_training(cfg)
     run = mlflow.MlflowClient(outcome.tracking_uri).get_run(outcome.run_id)
     seconds = (run.info.end_time - run.info.start_time) / 1000
-    test_videos = len(shard_index(str(shards), "test"))
+    test_videos = len(shard_samples(str(shards), "test"))
     prefix = "final_test_"
     metrics = {k[len(prefix):]: v for k, v in outcome.summary.items() if k.startswith(prefix)}
     return LearningCheck(preset=cfg.model.preset, steps=outcome.steps, seconds=seconds, test_videos=test_videos,
@@ -157,19 +157,19 @@ def learning_check(shards: Path, workdir: Path, epochs: int, workers: int = 2) -
 
 def replicate_shards(shards: Path, out: Path, videos: int) -> Path:
     """A shard folder whose training split has `videos` videos: `shards`' training tars again and again as hard
-    links under new names, their ids made unique in the indexes, other splits as they are. What grows with the
+    links under new names, their ids made unique in the catalogs, other splits as they are. What grows with the
     corpus can be measured without decoding thousands of videos first."""
-    from pipelines.preprocess.layout import INDEX_DIR, SUMMARY, index_name, shard_name
+    from pipelines.preprocess.layout import CATALOG_DIR, SUMMARY, catalog_name, shard_name
 
-    (out / INDEX_DIR).mkdir(parents=True, exist_ok=True)
+    (out / CATALOG_DIR).mkdir(parents=True, exist_ok=True)
     shutil.copy(shards / SUMMARY, out / SUMMARY)
-    for index_file in (shards / INDEX_DIR).glob("*.json"):
-        if not index_file.name.startswith("train-"):
-            shutil.copy(index_file, out / INDEX_DIR)
-            tar = shards / index_file.name.replace(".json", ".tar")
+    for catalog_file in (shards / CATALOG_DIR).glob("*.json"):
+        if not catalog_file.name.startswith("train-"):
+            shutil.copy(catalog_file, out / CATALOG_DIR)
+            tar = shards / catalog_file.name.replace(".json", ".tar")
             if tar.exists():
                 os.link(tar, out / tar.name)
-    train = [json.loads(f.read_text()) for f in sorted((shards / INDEX_DIR).glob("train-*.json"))]
+    train = [json.loads(f.read_text()) for f in sorted((shards / CATALOG_DIR).glob("train-*.json"))]
     made, number = 0, 0
     while made < videos:
         for index in train:
@@ -180,7 +180,7 @@ def replicate_shards(shards: Path, out: Path, videos: int) -> Path:
             os.link(shards / index["shard"], out / name)
             copy = {**index, "shard": name, "planned": [],
                     "samples": [{**s, "id": f"{s['id']}-{number}"} for s in samples]}
-            (out / INDEX_DIR / index_name(name)).write_text(json.dumps(copy))
+            (out / CATALOG_DIR / catalog_name(name)).write_text(json.dumps(copy))
             made, number = made + len(samples), number + 1
     return out
 
