@@ -34,15 +34,15 @@ ALIASES: dict[str, str] = {"schedule": "nightly"}
 
 VERBOSE = "also the libraries' own logs (Ray, MLflow, open_clip) as they come, not only the job's lines"
 
-# `tempme bench <what>` -> (module, summary)
+# `tempme bench <what>` -> (module under pipelines/bench/, summary); `python -m jobs.bench <what>` runs one alone
 BENCHMARKS: dict[str, tuple[str, str]] = {
-    "model": ("bench_model", "video-encoder throughput of presets side by side"),
-    "preprocess": ("bench_preprocess", "preprocessing job vs plain ffmpeg, 1 and 2 decoders"),
-    "reader": ("bench_reader", "shards to uint8 batches, videos/s, from their store vs a local copy"),
-    "train": ("bench_train", "training throughput and peak memory, 1 and 2 workers"),
-    "embed": ("bench_embed", "embedding job vs a plain loop, 1 and 2 workers"),
-    "search": ("bench_search", "search latency and recall, exact vs ANN, over large clustered indexes"),
-    "serve": ("bench_serve", "search service QPS and p50/p99 by index size and replicas, publish-to-served time"),
+    "model": ("model", "video-encoder throughput of presets side by side"),
+    "preprocess": ("preprocess", "preprocessing job vs plain ffmpeg, 1 and 2 decoders"),
+    "reader": ("reader", "shards to uint8 batches, videos/s, from their store vs a local copy"),
+    "train": ("train", "training throughput and peak memory, 1 and 2 workers"),
+    "embed": ("embed", "embedding job vs a plain loop, 1 and 2 workers"),
+    "search": ("search", "search latency and recall, exact vs ANN, over large clustered indexes"),
+    "serve": ("serve", "search service QPS and p50/p99 by index size and replicas, publish-to-served time"),
 }
 
 
@@ -50,14 +50,21 @@ def _module(name: str):
     return importlib.import_module(f"jobs.{name}")
 
 
-def _add_commands(sub, table: dict[str, tuple[str, str]], selected: str | None) -> None:
-    """Register every subcommand; import and configure only the one being run."""
+def _benchmark(name: str):
+    """`pipelines.bench.<name>` as a job: its own options and the shared ones, run by `pipelines.bench.common`."""
+    from pipelines.bench import common
+
+    return common.job(name)
+
+
+def _add_commands(sub, table: dict[str, tuple[str, str]], selected: str | None, load=_module) -> None:
+    """Register every subcommand; import (`load`) and configure only the one being run."""
     for command, (module, summary) in table.items():
         p = sub.add_parser(command, help=summary, description=summary,
                            aliases=[old for old, new in ALIASES.items() if new == command and table is COMMANDS],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if command == selected:
-            job = _module(module)
+            job = load(module)
             job.add_arguments(p)
             # after the subcommand too; SUPPRESS keeps `tempme --verbose demo` from being undone by its default
             p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE)
@@ -79,7 +86,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                            description="Benchmarks that print figures side by side.",
                            epilog="Example: tempme bench model --presets lora,tome,tempme")
     bench_sub = bench.add_subparsers(dest="benchmark", metavar="WHAT", required=True)
-    _add_commands(bench_sub, BENCHMARKS, words[1] if command == "bench" and len(words) > 1 else None)
+    _add_commands(bench_sub, BENCHMARKS, words[1] if command == "bench" and len(words) > 1 else None, _benchmark)
     return parser
 
 

@@ -92,9 +92,10 @@ def names(text: str, option: str, allowed: Sequence[str] | None = None) -> list[
 
     chosen = [w.strip() for w in text.split(",") if w.strip()]
     bad = [w for w in chosen if allowed is not None and w not in allowed]
-    if bad or not chosen:
-        among = f" not among {', '.join(allowed)}" if allowed is not None else ""
-        raise UserError(f"{option} {text!r}: {', '.join(bad) or 'no name given'}{among}")
+    if not chosen:
+        raise UserError(f"{option} {text!r}: no name given")
+    if bad:
+        raise UserError(f"{option} {text!r}: {', '.join(bad)} not among {', '.join(allowed)}")
     return chosen
 
 

@@ -80,12 +80,12 @@ def render(result: dict) -> str:
     seconds = sum(lengths[i % len(lengths)] for i in range(result["videos"]))
     header = ["videos/s", *(f"{n} decoder" + ("s" if n > 1 else "") for n in counts)]
     header += [f"{counts[-1]} vs {counts[0]}"] if scaling else []
+    job, share = result["job_videos_per_s"], result["driver_share_of_shard_bytes"]
     rows = [[name, *(f"{rates[n]:.2f}" for n in counts)]
             + ([f"{rates[counts[-1]] / rates[counts[0]]:.2f}x"] if scaling else [])
-            for name, rates in (("plain ffmpeg (no Ray)", plain), ("tempme preprocess job", result["job_videos_per_s"]))]
+            for name, rates in (("plain ffmpeg (no Ray)", plain), ("tempme preprocess job", job))]
     rows.append(["job / plain", *(f"{result['job_vs_plain'][n]:.2f}x" for n in counts)] + [""] * scaling)
-    rows.append(["driver's share of shard bytes", *(f"{100 * result['driver_share_of_shard_bytes'][n]:.3f}%" for n in counts)]
-                + [""] * scaling)
+    rows.append(["driver's share of shard bytes", *(f"{100 * share[n]:.3f}%" for n in counts)] + [""] * scaling)
     lines = [f"preprocess benchmark: {result['videos']} H.264 videos ({result['size']}, {result['source_fps']} fps, "
              f"{','.join(f'{x:g}' for x in lengths)} s, {seconds:.0f} s in all) -> {result['frames']} frames of "
              f"{result['resolution']} px at 1 fps, {result['samples_per_shard']} per shard",

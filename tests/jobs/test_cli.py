@@ -1,5 +1,7 @@
 """The front door: every subcommand's help has an example; the README's commands are the ones CI runs."""
 import re
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,9 +26,19 @@ def test_help_says_what_and_shows_an_example(argv, capsys):
 
 
 def test_every_job_module_runs_on_its_own_for_ray_job_submit():
-    for module, _ in [*COMMANDS.values(), *BENCHMARKS.values()]:
+    for module, _ in COMMANDS.values():
         source = (ROOT / "jobs" / f"{module}.py").read_text()
         assert 'if __name__ == "__main__":' in source and "run_module(__name__)" in source, module
+
+
+@pytest.mark.parametrize("what", BENCHMARKS)
+def test_every_benchmark_runs_on_its_own_as_python_m_jobs_bench(what, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["jobs/bench.py", what, "--help"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_module("jobs.bench", run_name="__main__")
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert f"Example: tempme bench {what}" in text and "--json" in text, text
 
 
 def _readme_commands() -> list[str]:

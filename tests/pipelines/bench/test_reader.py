@@ -1,10 +1,13 @@
 """`tempme bench reader`: shards on the object store measured beside a local copy of them, in one run."""
 import json
 
+import pytest
+
 from jobs.cli import main
 from tests.pipelines.test_stream import upload
 
 
+@pytest.mark.slow
 def test_reader_benchmark_compares_the_object_store_with_a_local_copy(synthetic_shards, s3_server, capsys):
     uri = upload(synthetic_shards, f"{s3_server.prefix('bench')}/shards")
     assert main(["bench", "reader", "--shards", uri, "--epochs", "1", "--workers", "0,1", "--json"]) == 0

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 import tempme
-from pipelines.embed.benchmark import index_embeddings, make_random_adapter, run_benchmark
+from pipelines.bench.embed import index_embeddings, make_random_adapter, run_benchmark
 from tests.fixtures.index_fixtures import shard_videos
 
 
+@pytest.mark.slow
 def test_plain_loop_and_job_runs_embed_the_same_videos_alike(ray_cluster, synthetic_shards, tmp_path):
     adapter = make_random_adapter("tempme-tiny-12f", tmp_path / "model")
     threads = torch.get_num_threads()
@@ -33,6 +34,7 @@ def test_plain_loop_and_job_runs_embed_the_same_videos_alike(ray_cluster, synthe
         100 * (result.plain.end_to_end / result.jobs[0].end_to_end - 1))
 
 
+@pytest.mark.slow
 def test_more_workers_than_the_cluster_has_cpus_is_refused(ray_cluster, synthetic_shards, tmp_path):
     with pytest.raises(ValueError, match="8 workers need as many CPUs; the Ray cluster has 4"):
         run_benchmark(synthetic_shards, tmp_path / "no-adapter", tmp_path / "runs", worker_counts=(1, 8))

@@ -4,16 +4,25 @@ matrix-product peak measured in the same run, ratios to `lora` and `tome`, agree
 Each preset runs in each of the asked forms (`--modes`): `eager` (LoRA as trained, a separate branch),
 `folded` (LoRA folded into the frozen q,k,v weights) and `compiled` (folded, then `torch.compile` with one
 graph), in the benchmark dtype, against the same batch.
+
+Merging cost does not depend on training, so random weights and inputs are used. Each round times every
+model once on the same batch; rounds interleave so that load changes on the machine hit all models alike,
+and the median round is reported. Warm-up rounds (allocator, kernel selection, compilation) are excluded.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import json
-import sys
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
 
-import jobs.cli
+from pipelines.bench import common
 
+WORKDIR = None
+EXAMPLE = ("tempme bench model --presets lora,tome,tempme --backbone ViT-B-16 --frames 12 --modes eager,compiled "
+           "--json")
 BACKBONE_KEYS = {"ViT-B-32": "b32", "ViT-B-16": "b16", "TempMe-Tiny": "tiny"}
 MODES = ("eager", "folded", "compiled")
 
@@ -40,31 +49,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory", action="store_true",
                         help="also measure the peak memory of one forward pass per video (GPU memory on CUDA, "
                              "resident memory of a child process per preset on CPU)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.epilog = ("Example: tempme bench model --presets lora,tome,tempme --backbone ViT-B-16 --frames 12 "
-                     "--modes eager,compiled --json")
 
 
-def run(args) -> int:
+def measure(args) -> dict:
     import logging
 
     import torch
 
     import tempme
     from tempme.attention import KERNELS, set_attention_kernel
-    from tempme.benchmark import measure_side_by_side, peak_memory_per_video
+    from tempme.errors import UserError
     from tempme.flops import complexity_report
 
     logging.getLogger().setLevel(logging.ERROR)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = tempme.inference_dtype(args.precision, device)
     batch = args.batch or (64 if device.type == "cuda" else 4)
-    modes = _choices(args.modes, MODES, "--modes")
-    kernels = _choices(args.attention, KERNELS, "--attention")
+    modes = common.names(args.modes, "--modes", MODES)
+    kernels = common.names(args.attention, "--attention", KERNELS)
     key = BACKBONE_KEYS[args.backbone]
-    methods = args.presets.split(",")
+    methods = common.names(args.presets, "--presets")
     if args.reference and "tempme" not in methods:
-        raise SystemExit("--reference compares with the tempme preset: include tempme in --presets")
+        raise UserError("--reference compares with the tempme preset: include tempme in --presets")
     gmacs = {m: complexity_report(tempme.get_config(f"{m}-{key}-{args.frames}f"))["gmacs"] for m in methods}
 
     encoders, fp32_models, names = {}, {}, {}
@@ -126,28 +132,37 @@ def run(args) -> int:
         for row in rows:
             row["vs_reference_fp32"] = round(row["videos_per_s"] / reference["videos_per_s"], 3)
         peak["ceiling_vs_reference_fp32"] = round(peak["gmac_per_s"] / reference["gmac_per_s"], 2)
-    summary = {"backbone": args.backbone, "frames": args.frames, "batch": batch, "device": str(device),
-               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
-               "gmacs_per_video": gmacs, "peak": peak, "rounds": args.rounds, "results": rows}
-    print(json.dumps(summary) if args.json else _table(summary))
-    return 0
+    return {"backbone": args.backbone, "frames": args.frames, "batch": batch, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "dtype": str(dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
+            "gmacs_per_video": gmacs, "peak": peak, "rounds": args.rounds, "results": rows}
 
 
-def _choices(text: str, allowed, option: str) -> list[str]:
-    chosen = [c.strip() for c in text.split(",") if c.strip()]
-    bad = [c for c in chosen if c not in allowed]
-    if bad or not chosen:
-        raise SystemExit(f"{option}: {', '.join(bad) or 'nothing'} not among {', '.join(allowed)}")
-    return chosen
+def render(result: dict) -> str:
+    peak, results = result["peak"], result["results"]
+    memory = any("peak_mb_per_video" in r for r in results)
+    rows = [[r["model"], f"{r['videos_per_s']:.2f}", f"{r['gmac_per_s']:.0f}", f"{r['share_of_peak']:.2f}",
+             *(f"{r[k]:.2f}x" if r[k] else None for k in ("vs_lora", "vs_tome")), f"{r['cosine_vs_fp32']:.5f}",
+             f"{r['vs_reference_fp32']:.2f}x" if "vs_reference_fp32" in r else None, f"{r['first_call_s']:.1f}s"]
+            + ([None if r.get("peak_mb_per_video") is None else f"{r['peak_mb_per_video']:.1f}"] if memory else [])
+            for r in results]
+    lines = [f"{result['backbone']}, {result['frames']} frames, batch {result['batch']}, {result['device_name']} "
+             f"({result['dtype']}, {result['threads']} threads); median of {result['rounds']} rounds",
+             f"matrix-product peak measured now: {peak['gmac_per_s']:.0f} GMAC/s "
+             f"(encoder MLP shape {peak['encoder_mlp_gmac_per_s']:.0f}, square {peak['square_gmac_per_s']:.0f}; "
+             f"fp32 square {peak['fp32_square_gmac_per_s']:.0f})",
+             common.table(["model", "videos/s", "GMAC/s", "of peak", "vs lora", "vs tome", "cos fp32", "vs ref32",
+                           "1st call"] + (["MB/video"] if memory else []), rows)]
+    if "ceiling_vs_reference_fp32" in peak:
+        lines.append(f"an encoder of the same MACs at 100% of the peak would be "
+                     f"{peak['ceiling_vs_reference_fp32']:.2f}x reference-fp32")
+    return "\n".join(lines)
 
 
 def _peak(device, dtype, tokens: int, model) -> dict:
     """The best of the encoder's own MLP product ([tokens, width] x [width, 4 width]) and a large square
     product: the machine's matrix-product peak in `dtype`, measured now, beside the encoders."""
     import torch
-
-    from tempme.benchmark import matmul_gmacs_per_s
 
     width = model.video.visual.conv1.out_channels
     square = 8192 if device.type == "cuda" else 2048
@@ -193,7 +208,6 @@ def _child_memory(preset: str, precision: str, batch: int) -> float:
     import gc
     import os
     import threading
-    import time
 
     import torch
 
@@ -226,28 +240,70 @@ def _child_memory(preset: str, precision: str, batch: int) -> float:
     return round((max(peak, rss()) - base) / 2**20 / batch, 1)
 
 
-def _table(summary: dict) -> str:
-    peak = summary["peak"]
-    lines = [f"{summary['backbone']}, {summary['frames']} frames, batch {summary['batch']}, {summary['device_name']} "
-             f"({summary['dtype']}, {summary['threads']} threads); median of {summary['rounds']} rounds",
-             f"matrix-product peak measured now: {peak['gmac_per_s']:.0f} GMAC/s "
-             f"(encoder MLP shape {peak['encoder_mlp_gmac_per_s']:.0f}, square {peak['square_gmac_per_s']:.0f}; "
-             f"fp32 square {peak['fp32_square_gmac_per_s']:.0f})",
-             f"{'model':<26}{'videos/s':>10}{'GMAC/s':>10}{'of peak':>9}{'vs lora':>9}{'vs tome':>9}"
-             f"{'cos fp32':>10}{'vs ref32':>9}{'1st call':>9}"
-             + (f"{'MB/video':>10}" if any('peak_mb_per_video' in r for r in summary['results']) else "")]
-    for r in summary["results"]:
-        ratios = "".join(f"{r[k]:>8.2f}x" if r[k] else f"{'-':>9}" for k in ("vs_lora", "vs_tome"))
-        memory = r.get("peak_mb_per_video")
-        lines.append(f"{r['model']:<26}{r['videos_per_s']:>10.2f}{r['gmac_per_s']:>10.0f}{r['share_of_peak']:>9.2f}"
-                     f"{ratios}{r['cosine_vs_fp32']:>10.5f}"
-                     + (f"{r['vs_reference_fp32']:>8.2f}x" if "vs_reference_fp32" in r else f"{'-':>9}")
-                     + f"{r['first_call_s']:>8.1f}s" + (f"{memory:>10.1f}" if memory is not None else ""))
-    if "ceiling_vs_reference_fp32" in peak:
-        lines.append(f"an encoder of the same MACs at 100% of the peak would be "
-                     f"{peak['ceiling_vs_reference_fp32']:.2f}x reference-fp32")
-    return "\n".join(lines)
+@dataclass
+class Throughput:
+    name: str
+    videos_per_s: float
+    seconds_per_batch: list[float]
+    first_call_s: float           # the first call alone: set-up, and compilation for a compiled encoder
 
 
-if __name__ == "__main__":
-    sys.exit(jobs.cli.run_module(__name__))
+def measure_side_by_side(encoders: dict[str, Callable], video, rounds: int = 5, warmup: int = 2) -> list[Throughput]:
+    """Median videos/s of each encoder over `rounds` interleaved rounds on the batch `video`."""
+    import torch
+
+    times: dict[str, list[float]] = {name: [] for name in encoders}
+    first: dict[str, float] = {}
+    with torch.inference_mode():
+        for round_ in range(warmup + rounds):
+            for name, encode in encoders.items():
+                _synchronize(video.device)
+                start = time.perf_counter()
+                encode(video)
+                _synchronize(video.device)
+                if round_ == 0:
+                    first[name] = time.perf_counter() - start
+                if round_ >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return [Throughput(name, video.shape[0] / statistics.median(t), t, first[name]) for name, t in times.items()]
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gmacs_per_s(m: int, k: int, n: int, device, dtype, rounds: int = 5) -> float:
+    """GMAC/s of one plain [m, k] x [k, n] matrix product in `dtype`: the peak an encoder is measured against."""
+    import torch
+
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    times = []
+    with torch.inference_mode():
+        for round_ in range(rounds + 2):
+            _synchronize(device)
+            start = time.perf_counter()
+            a @ b
+            _synchronize(device)
+            if round_ >= 2:
+                times.append(time.perf_counter() - start)
+    return m * k * n / statistics.median(times) / 1e9
+
+
+def peak_memory_per_video(encode: Callable, video) -> float | None:
+    """MB of GPU memory one forward pass takes per video above what was allocated before it (None on CPU,
+    where no allocator keeps a peak: `--memory` measures CPU memory in child processes instead)."""
+    import torch
+
+    if video.device.type != "cuda":
+        return None
+    torch.cuda.synchronize(video.device)
+    torch.cuda.reset_peak_memory_stats(video.device)
+    before = torch.cuda.memory_allocated(video.device)
+    with torch.inference_mode():
+        encode(video)
+    torch.cuda.synchronize(video.device)
+    return (torch.cuda.max_memory_allocated(video.device) - before) / 2**20 / video.shape[0]

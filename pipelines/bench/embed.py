@@ -1,4 +1,5 @@
-"""Measure the embedding job against a plain loop doing the same work in one process, for `tempme bench embed`.
+"""The embedding job against a plain loop doing the same work in one process, over the same shards with the
+same model, 1 and 2 workers: videos/s side by side.
 
 The plain loop is what one would write by hand without Ray: the same samples (`list_samples`), read with the
 shard reader (`SampleReader`, `frames_to_tensor`) and encoded batch by batch with the same adapter, in one
@@ -16,17 +17,70 @@ Three rates per measurement, all videos/s, the Ray cluster being up already:
 """
 from __future__ import annotations
 
+import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipelines.embed.job import embed_corpus, list_samples
-from pipelines.index import IndexStore
-from tempme.errors import UserError
+from pipelines.bench import common
 
+WORKDIR = "the corpus, the model and the indexes"
+EXAMPLE = "tempme bench embed --videos 64 --preset tempme-tiny-12f --batch-size 8"
 EXPERIMENT = "bench-embed"
+RATES = {"end_to_end": "end-to-end", "stage": "embedding stage", "steady": "steady"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shards", help="shard folder to embed (default: a synthetic corpus preprocessed here)")
+    parser.add_argument("--videos", type=int, default=64,
+                        help="videos of the synthetic corpus made when no --shards (default %(default)s)")
+    parser.add_argument("--preset", default="tempme-tiny-12f",
+                        help="model preset, random weights (default %(default)s; tempme-b32-12f for real size)")
+    parser.add_argument("--batch-size", type=int, default=8, help="videos per model call (default %(default)s)")
+    parser.add_argument("--workers", default="1,2",
+                        help="comma-separated worker counts of the job; the first is the base of the scaling "
+                             "(default %(default)s)")
+
+
+def measure(args) -> dict:
+    from pipelines.synthetic import make_synthetic_shards
+
+    counts = common.numbers(args.workers, "--workers")
+    with common.scratch(args) as work:
+        adapter = make_random_adapter(args.preset, work / "model")
+        common.start_ray(max(counts) + 1)   # one CPU more than the actors need: decode and write run beside them
+        shards = Path(args.shards) if args.shards else make_synthetic_shards(work / "synthetic", args.videos)
+        result = run_benchmark(shards, adapter, work / "runs", args.batch_size, tuple(counts))
+    base = next((m for m in result.jobs if m.workers == 1), None)   # same resources as the plain loop
+    return {**asdict(result), "preset": args.preset,
+            "overhead_pct_1_worker": {r: result.overhead(base, r) for r in RATES} if base else None,
+            "scaling": [{"workers": m.workers, **{r: result.scaling(m, r) for r in RATES}} for m in result.jobs[1:]]}
+
+
+def render(result: dict) -> str:
+    def cells(values: dict, spec: str, unit: str = "") -> list[str]:
+        return ["n/a" if values[r] is None else format(values[r], spec) + unit for r in RATES]
+
+    jobs = result["jobs"]
+    rows = [["plain loop (no Ray)", *cells(result["plain"], ".2f")]]
+    rows += [[f"embed job, {m['workers']} worker" + ("s" if m["workers"] > 1 else ""), *cells(m, ".2f")] for m in jobs]
+    if result["overhead_pct_1_worker"]:
+        rows.append(["job overhead, 1 worker", *cells(result["overhead_pct_1_worker"], "+.1f", "%")])
+    rows += [[f"{s['workers']} vs {jobs[0]['workers']} workers", *cells(s, ".2f", "x")] for s in result["scaling"]]
+    return "\n".join([
+        f"embed benchmark: {result['plain']['videos']} videos of {result['shards']}, model {result['preset']} "
+        f"(random weights), batch {result['batch_size']}, CPU",
+        "one torch thread per process: the plain loop runs in this process with 1 thread (no Ray); "
+        "each job actor has 1 CPU and 1 thread",
+        common.table(["videos/s", *RATES.values()], rows),
+        f"embeddings: every job index equals the plain loop's (largest difference {result['max_difference']:.1e})",
+        "end-to-end: the whole call, the Ray cluster being up already\n"
+        "embedding stage: the job's own EmbedReport.seconds, actor start and model load included "
+        "(plain loop: model load + loop)\n"
+        "steady: slope of videos done against time after every worker's first batch (n/a: too few batches)\n"
+        "overhead: extra time per video over the plain loop"])
 
 
 @dataclass(frozen=True)
@@ -92,6 +146,7 @@ def plain_loop(shards: str, adapter_dir: Path, batch_size: int) -> tuple[Measure
     import torch
 
     import tempme
+    from pipelines.embed.job import list_samples
     from pipelines.shards import SampleReader, frames_to_tensor
 
     started = time.perf_counter()
@@ -121,6 +176,8 @@ def plain_loop(shards: str, adapter_dir: Path, batch_size: int) -> tuple[Measure
 def job_run(shards: str, adapter_dir: Path, out: Path, workers: int, batch_size: int,
             tracking_uri: str) -> Measurement:
     """One `embed_corpus` run on CPU actors with one CPU (one torch thread) each, into the empty folder `out`."""
+    from pipelines.embed.job import embed_corpus
+
     if out.exists():
         raise FileExistsError(f"{out} exists: each measured run needs a fresh index folder")
     arrivals = _Arrivals()
@@ -138,6 +195,8 @@ def job_run(shards: str, adapter_dir: Path, out: Path, workers: int, batch_size:
 
 def index_embeddings(index: str | Path) -> dict[str, np.ndarray]:
     """video id -> embedding of the latest version of an index."""
+    from pipelines.index import IndexStore
+
     ds = IndexStore(index).dataset()
     if ds is None:
         return {}
@@ -161,6 +220,7 @@ def run_benchmark(shards: str | Path, adapter_dir: str | Path, workdir: str | Pa
     import ray
 
     from pipelines.tracking import get_or_create_experiment
+    from tempme.errors import UserError
 
     if batch_size < 1 or not worker_counts or min(worker_counts) < 1:
         raise UserError(f"batch size and worker counts must be at least 1 (got {batch_size} and {worker_counts})")

@@ -1,9 +1,9 @@
 """The training benchmark's corpus of any size: hard-linked copies of real shards that read as one split."""
 import os
 
+from pipelines.bench.train import replicate_shards
 from pipelines.shards import SampleTable
 from pipelines.stream import ShardStream, stream_batches
-from pipelines.train.bench import replicate_shards
 
 
 def test_replicated_shards_hold_the_asked_number_of_distinct_videos(synthetic_shards, tmp_path):
