@@ -28,7 +28,7 @@ from .config import TrainJobConfig, config_from_dict
 from .loss import all_reduce_gradients, global_contrastive_loss
 from .optim import build_optimizer, build_lr_scheduler
 from .run_logger import RunLogger
-from .runtime import amp_dtype, build_model, distributed, peak_memory_mb
+from .runtime import amp_dtype, distributed, peak_memory_mb, training_model
 
 SCORE = "selection_score"   # the checkpoint metric Ray Train keeps the best of
 UNSCORED = -1.0             # score of mid-epoch checkpoints: never the best, kept only as the latest
@@ -147,7 +147,7 @@ def train_worker(loop_config: dict) -> None:
         torch.cuda.set_device(device)     # object collectives (evaluation) on NCCL use the current device
     amp = amp_dtype(cfg.train.precision, device)
 
-    model = build_model(cfg, device)
+    model = training_model(cfg, device)
     with torch.no_grad():
         embed_dim = model.encode_text([""]).shape[1]
     params = list(model.trainable_parameters().values())

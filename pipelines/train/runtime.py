@@ -26,7 +26,7 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return _AMP[precision]
 
 
-def build_model(cfg: TrainJobConfig, device: torch.device):
+def training_model(cfg: TrainJobConfig, device: torch.device):
     """The preset with its pretrained weights, in train mode, the same on every worker.
 
     Random parts (LoRA A, random-weight tiny backbones) come from a fixed seed (`model_store.build_model`);

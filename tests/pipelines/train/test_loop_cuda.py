@@ -8,7 +8,7 @@ import torch.distributed as dist
 from pipelines.train.config import TrainJobConfig
 from pipelines.train.loop import _train_step
 from pipelines.train.optim import build_optimizer, build_lr_scheduler
-from pipelines.train.runtime import amp_dtype, build_model
+from pipelines.train.runtime import amp_dtype, training_model
 
 pytestmark = pytest.mark.gpu
 
@@ -33,7 +33,7 @@ def test_bf16_training_step_of_b16_on_nccl(nccl_group):
     device = torch.device("cuda", 0)
     amp = amp_dtype(cfg.train.precision, device)
     assert amp == torch.bfloat16                       # `auto` trains in bf16 on a GPU
-    model = build_model(cfg, device)
+    model = training_model(cfg, device)
     params = list(model.trainable_parameters().values())
     before = {n: p.detach().clone() for n, p in model.trainable_parameters().items()}
     frozen = model.video.visual.transformer.resblocks[0].mlp.c_fc.weight.detach().clone()

@@ -11,7 +11,7 @@ import torch
 from pipelines.train.config import TINY_CONFIG, load_config
 from pipelines.train.loop import _train_step
 from pipelines.train.optim import build_optimizer, build_lr_scheduler
-from pipelines.train.runtime import amp_dtype, build_model
+from pipelines.train.runtime import amp_dtype, training_model
 
 TINY = TINY_CONFIG
 CAPTIONS = ["a red square moving left", "a blue circle growing"]
@@ -64,7 +64,7 @@ def test_autocast_dtype(precision, device, expected):
 def _step_setup(*overrides: str, amp=None):
     """The tiny model, optimiser and lr_scheduler a worker builds, and a batch of two random videos."""
     cfg = load_config(TINY, ["data.shards=unused", *overrides])
-    model = build_model(cfg, torch.device("cpu"))
+    model = training_model(cfg, torch.device("cpu"))
     params = list(model.trainable_parameters().values())
     optimizer = build_optimizer(params, cfg.optim)
     lr_scheduler = build_lr_scheduler(optimizer, total_steps=10, warmup_ratio=cfg.optim.warmup_ratio)
