@@ -145,7 +145,6 @@ def test_the_command_joins_the_ray_cluster_at_ray_address(synthetic_shards, tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Connecting to existing Ray cluster at address: {address}" in done.stderr
     assert f"Ray at {address}" in done.stderr and "trained 1 steps" in done.stdout
-    assert "Parsing model identifier" in done.stderr        # open_clip's INFO lines, from the workers
     # Ray Train's print patch wrote every line a worker prints twice.
     steps = [line for line in done.stderr.splitlines() if "train: 1/1 steps done" in line]
     assert len(steps) == 1 and "steps/s, ETA 0:00; epoch 1/1, train_loss=" in steps[0], done.stderr[-3000:]
