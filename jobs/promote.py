@@ -19,14 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import mlflow
-
     from pipelines.model_store import promote
-    from pipelines.tracking import check_reachable, resolve_tracking_uri
+    from pipelines.tracking import use_store
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
+    uri = use_store(args.tracking_uri)
     version = promote(args.model, args.alias)
     print(f"promoted {args.model} (version {version}) to alias {args.alias!r} at {uri}")
     return 0
