@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flops": ("flops", "per-layer token schedule, GMACs and trainable parameters of a preset"),
     "visualize": ("visualize", "paint which patches each final token merged, across frames"),
     "import-official": ("import_official", "convert a checkpoint of the authors' code into an adapter"),
+    "upgrade-shards": ("upgrade_shards", "convert shard folders written before the sample table, once"),
     "submit": ("submit", "submit any job to a Ray cluster through the job submission API"),
     "nightly": ("nightly", "run the incremental embedding against a registry alias, nightly from cron"),
     "promote": ("promote", "point a registry alias (e.g. champion) at a checked model version"),
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "reader": ("reader", "shards to uint8 batches, videos/s, from their store vs a local copy"),
     "train": ("train", "training throughput and peak memory, 1 and 2 workers"),
     "embed": ("embed", "embedding job vs a plain loop, 1 and 2 workers"),
+    "plan": ("plan", "each stage's planning at millions of videos: driver memory, time, bytes read"),
     "search": ("search", "search latency and recall, exact vs ANN, over large clustered indexes"),
     "serve": ("serve", "search service QPS and p50/p99 by index size and replicas, publish-to-served time"),
 }

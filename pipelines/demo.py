@@ -133,7 +133,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
     from pipelines.embed.search import TextSearch
     from pipelines.evaluate import evaluate_model
     from pipelines.preprocess import PreprocessOptions, run_preprocess
-    from pipelines.preprocess.layout import FAILURES, SUMMARY
+    from pipelines.shard_format import FAILURES, SUMMARY
     from pipelines.synthetic import make_synthetic_corpus
     from pipelines.train.config import TINY_CONFIG, load_config
     from pipelines.train.job import run_training

@@ -157,8 +157,8 @@ def promote(uri: str, alias: str) -> str:
 
 def resolve_model(uri: str, dst: str | Path | None = None,
                   tracking_uri: str | None = None) -> tuple[ModelRef, Path]:
-    """(pinned reference, local adapter folder) for any adapter URI; registry files go to `dst` (a fresh
-    temporary folder when None).
+    """(pinned reference, local adapter folder) for any adapter URI; registry files are downloaded into `dst`,
+    which the caller owns and removes (required for models:/ and runs:/ URIs).
 
     models:/ and runs:/ URIs are looked up in `tracking_uri` (default: MLflow's current one, which honours
     MLFLOW_TRACKING_URI and else is ./mlflow.db); that store must answer first (`TrackingUnavailable`), and
@@ -175,7 +175,9 @@ def resolve_model(uri: str, dst: str | Path | None = None,
     from pipelines.tracking import use_store
 
     store = use_store(tracking_uri or mlflow.get_tracking_uri())
-    dst = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="tempme-adapter-"))
+    if dst is None:
+        raise TypeError(f"resolve_model({uri!r}) needs dst, the folder to download the registry's files into")
+    dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     try:
         if uri.startswith("models:/"):

@@ -4,16 +4,16 @@ stages after it (training, evaluation, embedding).
 Shard folder (local path or object-store URI)
 ---------------------------------------------
     train-000000.tar, train-000001.tar, ..., test-000000.tar   videos of a split sorted by id, in runs
+    _samples.lance         the sample table: a row per planned video of each finished shard (its tar, the
+                           byte span of its sample, frames, captions count, first frame), or why it failed
     _summary.json          {"splits": {split: {samples, shards, bytes, frames, captions, failures}}, ...}
     _failures.csv          input, id, split, stage, error: every input that gave no sample, and why
-    _index/<shard>.json    per shard: byte range of every member of every sample; present = shard finished
     _removed.parquet       id, split of videos that left the corpus: skipped by this reader
     _plans/                the preprocessing job's ledger (which video went into which shard)
-A catalog is JSON: {"shard", "split", "bytes", "frames", "planned": [ids assigned to the shard],
-"samples": [{"key", "id", "captions": count, "valid", "span": [start, end), "members": {suffix: [offset,
-size]}}], "failures": [{"input", "id", "split", "stage", "error"}]}; offsets are bytes into the tar.
-Only finished shards have a catalog; this reader sees nothing else. Names starting with "_" or "." are
-skipped by `ray.data.read_webdataset(folder)`, and every tar is a plain ustar archive (`tar tf` lists it).
+The names and the sample table's schema are in `pipelines.shard_format`. Only finished shards have rows in
+the sample table; this reader sees nothing else, and reads only the columns it needs. Names starting with
+"_" or "." are skipped by `ray.data.read_webdataset(folder)`, and every tar is a plain ustar archive (`tar
+tf` lists it). A folder written before the sample table is converted once by `tempme upgrade-shards`.
 
 Sample format (one sample per video)
 ------------------------------------
@@ -55,15 +55,15 @@ Reading
 
 `shards` may name several folders, comma-separated (a corpus grown in several places); a video id may be in
 only one of them. `SampleTable` holds a split's samples as numpy and Arrow columns (a few dozen bytes per
-video), checked against the tar files it names: a missing or truncated shard, or a unreadable catalog, is
-an error listing them, or skipped and counted with `bad_shards="skip"`. `ShardStream` (pipelines.stream)
-reads whole runs of samples with one ranged read each, shuffles within windows and deals out batches.
+video, read from the sample table batch by batch), checked against the tar files it names: a missing or
+truncated shard is an error listing them, or skipped and counted with `bad_shards="skip"`. `ShardStream`
+(pipelines.stream) reads whole runs of samples with one ranged read each, shuffles within windows and deals
+out batches.
 
-Lower level, for stages that schedule samples themselves (e.g. embedding with Ray Data): `shard_samples`
-lists a split's samples with their byte ranges, `SampleReader().read(sample)` returns (metadata, JPEG
-frames) with one ranged read, `decode_frames` makes uint8 (video, mask) from the frames and `normalise`
-turns them into the model's input (`frames_to_tensor` does both).
-`shard_paths` gives the tar files for `webdataset.WebDataset` or `ray.data.read_webdataset`.
+Lower level, for stages that schedule samples themselves (e.g. embedding with Ray Data): `sample_batches`
+streams the sample table's columns of every folder, less the removed videos; `SampleReader().read(tar, start,
+end)` returns (metadata, JPEG frames) with one ranged read, `decode_frames` makes uint8 (video, mask) from the
+frames and `normalise` turns them into the model's input (`frames_to_tensor` does both).
 """
 from __future__ import annotations
 
@@ -72,42 +72,31 @@ import io
 import json
 import logging
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from pipelines.preprocess.layout import CATALOG_DIR, META_MEMBER, SUMMARY, frame_member, catalog_pattern
-from pipelines.preprocess.plan import read_removed
-from pipelines.storage import Location, retrying
+from pipelines.shard_format import (META_MEMBER, SAMPLE_FILTER, SUMMARY, frame_member, legacy_catalogs,
+                                    read_removed, sample_table, split_filter)
+from pipelines.storage import Location
 from tempme import CLIP_MEAN, CLIP_STD
 from tempme.errors import NotFound, UserError
 
 BAD_SHARDS = ("error", "skip")
-CATALOG_READERS = 32       # catalogs read at once (object-store GETs are latency-bound)
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class BadShards(UserError):
-    """Shards whose catalog names a tar that is missing or shorter than recorded, or whose catalog is unreadable."""
+    """Shards that the sample table names but whose tar is missing or shorter than its samples need."""
 
 
-@dataclass(frozen=True)
-class ShardSample:
-    """Where one video's sample lies: its tar, the byte span of its members and each member's range."""
-
-    shard: str
-    key: str
-    id: str
-    captions: int
-    valid: int
-    span: tuple[int, int]
-    members: dict
+class LegacyShards(UserError):
+    """A shard folder written before the sample table."""
 
 
 def shard_folders(shards: str) -> list[str]:
@@ -118,67 +107,25 @@ def shard_folders(shards: str) -> list[str]:
     return folders
 
 
-def _folder_indexes(root: Location, split: str, bad_shards: str, keep: Callable[[Location, dict], T]
-                    ) -> tuple[list[T], list[str]]:
-    """`keep(root, catalog)` of each finished shard's catalog of `split` in one folder, less the removed videos
-    (read in parallel, in name order; each catalog is let go once kept), checked against one listing of the
-    tars; (what was kept, bad shards skipped)."""
-    files = retrying(lambda: root.child(CATALOG_DIR).list(catalog_pattern(split)))
-    sizes = root.sizes("*.tar")
-    removed = set(read_removed(root)["id"].to_pylist()) if files else set()
-
-    def read(loc: Location) -> tuple[T | None, str | None]:
-        try:
-            catalog = json.loads(retrying(loc.read_text))
-            if not isinstance(catalog.get("samples"), list) or not isinstance(catalog.get("shard"), str):
-                raise ValueError("it lists no samples or no shard")
-        except (OSError, ValueError, AttributeError) as err:
-            return None, f"{loc.uri}: unreadable catalog ({type(err).__name__}: {err})"
-        have = sizes.get(catalog["shard"])
-        if catalog["samples"] and have is None:
-            return None, f"{root.child(catalog['shard']).uri}: missing"
-        if catalog["samples"] and have < catalog.get("bytes", 0):
-            return None, f"{root.child(catalog['shard']).uri}: truncated ({have} of {catalog['bytes']} bytes)"
-        catalog["samples"] = [s for s in catalog["samples"] if s["id"] not in removed]
-        return (keep(root, catalog) if catalog["samples"] else None), None
-
-    with ThreadPoolExecutor(CATALOG_READERS) as pool:
-        found = list(pool.map(read, files))
-    bad = [problem for _, problem in found if problem]
-    if bad and bad_shards != "skip":
-        raise BadShards(f"{root.uri}: {len(bad)} bad shards of split {split!r}: " + "; ".join(bad[:10])
-                        + (" ..." if len(bad) > 10 else "") + " (re-run `tempme preprocess` on the folder to "
-                        "write them again, or skip them: data.bad_shards=skip)")
-    if bad:
-        log.warning("%s: skipping %d bad shards of split %r: %s", root.uri, len(bad), split, "; ".join(bad[:3]))
-    return [kept for kept, _ in found if kept is not None], bad
-
-
-def _split_indexes(shards: str, split: str, keep: Callable[[Location, dict], T], bad_shards: str = "error"
-                   ) -> tuple[list[T], list[str]]:
-    """`_folder_indexes` over every folder `shards` names: what was kept of the shards that hold samples of
-    `split`, and the bad shards skipped. No finished sample at all is an error."""
-    if bad_shards not in BAD_SHARDS:
-        raise UserError(f"bad_shards must be one of {', '.join(BAD_SHARDS)}, got {bad_shards!r}")
-    kept, skipped = [], []
-    for folder in shard_folders(shards):
-        found, bad = _folder_indexes(Location.of(folder), split, bad_shards, keep)
-        kept += found
-        skipped += bad
-    if not kept:
-        raise NotFound(f"{shards}: no finished shards of split {split!r} "
-                                f"(is it the output folder of `tempme preprocess`?)")
-    return kept, skipped
-
-
-def shard_samples(shards: str, split: str) -> list[ShardSample]:
-    """Every sample of `split` in the finished shards, in shard order, less the videos recorded as removed."""
-    def samples(root: Location, catalog: dict) -> list[ShardSample]:
-        tar = root.child(catalog["shard"]).uri
-        return [ShardSample(tar, s["key"], s["id"], s["captions"], s["valid"], tuple(s["span"]),
-                              {k: tuple(v) for k, v in s["members"].items()}) for s in catalog["samples"]]
-
-    return [s for shard in _split_indexes(shards, split, samples)[0] for s in shard]
+def sample_batches(shards: str, columns: Sequence[str], split: str | None = None
+                   ) -> Iterator[tuple[Location, pa.RecordBatch]]:
+    """(folder, batch of `columns`) of the samples of `split` (default: every split) in every folder that
+    `shards` names, less the videos recorded as removed; one batch at a time, so a reader of millions of
+    videos holds what it keeps, not the table."""
+    wanted = list(dict.fromkeys(["id", *columns]))
+    for folder in map(Location.of, shard_folders(shards)):
+        ds = sample_table(folder)
+        if ds is None:
+            if legacy_catalogs(folder):
+                raise LegacyShards(f"{folder.uri} was written by an older version (a catalog per shard, no "
+                                   f"sample table): convert it once with `tempme upgrade-shards {folder.uri}`")
+            continue
+        removed = read_removed(folder)["id"].combine_chunks()
+        for batch in ds.to_batches(columns=wanted, filter=split_filter(split) if split else SAMPLE_FILTER):
+            if len(removed):
+                batch = batch.filter(pc.invert(pc.is_in(batch["id"], value_set=removed)))
+            if batch.num_rows:
+                yield folder, batch.select(list(columns))
 
 
 @dataclass(frozen=True)
@@ -197,18 +144,34 @@ class SampleTable:
 
     @classmethod
     def build(cls, shards: str, split: str, bad_shards: str = "error") -> "SampleTable":
-        def columns(root: Location, catalog: dict) -> tuple:   # what a shard's catalog leaves behind
-            samples = catalog["samples"]
-            return (root.child(catalog["shard"]).uri, np.array([s["span"][0] for s in samples], np.int64),
-                    np.array([s["span"][1] for s in samples], np.int64),
-                    np.array([s["captions"] for s in samples], np.int32), pa.array([s["id"] for s in samples],
-                                                                                   pa.string()))
-
-        kept, skipped = _split_indexes(shards, split, columns, bad_shards)
-        table = cls(tuple(k[0] for k in kept),
-                    np.concatenate([np.full(len(k[1]), i, np.int32) for i, k in enumerate(kept)]),
-                    np.concatenate([k[1] for k in kept]), np.concatenate([k[2] for k in kept]),
-                    np.concatenate([k[3] for k in kept]), pa.concat_arrays([k[4] for k in kept]), tuple(skipped))
+        if bad_shards not in BAD_SHARDS:
+            raise UserError(f"bad_shards must be one of {', '.join(BAD_SHARDS)}, got {bad_shards!r}")
+        tars: dict[str, int] = {}          # tar URI -> its number, one entry per shard
+        chunks: list[tuple] = []
+        for folder, batch in sample_batches(shards, ["shard", "start", "end", "captions", "id"], split):
+            names = pc.unique(batch["shard"])
+            numbers = np.array([tars.setdefault(folder.child(n).uri, len(tars)) for n in names.to_pylist()],
+                               np.int32)
+            chunks.append((numbers[pc.index_in(batch["shard"], value_set=names).to_numpy()],
+                           batch["start"].to_numpy(), batch["end"].to_numpy(),
+                           batch["captions"].to_numpy().astype(np.int32), batch["id"]))
+        if not chunks:
+            raise NotFound(f"{shards}: no finished shards of split {split!r} "
+                           f"(is it the output folder of `tempme preprocess`?)")
+        shard, start, end, captions = (np.concatenate([c[i] for c in chunks]) for i in range(4))
+        ids = pa.concat_arrays([c[4] for c in chunks])
+        names = list(tars)
+        skipped = _check_tars(names, shard, end, f"of split {split!r}", bad_shards)
+        folders = [Location.of(f).uri for f in shard_folders(shards)]
+        ordered = sorted(set(names) - set(skipped),        # shard order: folders as given, tars by name ...
+                         key=lambda t: (folders.index(t.rsplit("/", 1)[0]), t))
+        renumber = np.full(len(names), -1, np.int32)
+        renumber[[tars[t] for t in ordered]] = np.arange(len(ordered), dtype=np.int32)
+        shard = renumber[shard]
+        order = np.lexsort((start, shard))                 # ... and samples by offset
+        order = order[shard[order] >= 0]
+        table = cls(tuple(ordered), shard[order], start[order], end[order], captions[order],
+                    ids.take(pa.array(order)), tuple(skipped))
         if len(pc.unique(table.ids)) != len(table):
             counts = pc.value_counts(table.ids)
             twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
@@ -228,9 +191,28 @@ class SampleTable:
         return np.searchsorted(self.shard, np.arange(len(self.tars) + 1))
 
 
-def shard_paths(shards: str, split: str) -> list[str]:
-    """The split's tar files, for `webdataset.WebDataset(...)` or `ray.data.read_webdataset(...)`."""
-    return sorted({s.shard for s in shard_samples(shards, split)})
+def _check_tars(tars: list[str], shard: np.ndarray, end: np.ndarray, what: str, bad_shards: str) -> list[str]:
+    """The bad tars skipped: every tar must exist and hold its samples' bytes (one listing per
+    folder); a bad one is an error, or skipped with `bad_shards="skip"`."""
+    need = np.zeros(len(tars), np.int64)
+    np.maximum.at(need, shard, end)
+    sizes: dict[str, int] = {}
+    for folder in {t.rsplit("/", 1)[0] for t in tars}:
+        sizes.update({f"{folder}/{name}": size for name, size in Location.of(folder).sizes("*.tar").items()})
+    bad = {}
+    for i, tar in enumerate(tars):
+        have = sizes.get(tar)
+        if have is None:
+            bad[tar] = f"{tar}: missing"
+        elif have < need[i]:
+            bad[tar] = f"{tar}: truncated ({have} of {need[i]} bytes)"
+    if bad and bad_shards != "skip":
+        raise BadShards(f"{len(bad)} bad shards {what}: " + "; ".join(list(bad.values())[:10])
+                        + (" ..." if len(bad) > 10 else "") + " (re-run `tempme preprocess` on the folder to "
+                        "write them again, or skip them: data.bad_shards=skip)")
+    if bad:
+        log.warning("skipping %d bad shards %s: %s", len(bad), what, "; ".join(list(bad.values())[:3]))
+    return sorted(bad)
 
 
 def read_summary(shards: str) -> dict:
@@ -272,27 +254,19 @@ def frames_to_tensor(jpegs: Sequence[bytes], frames: int, augment: bool = False,
 
 
 class SampleReader:
-    """Reads a sample's members (metadata, JPEG frames) with one ranged read; keeps each tar it opened open
-    until `close()`. For stages that pick their own samples from `shard_samples` (e.g. embedding)."""
+    """Reads one sample (metadata, JPEG frames) with one ranged read; keeps each tar it opened open until
+    `close()`. For stages that pick their own samples from the sample table (e.g. embedding)."""
 
     def __init__(self):
         self._files: dict[str, object] = {}
 
-    def read(self, sample: ShardSample) -> tuple[dict, list[bytes]]:
-        """(metadata dict, JPEG bytes of the `valid` real frames) of one sample."""
-        f = self._files.get(sample.shard)
+    def read(self, tar: str, start: int, end: int) -> tuple[dict, list[bytes]]:
+        """(metadata dict, JPEG bytes of the `valid` real frames) of the sample at bytes [start, end) of `tar`."""
+        f = self._files.get(tar)
         if f is None:
-            loc = Location.of(sample.shard)
-            f = self._files[sample.shard] = loc.fs.open_input_file(loc.path)
-        start, end = sample.span
-        blob = f.read_at(end - start, start)
-
-        def member(name: str) -> bytes:
-            offset, size = sample.members[name]
-            return blob[offset - start: offset - start + size]
-
-        meta = json.loads(member(META_MEMBER))
-        return meta, [member(frame_member(i)) for i in range(sample.valid)]
+            loc = Location.of(tar)
+            f = self._files[tar] = loc.fs.open_input_file(loc.path)
+        return parse_sample(f.read_at(end - start, start))
 
     def close(self) -> None:
         for f in self._files.values():

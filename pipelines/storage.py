@@ -208,6 +208,14 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
+def lance_options(uri: str) -> dict[str, str] | None:
+    """Storage options for a Lance table at `uri`: Lance reads the standard AWS variables itself; a
+    plain-HTTP endpoint (a test or on-premises store) must also be allowed explicitly."""
+    if "://" in uri and os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+        return {"allow_http": "true"}
+    return None
+
+
 def is_local_uri(uri: str) -> bool:
     """Whether `uri` names this machine's filesystem (a path or file://), without contacting any store."""
     return "://" not in uri or uri.startswith("file://")

@@ -196,7 +196,10 @@ def stream_batches(stream: ShardStream, pin_memory: bool = False, workers: int |
     """The stream's batches in their order, decoded by `workers` DataLoader processes (default: one per lane;
     0: in this process), in pinned memory when asked (for copies to a GPU that do not block)."""
     workers = stream.lanes if workers is None else workers
-    loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory)
+    # Workers start from a clean server process, not a fork of this one: a fork would copy threads that CUDA,
+    # Lance and the object-store client run here, which the child cannot use.
+    loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                        multiprocessing_context="forkserver" if workers else None)
     early, want = {}, stream.skip
     for batch in loader:   # the DataLoader takes turns among its workers much as the lanes do: little waits here
         early[batch["seq"]] = batch

@@ -1,7 +1,7 @@
 """The embedding job against a plain loop doing the same work in one process, over the same shards with the
 same model, 1 and 2 workers: videos/s side by side.
 
-The plain loop is what one would write by hand without Ray: the same samples (`list_samples`), read with the
+The plain loop is what one would write by hand without Ray: the same samples (`sample_batches`), read with the
 shard reader (`SampleReader`, `frames_to_tensor`) and encoded batch by batch with the same adapter, in one
 process with one torch thread. The job adds Ray Data scheduling, actor start-up, rows shipped to and from the
 actors (one CPU and one torch thread each), frame decoding in tasks of their own, the fragment writers,
@@ -146,11 +146,12 @@ def plain_loop(shards: str, adapter_dir: Path, batch_size: int) -> tuple[Measure
     import torch
 
     import tempme
-    from pipelines.embed.job import list_samples
-    from pipelines.shards import SampleReader, frames_to_tensor
+    from pipelines.shards import SampleReader, frames_to_tensor, sample_batches
 
     started = time.perf_counter()
-    samples = list_samples(shards)
+    samples = [(folder.child(r["shard"]).uri, r["start"], r["end"], r["id"])
+               for folder, batch in sample_batches(shards, ["id", "shard", "start", "end"])
+               for r in batch.to_pylist()]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     reader, arrivals, embeddings = SampleReader(), _Arrivals(), {}
@@ -160,9 +161,9 @@ def plain_loop(shards: str, adapter_dir: Path, batch_size: int) -> tuple[Measure
         with torch.inference_mode():
             for i in range(0, len(samples), batch_size):
                 batch = samples[i:i + batch_size]
-                videos, masks = zip(*(frames_to_tensor(reader.read(s)[1], model.config.frames) for s in batch))
+                videos, masks = zip(*(frames_to_tensor(reader.read(*s[:3])[1], model.config.frames) for s in batch))
                 out = model.encode_video(torch.stack(videos), torch.stack(masks)).float().numpy()
-                embeddings.update(zip((s.id for s in batch), out))
+                embeddings.update(zip((s[3] for s in batch), out))
                 arrivals(len(embeddings))
     finally:
         reader.close()

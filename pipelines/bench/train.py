@@ -4,7 +4,6 @@ workers, MLflow run) in the scratch folder, read back from what the job logged."
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -140,7 +139,7 @@ def learning_check(shards: Path, workdir: Path, epochs: int, workers: int = 2) -
     on the training split, no model selection, and evaluate the last model on the held-out test split."""
     import mlflow
 
-    from pipelines.shards import shard_samples
+    from pipelines.shards import SampleTable
     from pipelines.train.job import run_training
 
     cfg = _config(shards, workdir, "learning-check", f"train.epochs={epochs}", f"scaling.num_workers={workers}",
@@ -148,7 +147,7 @@ def learning_check(shards: Path, workdir: Path, epochs: int, workers: int = 2) -
     outcome = run_training(cfg)
     run = mlflow.MlflowClient(outcome.tracking_uri).get_run(outcome.run_id)
     seconds = (run.info.end_time - run.info.start_time) / 1000
-    test_videos = len(shard_samples(str(shards), "test"))
+    test_videos = len(SampleTable.build(str(shards), "test"))
     prefix = "final_test_"
     metrics = {k[len(prefix):]: v for k, v in outcome.summary.items() if k.startswith(prefix)}
     return LearningCheck(preset=cfg.model.preset, steps=outcome.steps, seconds=seconds, test_videos=test_videos,
@@ -157,31 +156,35 @@ def learning_check(shards: Path, workdir: Path, epochs: int, workers: int = 2) -
 
 def replicate_shards(shards: Path, out: Path, videos: int) -> Path:
     """A shard folder whose training split has `videos` videos: `shards`' training tars again and again as hard
-    links under new names, their ids made unique in the catalogs, other splits as they are. What grows with the
-    corpus can be measured without decoding thousands of videos first."""
-    from pipelines.preprocess.layout import CATALOG_DIR, SUMMARY, catalog_name, shard_name
+    links under new names, their ids made unique in the sample table, other splits as they are. What grows with
+    the corpus can be measured without decoding thousands of videos first."""
+    import lance
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    (out / CATALOG_DIR).mkdir(parents=True, exist_ok=True)
+    from pipelines.shard_format import SAMPLES, SUMMARY, sample_table, shard_name
+    from pipelines.storage import Location
+
+    out.mkdir(parents=True, exist_ok=True)
     shutil.copy(shards / SUMMARY, out / SUMMARY)
-    for catalog_file in (shards / CATALOG_DIR).glob("*.json"):
-        if not catalog_file.name.startswith("train-"):
-            shutil.copy(catalog_file, out / CATALOG_DIR)
-            tar = shards / catalog_file.name.replace(".json", ".tar")
-            if tar.exists():
-                os.link(tar, out / tar.name)
-    train = [json.loads(f.read_text()) for f in sorted((shards / CATALOG_DIR).glob("train-*.json"))]
-    made, number = 0, 0
+    rows = sample_table(Location.of(shards)).to_table()
+    for tar in shards.glob("*.tar"):
+        if not tar.name.startswith("train-"):
+            os.link(tar, out / tar.name)
+    others = rows.filter(pc.not_equal(rows["split"], "train"))
+    train = rows.filter(pc.equal(rows["split"], "train"))
+    parts, made, number = [others], 0, 0
     while made < videos:
-        for index in train:
-            samples = index["samples"][: videos - made]
-            if not samples:
+        for shard in sorted(set(train["shard"].to_pylist())):
+            part = train.filter(pc.equal(train["shard"], shard)).slice(0, videos - made)
+            if not part.num_rows:
                 break
             name = shard_name("train", number)
-            os.link(shards / index["shard"], out / name)
-            copy = {**index, "shard": name, "planned": [],
-                    "samples": [{**s, "id": f"{s['id']}-{number}"} for s in samples]}
-            (out / CATALOG_DIR / catalog_name(name)).write_text(json.dumps(copy))
-            made, number = made + len(samples), number + 1
+            os.link(shards / shard, out / name)
+            parts.append(part.set_column(0, "id", pc.binary_join_element_wise(part["id"], f"-{number}", ""))
+                         .set_column(2, "shard", pa.array([name] * part.num_rows)))
+            made, number = made + part.num_rows, number + 1
+    lance.write_dataset(pa.concat_tables(parts), str(out / SAMPLES))
     return out
 
 

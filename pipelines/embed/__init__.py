@@ -1,5 +1,5 @@
 """Corpus embedding (Ray Data batch inference into a versioned Lance index) and text search over it."""
-from pipelines.embed.job import EmbedError, EmbedReport, embed_corpus, list_samples
+from pipelines.embed.job import EmbedError, EmbedReport, embed_corpus
 from pipelines.embed.search import ModelMismatch, TextSearch, search
 
-__all__ = ["EmbedError", "EmbedReport", "ModelMismatch", "TextSearch", "embed_corpus", "list_samples", "search"]
+__all__ = ["EmbedError", "EmbedReport", "ModelMismatch", "TextSearch", "embed_corpus", "search"]

@@ -8,41 +8,25 @@ becomes an error string in its row instead of an exception, so one bad video nev
 """
 from __future__ import annotations
 
-import json
 
 import numpy as np
 
 from pipelines.embed.model import load_from_files
-from pipelines.preprocess.layout import frame_member
-from pipelines.shards import ShardSample, SampleReader, decode_frames, normalise
+from pipelines.shards import SampleReader, decode_frames, normalise
 
 PASSED_ON = ("video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size", "error")
 
 
-def sample_row(s: ShardSample) -> dict:
-    """A video to embed as plain columns (the sample's member table as JSON)."""
-    offset, size = s.members[frame_member(0)]
-    return {"video_id": s.id, "shard": s.shard, "key": s.key, "span_start": s.span[0], "span_end": s.span[1],
-            "members": json.dumps(s.members), "valid": s.valid, "captions": s.captions,
-            "thumb_offset": offset, "thumb_size": size}
-
-
-def _shard_sample(batch: dict, i: int) -> ShardSample:
-    return ShardSample(shard=str(batch["shard"][i]), key=str(batch["key"][i]), id=str(batch["video_id"][i]),
-                         captions=int(batch["captions"][i]), valid=int(batch["valid"][i]),
-                         span=(int(batch["span_start"][i]), int(batch["span_end"][i])),
-                         members={k: tuple(v) for k, v in json.loads(str(batch["members"][i])).items()})
-
-
 def read_frames(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Ray Data batch function: sample rows -> uint8 frames [T,3,H,W], mask [T], first caption, error."""
+    """Ray Data batch function: plan rows (`embed.plan.PLAN_SCHEMA`) -> uint8 frames [T,3,H,W], mask [T], first
+    caption, error."""
     reader = SampleReader()
     n = len(batch["video_id"])
     frames, masks, captions, errors = [], [], [], []
     try:
         for i in range(n):
             try:
-                meta, jpegs = reader.read(_shard_sample(batch, i))
+                meta, jpegs = reader.read(str(batch["tar"][i]), int(batch["start"][i]), int(batch["end"][i]))
                 video, mask = decode_frames(jpegs, int(meta["frames"]))
                 frames.append(video.numpy()), masks.append(mask.numpy())
                 captions.append(str(meta["captions"][0])), errors.append("")
@@ -52,7 +36,7 @@ def read_frames(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     finally:
         reader.close()
     same = len({f.shape for f in frames}) == 1
-    return {"video_id": batch["video_id"], "thumb_shard": batch["shard"], "thumb_offset": batch["thumb_offset"],
+    return {"video_id": batch["video_id"], "thumb_shard": batch["tar"], "thumb_offset": batch["thumb_offset"],
             "thumb_size": batch["thumb_size"], "caption": np.asarray(captions, dtype=object),
             "error": np.asarray(errors, dtype=object),
             "frames": np.stack(frames) if same else _ragged(frames),

@@ -1,11 +1,12 @@
 """The embedding job: shards + model URI -> index, incremental per model version, safe to kill at any time.
 
-1. Check the MLflow store answers, resolve the model URI to a pinned version (driver, once) and read the
-   shards' catalogs (no tar scans).
-2. Take the index's writer lease; what the index holds for this model version is done, everything else is
-   to do, and videos that preprocessing recorded as removed leave the index.
+1. Check the MLflow store answers and resolve the model URI to a pinned version (driver, once).
+2. Take the index's writer lease; what the index holds for this model version is done, the rest of the
+   shards' sample table is to do (`plan`: an anti-join written as plan files, no object per video on the
+   driver), and videos that preprocessing recorded as removed leave the index.
 3. Ray Data, three stages: CPU tasks read and decode frames (uint8) -> an autoscaling pool of model actors
-   (one model each, a GPU each when asked for) -> CPU tasks write Lance fragments. Only the fragments'
+   (one model each, a GPU each when asked for) -> CPU tasks write Lance fragments; the plan files are read
+   by Ray Data's read tasks on the workers. Only the fragments'
    descriptions and per-video ids and errors come back to the driver, which commits them as they arrive.
 4. Publish (a new model version becomes live in one commit), keep the ANN index fit and delete versions past
    the retention period (a Ray task), and log counts and speed to MLflow.
@@ -15,30 +16,31 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines import tracking
 from pipelines.cluster import spans_nodes
-from pipelines.embed.encoder import VideoEmbedder, read_frames, sample_row
+from pipelines.embed.encoder import VideoEmbedder, read_frames
 from pipelines.embed.model import adapter_files
 from pipelines.embed.options import PART_ROWS
+from pipelines.embed.plan import PLAN_DIR, EmbedPlan, plan_embedding, read_part
 from pipelines.index import IndexStore, ModelRef, refresh_ann, write_fragment
 from pipelines.index.table import RETENTION
 from pipelines.model_store import resolve_model
-from pipelines.preprocess.plan import read_removed
-from pipelines.preprocess.sources import KNOWN_SPLITS
 from pipelines.progress import Progress
-from pipelines.shards import ShardSample, read_summary, shard_samples
+from pipelines.shard_format import read_removed
+from pipelines.shards import read_summary, shard_folders
 from pipelines.storage import Location
 from tempme.precision import PRECISIONS
 from tempme.errors import UserError
 
+MAX_BLOCKS = 10_000                 # parts of the plan Ray Data schedules (a file and a range of row groups each)
 DECODE_WORKER_BYTES = 512 * 2**20   # what a Ray worker with torch and torchvision imported holds (measured ~600 MiB)
 
 logger = logging.getLogger(__name__)
@@ -72,27 +74,6 @@ class EmbedReport:
                 f"  {self.videos} videos in the shards: {self.already_done} already embedded, "
                 f"{self.embedded} embedded now ({self.videos_per_s:.1f} videos/s), {self.failed} failed, "
                 f"{self.removed} removed")
-
-
-def list_samples(shards: str) -> list[ShardSample]:
-    """Every finished sample of every split, each video id once (the first occurrence)."""
-    try:
-        splits = list(read_summary(shards).get("splits", {})) or list(KNOWN_SPLITS)
-    except (FileNotFoundError, OSError, ValueError):
-        splits = list(KNOWN_SPLITS)
-    samples, seen = [], set()
-    for split in splits:
-        try:
-            found = shard_samples(shards, split)
-        except FileNotFoundError:
-            continue
-        for s in found:
-            if s.id not in seen:
-                seen.add(s.id)
-                samples.append(s)
-    if not samples:
-        raise EmbedError(f"{shards}: no finished shards (is it the output folder of `tempme preprocess`?)")
-    return samples
 
 
 def _actor_resources(ray, device: str, cpus_per_worker: int) -> tuple[int, int]:
@@ -129,17 +110,19 @@ def decode_memory(shards: str, batch_size: int) -> int:
     return DECODE_WORKER_BYTES + 2 * batch_size * frames * 3 * side * side
 
 
-def _pipeline(ray, shards: str, todo: list[ShardSample], adapter: dict[str, bytes], index_uri: str,
+def _pipeline(ray, shards: str, plan: EmbedPlan, adapter: dict[str, bytes], index_uri: str,
               model: ModelRef, workers: tuple[int, int], batch_size: int, device: str, cpus_per_worker: int,
               precision: str, compile: bool, part_rows: int):
     """Rows of the videos to embed -> frames (CPU tasks) -> embeddings (actor pool) -> fragments (CPU tasks)."""
     num_cpus, num_gpus = _actor_resources(ray, device, cpus_per_worker)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = context.print_on_execution_start = False   # the job prints its own progress
-    blocks = max(1, min(math.ceil(len(todo) / batch_size), 10_000))
+    blocks = max(1, min(math.ceil(plan.todo / batch_size), MAX_BLOCKS))
     least, most = workers
     most = min(most, blocks, _fitting_actors(ray, num_cpus))
-    ds = ray.data.from_items([sample_row(s) for s in todo], override_num_blocks=blocks)
+    parts = plan.parts(blocks)
+    ds = ray.data.from_items(parts, override_num_blocks=len(parts)).map_batches(
+        read_part, batch_size=1, batch_format="pyarrow", num_cpus=0.25)
     # Declaring the memory a decode task holds also keeps Ray Data from fusing this stage into the model
     # actors (it fuses stages whose resource requests are equal), which would make the model wait for decoding.
     frames = ds.map_batches(read_frames, batch_size=batch_size, batch_format="numpy", num_cpus=1,
@@ -220,17 +203,16 @@ def embed_corpus(shards: str, model: str, out: str, *, workers: int = 1, min_wor
     store = IndexStore(out)
     store.root.check_usable("--out")
     store.check()
-    ref, adapter_dir = resolve_model(model, tracking_uri=uri)   # pinned: the version the alias names now
-    samples = list_samples(shards)
+    with tempfile.TemporaryDirectory(prefix="tempme-adapter-") as tmp:   # pinned: the version the alias names now
+        ref, adapter_dir = resolve_model(model, tmp, tracking_uri=uri)
+        adapter = adapter_files(adapter_dir)
     with store.writer(ref, run_id=uuid.uuid4().hex[:12]) as writer:   # a busy index stops here, untouched
         run_id = _start_run(uri, experiment, ref, str(out))
         writer.run_id = run_id
         try:
-            if not ray.is_initialized():
-                ray.init(address=ray_address)
-            report = _embed(ray, writer, shards, samples, ref, adapter_dir, str(out), (min_workers, workers),
+            report = _embed(ray, writer, shards, ref, adapter, str(out), (min_workers, workers),
                             batch_size, device, cpus_per_worker, precision, compile, part_rows, progress,
-                            log or logger.info, progress_every)
+                            log or logger.info, progress_every, ray_address)
         except BaseException:
             mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED")
             raise
@@ -241,20 +223,33 @@ def embed_corpus(shards: str, model: str, out: str, *, workers: int = 1, min_wor
     return report
 
 
-def _embed(ray, writer, shards, samples, model, adapter_dir, out, workers, batch_size, device, cpus_per_worker,
-           precision, compile, part_rows, progress, log, progress_every) -> EmbedReport:
+def plan_run(writer, shards: str, batch_size: int) -> tuple[EmbedPlan, int]:
+    """The driver's planning, holding the lease: (what to embed, written as plan files; how many rows of
+    videos removed from the shards' folders it deleted from the index)."""
+    plans = writer.store.root.child(PLAN_DIR)
+    plans.fs.delete_dir_contents(plans.path, missing_dir_ok=True)   # a killed run's (the lease is ours now)
+    plan = plan_embedding(shards, writer.done_ids(), writer.store.root, writer.run_id, batch_size)
+    if not plan.videos:
+        raise EmbedError(f"{shards}: no finished shards (is it the output folder of `tempme preprocess`?)")
+    removed = writer.remove(pa.concat_arrays([read_removed(Location.of(f))["id"].combine_chunks()
+                                              for f in shard_folders(shards)]))
+    return plan, removed
+
+
+def _embed(ray, writer, shards, model, adapter, out, workers, batch_size, device, cpus_per_worker, precision,
+           compile, part_rows, progress, log, progress_every, ray_address) -> EmbedReport:
     store = writer.store
-    ids = pa.array([s.id for s in samples], pa.string())
-    missing = pc.invert(pc.is_in(ids, value_set=writer.done_ids())).to_numpy(zero_copy_only=False)
-    todo = [s for s, m in zip(samples, missing) if m]
-    removed = writer.remove(read_removed(Location.of(shards))["id"].combine_chunks())
-    log(f"embed: {len(samples)} videos in the shards, {len(samples) - len(todo)} already in {out}, "
-        f"{len(todo)} to embed with {model.name} v{model.version}" + (f", {removed} removed" if removed else ""))
-    counter = Progress("embed", len(todo), progress_every, log)
+    plan, removed = plan_run(writer, shards, batch_size)
+    log(f"embed: {plan.videos} videos in the shards, {plan.videos - plan.todo} already in {out}, "
+        f"{plan.todo} to embed with {model.name} v{model.version}" + (f", {removed} removed" if removed else ""))
+    counter = Progress("embed", plan.todo, progress_every, log)
     start = time.perf_counter()
-    if todo:
-        pipeline = _pipeline(ray, shards, todo, adapter_files(adapter_dir), writer.uri, model, workers,
-                             batch_size, device, cpus_per_worker, precision, compile, part_rows)
+    changed = bool(plan.todo or removed or writer.replacing)
+    if changed and not ray.is_initialized():
+        ray.init(address=ray_address)
+    if plan.todo:
+        pipeline = _pipeline(ray, shards, plan, adapter, writer.uri, model, workers, batch_size, device,
+                             cpus_per_worker, precision, compile, part_rows)
         for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
             writer.commit([str(f) for f in batch["fragments"] if f])
             failures = [{"video_id": str(v), "error": str(e), "source": str(src)}
@@ -262,14 +257,18 @@ def _embed(ray, writer, shards, samples, model, adapter_dir, out, workers, batch
             writer.record_failures(failures)
             counter.update(len(batch["error"]), len(failures))
             if progress:
-                progress(counter.done, len(todo))
+                progress(counter.done, plan.todo)
+    plan.remove()
     writer.publish()
     seconds = time.perf_counter() - start
-    upkeep = ray.remote(num_cpus=1)(_upkeep).remote(out)
-    while not ray.wait([upkeep], timeout=30)[0]:    # an ANN build can take minutes: keep the lease
-        writer.lease.renew()
-    ray.get(upkeep)
-    return EmbedReport(model=model, location=out, videos=len(samples), already_done=len(samples) - len(todo),
+    if changed:
+        upkeep = ray.remote(num_cpus=1)(_upkeep).remote(out)
+        while not ray.wait([upkeep], timeout=30)[0]:    # an ANN build can take minutes: keep the lease
+            writer.lease.renew()
+        ray.get(upkeep)
+    else:    # nothing new: no Ray, no ANN work; only old versions go
+        store.cleanup(RETENTION)
+    return EmbedReport(model=model, location=out, videos=plan.videos, already_done=plan.videos - plan.todo,
                        embedded=counter.done - counter.failed, failed=counter.failed, removed=removed,
                        seconds=seconds, index=store.info())
 

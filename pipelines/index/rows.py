@@ -5,7 +5,6 @@ Shared by the store, the writer, the lease and search, so none of them imports a
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import pyarrow as pa
 
@@ -55,14 +54,6 @@ def video_schema(dim: int) -> pa.Schema:
         ("thumb_offset", pa.int64()),
         ("thumb_size", pa.int64()),
     ])
-
-
-def storage_options(uri: str) -> dict[str, str] | None:
-    """Lance reads the standard AWS variables itself; a plain-HTTP endpoint (a test or on-premises store)
-    must also be allowed explicitly."""
-    if "://" in uri and os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://"):
-        return {"allow_http": "true"}
-    return None
 
 
 def live_model(ds) -> ModelRef | None:

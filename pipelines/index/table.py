@@ -11,10 +11,10 @@ import pyarrow as pa
 
 from pipelines.index.lease import WriterLease
 from pipelines.index.rows import (FAILURES, LEASE, VIDEOS, IndexNotFound, LegacyIndex, ModelRef,
-                                  VideoIndexError, live_model, model_rows, pending_model, storage_options)
+                                  VideoIndexError, live_model, model_rows, pending_model)
 from pipelines.index.search import VideoIndex, ann_index
 from pipelines.index.writer import IndexWriter
-from pipelines.storage import Location
+from pipelines.storage import Location, lance_options
 
 LEGACY_POINTER = "CURRENT"                # what the Parquet index before Lance kept at its root
 RETENTION = dt.timedelta(days=7)          # old versions kept this long for pinned readers
@@ -32,7 +32,7 @@ class IndexStore:
 
     @property
     def options(self) -> dict[str, str] | None:
-        return storage_options(self.location)
+        return lance_options(self.location)
 
     def check(self) -> None:
         """Refuse a location that holds an index of the old format or something that is not an index."""

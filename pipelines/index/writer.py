@@ -20,7 +20,8 @@ from lance.fragment import FragmentMetadata, write_fragments
 
 from pipelines.index.lease import WriterLease
 from pipelines.index.rows import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, ModelRef, live_model, model_rows,
-                                  pending_model, storage_options, utc_now, video_schema)
+                                  pending_model, sql_text, utc_now, video_schema)
+from pipelines.storage import lance_options
 
 
 def write_fragment(batch: dict[str, np.ndarray], uri: str, model: dict) -> dict[str, np.ndarray]:
@@ -41,13 +42,21 @@ def write_fragment(batch: dict[str, np.ndarray], uri: str, model: dict) -> dict[
             pa.array([str(s) for s in batch["thumb_shard"][ok]], pa.string()),
             pa.array(batch["thumb_offset"][ok].astype(np.int64)), pa.array(batch["thumb_size"][ok].astype(np.int64)),
         ], schema=video_schema(dim))
-        written = write_fragments(table, uri, schema=table.schema, storage_options=storage_options(uri))
+        written = write_fragments(table, uri, schema=table.schema, storage_options=lance_options(uri))
         fragments = json.dumps({"dim": dim, "fragments": [json.dumps(f.to_json()) for f in written]})
     rows = len(errors)
     return {"video_id": np.asarray([str(v) for v in batch["video_id"]], dtype=object),
             "source": np.asarray([str(s) for s in batch["thumb_shard"]], dtype=object),
             "error": np.asarray(errors, dtype=object),
             "fragments": np.asarray([fragments] + [""] * (rows - 1), dtype=object)}
+
+
+FAILURE_SCHEMA = pa.schema([
+    ("video_id", pa.string()), ("error", pa.string()),     # the last error
+    ("source", pa.string()), ("run_id", pa.string()), ("model_version", pa.string()),   # of the last failure
+    ("first_failed_at", pa.timestamp("us", tz="UTC")), ("failed_at", pa.timestamp("us", tz="UTC")),
+    ("failures", pa.int64()),                               # runs it failed in
+])
 
 
 class IndexWriter:
@@ -125,10 +134,43 @@ class IndexWriter:
         self.replacing, self.live = False, self.model
 
     def record_failures(self, rows: list[dict]) -> None:
+        """Record videos that could not be embedded (video_id, error, source): one row per video, whose count,
+        last error and last time grow with each failing run, so the table stays the size of what fails."""
         if not rows:
             return
         when = utc_now()
-        table = pa.Table.from_pylist([{**r, "run_id": self.run_id, "model_version": self.model.version,
-                                       "failed_at": when} for r in rows])
-        mode = "append" if self.store.dataset(table=FAILURES) is not None else "create"
-        lance.write_dataset(table, self.store.uri(FAILURES), mode=mode, storage_options=self.store.options)
+        new = pa.Table.from_pylist([{**r, "run_id": self.run_id, "model_version": self.model.version,
+                                     "first_failed_at": when, "failed_at": when, "failures": 1} for r in rows],
+                                   schema=FAILURE_SCHEMA)
+        ds = self.store.dataset(table=FAILURES)
+        if ds is not None and ds.schema.names != FAILURE_SCHEMA.names:
+            ds = _one_row_per_video(ds, self.store.uri(FAILURES), self.store.options)
+        if ds is None:
+            lance.write_dataset(new, self.store.uri(FAILURES), storage_options=self.store.options)
+            return
+        ids = ", ".join(sql_text(v) for v in new["video_id"].to_pylist())
+        before = ds.to_table(columns=["video_id", "first_failed_at", "failures"], filter=f"video_id IN ({ids})")
+        if before.num_rows:
+            known = new.select(["video_id"]).join(before, "video_id", join_type="left outer")
+            known = known.sort_by([("video_id", "ascending")])
+            new = new.sort_by([("video_id", "ascending")])
+            seen = pc.is_valid(known["failures"])
+            new = new.set_column(new.schema.get_field_index("first_failed_at"), "first_failed_at",
+                                 pc.if_else(seen, known["first_failed_at"], new["first_failed_at"]))
+            new = new.set_column(new.schema.get_field_index("failures"), "failures",
+                                 pc.if_else(seen, pc.add(known["failures"], 1), new["failures"]))
+        ds.merge_insert("video_id").when_matched_update_all().when_not_matched_insert_all().execute(new)
+
+
+def _one_row_per_video(ds, uri: str, options):
+    """A failure table of the row-per-failure era, folded once into a row per video (its latest failure)."""
+    old = ds.to_table().sort_by([("failed_at", "ascending")])
+    rows: dict[str, dict] = {}
+    for r in old.to_pylist():
+        first = rows.get(r["video_id"])
+        rows[r["video_id"]] = {**{k: r[k] for k in ("video_id", "error", "source", "run_id", "model_version",
+                                                      "failed_at")},
+                               "first_failed_at": first["first_failed_at"] if first else r["failed_at"],
+                               "failures": first["failures"] + 1 if first else 1}
+    table = pa.Table.from_pylist(list(rows.values()), schema=FAILURE_SCHEMA)
+    return lance.write_dataset(table, uri, mode="overwrite", storage_options=options)

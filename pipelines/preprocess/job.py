@@ -15,15 +15,16 @@ from typing import Callable
 
 import pyarrow as pa
 
-from pipelines.preprocess.layout import CATALOG_DIR, OPTIONS, TRANSIENT_STAGES
 from pipelines.preprocess.plan import (PlanError, ShardPlan, check_same_videos, forget_plans, last_numbers,
-                                       pending_plans, plan_shards, read_ledger, read_removed, record_removed,
-                                       removed_videos, unplanned, write_plan)
+                                       pending_plans, plan_shards, read_ledger, record_removed, removed_videos,
+                                       unplanned, write_plan)
 from pipelines.preprocess.sample import DecodeSettings
-from pipelines.preprocess.sources import (KNOWN_SPLITS, Failure, InputError, VideoInput, read_manifest,
-                                          read_msrvtt, validate)
-from pipelines.preprocess.summary import build_summary, known_stats, latest_failures, shard_stats, write_report
-from pipelines.preprocess.writer import finished_shards, read_catalogs, remove_unfinished
+from pipelines.preprocess.sources import Failure, InputError, VideoInput, read_manifest, read_msrvtt, validate
+from pipelines.preprocess.summary import latest_failures, summarize, write_report
+from pipelines.preprocess.upgrade import upgrade_folder
+from pipelines.preprocess.writer import finished_shards, remove_unfinished
+from pipelines.shard_format import (CATALOG_DIR, KNOWN_SPLITS, OPTIONS, TRANSIENT_STAGES, create_sample_table,
+                                    read_removed, sample_table)
 from pipelines.progress import Progress
 from pipelines.storage import Location, StoreError, is_local_uri
 from tempme.errors import UserError
@@ -127,14 +128,34 @@ def _video_buckets(inputs: list[VideoInput]) -> list[tuple[str, str]]:
     return [(f"video {v.id!r} ({v.origin}):", v.uri) for v in first.values()]
 
 
-def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = print) -> PreprocessReport:
-    """Make, complete or extend the shards in `options.out`. Raises OptionsError before any work if it cannot."""
-    started = time.monotonic()
+@dataclass
+class Work:
+    """What a run has to do, found before any Ray task or write of a plan: `plan_work`'s answer."""
+
+    out: Location
+    inputs: int                        # videos the inputs list
+    source_failures: list[Failure]     # input rows rejected as they are
+    ledger: pa.Table                   # every plan so far
+    recorded: pa.Table                 # the removed-video table as it is
+    removed: pa.Table                  # as it will be
+    finished: set[str]                 # shards done
+    new: int                           # videos never planned
+    retried: int                       # videos planned again (--retry-failed)
+    added: list[ShardPlan]             # new shards
+    pending: list[ShardPlan]           # planned shards not finished (a killed run's)
+    stale: int                         # temporary files of a killed run, removed
+
+
+def plan_work(options: PreprocessOptions, log: Callable[[str], None] = print) -> Work:
+    """Read the inputs and the output folder and find what a run has to do. Raises OptionsError if it cannot."""
     check_options(options)
     inputs, source_failures = _read_inputs(options)
     _check_stores(_video_buckets(inputs))
     out = Location.of(options.out)
     out.child(CATALOG_DIR).make_dirs()
+    if upgraded := upgrade_folder(out):
+        log(f"preprocess: {out.uri} was written before the sample table: converted its {upgraded} shard "
+            "catalogs into it, once")
     finished = finished_shards(out)
     _check_same_shape(out, options, finished)
     stale = remove_unfinished(out)
@@ -146,49 +167,48 @@ def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = prin
     if unknown := finished - set(ledger["shard"].to_pylist()):
         raise OptionsError(f"{out.uri} holds shards that no plan lists (e.g. {min(unknown)}): it was written by "
                            "an older version of this job; write to a new --out")
-    stats = known_stats(out)
-    stats.update(_stats_of(out, sorted(finished - stats.keys())))
     recorded = read_removed(out)
     removed = removed_videos(ledger, inputs, options.splits, recorded)
-    gone = set(removed["id"].to_pylist())
-    old_failures = latest_failures(stats, ledger, gone, [])
     new = unplanned(ledger, inputs)
-    retried = _to_retry(old_failures, inputs) if options.retry_failed else []
+    retried = (_to_retry(latest_failures(out, ledger, removed["id"].combine_chunks(), []), inputs)
+               if options.retry_failed else [])
     added = plan_shards(new + retried, options.samples_per_shard, after=last_numbers(ledger))
-    pending = pending_plans(ledger, finished)
-    if added or pending:
+    return Work(out, len(inputs), source_failures, ledger, recorded, removed, finished, len(new), len(retried),
+                added, pending_plans(ledger, finished), stale)
+
+
+def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = print) -> PreprocessReport:
+    """Make, complete or extend the shards in `options.out`. Raises OptionsError before any work if it cannot."""
+    started = time.monotonic()
+    w = plan_work(options, log)
+    out, ledger, pending = w.out, w.ledger, w.pending + w.added
+    if pending:
         _connect(options, out)
-    if added:
-        ledger = pa.concat_tables([ledger, write_plan(out, added)])
-    record_removed(out, removed, recorded)
-    pending += added
-    resumed = sum(s["samples"] + len(s["failures"]) for s in stats.values())
-    log(f"preprocess: {len(inputs)} videos, {len(source_failures)} rejected inputs; {len(finished)} shards "
-        f"already done ({resumed} videos), {len(new)} new videos"
-        + (f", {len(retried)} to retry" if options.retry_failed else "")
-        + f", {len(gone)} removed; {len(pending)} shards to make"
-        + (f"; removed {stale} unfinished files" if stale else ""))
+        create_sample_table(out)
+    if w.added:
+        ledger = pa.concat_tables([ledger, write_plan(out, w.added)])
+    record_removed(out, w.removed, w.recorded)
+    resumed = ds.count_rows() if (ds := sample_table(out)) is not None else 0
+    log(f"preprocess: {w.inputs} videos, {len(w.source_failures)} rejected inputs; {len(w.finished)} shards "
+        f"already done ({resumed} videos), {w.new} new videos"
+        + (f", {w.retried} to retry" if options.retry_failed else "")
+        + f", {w.removed.num_rows} removed; {len(pending)} shards to make"
+        + (f"; removed {w.stale} unfinished files" if w.stale else ""))
     progress = Progress("preprocess", sum(len(p.videos) for p in pending), options.progress_every, log)
     done = _make_shards(pending, options, out, progress) if pending else []
     written = [d for d in done if not d.error]
-    stats.update({d.name: d.stats for d in written})
-    failures = latest_failures(stats, ledger, gone, source_failures)
-    summary = build_summary(stats, failures, removed, ledger,
-                            {**options.shape(), "input": options.manifest or options.msrvtt})
+    summary, failures = summarize(out, ledger, w.removed, w.source_failures,
+                                  {**options.shape(), "input": options.manifest or options.msrvtt})
     write_report(out, summary, failures)
     nodes: dict[str, int] = {}
     for d in written:
         nodes[d.node] = nodes.get(d.node, 0) + 1
-    report = PreprocessReport(out.uri, summary, failures, resumed, progress.done, len(gone), progress.rate(),
-                              time.monotonic() - started, sorted(d.name for d in written),
+    report = PreprocessReport(out.uri, summary, failures, resumed, progress.done, w.removed.num_rows,
+                              progress.rate(), time.monotonic() - started, sorted(d.name for d in written),
                               {d.name: d.error for d in done if d.error}, nodes)
     for line in closing_lines(report):
         log(line)
     return report
-
-
-def _stats_of(out: Location, shards: list[str]) -> dict[str, dict]:
-    return {name: shard_stats(catalog) for name, catalog in zip(shards, read_catalogs(out, shards))}
 
 
 def _to_retry(failures: list[Failure], inputs: list[VideoInput]) -> list[VideoInput]:

@@ -21,14 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.preprocess.layout import PLANS_DIR, REMOVED, plan_name, shard_name, shard_number
+from pipelines.shard_format import PLANS_DIR, REMOVED, REMOVED_SCHEMA, plan_name, shard_name, shard_number
 from pipelines.preprocess.sources import VideoInput
 from pipelines.storage import Location, retrying
 from tempme.errors import UserError
 
 LEDGER_SCHEMA = pa.schema([("shard", pa.string()), ("split", pa.string()), ("id", pa.string()),
                            ("uri", pa.string()), ("captions", pa.list_(pa.string())), ("origin", pa.string())])
-REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string())])
 
 
 class PlanError(UserError):
@@ -153,13 +152,6 @@ def removed_videos(ledger: pa.Table, inputs: list[VideoInput], splits: tuple[str
     gone = planned.filter(pc.invert(pc.is_in(planned["id"], pa.array([v.id for v in inputs], pa.string()))))
     pairs = sorted(kept | set(zip(gone["id"].to_pylist(), gone["split"].to_pylist())))
     return pa.table({"id": [i for i, _ in pairs], "split": [s for _, s in pairs]}, schema=REMOVED_SCHEMA)
-
-
-def read_removed(out: Location) -> pa.Table:
-    loc = out.child(REMOVED)
-    if not retrying(loc.exists):
-        return REMOVED_SCHEMA.empty_table()
-    return pq.read_table(pa.BufferReader(retrying(loc.read_bytes)), schema=REMOVED_SCHEMA)
 
 
 def record_removed(out: Location, removed: pa.Table, recorded: pa.Table) -> bool:

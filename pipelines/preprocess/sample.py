@@ -15,7 +15,7 @@ import numpy as np
 from pyarrow.fs import FileType
 
 from pipelines.preprocess.decode import DecodedVideo, DecodeError, decode_video
-from pipelines.preprocess.layout import META_MEMBER, frame_member, sample_key
+from pipelines.shard_format import META_MEMBER, frame_member, sample_key
 from pipelines.preprocess.sources import VideoInput
 from pipelines.storage import Location, retrying
 
@@ -32,7 +32,7 @@ class DecodeSettings:
 
 
 class StageError(Exception):
-    """Why one input gave no sample, and at which stage (see `pipelines.preprocess.layout.STAGES`)."""
+    """Why one input gave no sample, and at which stage (see `pipelines.shard_format.STAGES`)."""
 
     def __init__(self, stage: str, message: str):
         super().__init__(message)

@@ -22,8 +22,7 @@ import ray.exceptions
 from pipelines.preprocess.decode import MAX_BUFFERED, FrameKeeper
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.sample import DecodeSettings, make_sample
-from pipelines.preprocess.summary import shard_stats
-from pipelines.preprocess.writer import ShardWriter, finished_catalog
+from pipelines.preprocess.writer import ShardWriter, is_finished
 from pipelines.storage import Location
 
 MAX_IN_FLIGHT = 1024     # pending shard tasks without --decoders: demand for up to this many CPUs
@@ -45,12 +44,8 @@ class ShardDone:
     name: str
     videos: int
     node: str = ""              # the Ray node that wrote it
-    stats: dict | None = None   # `summary.shard_stats` of its catalog, so the driver need not read it back
+    failed: int = 0             # its videos that gave no sample
     error: str = ""             # set when the shard was not written (the next run writes it)
-
-    @property
-    def failed(self) -> int:
-        return len(self.stats["failures"]) if self.stats else 0
 
 
 def task_memory(settings: DecodeSettings) -> int:
@@ -71,11 +66,11 @@ def _write(out_uri: str, plan: ShardPlan, results) -> ShardDone:
     try:
         for r in results:
             writer.add(r)
-        catalog = writer.commit()
+        counts = writer.commit()
     except BaseException:
         writer.discard()
         raise
-    return ShardDone(plan.name, len(plan.videos), ray.get_runtime_context().get_node_id(), shard_stats(catalog))
+    return ShardDone(plan.name, len(plan.videos), ray.get_runtime_context().get_node_id(), counts["failures"])
 
 
 @ray.remote
@@ -134,8 +129,8 @@ def run_shards(plans: list[ShardPlan], settings: DecodeSettings, out: Location, 
                 submit(plan, "isolated", 1)
                 continue
         except NODE_LOST as e:
-            if (catalog := finished_catalog(out, plan.name)) is not None:
-                result = ShardDone(plan.name, len(plan.videos), stats=shard_stats(catalog))
+            if is_finished(out, plan.name):     # its rows were committed before the node went
+                result = ShardDone(plan.name, len(plan.videos))
             elif attempt < NODE_ATTEMPTS:
                 submit(plan, how, attempt + 1)
                 continue

@@ -14,10 +14,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from pipelines.shard_format import KNOWN_SPLITS
 from pipelines.storage import Location, resolve_against
 from tempme.errors import UserError
-
-KNOWN_SPLITS = ("train", "val", "test")
 
 MSRVTT_DATA = "MSRVTT_data.json"
 MSRVTT_TRAIN = "MSRVTT_train.9k.csv"

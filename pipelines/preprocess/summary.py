@@ -1,9 +1,9 @@
 """The summary (`_summary.json`) and the failure table (`_failures.csv`) beside the shards.
 
-Both describe the whole folder, however many runs it took, and are rewritten at the end of each run. The
-summary also keeps a few numbers per finished shard (`shards`), so a re-run over thousands of shards reads
-only the catalogs of shards it has not summarised yet. A failure counts while it is the latest word on its
-video: once the video is planned again (`--retry-failed`) or has left the inputs, its old failure is gone.
+Both describe the whole folder, however many runs it took, and are rewritten at the end of each run from
+one streamed read of the sample table's small columns: their size follows the corpus's splits (and its
+failures), not its history or its shard count. A failure counts while it is the latest word on its video:
+once the video is planned again (`--retry-failed`) or has left the inputs, its old failure is gone.
 """
 from __future__ import annotations
 
@@ -13,60 +13,72 @@ import json
 from collections import defaultdict
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipelines.preprocess.layout import FAILURE_COLUMNS, FAILURES, FORMAT, SUMMARY
 from pipelines.preprocess.plan import last_shards
 from pipelines.preprocess.sources import Failure
-from pipelines.storage import Location, retrying
+from pipelines.shard_format import FAILURE_COLUMNS, FAILURES, FORMAT, SAMPLE_FILTER, SUMMARY, sample_table
+from pipelines.storage import Location
 
 COUNTS = ("samples", "shards", "bytes", "frames", "captions", "failures", "removed")
+SCANNED = ["id", "split", "shard", "valid", "captions"]
+FAILED = ["id", "split", "shard", "source", "stage", "error"]
 
 
-def shard_stats(index: dict) -> dict:
-    """The numbers of one shard's catalog that the summary needs."""
-    return {"split": index["split"], "samples": len(index["samples"]), "bytes": index["bytes"],
-            "frames": index["frames"], "captions": sum(s["captions"] for s in index["samples"]),
-            "failures": index["failures"]}
-
-
-def known_stats(out: Location) -> dict[str, dict]:
-    """Per-shard numbers from the last summary written into `out` ({} when there is none)."""
-    loc = out.child(SUMMARY)
-    if not retrying(loc.exists):
-        return {}
-    return json.loads(retrying(loc.read_text)).get("shards", {})
-
-
-def latest_failures(stats: dict[str, dict], ledger: pa.Table, removed: set[str],
-                    source_failures: list[Failure]) -> list[Failure]:
-    """The failure table: every failure that is still the latest word on its video, sorted."""
-    last_shard = last_shards(ledger, [f["id"] for s in stats.values() for f in s["failures"]])
-    found = [f for f in source_failures if f.id not in removed]
-    for name, s in stats.items():
-        found += [Failure(**f) for f in s["failures"] if last_shard.get(f["id"]) == name and f["id"] not in removed]
-    return sorted(found, key=lambda f: (f.split, f.id, f.input, f.stage))
-
-
-def build_summary(stats: dict[str, dict], failures: list[Failure], removed: pa.Table, ledger: pa.Table,
-                  options: dict) -> dict:
+def summarize(out: Location, ledger: pa.Table, removed: pa.Table, source_failures: list[Failure],
+              options: dict) -> tuple[dict, list[Failure]]:
+    """(summary, failure table) of the folder as it is now."""
     splits: dict[str, dict] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
-    for s in stats.values():
-        t = splits[s["split"]]
-        t["shards"] += bool(s["samples"])
-        for key in ("samples", "bytes", "frames", "captions"):
-            t[key] += s[key]
+    shards: dict[str, set[str]] = defaultdict(set)
+    gone = removed["id"].combine_chunks()
+    ds = sample_table(out)
+    for batch in ds.to_batches(columns=SCANNED, filter=SAMPLE_FILTER) if ds is not None else ():
+        samples = pa.Table.from_batches([batch])
+        left = pc.is_in(samples["id"], value_set=gone)
+        _add_counts(splits, shards, samples.filter(pc.invert(left)))
+        for split, n in _per_split(samples.filter(left)).items():
+            splits[split]["removed"] += n
+    sizes = out.sizes("*.tar")
+    for split, names in shards.items():
+        splits[split]["shards"] = len(names)
+        splits[split]["bytes"] = sum(sizes.get(name, 0) for name in names)
+    failures = latest_failures(out, ledger, gone, source_failures)
     for f in failures:
         splits[f.split or "unknown"]["failures"] += 1
-    last_shard = last_shards(ledger, removed["id"].to_pylist())
-    failed = {(name, f["id"]) for name, s in stats.items() for f in s["failures"]}
-    for vid, split in zip(removed["id"].to_pylist(), removed["split"].to_pylist()):
-        shard = last_shard.get(vid)
-        if shard in stats and (shard, vid) not in failed:   # a sample that readers now skip
-            splits[split]["removed"] += 1
-            splits[split]["samples"] -= 1
-    return {"format": FORMAT, "options": options, "splits": dict(sorted(splits.items())),
-            "samples": sum(s["samples"] for s in splits.values()), "failures": len(failures),
-            "removed": removed.num_rows, "shards": dict(sorted(stats.items()))}
+    summary = {"format": FORMAT, "options": options, "splits": dict(sorted(splits.items())),
+               "samples": sum(s["samples"] for s in splits.values()), "failures": len(failures),
+               "removed": removed.num_rows}
+    return summary, failures
+
+
+def _add_counts(splits: dict, shards: dict, samples: pa.Table) -> None:
+    table = samples.group_by("split").aggregate(
+        [("id", "count"), ("valid", "sum"), ("captions", "sum"), ("shard", "distinct")])
+    for row in table.to_pylist():
+        t = splits[row["split"]]
+        t["samples"] += row["id_count"]
+        t["frames"] += row["valid_sum"]
+        t["captions"] += row["captions_sum"]
+        shards[row["split"]].update(row["shard_distinct"])
+
+
+def _per_split(samples: pa.Table) -> dict[str, int]:
+    counts = pc.value_counts(samples["split"])
+    return {c["values"]: c["counts"] for c in counts.to_pylist()}
+
+
+def latest_failures(out: Location, ledger: pa.Table, removed: pa.Array, source_failures: list[Failure]
+                    ) -> list[Failure]:
+    """The failure table: every failure that is still the latest word on its video, sorted."""
+    ds = sample_table(out)
+    rows = ds.to_table(columns=FAILED, filter=f"NOT ({SAMPLE_FILTER})").to_pylist() if ds is not None else []
+    last_shard = last_shards(ledger, [r["id"] for r in rows])
+    gone = set(pc.filter(removed, pc.is_in(removed, value_set=pa.array(
+        [r["id"] for r in rows] + [f.id for f in source_failures], pa.string()))).to_pylist())
+    found = [f for f in source_failures if f.id not in gone]
+    found += [Failure(r["source"], r["id"], r["split"], r["stage"], r["error"]) for r in rows
+              if last_shard.get(r["id"]) == r["shard"] and r["id"] not in gone]
+    return sorted(found, key=lambda f: (f.split, f.id, f.input, f.stage))
 
 
 def write_report(out: Location, summary: dict, failures: list[Failure]) -> None:

@@ -1,11 +1,12 @@
-"""Write one shard as its videos are decoded, then its catalog, which marks the shard finished.
+"""Write one shard as its videos are decoded, then its rows of the sample table, which mark it finished.
 
 Samples are appended to a spool file as they come (memory holds one sample at a time): on a local disk the
 spool is a hidden temporary name beside the shard, renamed when complete; on an object store it is a local
-temporary file uploaded once under the shard's final name (object stores have no rename). The catalog
-(`_index/<shard>.json`) is written last: a run killed before it leaves no finished shard, and the next run
-writes that shard again from the same plan (identical bytes, the same name). Unfinished temporary files on
-a local disk are hidden and removed by the next run.
+temporary file uploaded once under the shard's final name (object stores have no rename). The shard's rows
+(one per planned video: its sample's byte span, or why it gave none) are appended to the sample table last,
+in one commit: a run killed before that leaves no finished shard, and the next run writes that shard again
+from the same plan (identical bytes, the same name). Unfinished temporary files on a local disk are hidden
+and removed by the next run.
 """
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ import json
 import os
 import tarfile
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 
-from pipelines.preprocess.layout import FORMAT, CATALOG_DIR, OPTIONS, PLANS_DIR, catalog_name
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipelines.preprocess.plan import ShardPlan
-from pipelines.storage import TEMP_MARK, Location, retrying
+from pipelines.shard_format import (CATALOG_DIR, PLANS_DIR, SAMPLE_SCHEMA, append_samples, frame_member,
+                                    sample_table)
+from pipelines.storage import TEMP_MARK, Location
 
 END_OF_ARCHIVE = b"\0" * (2 * tarfile.BLOCKSIZE)
-CATALOG_READERS = 32        # catalogs read at once (object-store GETs are latency-bound)
 
 
 class ShardWriter:
@@ -34,26 +37,28 @@ class ShardWriter:
             handle, self.spool_path = tempfile.mkstemp(suffix=".tar")
             os.close(handle)
         self.spool = open(self.spool_path, "wb")
-        self.samples: list[dict] = []
-        self.failures: list[dict] = []
+        self.rows: list[dict] = []      # one per video of the shard, in plan order
+        self.samples = 0
         self.offset = 0
 
     def add(self, r: dict) -> None:
-        if r["error"]:
-            self.failures.append({"input": r["uri"], "id": r["id"], "split": r["split"],
-                                  "stage": r["stage"], "error": r["error"]})
-            return
-        members = {name: [self.offset + o, size] for name, (o, size) in json.loads(r["members"]).items()}
-        self.samples.append({"key": r["key"], "id": r["id"], "captions": r["captions"], "valid": r["valid"],
-                             "span": [self.offset, self.offset + len(r["fragment"])], "members": members})
-        self.spool.write(r["fragment"])
-        self.offset += len(r["fragment"])
+        row = {"id": r["id"], "split": r["split"], "shard": self.plan.name, "key": r["key"], "source": r["uri"],
+               "start": 0, "end": 0, "valid": 0, "captions": 0, "thumb_offset": 0,
+               "thumb_size": 0, "stage": r["stage"], "error": r["error"]}
+        if not r["error"]:
+            thumb, size = json.loads(r["members"])[frame_member(0)]
+            row.update(start=self.offset, end=self.offset + len(r["fragment"]), valid=r["valid"],
+                       captions=r["captions"], thumb_offset=self.offset + thumb,
+                       thumb_size=size)
+            self.spool.write(r["fragment"])
+            self.offset += len(r["fragment"])
+            self.samples += 1
+        self.rows.append(row)
 
     def commit(self) -> dict:
-        """Put the shard in place (if any video gave a sample), then its catalog; returns the catalog."""
-        size = 0
+        """Put the shard in place (if any video gave a sample), then its rows; returns its counts."""
         try:
-            if self.samples:  # a shard whose videos all failed leaves only its catalog
+            if self.samples:  # a shard whose videos all failed leaves only its rows
                 size = self.offset + len(END_OF_ARCHIVE)
                 size += -size % tarfile.RECORDSIZE
                 self.spool.write(b"\0" * (size - self.offset))
@@ -64,12 +69,8 @@ class ShardWriter:
                     self.shard.put_file(self.spool_path)
         finally:
             self.discard()
-        catalog = {"format": FORMAT, "shard": self.plan.name, "split": self.plan.split, "bytes": size,
-                 "frames": sum(s["valid"] for s in self.samples), "planned": self.plan.ids,
-                 "samples": self.samples, "failures": self.failures}
-        self.out.child(CATALOG_DIR, catalog_name(self.plan.name)).write_atomic(
-            json.dumps(catalog, ensure_ascii=False).encode())
-        return catalog
+        append_samples(self.out, pa.Table.from_pylist(self.rows, schema=SAMPLE_SCHEMA))
+        return {"split": self.plan.split, "samples": self.samples, "failures": len(self.rows) - self.samples}
 
     def discard(self) -> None:
         self.spool.close()
@@ -78,7 +79,7 @@ class ShardWriter:
 
 
 def write_shard(out: Location, plan: ShardPlan, results: list[dict]) -> dict:
-    """Write `plan`'s shard from its decoder results (one per video, any order); returns its catalog."""
+    """Write `plan`'s shard from its decoder results (one per video, any order); returns its counts."""
     writer = ShardWriter(out, plan)
     for r in sorted(results, key=lambda r: r["pos"]):
         writer.add(r)
@@ -86,24 +87,19 @@ def write_shard(out: Location, plan: ShardPlan, results: list[dict]) -> dict:
 
 
 def finished_shards(out: Location) -> set[str]:
-    """Names of the shards whose catalog is written (one listing, no read of any catalog)."""
-    return {loc.name.removesuffix(".json") + ".tar"
-            for loc in retrying(lambda: out.child(CATALOG_DIR).list("*.json")) if loc.name != OPTIONS}
+    """Names of the shards whose rows are in the sample table (one column read, a name per shard kept)."""
+    ds = sample_table(out)
+    names: set[str] = set()
+    if ds is not None:
+        for batch in ds.to_batches(columns=["shard"]):
+            names.update(pc.unique(batch.column(0)).to_pylist())
+    return names
 
 
-def finished_catalog(out: Location, shard: str) -> dict | None:
-    """The catalog of `shard` if it is finished, else None."""
-    loc = out.child(CATALOG_DIR, catalog_name(shard))
-    return json.loads(retrying(loc.read_text)) if retrying(loc.exists) else None
-
-
-def read_catalogs(out: Location, shards: list[str]) -> list[dict]:
-    """The catalogs of `shards`, read in parallel, in the order given."""
-    def read(name: str) -> dict:
-        return json.loads(retrying(out.child(CATALOG_DIR, catalog_name(name)).read_text))
-
-    with ThreadPoolExecutor(CATALOG_READERS) as pool:
-        return list(pool.map(read, shards))
+def is_finished(out: Location, shard: str) -> bool:
+    """Whether `shard`'s rows are in the sample table."""
+    ds = sample_table(out)
+    return ds is not None and ds.count_rows(f"shard = '{shard}'") > 0
 
 
 def remove_unfinished(out: Location) -> int:

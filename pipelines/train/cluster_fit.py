@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from pipelines.cluster import spans_nodes
-from pipelines.preprocess.layout import CATALOG_DIR, OPTIONS
+from pipelines.shard_format import CATALOG_DIR, OPTIONS
 from pipelines.shards import shard_folders
 from pipelines.storage import Location, is_local_uri
 

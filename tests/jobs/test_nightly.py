@@ -33,15 +33,19 @@ def registry(tmp_path, monkeypatch):
 
 
 def test_nightly_run_follows_the_alias(ray_cluster, synthetic_shards, trained_adapter, untrained_adapter,
-                                       registry, tmp_path):
-    out = tmp_path / "index"
+                                       registry, tmp_path, monkeypatch):
+    import tempfile
+
+    out, scratch = tmp_path / "index", tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))      # where the registry's download goes
     nightly = ["nightly", "--shards", str(synthetic_shards), "--out", str(out), "--model", f"models:/{NAME}@champion",
                "--tracking-uri", registry, "--workers", "1", "--batch-size", "4"]
     assert register_adapter(trained_adapter, NAME, "champion") == "1"
     assert main(nightly) == 0
     first = IndexStore(out).open()
     assert (first.model.version, first.model.uri, len(first)) == ("1", f"models:/{NAME}/1", 16)
-
+    assert not list(scratch.glob("tempme-adapter-*"))                        # the download is gone
     assert register_adapter(untrained_adapter, NAME, "champion") == "2"      # the alias moves to a new version
     assert main(nightly) == 0
     second = IndexStore(out).open()

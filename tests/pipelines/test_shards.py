@@ -1,5 +1,6 @@
-"""The shard catalogs and frame codecs: frame content survives the round trip, augmentation is one draw per
-video, bad shards are named (or skipped and counted), several folders read as one split."""
+"""The sample table's readers and the frame codecs: frame content survives the round trip, augmentation is one
+draw per video, bad shards are named (or skipped and counted), several folders read as one split, removed
+videos are left out, a folder of the catalog era is refused until converted and then reads the same."""
 import json
 import shutil
 
@@ -8,8 +9,11 @@ import pytest
 import torch
 
 from pipelines.preprocess import PreprocessOptions, run_preprocess
-from pipelines.shards import (BadShards, SampleReader, SampleTable, frames_to_tensor, normalise, read_summary,
-                              shard_samples, shard_paths)
+from pipelines.preprocess.upgrade import upgrade_folder
+from pipelines.shard_format import CATALOG_DIR, SAMPLES, sample_table
+from pipelines.shards import (BadShards, LegacyShards, SampleReader, SampleTable, frames_to_tensor, normalise,
+                              read_summary, sample_batches)
+from pipelines.storage import Location
 from pipelines.stream import split_videos
 from tempme import CLIP_MEAN, CLIP_STD
 from tests.fixtures.video_fixtures import encode_frames, gray_level, gray_steps
@@ -54,9 +58,10 @@ def test_round_trip_keeps_colour_sampling_and_mask(pattern_shards):
 
 
 def test_augment_is_one_draw_for_all_frames_and_seeded(pattern_shards):
-    sample = next(s for s in shard_samples(str(pattern_shards), "train") if s.id == "red")
+    table = SampleTable.build(str(pattern_shards), "train")
+    row = table.ids.to_pylist().index("red")
     reader = SampleReader()
-    meta, jpegs = reader.read(sample)
+    meta, jpegs = reader.read(table.tars[table.shard[row]], table.start[row], table.end[row])
     reader.close()
     assert meta["valid"] == len(jpegs) == 3
     plain, _ = frames_to_tensor(jpegs, 12)
@@ -71,9 +76,10 @@ def test_augment_is_one_draw_for_all_frames_and_seeded(pattern_shards):
 
 def test_the_table_is_columns_in_shard_order(synthetic_shards):
     table = SampleTable.build(str(synthetic_shards), "train")
-    samples = shard_samples(str(synthetic_shards), "train")
-    assert table.ids.to_pylist() == [s.id for s in samples] and table.pairs == 12 * 3
-    assert [table.tars[i] for i in table.shard] == [s.shard for s in samples]
+    rows = sorted((r for _, b in sample_batches(str(synthetic_shards), ["id", "shard", "start"], "train")
+                   for r in b.to_pylist()), key=lambda r: (r["shard"], r["start"]))
+    assert table.ids.to_pylist() == [r["id"] for r in rows] and table.pairs == 12 * 3
+    assert [table.tars[i].rsplit("/", 1)[1] for i in table.shard] == [r["shard"] for r in rows]
     assert table.start.dtype == np.int64 and table.captions.dtype == np.int32
     assert list(table.shard_bounds()) == [0, 4, 8, 12]
 
@@ -83,24 +89,21 @@ def test_clear_errors(synthetic_shards):
         SampleTable.build(str(synthetic_shards), "val")
     with pytest.raises(ValueError, match="bad_shards must be one of"):
         SampleTable.build(str(synthetic_shards), "train", bad_shards="ignore")
-    assert [p.rsplit("/", 1)[1] for p in shard_paths(str(synthetic_shards), "train")] == \
+    assert [p.rsplit("/", 1)[1] for p in SampleTable.build(str(synthetic_shards), "train").tars] == \
         ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
 
 
-def test_missing_truncated_and_unreadable_shards_are_listed_or_skipped(synthetic_shards, tmp_path):
+def test_missing_and_truncated_shards_are_listed_or_skipped(synthetic_shards, tmp_path):
     copy = tmp_path / "shards"
     shutil.copytree(synthetic_shards, copy)
     (copy / "train-000000.tar").unlink()
     with open(copy / "train-000001.tar", "r+b") as f:
         f.truncate(1000)
-    (copy / "_index" / "train-000002.json").write_text("{not json")
     with pytest.raises(BadShards) as told:
         SampleTable.build(str(copy), "train")
     message = str(told.value)
-    assert "3 bad shards of split 'train'" in message and "train-000000.tar: missing" in message
-    assert "train-000001.tar: truncated (1000 of" in message and "train-000002.json: unreadable catalog" in message
-    assert "data.bad_shards=skip" in message
-    shutil.copy(synthetic_shards / "_index" / "train-000002.json", copy / "_index")
+    assert "2 bad shards of split 'train'" in message and "train-000000.tar: missing" in message
+    assert "train-000001.tar: truncated (1000 of" in message and "data.bad_shards=skip" in message
     table = SampleTable.build(str(copy), "train", bad_shards="skip")
     assert len(table) == 4 and len(table.skipped) == 2                  # the one good shard, two counted
     assert SampleTable.build(str(copy), "test").ids.to_pylist() == \
@@ -114,3 +117,45 @@ def test_several_folders_read_as_one_split(synthetic_shards, pattern_shards):
     assert read_summary(both) == read_summary(str(synthetic_shards))
     with pytest.raises(ValueError, match="is in more than one shard folder"):
         SampleTable.build(f"{synthetic_shards}, {synthetic_shards}", "train")
+
+
+def test_removed_videos_are_an_anti_join(synthetic_shards, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.shard_format import REMOVED, REMOVED_SCHEMA
+
+    copy = tmp_path / "shards"
+    shutil.copytree(synthetic_shards, copy)
+    before = SampleTable.build(str(copy), "train").ids.to_pylist()
+    pq.write_table(pa.table({"id": before[:2], "split": ["train"] * 2}, schema=REMOVED_SCHEMA), copy / REMOVED)
+    assert SampleTable.build(str(copy), "train").ids.to_pylist() == before[2:]
+
+
+def legacy_copy(shards, folder):
+    """`shards` as the preprocessing job before the sample table left it: a JSON catalog per shard."""
+    shutil.copytree(shards, folder, ignore=shutil.ignore_patterns(SAMPLES))
+    rows = sample_table(Location.of(shards)).to_table().to_pylist()
+    for shard in {r["shard"] for r in rows}:
+        mine = [r for r in rows if r["shard"] == shard]
+        catalog = {"format": "tempme-shards/1", "shard": shard, "split": mine[0]["split"],
+                   "bytes": (folder / shard).stat().st_size, "frames": sum(r["valid"] for r in mine),
+                   "planned": [r["id"] for r in mine],
+                   "samples": [{"key": r["key"], "id": r["id"], "captions": r["captions"], "valid": r["valid"],
+                                "span": [r["start"], r["end"]], "members": {
+                                    "000.jpg": [r["thumb_offset"], r["thumb_size"]]}} for r in mine if not r["error"]],
+                   "failures": [{"input": r["source"], "id": r["id"], "split": r["split"], "stage": r["stage"],
+                                 "error": r["error"]} for r in mine if r["error"]]}
+        (folder / CATALOG_DIR / shard.replace(".tar", ".json")).write_text(json.dumps(catalog))
+
+
+def test_a_folder_of_the_catalog_era_is_refused_then_converted_once(synthetic_shards, tmp_path):
+    old = tmp_path / "old"
+    legacy_copy(synthetic_shards, old)
+    with pytest.raises(LegacyShards, match=f"tempme upgrade-shards {old}"):
+        SampleTable.build(str(old), "train")
+    catalogs = len(list((old / CATALOG_DIR).glob("*-*.json")))
+    assert catalogs == 4 and upgrade_folder(Location.of(old)) == catalogs and upgrade_folder(Location.of(old)) == 0
+    for split in ("train", "test"):
+        now, then = SampleTable.build(str(old), split), SampleTable.build(str(synthetic_shards), split)
+        assert now.ids.equals(then.ids) and (now.start == then.start).all() and (now.end == then.end).all()

@@ -3,36 +3,60 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.embed.encoder import VideoEmbedder, read_frames, sample_row
+import pyarrow as pa
+
+from pipelines.embed.encoder import VideoEmbedder, read_frames
 from pipelines.embed.model import adapter_files
+from pipelines.embed.plan import plan_embedding, read_part
 from pipelines.model_store import model_from_adapter, resolve_model
-from pipelines.shards import SampleReader, frames_to_tensor, shard_samples
+from pipelines.shards import SampleReader, frames_to_tensor
+from pipelines.storage import Location
 
 
-def rows_of(shards, split="test"):
-    samples = shard_samples(str(shards), split)
-    rows = [sample_row(s) for s in samples]
-    return samples, {k: np.asarray([r[k] for r in rows], dtype=object) for k in rows[0]}
+def planned(shards, folder, done=()):
+    """The embedding plan of `shards` (less the ids in `done`) and its rows as a Ray Data batch would hold them."""
+    plan = plan_embedding(str(shards), pa.array(list(done), pa.string()), Location.of(folder), "test", 4)
+    table = pa.concat_tables([t for t in read_part(pa.Table.from_pylist(plan.parts(100)))])
+    return plan, {k: np.asarray(table[k].to_pylist(), dtype=object) for k in table.column_names}
 
 
-def test_frames_travel_as_uint8_and_embed_as_the_float_reader_would(synthetic_shards, trained_adapter):
-    samples, rows = rows_of(synthetic_shards)
+def test_the_plan_is_the_sample_table_less_what_is_done(synthetic_shards, tmp_path):
+    plan, rows = planned(synthetic_shards, tmp_path / "all")
+    assert plan.videos == plan.todo == 16 and sorted(rows["video_id"]) == [f"syn{i:04d}" for i in range(16)]
+    assert all(t.startswith(str(synthetic_shards) + "/") and t.endswith(".tar") for t in rows["tar"])
+    plan, rows = planned(synthetic_shards, tmp_path / "some", done=[f"syn{i:04d}" for i in range(10)])
+    assert plan.videos == 16 and plan.todo == 6 and sorted(rows["video_id"]) == [f"syn{i:04d}" for i in range(10, 16)]
+    assert plan.groups == [2] and plan.parts(1) == [{"uri": plan.file(0).uri, "first": 0, "count": 2}]
+    assert [len(t) for t in read_part(pa.Table.from_pylist(plan.parts(100)))] == [4, 2]   # a model batch each
+    plan.remove()
+    assert not list((tmp_path / "some").rglob("*.parquet"))
+
+
+def rows_of(shards, folder):
+    return planned(shards, folder)[1]
+
+
+def test_frames_travel_as_uint8_and_embed_as_the_float_reader_would(synthetic_shards, trained_adapter, tmp_path):
+    rows = rows_of(synthetic_shards, tmp_path)
     frames = read_frames(rows)
     assert frames["frames"].dtype == np.uint8 and frames["frames"].shape[1:3] == (12, 3)
-    assert list(frames["error"]) == [""] * len(samples) and all(frames["caption"])
+    assert list(frames["error"]) == [""] * len(rows["video_id"]) and all(frames["caption"])
     out = VideoEmbedder(adapter_files(trained_adapter), precision="fp32")(frames)
 
     model = model_from_adapter(trained_adapter).for_inference("fp32")
     reader = SampleReader()
-    video, mask = zip(*(frames_to_tensor(reader.read(s)[1], 12) for s in samples))
+    samples = list(zip(rows["tar"], rows["start"], rows["end"]))
+    video, mask = zip(*(frames_to_tensor(reader.read(*s)[1], 12) for s in samples))
     with torch.inference_mode():
         expected = model.encode_video(torch.stack(video), torch.stack(mask)).numpy()
     assert np.allclose(out["embedding"], expected, atol=1e-5)
-    assert list(out["thumb_offset"]) == [s.members["000.jpg"][0] for s in samples]
+    with open(rows["tar"][0], "rb") as tar:          # the thumbnail's bytes are the first frame's JPEG
+        tar.seek(out["thumb_offset"][0])
+        assert tar.read(int(out["thumb_size"][0])) == reader.read(*samples[0])[1][0]
 
 
-def test_a_sample_that_does_not_fit_the_model_is_an_error_row(synthetic_shards, trained_adapter):
-    _, rows = rows_of(synthetic_shards)
+def test_a_sample_that_does_not_fit_the_model_is_an_error_row(synthetic_shards, trained_adapter, tmp_path):
+    rows = rows_of(synthetic_shards, tmp_path)
     frames = read_frames(rows)
     frames["frames"] = frames["frames"][:, :, :, :100, :100]      # as if preprocessed at another resolution
     out = VideoEmbedder(adapter_files(trained_adapter))(frames)
@@ -53,11 +77,11 @@ def test_decoding_runs_in_tasks_of_its_own_not_inside_the_model_actors(ray_clust
 
     from pipelines.index import IndexStore
 
-    samples = shard_samples(str(synthetic_shards), "test")
+    plan, _ = planned(synthetic_shards, tmp_path / "plan")
     model, _ = resolve_model(str(trained_adapter))
-    pipeline = _pipeline(ray, str(synthetic_shards), samples, adapter_files(trained_adapter),
+    pipeline = _pipeline(ray, str(synthetic_shards), plan, adapter_files(trained_adapter),
                          IndexStore(tmp_path).uri("videos.lance"), model, (1, 1), 2, "cpu", 1, "fp32", False, 4)
     rows = sum(len(b["video_id"]) for b in pipeline.iter_batches(batch_size=None, batch_format="numpy"))
     stats = pipeline.stats()
-    assert rows == len(samples)
+    assert rows == plan.todo == 16
     assert "MapBatches(read_frames)->MapBatches(VideoEmbedder)" not in stats and "MapBatches(read_frames)" in stats

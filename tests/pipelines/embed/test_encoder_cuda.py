@@ -6,15 +6,15 @@ import pytest
 import torch
 
 import tempme
-from pipelines.embed.encoder import VideoEmbedder, read_frames, sample_row
+from pipelines.embed.encoder import VideoEmbedder, read_frames
 from pipelines.embed.model import adapter_files
 from pipelines.preprocess.decode import DecodedVideo, StreamInfo
-from pipelines.preprocess.layout import CATALOG_DIR
+from pipelines.shard_format import create_sample_table
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.sample import DecodeSettings, encode_sample
 from pipelines.preprocess.sources import VideoInput
 from pipelines.preprocess.writer import write_shard
-from pipelines.shards import shard_samples
+from tests.pipelines.embed.test_encoder import rows_of
 from pipelines.storage import Location
 
 pytestmark = pytest.mark.gpu
@@ -35,7 +35,7 @@ def _write_shard(out, n_videos=6, frames=12, side=224):
         results.append({"pos": i, "error": "", "uri": video.uri, "id": video.id, "split": "test", "key": key,
                         "fragment": fragment, "members": json.dumps(members), "captions": 1, "valid": valid})
         videos.append(video)
-    (out / CATALOG_DIR).mkdir(parents=True)
+    create_sample_table(Location.of(str(out)))
     write_shard(Location.of(str(out)), ShardPlan("test", "test-000000.tar", tuple(videos)), results)
 
 
@@ -46,8 +46,8 @@ def test_embedder_on_gpu_matches_cpu(tmp_path):
         for param in model.trainable_parameters().values():
             param.normal_(0, 0.02)
     adapter = adapter_files(model.save_adapter(tmp_path / "adapter"))
-    rows = [sample_row(s) for s in shard_samples(str(tmp_path / "shards"), "test")]
-    batch = read_frames({k: np.asarray([r[k] for r in rows], dtype=object) for k in rows[0]})
+    rows = rows_of(tmp_path / "shards", tmp_path / "plan")
+    batch = read_frames(rows)
     assert batch["frames"].dtype == np.uint8       # what travels to the GPU
 
     gpu = VideoEmbedder(adapter, use_gpu=True)
@@ -55,6 +55,6 @@ def test_embedder_on_gpu_matches_cpu(tmp_path):
     on_gpu = gpu(batch)
     on_cpu = VideoEmbedder(adapter, use_gpu=False, precision="fp32")(batch)
 
-    assert list(on_gpu["error"]) == [""] * len(rows)
+    assert list(on_gpu["error"]) == [""] * len(rows["video_id"])
     cosine = (on_gpu["embedding"] * on_cpu["embedding"]).sum(1)
     assert cosine.min() >= 0.999, cosine

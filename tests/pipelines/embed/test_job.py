@@ -104,13 +104,14 @@ def test_new_model_version_reembeds_everything_while_readers_see_a_complete_inde
 
 def corrupt_one_frame(shards, dst) -> str:
     """Copy the shards and overwrite one JPEG of one sample in place; returns that video's id."""
+    from pipelines.shard_format import sample_table
+    from pipelines.storage import Location
+
     shutil.copytree(shards, dst)
-    index = json.loads(sorted((dst / "_index").glob("train-*.json"))[0].read_text())
-    sample = index["samples"][1]
-    offset, size = next(v for k, v in sample["members"].items() if k.endswith("003.jpg"))
-    with open(dst / index["shard"], "r+b") as f:
-        f.seek(offset)
-        f.write(b"\x00" * size)
+    sample = sample_table(Location.of(str(dst))).to_table(filter="split = 'train'").to_pylist()[1]
+    with open(dst / sample["shard"], "r+b") as f:
+        f.seek(sample["thumb_offset"])                   # the first frame's JPEG
+        f.write(b"\x00" * sample["thumb_size"])
     return sample["id"]
 
 
@@ -198,7 +199,8 @@ def test_videos_that_preprocessing_recorded_as_removed_leave_the_index(
         trained_index, synthetic_shards, trained_adapter, tmp_path):
     import pyarrow as pa
 
-    from pipelines.preprocess.plan import REMOVED_SCHEMA, read_removed, record_removed
+    from pipelines.preprocess.plan import record_removed
+    from pipelines.shard_format import REMOVED_SCHEMA, read_removed
     from pipelines.storage import Location
 
     shards, out = tmp_path / "shards", tmp_path / "index"
@@ -212,6 +214,29 @@ def test_videos_that_preprocessing_recorded_as_removed_leave_the_index(
     ids = IndexStore(out).open().video_ids()
     assert len(ids) == VIDEOS - 3 and not set(gone) & set(ids)
     assert "3 removed" in report.summary()
+
+
+def test_removed_videos_of_every_folder_leave_the_index(trained_index, synthetic_shards, trained_adapter, tmp_path):
+    """`--shards a,b`: each folder's removed-video table counts (not that of a folder named "a,b")."""
+    import pyarrow as pa
+
+    from pipelines.preprocess.plan import record_removed
+    from pipelines.shard_format import REMOVED_SCHEMA, read_removed, sample_table
+    from pipelines.storage import Location
+
+    first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "index"
+    shutil.copytree(synthetic_shards, first)
+    shutil.copytree(synthetic_shards, second)
+    sample_table(Location.of(str(first))).delete("split = 'test'")     # the train split lives in one folder ...
+    sample_table(Location.of(str(second))).delete("split = 'train'")   # ... the test split in the other
+    shutil.copytree(trained_index[0], out)
+    gone = sorted(sample_table(Location.of(str(second))).to_table(columns=["id"])["id"].to_pylist())[:2]
+    removed = pa.table({"id": gone, "split": ["test"] * 2}, schema=REMOVED_SCHEMA)
+    assert record_removed(Location.of(str(second)), removed, read_removed(Location.of(str(second))))
+    report = embed(f"{first},{second}", trained_adapter, out, tmp_path, workers=1)
+    assert (report.videos, report.removed, report.embedded) == (VIDEOS - 2, 2, 0)
+    assert not set(gone) & set(IndexStore(out).open().video_ids())
+
 
 
 @pytest.mark.slow

@@ -62,3 +62,33 @@ def test_failures_are_recorded_and_not_indexed(tmp_path):
     assert sorted(store.open().video_ids()) == [IDS[0], IDS[2]]
     (failure,) = store.failures().to_pylist()
     assert (failure["video_id"], failure["run_id"], failure["model_version"]) == (IDS[1], "run", "1")
+    assert failure["failures"] == 1 and failure["first_failed_at"] == failure["failed_at"]
+
+
+def test_a_video_that_fails_every_night_keeps_one_row(tmp_path):
+    store = IndexStore(tmp_path)
+    for night in range(3):
+        with store.writer(V1, f"night{night}") as w:
+            w.record_failures([{"video_id": IDS[1], "error": f"DecodeError: night {night}", "source": "t.tar"},
+                               {"video_id": IDS[night + 2], "error": "once", "source": "t.tar"}])
+    rows = {r["video_id"]: r for r in store.failures().to_pylist()}
+    assert len(rows) == 4 and rows[IDS[1]]["failures"] == 3 and rows[IDS[2]]["failures"] == 1
+    again = rows[IDS[1]]
+    assert (again["error"], again["run_id"]) == ("DecodeError: night 2", "night2")
+    assert again["first_failed_at"] < again["failed_at"]
+
+
+def test_a_failure_table_of_a_row_per_failure_is_folded_once(tmp_path):
+    import datetime as dt
+
+    import lance
+
+    store = IndexStore(tmp_path)
+    day = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    old = pa.Table.from_pylist([{"video_id": IDS[1], "error": f"e{n}", "source": "t.tar", "run_id": f"r{n}",
+                                 "model_version": "1", "failed_at": day + dt.timedelta(days=n)} for n in range(3)])
+    lance.write_dataset(old, store.uri("failures.lance"))
+    with store.writer(V1, "now") as w:
+        w.record_failures([{"video_id": IDS[1], "error": "again", "source": "t.tar"}])
+    (row,) = store.failures().to_pylist()
+    assert (row["failures"], row["error"], row["first_failed_at"]) == (4, "again", day)

@@ -11,8 +11,9 @@ import pytest
 
 from jobs.cli import main as tempme
 from pipelines.preprocess import OptionsError, PreprocessOptions, run_preprocess
-from pipelines.preprocess.layout import sample_key
+from pipelines.shard_format import sample_key, sample_table
 from pipelines.shards import SampleTable
+from pipelines.storage import Location
 from pipelines.stream import split_videos
 from tests.fixtures.video_fixtures import run_ffmpeg, lavfi_video
 
@@ -149,7 +150,7 @@ def test_webdataset_and_ray_data_read_the_folder(shards, ray_cluster):
     urls = sorted(str(out / n) for n in os.listdir(out) if n.startswith("train-"))
     samples = list(wds.WebDataset(urls, shardshuffle=False).decode("rgb"))
     assert len(samples) == 8 and all(s["003.jpg"].shape == (32, 32, 3) for s in samples)
-    rows = ray_cluster.data.read_webdataset(str(out)).take_all()      # the bare folder: the catalogs are skipped
+    rows = ray_cluster.data.read_webdataset(str(out)).take_all()      # the bare folder: the tables are skipped
     assert sorted(r["json"]["id"] for r in rows) == sorted(tar_samples(out))
     one_frame = next(r for r in rows if r["json"]["id"] == "one-frame")
     assert one_frame["json"]["valid"] == 1 and one_frame["001.jpg"].max() < 20   # padding is black
@@ -162,7 +163,7 @@ def test_rerun_redoes_nothing_and_completes_what_is_missing(shards, corpus):
     assert again.processed == 0 and again.resumed == 10 + 6  # every planned video, bad files included
     assert {n: os.stat(out / n).st_mtime_ns for n in stamps} == stamps
     assert again.summary == first.summary
-    (out / "_index" / "train-000002.json").unlink()              # as if killed before it finished
+    sample_table(Location.of(out)).delete("shard = 'train-000002.tar'")   # as if killed before it finished
     redo = run_preprocess(options, log=lambda line: None)
     assert redo.processed == 3 and redo.shards_written == ["train-000002.tar"]
     assert os.stat(out / "train-000003.tar").st_mtime_ns == stamps["train-000003.tar"]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pipelines.shards import shard_samples
+from pipelines.shards import SampleTable
 from tests.fixtures.video_fixtures import lavfi_video
 
 DRIVER = r"""
@@ -78,4 +78,4 @@ def test_worker_nodes_write_the_shards_and_the_driver_stays_small(tmp_path, s3_s
     print(f"driver: wrote {small['driver_wrote']} / {large['driver_wrote']} bytes, Python peak "
           f"{small['python_peak'] / 1e6:.1f} / {large['python_peak'] / 1e6:.1f} MB, RSS {small['rss'] / 1e6:.0f} / "
           f"{large['rss'] / 1e6:.0f} MB at 200 / 2,000 videos ({new_bytes / 1e6:.0f} MB of new shards)")
-    assert len(shard_samples(out, "train")) == 2000
+    assert len(SampleTable.build(out, "train")) == 2000

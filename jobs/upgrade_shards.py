@@ -1,0 +1,31 @@
+"""Convert shard folders written before the sample table (per-shard catalogs) into the current format, once."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import jobs.cli
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folders", nargs="+", metavar="FOLDER", help="shard folders or URIs (tempme preprocess --out)")
+    parser.epilog = ("Training, evaluation and embedding read the sample table (FOLDER/_samples.lance) that\n"
+                     "`tempme preprocess` writes; a folder written by an older version has one catalog per shard\n"
+                     "instead. This writes its sample table in one commit; the catalogs stay and are no longer read.\n"
+                     "`tempme preprocess` over such a folder does the same by itself.\n"
+                     "Example: tempme upgrade-shards s3://bucket/shards")
+
+
+def run(args) -> int:
+    from pipelines.preprocess.upgrade import upgrade_folder
+    from pipelines.storage import Location
+
+    for folder in args.folders:
+        converted = upgrade_folder(Location.of(folder))
+        print(f"{folder}: " + (f"converted {converted} shard catalogs into the sample table" if converted
+                               else "already current (or no shards), nothing to do"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(jobs.cli.run_module(__name__))

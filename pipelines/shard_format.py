@@ -1,0 +1,137 @@
+"""The shard folder's format: names, the sample table's schema, the removed-video table and the splits.
+
+The writer (`pipelines.preprocess`) and every reader (`pipelines.shards`, embedding, training, evaluation)
+import this module, and nothing of each other.
+
+    OUT/train-000000.tar            shards; videos of a split sorted by id, `samples_per_shard` per shard
+    OUT/_samples.lance              the sample table: one row per planned video of every finished shard
+                                    (SAMPLE_SCHEMA), appended in one commit by the worker that wrote the
+                                    shard, after the tar; a shard is finished when its rows are here
+    OUT/_summary.json               samples, shards, bytes, frames, failures per split (the size of the
+                                    corpus's splits, not of its history)
+    OUT/_failures.csv               the failure table: input, id, split, stage, error
+    OUT/_index/options.json         the options that shaped the shards, checked when a job resumes
+    OUT/_index/train-000000.json    per-shard catalogs of folders written before the sample table
+                                    (`tempme upgrade-shards` turns them into it, once)
+    OUT/_plans/plan-000000.parquet  which video goes into which shard, one file per run that added shards,
+                                    written before its shards (the ledger of the append-only folder)
+    OUT/_removed.parquet            ids (and splits) of videos that left the inputs: readers skip them
+
+Names starting with "_" or "." (tables, summary, unfinished files) are skipped by
+`ray.data.read_webdataset(OUT)`, so the folder reads as the shards alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import lance
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.storage import Location, lance_options, retrying
+
+FORMAT = "tempme-shards/2"    # 2: the sample table replaces per-shard catalogs
+SUMMARY = "_summary.json"
+FAILURES = "_failures.csv"
+SAMPLES = "_samples.lance"
+CATALOG_DIR = "_index"   # options.json, and the per-shard catalogs of folders written before the sample table
+OPTIONS = "options.json"
+PLANS_DIR = "_plans"
+REMOVED = "_removed.parquet"
+META_MEMBER = "json"
+FAILURE_COLUMNS = ("input", "id", "split", "stage", "error")
+KNOWN_SPLITS = ("train", "val", "test")
+
+# One row per planned video of a finished shard: a sample (error "") or why the video gave none.
+SAMPLE_SCHEMA = pa.schema([
+    ("id", pa.string()), ("split", pa.string()),
+    ("shard", pa.string()),            # the tar's name in the folder
+    ("key", pa.string()),              # the sample's WebDataset key
+    ("source", pa.string()),           # the input video's path or URI
+    ("start", pa.int64()), ("end", pa.int64()),   # the sample's bytes [start, end) in the tar
+    ("valid", pa.int32()),             # real frames (the rest are padding)
+    ("captions", pa.int32()),          # how many; the texts are in the sample's JSON member
+    ("thumb_offset", pa.int64()), ("thumb_size", pa.int64()),   # the first frame's JPEG in the tar
+    ("stage", pa.string()), ("error", pa.string()),             # "" for a sample; else see STAGES
+])
+REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string())])
+SAMPLE_FILTER = "error = ''"           # a Lance filter: rows that are samples, not failures
+# Why an input gave no sample. The transient ones are worth another try (`--retry-failed`); the others are
+# the input's own fault and come back the same.
+STAGES = {"source": "the input row itself (no captions, unknown split, repeated id)",
+          "input": "the file: missing, empty, a folder",
+          "read": "reading it failed after retries (network, object store)",
+          "timeout": "ffmpeg ran longer than --timeout",
+          "worker": "the process decoding it died (out of memory, crash)",
+          "decode": "ffmpeg cannot give frames (not a video, corrupt, truncated)",
+          "encode": "making the JPEGs or the tar failed"}
+TRANSIENT_STAGES = ("read", "timeout", "worker")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_KEY_CHARS = 80  # keeps every member name under the 100 bytes of a plain ustar header
+
+
+def shard_name(split: str, number: int) -> str:
+    return f"{split}-{number:06d}.tar"
+
+
+def shard_number(shard: str) -> int:
+    return int(shard.removesuffix(".tar").rsplit("-", 1)[1])
+
+
+def plan_name(number: int) -> str:
+    return f"plan-{number:06d}.parquet"
+
+
+def frame_member(position: int) -> str:
+    return f"{position:03d}.jpg"
+
+
+def sample_key(video_id: str) -> str:
+    """The WebDataset key of a video: its id when that is already safe (letters, digits, _ and -), else
+    the id with every other character (dots included) made "_" plus a hash of the id, so keys stay unique."""
+    safe = _UNSAFE.sub("_", video_id)[:_KEY_CHARS]
+    if safe == video_id:
+        return safe
+    return f"{safe}_{hashlib.sha1(video_id.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
+
+
+def split_filter(split: str) -> str:
+    """A Lance filter: the samples of `split`."""
+    return f"split = '{split}' AND {SAMPLE_FILTER}"
+
+
+def sample_table(folder: Location):
+    """The folder's sample table (a Lance dataset), or None when no shard was ever finished in it."""
+    loc = folder.child(SAMPLES)
+    if not retrying(loc.child("_versions").exists):
+        return None
+    return retrying(lambda: lance.dataset(loc.uri, storage_options=lance_options(loc.uri)))
+
+
+def create_sample_table(folder: Location) -> None:
+    """Create the empty sample table (before any shard task appends to it); a no-op when it exists."""
+    loc = folder.child(SAMPLES)
+    if not retrying(loc.child("_versions").exists):
+        lance.write_dataset(SAMPLE_SCHEMA.empty_table(), loc.uri, mode="create",
+                            storage_options=lance_options(loc.uri))
+
+
+def append_samples(folder: Location, rows: pa.Table) -> None:
+    """Add a finished shard's rows in one commit (Lance retries a commit that races another append)."""
+    loc = folder.child(SAMPLES)
+    lance.write_dataset(rows, loc.uri, mode="append", storage_options=lance_options(loc.uri))
+
+
+def legacy_catalogs(folder: Location) -> list[Location]:
+    """The per-shard catalogs of a folder written before the sample table ([] for a current one)."""
+    return [loc for loc in retrying(lambda: folder.child(CATALOG_DIR).list("*.json")) if loc.name != OPTIONS]
+
+
+def read_removed(folder: Location) -> pa.Table:
+    """(id, split) of the videos that left the folder's inputs."""
+    loc = folder.child(REMOVED)
+    if not retrying(loc.exists):
+        return REMOVED_SCHEMA.empty_table()
+    return pq.read_table(pa.BufferReader(retrying(loc.read_bytes)), schema=REMOVED_SCHEMA)
