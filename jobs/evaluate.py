@@ -9,7 +9,7 @@ import jobs.cli
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tempme.precision import PRECISIONS
+    from tempme.config import PRECISIONS
 
     parser.add_argument("--model", required=True,
                         help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/<path> or an adapter dir")

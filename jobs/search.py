@@ -9,7 +9,7 @@ import jobs.cli
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tempme.precision import PRECISIONS
+    from tempme.config import PRECISIONS
 
     parser.add_argument("query", nargs="+", help="text query (several queries: one search each)")
     parser.add_argument("--index", required=True, help="index directory or URI written by `tempme embed`")

@@ -8,7 +8,7 @@ import jobs.cli
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tempme.precision import PRECISIONS
+    from tempme.config import PRECISIONS
 
     parser.add_argument("--index", required=True, help="index directory or URI written by `tempme embed`")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default %(default)s)")

@@ -19,7 +19,8 @@ from tempme.errors import UserError
 
 from .metrics import RetrievalRanks, embedding_ranks, rank_metrics, recall_curve
 from .model_store import ModelRef, open_model, resolve_model
-from .shards import SampleTable, normalise
+from .frames import normalise
+from .shards import SampleTable
 from .stream import ShardStream, stream_batches
 
 

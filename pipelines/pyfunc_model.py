@@ -101,7 +101,7 @@ class TempMePyfunc:
     def encode_videos(self, frames, mask=None) -> np.ndarray:
         import torch
 
-        from pipelines.shards import normalise
+        from pipelines.frames import normalise
 
         frames, mask = self._check_videos(frames, mask)
         device = self.model.device

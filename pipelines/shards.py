@@ -51,7 +51,7 @@ Reading
     stream = ShardStream(table, batch_size=32, mode="pairs", rank=rank, world_size=world_size,
                          lanes=2, augment=True, seed=0, epoch=epoch)
     for batch in stream_batches(stream, pin_memory=True):  # uint8 video [B,T,3,H,W], mask [B,T], caption, id
-        video = normalise(batch["video"].to(device, non_blocking=True), batch["mask"])
+        video = frames.normalise(batch["video"].to(device, non_blocking=True), batch["mask"])
 
 `shards` may name several folders, comma-separated (a corpus grown in several places); a video id may be in
 only one of them. `SampleTable` holds a split's samples as numpy and Arrow columns (a few dozen bytes per
@@ -62,12 +62,12 @@ out batches.
 
 Lower level, for stages that schedule samples themselves (e.g. embedding with Ray Data): `sample_batches`
 streams the sample table's columns of every folder, less the removed videos; `SampleReader().read(tar, start,
-end)` returns (metadata, JPEG frames) with one ranged read, `decode_frames` makes uint8 (video, mask) from the
-frames and `normalise` turns them into the model's input (`frames_to_tensor` does both).
+end)` returns (metadata, JPEG frames) with one ranged read; `pipelines.frames` turns the frames into tensors.
+This module imports neither torch nor the model, so that a driver planning over millions of videos stays
+small.
 """
 from __future__ import annotations
 
-import functools
 import io
 import json
 import logging
@@ -79,12 +79,10 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from pipelines.shard_format import (META_MEMBER, SAMPLE_FILTER, SUMMARY, frame_member, legacy_catalogs,
                                     read_removed, sample_table, split_filter)
 from pipelines.storage import Location
-from tempme import CLIP_MEAN, CLIP_STD
 from tempme.errors import NotFound, UserError
 
 BAD_SHARDS = ("error", "skip")
@@ -107,6 +105,16 @@ def shard_folders(shards: str) -> list[str]:
     return folders
 
 
+def samples_of(folder: Location):
+    """The folder's sample table, pinned to its current version (None for a folder with no finished shard);
+    a folder of the catalog era is refused with the command that converts it."""
+    ds = sample_table(folder)
+    if ds is None and legacy_catalogs(folder):
+        raise LegacyShards(f"{folder.uri} was written by an older version (a catalog per shard, no sample "
+                           f"table): convert it once with `tempme upgrade-shards {folder.uri}`")
+    return ds
+
+
 def sample_batches(shards: str, columns: Sequence[str], split: str | None = None
                    ) -> Iterator[tuple[Location, pa.RecordBatch]]:
     """(folder, batch of `columns`) of the samples of `split` (default: every split) in every folder that
@@ -114,11 +122,8 @@ def sample_batches(shards: str, columns: Sequence[str], split: str | None = None
     videos holds what it keeps, not the table."""
     wanted = list(dict.fromkeys(["id", *columns]))
     for folder in map(Location.of, shard_folders(shards)):
-        ds = sample_table(folder)
+        ds = samples_of(folder)
         if ds is None:
-            if legacy_catalogs(folder):
-                raise LegacyShards(f"{folder.uri} was written by an older version (a catalog per shard, no "
-                                   f"sample table): convert it once with `tempme upgrade-shards {folder.uri}`")
             continue
         removed = read_removed(folder)["id"].combine_chunks()
         for batch in ds.to_batches(columns=wanted, filter=split_filter(split) if split else SAMPLE_FILTER):
@@ -130,65 +135,86 @@ def sample_batches(shards: str, columns: Sequence[str], split: str | None = None
 
 @dataclass(frozen=True)
 class SampleTable:
-    """A split's samples as columns, in shard order (row i is in tar `tars[shard[i]]`, bytes [start, end)):
-    a few dozen bytes per video, so every training process can hold a corpus of millions, built once and
-    shared by its epochs and DataLoader workers."""
+    """A split's samples as columns, each tar's samples a run of rows in offset order (row i is in tar
+    `tars[shard[i]]`, bytes [start, end); tar t's rows are `first[t]` to `first[t] + count[t]`, tars named in
+    name order): a few dozen bytes per video, so every training process can hold a corpus of millions, built
+    once and shared by its epochs and DataLoader workers."""
 
     tars: tuple[str, ...]
     shard: np.ndarray       # int32 into `tars`
     start: np.ndarray       # int64 byte offsets of the sample's first tar header ...
     end: np.ndarray         # ... and of the end of its last member
     captions: np.ndarray    # int32 captions per video
-    ids: pa.Array           # video ids (strings)
+    ids: pa.ChunkedArray    # video ids (strings)
+    first: np.ndarray       # int64: the row where each tar's run begins ...
+    count: np.ndarray       # ... and how many rows it has
     skipped: tuple[str, ...] = ()   # bad shards left out (bad_shards="skip")
 
     @classmethod
     def build(cls, shards: str, split: str, bad_shards: str = "error") -> "SampleTable":
+        """Read from the sample tables of `shards` in their scan order, where a shard's rows are one run (its
+        worker appended them in one commit, in offset order), so no permutation of millions of rows is made."""
         if bad_shards not in BAD_SHARDS:
             raise UserError(f"bad_shards must be one of {', '.join(BAD_SHARDS)}, got {bad_shards!r}")
-        tars: dict[str, int] = {}          # tar URI -> its number, one entry per shard
-        chunks: list[tuple] = []
+        tars: dict[str, int] = {}          # tar URI -> its number in order of appearance, one entry per shard
+        n = sum(ds.count_rows(split_filter(split)) for f in shard_folders(shards)
+                if (ds := samples_of(Location.of(f))) is not None)
+        shard, start, end = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
+        captions, ids, rows = np.empty(n, np.int32), [], 0
         for folder, batch in sample_batches(shards, ["shard", "start", "end", "captions", "id"], split):
             names = pc.unique(batch["shard"])
             numbers = np.array([tars.setdefault(folder.child(n).uri, len(tars)) for n in names.to_pylist()],
                                np.int32)
-            chunks.append((numbers[pc.index_in(batch["shard"], value_set=names).to_numpy()],
-                           batch["start"].to_numpy(), batch["end"].to_numpy(),
-                           batch["captions"].to_numpy().astype(np.int32), batch["id"]))
-        if not chunks:
+            stop = rows + batch.num_rows
+            shard[rows:stop] = numbers[pc.index_in(batch["shard"], value_set=names).to_numpy()]
+            start[rows:stop], end[rows:stop] = batch["start"].to_numpy(), batch["end"].to_numpy()
+            captions[rows:stop] = batch["captions"].to_numpy()
+            ids.append(pa.concat_arrays([batch["id"]]))   # a compact copy: the batch's buffers are much larger
+            rows = stop
+        if not rows:
             raise NotFound(f"{shards}: no finished shards of split {split!r} "
                            f"(is it the output folder of `tempme preprocess`?)")
-        shard, start, end, captions = (np.concatenate([c[i] for c in chunks]) for i in range(4))
-        ids = pa.concat_arrays([c[4] for c in chunks])
+        shard, start, end, captions, ids = shard[:rows], start[:rows], end[:rows], captions[:rows], pa.chunked_array(ids)
+        folders = [Location.of(f).uri for f in shard_folders(shards)]
+        if len(folders) > 1 and len(pc.unique(ids)) != len(ids):   # one folder's ledger keeps ids unique
+            counts = pc.value_counts(ids)
+            twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+            raise UserError(f"{shards}: video {twice!r} of split {split!r} is in more than one shard folder")
+        runs = np.flatnonzero(np.diff(shard, prepend=-1))          # where a tar's run begins
+        if len(runs) != len(tars) or np.any((np.diff(start) <= 0) & (np.diff(shard) == 0)):
+            raise BadShards(f"{shards}: the sample table of split {split!r} does not hold each shard's samples "
+                            "as one run in offset order; it was not written by `tempme preprocess`")
         names = list(tars)
         skipped = _check_tars(names, shard, end, f"of split {split!r}", bad_shards)
-        folders = [Location.of(f).uri for f in shard_folders(shards)]
-        ordered = sorted(set(names) - set(skipped),        # shard order: folders as given, tars by name ...
+        ordered = sorted(set(names) - set(skipped),        # tars: folders as given, then by name
                          key=lambda t: (folders.index(t.rsplit("/", 1)[0]), t))
         renumber = np.full(len(names), -1, np.int32)
         renumber[[tars[t] for t in ordered]] = np.arange(len(ordered), dtype=np.int32)
-        shard = renumber[shard]
-        order = np.lexsort((start, shard))                 # ... and samples by offset
-        order = order[shard[order] >= 0]
-        table = cls(tuple(ordered), shard[order], start[order], end[order], captions[order],
-                    ids.take(pa.array(order)), tuple(skipped))
-        if len(pc.unique(table.ids)) != len(table):
-            counts = pc.value_counts(table.ids)
-            twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
-            raise UserError(f"{shards}: video {twice!r} of split {split!r} is in more than one shard folder")
+        lengths = np.diff(np.append(runs, rows))
+        first, count = np.zeros(len(ordered), np.int64), np.zeros(len(ordered), np.int64)
+        kept = renumber[shard[runs]] >= 0
+        first[renumber[shard[runs]][kept]], count[renumber[shard[runs]][kept]] = runs[kept], lengths[kept]
+        shard = renumber[shard]                              # skipped tars' rows are -1, in no run
+        table = cls(tuple(ordered), shard, start, end, captions, ids, first, count, tuple(skipped))
         return table
 
     def __len__(self) -> int:
-        return len(self.shard)
+        """Videos of the split (those of skipped tars not counted)."""
+        return int(self.count.sum())
 
     @property
     def pairs(self) -> int:
         """(video, caption) pairs of the split."""
-        return int(self.captions.sum())
+        return int(self.captions[self.shard >= 0].sum())
 
-    def shard_bounds(self) -> np.ndarray:
-        """Row offsets where each tar's samples begin, and the row count at the end (len(tars) + 1 values)."""
-        return np.searchsorted(self.shard, np.arange(len(self.tars) + 1))
+    def video_ids(self) -> list[str]:
+        """The split's video ids, tar after tar in name order, each in offset order."""
+        return self.ids.take(self.rows(np.arange(len(self.tars)))).to_pylist()
+
+    def rows(self, tars: np.ndarray) -> np.ndarray:
+        """The table rows of these tars (numbers into `tars`), tar after tar, each in offset order."""
+        return np.concatenate([np.arange(self.first[t], self.first[t] + self.count[t]) for t in tars]
+                              or [np.zeros(0, np.int64)])
 
 
 def _check_tars(tars: list[str], shard: np.ndarray, end: np.ndarray, what: str, bad_shards: str) -> list[str]:
@@ -220,39 +246,6 @@ def read_summary(shards: str) -> dict:
     return json.loads(Location.of(shard_folders(shards)[0]).child(SUMMARY).read_text())
 
 
-def decode_frames(jpegs: Sequence[bytes], frames: int, augment: bool = False, seed: int = 0
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """JPEG frames -> (video [frames,3,H,W] uint8, mask [frames] bool): the stored frames fill the first
-    slots and the mask, the rest are zeros. With `augment`, one RandAugment draw (seeded by `seed`) is applied
-    to all frames alike, so motion between frames is kept. uint8 travels at a quarter of float32's size."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    pics = torch.stack(decode_jpeg([torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs],
-                                   mode=ImageReadMode.RGB))
-    if augment:
-        pics = _rand_augment(pics, seed)
-    video = torch.zeros((frames, *pics.shape[1:]), dtype=torch.uint8)
-    video[: len(pics)] = pics
-    mask = torch.zeros(frames, dtype=torch.bool)
-    mask[: len(pics)] = True
-    return video, mask
-
-
-def normalise(video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """uint8 frames [..., T, 3, H, W] -> float32 normalised with CLIP mean/std, padding frames zero (as the
-    paper's code has them); runs wherever `video` lives, e.g. on the GPU after a uint8 copy."""
-    x = video.float().div_(255)
-    x.sub_(_CLIP_MEAN.to(x.device)).div_(_CLIP_STD.to(x.device))
-    return x.mul_(mask[..., None, None, None].to(x.device))
-
-
-def frames_to_tensor(jpegs: Sequence[bytes], frames: int, augment: bool = False, seed: int = 0
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """JPEG frames -> (video [frames,3,H,W] float32 normalised, mask [frames] bool), for readers on the CPU."""
-    video, mask = decode_frames(jpegs, frames, augment, seed)
-    return normalise(video, mask), mask
-
-
 class SampleReader:
     """Reads one sample (metadata, JPEG frames) with one ranged read; keeps each tar it opened open until
     `close()`. For stages that pick their own samples from the sample table (e.g. embedding)."""
@@ -282,21 +275,3 @@ def parse_sample(blob: bytes) -> tuple[dict, list[bytes]]:
             members[info.name.split(".", 1)[1]] = tar.extractfile(info).read()
     meta = json.loads(members[META_MEMBER])
     return meta, [members[frame_member(i)] for i in range(int(meta["valid"]))]
-
-
-_CLIP_MEAN = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-_CLIP_STD = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-
-
-@functools.lru_cache(maxsize=1)
-def _rand_augment_op():
-    from torchvision.transforms import v2
-
-    return v2.RandAugment()
-
-
-def _rand_augment(pics: torch.Tensor, seed: int) -> torch.Tensor:
-    """torchvision RandAugment on [V,3,H,W] uint8: one draw of ops for the whole stack, from `seed`."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _rand_augment_op()(pics)

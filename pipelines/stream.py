@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipelines.shards import SampleTable, decode_frames, parse_sample
+from pipelines.frames import decode_frames
+from pipelines.shards import SampleTable, parse_sample
 from pipelines.storage import Location, retrying
 
 MODES = ("pairs", "videos")
@@ -86,10 +87,8 @@ class ShardStream(IterableDataset):
 
     def _stream(self) -> tuple[np.ndarray, np.ndarray]:
         """(table rows in stream order, stream position of each row's first item plus the total at the end)."""
-        bounds = self.table.shard_bounds()
         tars = len(self.table.tars)
-        order = self._rng().permutation(tars) if self.shuffle else np.arange(tars)
-        rows = np.concatenate([np.arange(bounds[t], bounds[t + 1]) for t in order] or [np.zeros(0, np.int64)])
+        rows = self.table.rows(self._rng().permutation(tars) if self.shuffle else np.arange(tars))
         counts = self.table.captions[rows] if self.mode == "pairs" else np.ones(len(rows), np.int64)
         return rows, np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
 

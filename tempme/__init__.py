@@ -6,13 +6,20 @@
     text_emb = model.encode_text(["a man is cooking"])  # -> [1, 512]
     logits = model.similarity(text_emb, video_emb)
 
-This library depends on torch, open_clip and peft only.
+The model depends on torch, open_clip and peft (and safetensors, huggingface_hub for weights).
 """
-from .adapter import read_adapter_config
-from .backbone import CheckpointError
-from .config import MergeSchedule, ModelConfig, get_config, preset_names
-from .model import CLIP_MEAN, CLIP_STD, TempMeModel, load_model
-from .precision import PRECISIONS, inference_dtype
+import importlib
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "CheckpointError", "MergeSchedule", "ModelConfig", "PRECISIONS", "TempMeModel",
-           "get_config", "inference_dtype", "load_model", "preset_names", "read_adapter_config"]
+# What `tempme.X` gives, by the module that defines it: imported on first use, so that `tempme.config` or
+# `tempme.errors` alone (what a planning driver needs) never loads torch.
+_EXPORTS = {"read_adapter_config": "adapter", "CheckpointError": "backbone", "MergeSchedule": "config",
+            "ModelConfig": "config", "get_config": "config", "preset_names": "config", "PRECISIONS": "config",
+            "CLIP_MEAN": "model", "CLIP_STD": "model", "TempMeModel": "model", "load_model": "model",
+            "inference_dtype": "precision"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tempme' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from .errors import UserError
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")   # inference precisions (tempme.precision says which runs where)
+
 
 @dataclass(frozen=True)
 class MergeSchedule:

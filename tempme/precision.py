@@ -8,9 +8,10 @@ from __future__ import annotations
 import functools
 
 import torch
+
+from .config import PRECISIONS
 from .errors import UserError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

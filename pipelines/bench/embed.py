@@ -146,7 +146,8 @@ def plain_loop(shards: str, adapter_dir: Path, batch_size: int) -> tuple[Measure
     import torch
 
     import tempme
-    from pipelines.shards import SampleReader, frames_to_tensor, sample_batches
+    from pipelines.frames import frames_to_tensor
+    from pipelines.shards import SampleReader, sample_batches
 
     started = time.perf_counter()
     samples = [(folder.child(r["shard"]).uri, r["start"], r["end"], r["id"])

@@ -13,14 +13,14 @@ peak, the bytes it read (`/proc/self/io` rchar) and the wall time:
     train-table     one training worker's `SampleTable` of the train split
     serve-start     the search service opening the index (an IVF_PQ index over it, as above 100k videos)
 
-`per_video_b` is (peak - base) / videos: what the driver holds per video of the corpus.
+`per_video_b` is (peak - base) / videos: what the driver holds per video of the corpus; `todo` is what the
+case found to do (videos to decode or embed).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -215,9 +215,10 @@ def build_ann(folder: Path) -> None:
 
 # --- one case, in the child process ------------------------------------------------------------------------
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field: str) -> float:
+    """VmRSS (resident now) or VmHWM (its peak since this process started its program) in MiB."""
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith(field + ":")).split()[1]) / 1024
 
 
 def _read_bytes() -> int:
@@ -233,23 +234,27 @@ def _case(case: str, folder: Path) -> None:
     from pipelines.shards import SampleTable
 
     shards = str(folder / "shards")
-    base, read, started = _rss_mb(), _read_bytes(), time.perf_counter()
+    base, read, started = _status_mb("VmRSS"), _read_bytes(), time.perf_counter()
+    todo = None
     if case == "preprocess":
-        plan_work(PreprocessOptions(out=shards, manifest=str(folder / "manifest.parquet")), log=lambda line: None)
+        work = plan_work(PreprocessOptions(out=shards, manifest=str(folder / "manifest.parquet")),
+                         log=lambda line: None)
+        todo = sum(len(p.videos) for p in work.added + work.pending)
     elif case.startswith("embed"):
         with IndexStore(folder / "index").writer(ModelRef(**MODEL), "bench") as writer:
             plan, _ = plan_run(writer, shards, 16)
             plan.remove()
+        todo = plan.todo
     elif case == "train-table":
         SampleTable.build(shards, "train")
     else:
         IndexStore(folder / "index").open()
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")     # not ru_maxrss, which a program inherits from the process that started it
     videos = int(folder.name.split("-")[1])
     print(json.dumps({"seconds": round(seconds, 2), "base_mb": round(base, 1), "peak_mb": round(peak, 1),
                       "per_video_b": round((peak - base) * 2**20 / videos, 1),
-                      "read_mb": round((_read_bytes() - read) / 2**20, 1)}))
+                      "read_mb": round((_read_bytes() - read) / 2**20, 1), "todo": todo}))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 and encodes them. A GPU thus only ever waits for a uint8 copy, and decoding scales with the CPUs of the
 cluster, not with the number of GPUs. A sample that cannot be read or decoded, or does not fit the model,
 becomes an error string in its row instead of an exception, so one bad video never stops the job.
+Both import torch where they run, not here: the job's driver, which hands them to Ray Data, never loads it.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.embed.model import load_from_files
-from pipelines.shards import SampleReader, decode_frames, normalise
+from pipelines.shards import SampleReader
 
 PASSED_ON = ("video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size", "error")
 
@@ -20,6 +21,8 @@ PASSED_ON = ("video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size",
 def read_frames(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Ray Data batch function: plan rows (`embed.plan.PLAN_SCHEMA`) -> uint8 frames [T,3,H,W], mask [T], first
     caption, error."""
+    from pipelines.frames import decode_frames
+
     reader = SampleReader()
     n = len(batch["video_id"])
     frames, masks, captions, errors = [], [], [], []
@@ -79,6 +82,8 @@ class VideoEmbedder:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
+
+        from pipelines.frames import normalise
 
         errors = [str(e) for e in batch["error"]]
         for i, e in enumerate(errors):

@@ -37,7 +37,7 @@ from pipelines.progress import Progress
 from pipelines.shard_format import read_removed
 from pipelines.shards import read_summary, shard_folders
 from pipelines.storage import Location
-from tempme.precision import PRECISIONS
+from tempme.config import PRECISIONS
 from tempme.errors import UserError
 
 MAX_BLOCKS = 10_000                 # parts of the plan Ray Data schedules (a file and a range of row groups each)

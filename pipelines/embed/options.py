@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tempme.precision import PRECISIONS
+from tempme.config import PRECISIONS
 
 PART_ROWS = 10_000   # rows per written fragment: at most this much work per writer task is lost when a run is killed
 

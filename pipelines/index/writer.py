@@ -9,7 +9,7 @@ then deletes the old rows.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import lance
 import numpy as np
@@ -82,12 +82,12 @@ class IndexWriter:
             elif not self.replacing and pending is not None:
                 ds.update_config({PENDING_KEY: ""})
 
-    def done_ids(self) -> pa.Array:
-        """Ids this model version already has in the index (committed by this or an interrupted run)."""
+    def done_ids(self) -> Iterator[pa.Array]:
+        """Ids this model version already has in the index (committed by this or an interrupted run), a batch
+        at a time."""
         ds = self.store.dataset()
-        if ds is None:
-            return pa.array([], pa.string())
-        return ds.to_table(columns=["video_id"], filter=model_rows(self.model)).column(0).combine_chunks()
+        for batch in ds.to_batches(columns=["video_id"], filter=model_rows(self.model)) if ds is not None else ():
+            yield batch.column(0)
 
     def commit(self, written: Sequence[str]) -> None:
         """Commit the fragments that `write_fragment` described (its JSON strings)."""

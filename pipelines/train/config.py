@@ -17,7 +17,7 @@ import yaml
 from pipelines.metrics import V2T_PROTOCOLS
 from pipelines.shards import BAD_SHARDS
 from tempme.errors import UserError
-from tempme.precision import PRECISIONS
+from tempme.config import PRECISIONS
 
 # The shipped recipes (the paper's MS-R&VTT runs and a tiny CPU one); `--config NAME` finds one by name.
 CONFIGS = Path(__file__).resolve().parent / "configs"

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from pipelines.evaluate import (SplitEmbeddings, embed_videos, save_merge_pictures, save_recall_plot, score,
                                  split_batches)
 from pipelines.progress import Progress
-from pipelines.shards import normalise
+from pipelines.frames import normalise
 
 from . import data
 from .checkpoint import ADAPTER, TrainState, load_checkpoint, save_checkpoint

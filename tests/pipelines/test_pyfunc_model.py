@@ -22,7 +22,7 @@ import yaml
 from pipelines.model_store import (NOT_ADAPTER_FILES, build_model, open_model, register_adapter,
                                    resolve_model)
 from pipelines.pyfunc_files import LOADER_MODULE, PYFUNC_FILES
-from pipelines.shards import normalise
+from pipelines.frames import normalise
 from pipelines.tracking import get_or_create_experiment, resolve_tracking_uri
 
 NAME = "tiny-pyfunc"

@@ -61,7 +61,7 @@ def test_videos_mode_in_shard_order_as_uint8_batches(synthetic_shards):
     assert batches[0]["video"].shape == (3, 12, 3, 224, 224) and batches[0]["video"].dtype == torch.uint8
     assert batches[0]["mask"].dtype == torch.bool
     ids = [i for b in batches for i in b["id"]]
-    assert ids == table.ids.to_pylist() and all(len(c) == 3 for b in batches for c in b["captions"])
+    assert ids == table.video_ids() and all(len(c) == 3 for b in batches for c in b["captions"])
 
 
 @pytest.mark.parametrize("lanes,workers", [(1, 0), (2, 2)])
@@ -119,7 +119,7 @@ def test_two_ray_workers_split_the_split(synthetic_shards, ray_cluster):
         return [i for b in stream_batches(stream) for i in b["id"]]
 
     parts = ray.get([read_rank.remote(r) for r in range(2)])
-    everything = SampleTable.build(str(synthetic_shards), "train").ids.to_pylist()
+    everything = SampleTable.build(str(synthetic_shards), "train").video_ids()
     assert not set(parts[0]) & set(parts[1])
     assert sorted(parts[0] + parts[1]) == sorted(everything) and len(everything) == 12
 

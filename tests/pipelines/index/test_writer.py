@@ -10,7 +10,7 @@ def test_rerun_with_the_same_model_finds_everything_done_and_commits_nothing(tmp
     store = build(tmp_path)
     version = store.dataset().version
     with store.writer(V1, "again") as w:
-        assert sorted(w.done_ids().to_pylist()) == IDS
+        assert sorted(i for b in w.done_ids() for i in b.to_pylist()) == IDS
         w.publish()
     assert store.dataset().version == version
 
@@ -18,7 +18,7 @@ def test_rerun_with_the_same_model_finds_everything_done_and_commits_nothing(tmp
 def test_a_new_model_version_stays_invisible_until_published_then_replaces_every_row(tmp_path):
     store = build(tmp_path)
     with store.writer(V2, "reembed") as w:
-        assert len(w.done_ids()) == 0
+        assert not list(w.done_ids())
         commit(w, IDS[:24], unit_vectors(24, seed=2))
         during = store.open()          # new rows are in the table, readers still see only the old version
         assert during.model == V1 and sorted(during.video_ids()) == IDS
@@ -38,9 +38,9 @@ def test_an_interrupted_reembed_is_continued_or_dropped_when_yet_another_version
     with store.writer(V2, "killed") as w:
         commit(w, IDS[:16], unit_vectors(16, seed=2))     # then killed: never published
     with store.writer(V2, "continued") as w:
-        assert sorted(w.done_ids().to_pylist()) == IDS[:16]
+        assert sorted(i for b in w.done_ids() for i in b.to_pylist()) == IDS[:16]
     with store.writer(V3, "another") as w:                # V2's rows are dropped, V1 stays live
-        assert len(w.done_ids()) == 0
+        assert not list(w.done_ids())
     assert store.dataset().count_rows() == 40 and store.open().model == V1
 
 
