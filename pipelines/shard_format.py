@@ -5,8 +5,9 @@ import this module, and nothing of each other.
 
     OUT/train-000000.tar            shards; videos of a split sorted by id, `samples_per_shard` per shard
     OUT/_samples.lance              the sample table: one row per planned video of every finished shard
-                                    (SAMPLE_SCHEMA), appended in one commit by the worker that wrote the
-                                    shard, after the tar; a shard is finished when its rows are here
+                                    (SAMPLE_SCHEMA); the worker that wrote a shard writes its rows' data
+                                    file after the tar, the job commits them in batches; a shard is
+                                    finished when its rows are committed
     OUT/_summary.json               samples, shards, bytes, frames, failures per split (the size of the
                                     corpus's splits, not of its history)
     OUT/_failures.csv               the failure table: input, id, split, stage, error
@@ -22,12 +23,16 @@ Names starting with "_" or "." (tables, summary, unfinished files) are skipped b
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
 import re
 
 import lance
 import pyarrow as pa
 import pyarrow.parquet as pq
+from lance import LanceOperation
+from lance.fragment import FragmentMetadata, write_fragments
 
 from pipelines.storage import Location, lance_options, retrying
 
@@ -57,6 +62,7 @@ SAMPLE_SCHEMA = pa.schema([
 ])
 REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string())])
 SAMPLE_FILTER = "error = ''"           # a Lance filter: rows that are samples, not failures
+VERSIONS_KEPT = dt.timedelta(days=7)   # old versions of the sample table, for readers pinned to one
 # Why an input gave no sample. The transient ones are worth another try (`--retry-failed`); the others are
 # the input's own fault and come back the same.
 STAGES = {"source": "the input row itself (no captions, unknown split, repeated id)",
@@ -110,18 +116,34 @@ def sample_table(folder: Location):
     return retrying(lambda: lance.dataset(loc.uri, storage_options=lance_options(loc.uri)))
 
 
-def create_sample_table(folder: Location) -> None:
-    """Create the empty sample table (before any shard task appends to it); a no-op when it exists."""
+def write_sample_rows(folder: Location, rows: pa.Table) -> list[str]:
+    """Write a finished shard's rows as data files of the sample table, not yet committed; returns their
+    fragment descriptions (JSON, a few hundred bytes) for `commit_samples`."""
     loc = folder.child(SAMPLES)
-    if not retrying(loc.child("_versions").exists):
-        lance.write_dataset(SAMPLE_SCHEMA.empty_table(), loc.uri, mode="create",
-                            storage_options=lance_options(loc.uri))
+    written = write_fragments(rows, loc.uri, schema=SAMPLE_SCHEMA, storage_options=lance_options(loc.uri))
+    return [json.dumps(f.to_json()) for f in written]
 
 
-def append_samples(folder: Location, rows: pa.Table) -> None:
-    """Add a finished shard's rows in one commit (Lance retries a commit that races another append)."""
+def commit_samples(folder: Location, fragments: list[str]) -> None:
+    """Add the rows of `write_sample_rows` to the table in one commit (a new version; the first creates it)."""
+    if not fragments:
+        return
     loc = folder.child(SAMPLES)
-    lance.write_dataset(rows, loc.uri, mode="append", storage_options=lance_options(loc.uri))
+    written = [FragmentMetadata.from_json(f) for f in fragments]
+    ds = sample_table(folder)
+    op = LanceOperation.Append(written) if ds is not None else LanceOperation.Overwrite(SAMPLE_SCHEMA, written)
+    lance.LanceDataset.commit(loc.uri, op, read_version=ds.version if ds is not None else None,
+                              storage_options=lance_options(loc.uri))
+
+
+def compact_samples(folder: Location, older_than: dt.timedelta | None = VERSIONS_KEPT) -> None:
+    """Merge the table's small fragments (one per shard) into large ones and delete versions older than
+    `older_than` (None: none), so that a table of years of runs stays a few files that readers scan quickly."""
+    ds = sample_table(folder)
+    if ds is not None:
+        ds.optimize.compact_files()
+        if older_than is not None:
+            ds.cleanup_old_versions(older_than=older_than)
 
 
 def legacy_catalogs(folder: Location) -> list[Location]:

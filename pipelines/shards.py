@@ -157,12 +157,16 @@ class SampleTable:
         if bad_shards not in BAD_SHARDS:
             raise UserError(f"bad_shards must be one of {', '.join(BAD_SHARDS)}, got {bad_shards!r}")
         tars: dict[str, int] = {}          # tar URI -> its number in order of appearance, one entry per shard
+        places: dict[str, tuple] = {}      # tar URI -> (its folder's place among `shards`, its name)
+        folders: dict[str, int] = {}
         n = sum(ds.count_rows(split_filter(split)) for f in shard_folders(shards)
                 if (ds := samples_of(Location.of(f))) is not None)
         shard, start, end = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
         captions, ids, rows = np.empty(n, np.int32), [], 0
         for folder, batch in sample_batches(shards, ["shard", "start", "end", "captions", "id"], split):
             names = pc.unique(batch["shard"])
+            place = folders.setdefault(folder.uri, len(folders))
+            places.update({folder.child(n).uri: (place, n) for n in names.to_pylist()})
             numbers = np.array([tars.setdefault(folder.child(n).uri, len(tars)) for n in names.to_pylist()],
                                np.int32)
             stop = rows + batch.num_rows
@@ -175,8 +179,7 @@ class SampleTable:
             raise NotFound(f"{shards}: no finished shards of split {split!r} "
                            f"(is it the output folder of `tempme preprocess`?)")
         shard, start, end, captions, ids = shard[:rows], start[:rows], end[:rows], captions[:rows], pa.chunked_array(ids)
-        folders = [Location.of(f).uri for f in shard_folders(shards)]
-        if len(folders) > 1 and len(pc.unique(ids)) != len(ids):   # one folder's ledger keeps ids unique
+        if len(shard_folders(shards)) > 1 and len(pc.unique(ids)) != len(ids):   # one folder's ledger keeps ids unique
             counts = pc.value_counts(ids)
             twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
             raise UserError(f"{shards}: video {twice!r} of split {split!r} is in more than one shard folder")
@@ -186,8 +189,7 @@ class SampleTable:
                             "as one run in offset order; it was not written by `tempme preprocess`")
         names = list(tars)
         skipped = _check_tars(names, shard, end, f"of split {split!r}", bad_shards)
-        ordered = sorted(set(names) - set(skipped),        # tars: folders as given, then by name
-                         key=lambda t: (folders.index(t.rsplit("/", 1)[0]), t))
+        ordered = sorted(set(names) - set(skipped), key=places.get)   # tars: folders as given, then by name
         renumber = np.full(len(names), -1, np.int32)
         renumber[[tars[t] for t in ordered]] = np.arange(len(ordered), dtype=np.int32)
         lengths = np.diff(np.append(runs, rows))

@@ -5,9 +5,10 @@
     report.ok, report.summary, report.failures
 
 Modules: sources (inputs), plan (the ledger: video -> shard, growth and removals), decode (ffmpeg, streamed),
-sample (tar bytes of one video), writer (a shard streamed to its final place, then its index), shard_tasks
-(the Ray tasks that decode and write shards), summary (summary and failure table), job (the run), layout
-(names in the output folder). The sample format is documented in `pipelines.shards`.
+sample (tar bytes of one video), writer (a shard streamed to its final place, then its rows of the sample
+table), shard_tasks (the Ray tasks that decode and write shards), summary (summary and failure table), job
+(the run), upgrade (a folder of the catalog era into the sample table). The names in the output folder are
+`pipelines.shard_format`'s; the sample format is documented in `pipelines.shards`.
 """
 from pipelines.preprocess.job import OptionsError, PreprocessOptions, PreprocessReport, run_preprocess
 

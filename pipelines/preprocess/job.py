@@ -2,9 +2,11 @@
 
 The driver reads the inputs, compares them with the ledger of shards already planned in the output folder
 (`plan`), writes the plan of the new shards, and submits one task per unfinished shard (`shard_tasks`);
-each task decodes its videos and writes its shard and catalog where Ray runs it, and sends back a few
-numbers. The driver then rewrites the summary and the failure table. A shard is the unit of work: a killed
-run loses at most the shards it had not finished, and a re-run over a grown corpus decodes only new videos.
+each task decodes its videos and writes its shard and its rows of the sample table where Ray runs it, and
+sends back a few numbers and the rows' fragment descriptions, which the driver commits in batches. The
+driver then rewrites the summary and the failure table from the sample table. A shard is the unit of work:
+a killed run loses at most the shards it had not committed, and a re-run over a grown corpus decodes only
+new videos.
 """
 from __future__ import annotations
 
@@ -23,11 +25,16 @@ from pipelines.preprocess.sources import Failure, InputError, VideoInput, read_m
 from pipelines.preprocess.summary import latest_failures, summarize, write_report
 from pipelines.preprocess.upgrade import upgrade_folder
 from pipelines.preprocess.writer import finished_shards, remove_unfinished
-from pipelines.shard_format import (CATALOG_DIR, KNOWN_SPLITS, OPTIONS, TRANSIENT_STAGES, create_sample_table,
-                                    read_removed, sample_table)
+from pipelines.shard_format import (CATALOG_DIR, KNOWN_SPLITS, OPTIONS, TRANSIENT_STAGES, commit_samples,
+                                    compact_samples, read_removed, sample_table)
 from pipelines.progress import Progress
 from pipelines.storage import Location, StoreError, is_local_uri
 from tempme.errors import UserError
+
+
+COMMIT_SHARDS = 64       # finished shards whose rows are committed together ...
+COMMIT_SECONDS = 30.0    # ... or what finished in this long, whichever comes first
+COMPACT_EVERY = 50       # commits between compactions of the sample table during a run
 
 
 class OptionsError(UserError):
@@ -184,7 +191,6 @@ def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = prin
     out, ledger, pending = w.out, w.ledger, w.pending + w.added
     if pending:
         _connect(options, out)
-        create_sample_table(out)
     if w.added:
         ledger = pa.concat_tables([ledger, write_plan(out, w.added)])
     record_removed(out, w.removed, w.recorded)
@@ -232,12 +238,49 @@ def _connect(o: PreprocessOptions, out: Location) -> None:
 
 
 def _make_shards(pending: list[ShardPlan], o: PreprocessOptions, out: Location, progress: Progress) -> list:
+    """Run the shard tasks, committing their rows of the sample table as they come, in batches."""
     from pipelines.preprocess.shard_tasks import run_shards
 
     settings = DecodeSettings(o.frames, o.fps, o.resolution, o.quality, o.timeout)
+    commits = SampleCommits(out)
+
+    def finished(d) -> None:
+        commits.add(d.fragments)
+        progress.update(done=0 if d.error else d.videos, failed=d.failed)
+
     progress.start()
-    return run_shards(pending, settings, out, o.decoders,
-                      on_done=lambda d: progress.update(done=0 if d.error else d.videos, failed=d.failed))
+    try:
+        return run_shards(pending, settings, out, o.decoders, on_done=finished)
+    finally:
+        commits.flush()     # also when interrupted: what finished stays finished
+        compact_samples(out)
+
+
+class SampleCommits:
+    """The finished shards' rows, committed to the sample table in batches (the first shard at once), and the
+    table compacted every `COMPACT_EVERY` commits: a version per batch and a few large fragments, rather than a
+    version per shard and a fragment each, keep a first run of tens of thousands of shards from writing an
+    ever longer manifest each time. A killed run loses at most the last batch, whose shards the next run makes
+    again, identically."""
+
+    def __init__(self, out: Location, shards: int = COMMIT_SHARDS, seconds: float = COMMIT_SECONDS):
+        self.out, self.shards, self.seconds = out, shards, seconds
+        self.pending: list[str] = []
+        self.count, self.since, self.commits = 0, -float("inf"), 0
+
+    def add(self, fragments: tuple[str, ...]) -> None:
+        self.pending += fragments
+        self.count += 1
+        if self.count >= self.shards or time.monotonic() - self.since >= self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            commit_samples(self.out, self.pending)
+            self.commits += 1
+            if self.commits % COMPACT_EVERY == 0:
+                compact_samples(self.out, older_than=None)
+        self.pending, self.count, self.since = [], 0, time.monotonic()
 
 
 def _read_inputs(o: PreprocessOptions) -> tuple[list, list[Failure]]:

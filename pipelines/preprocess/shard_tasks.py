@@ -9,7 +9,8 @@ each task asks for one CPU and the memory a decode needs (`task_memory`).
 A task whose worker dies (a video that runs it out of memory or crashes it) is run again in isolation: the
 same shard, but every video decoded in a task of its own, one after the other, so the one that kills its
 worker becomes a failure row (stage "worker") and the shard is written with the others. A task whose node is
-lost (pre-empted, scaled down) is simply run again, unless its shard was finished before the node went.
+lost (pre-empted, scaled down) is simply run again: what it wrote is committed only by the driver, from the
+task's result.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import ray.exceptions
 from pipelines.preprocess.decode import MAX_BUFFERED, FrameKeeper
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.sample import DecodeSettings, make_sample
-from pipelines.preprocess.writer import ShardWriter, is_finished
+from pipelines.preprocess.writer import ShardWriter
 from pipelines.storage import Location
 
 MAX_IN_FLIGHT = 1024     # pending shard tasks without --decoders: demand for up to this many CPUs
@@ -45,6 +46,7 @@ class ShardDone:
     videos: int
     node: str = ""              # the Ray node that wrote it
     failed: int = 0             # its videos that gave no sample
+    fragments: tuple[str, ...] = ()   # its rows of the sample table, for the driver to commit
     error: str = ""             # set when the shard was not written (the next run writes it)
 
 
@@ -70,7 +72,8 @@ def _write(out_uri: str, plan: ShardPlan, results) -> ShardDone:
     except BaseException:
         writer.discard()
         raise
-    return ShardDone(plan.name, len(plan.videos), ray.get_runtime_context().get_node_id(), counts["failures"])
+    return ShardDone(plan.name, len(plan.videos), ray.get_runtime_context().get_node_id(), counts["failures"],
+                     tuple(counts["fragments"]))
 
 
 @ray.remote
@@ -128,10 +131,8 @@ def run_shards(plans: list[ShardPlan], settings: DecodeSettings, out: Location, 
             else:
                 submit(plan, "isolated", 1)
                 continue
-        except NODE_LOST as e:
-            if is_finished(out, plan.name):     # its rows were committed before the node went
-                result = ShardDone(plan.name, len(plan.videos))
-            elif attempt < NODE_ATTEMPTS:
+        except NODE_LOST as e:     # whatever it wrote is not committed: the shard is made again
+            if attempt < NODE_ATTEMPTS:
                 submit(plan, how, attempt + 1)
                 continue
             else:

@@ -3,9 +3,10 @@
 Samples are appended to a spool file as they come (memory holds one sample at a time): on a local disk the
 spool is a hidden temporary name beside the shard, renamed when complete; on an object store it is a local
 temporary file uploaded once under the shard's final name (object stores have no rename). The shard's rows
-(one per planned video: its sample's byte span, or why it gave none) are appended to the sample table last,
-in one commit: a run killed before that leaves no finished shard, and the next run writes that shard again
-from the same plan (identical bytes, the same name). Unfinished temporary files on a local disk are hidden
+(one per planned video: its sample's byte span, or why it gave none) are written last, as a data file of the
+sample table that the job commits with other shards' (`commit_samples`): a run killed before that commit
+leaves the shard unfinished, and the next run writes it again from the same plan (identical bytes, the
+same name). Unfinished temporary files on a local disk are hidden
 and removed by the next run.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.preprocess.plan import ShardPlan
-from pipelines.shard_format import (CATALOG_DIR, PLANS_DIR, SAMPLE_SCHEMA, append_samples, frame_member,
-                                    sample_table)
+from pipelines.shard_format import (CATALOG_DIR, PLANS_DIR, SAMPLE_SCHEMA, commit_samples, frame_member,
+                                    sample_table, write_sample_rows)
 from pipelines.storage import TEMP_MARK, Location
 
 END_OF_ARCHIVE = b"\0" * (2 * tarfile.BLOCKSIZE)
@@ -56,7 +57,8 @@ class ShardWriter:
         self.rows.append(row)
 
     def commit(self) -> dict:
-        """Put the shard in place (if any video gave a sample), then its rows; returns its counts."""
+        """Put the shard in place (if any video gave a sample), then its rows' data file; returns its counts and
+        the fragments to commit."""
         try:
             if self.samples:  # a shard whose videos all failed leaves only its rows
                 size = self.offset + len(END_OF_ARCHIVE)
@@ -69,8 +71,8 @@ class ShardWriter:
                     self.shard.put_file(self.spool_path)
         finally:
             self.discard()
-        append_samples(self.out, pa.Table.from_pylist(self.rows, schema=SAMPLE_SCHEMA))
-        return {"split": self.plan.split, "samples": self.samples, "failures": len(self.rows) - self.samples}
+        fragments = write_sample_rows(self.out, pa.Table.from_pylist(self.rows, schema=SAMPLE_SCHEMA))
+        return {"samples": self.samples, "failures": len(self.rows) - self.samples, "fragments": fragments}
 
     def discard(self) -> None:
         self.spool.close()
@@ -79,11 +81,14 @@ class ShardWriter:
 
 
 def write_shard(out: Location, plan: ShardPlan, results: list[dict]) -> dict:
-    """Write `plan`'s shard from its decoder results (one per video, any order); returns its counts."""
+    """Write `plan`'s shard from its decoder results (one per video, any order) and commit its rows at once;
+    returns its counts."""
     writer = ShardWriter(out, plan)
     for r in sorted(results, key=lambda r: r["pos"]):
         writer.add(r)
-    return writer.commit()
+    done = writer.commit()
+    commit_samples(out, done["fragments"])
+    return done
 
 
 def finished_shards(out: Location) -> set[str]:
@@ -94,12 +99,6 @@ def finished_shards(out: Location) -> set[str]:
         for batch in ds.to_batches(columns=["shard"]):
             names.update(pc.unique(batch.column(0)).to_pylist())
     return names
-
-
-def is_finished(out: Location, shard: str) -> bool:
-    """Whether `shard`'s rows are in the sample table."""
-    ds = sample_table(out)
-    return ds is not None and ds.count_rows(f"shard = '{shard}'") > 0
 
 
 def remove_unfinished(out: Location) -> int:

@@ -9,7 +9,6 @@ import tempme
 from pipelines.embed.encoder import VideoEmbedder, read_frames
 from pipelines.embed.model import adapter_files
 from pipelines.preprocess.decode import DecodedVideo, StreamInfo
-from pipelines.shard_format import create_sample_table
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.sample import DecodeSettings, encode_sample
 from pipelines.preprocess.sources import VideoInput
@@ -35,7 +34,6 @@ def _write_shard(out, n_videos=6, frames=12, side=224):
         results.append({"pos": i, "error": "", "uri": video.uri, "id": video.id, "split": "test", "key": key,
                         "fragment": fragment, "members": json.dumps(members), "captions": 1, "valid": valid})
         videos.append(video)
-    create_sample_table(Location.of(str(out)))
     write_shard(Location.of(str(out)), ShardPlan("test", "test-000000.tar", tuple(videos)), results)
 
 

@@ -28,8 +28,11 @@ def job(manifest, out, log):
 
 
 def finished(out):
-    index = out / "_index"
-    return [n for n in os.listdir(index) if n.startswith("train-")] if index.exists() else []
+    """The shards whose rows the job committed to the sample table."""
+    from pipelines.preprocess.writer import finished_shards
+    from pipelines.storage import Location
+
+    return sorted(finished_shards(Location.of(str(out)))) if (out / "_samples.lance" / "_versions").exists() else []
 
 
 def settled(out, quiet_s=3.0, limit_s=60.0):
@@ -61,7 +64,7 @@ def test_sigkill_then_rerun_ends_with_every_video_exactly_once(tmp_path):
     os.killpg(first.pid, signal.SIGKILL)           # the job and the local Ray it started, mid-way
     first.wait()
     settled(out)                                   # a worker may finish the shard it was writing as it dies
-    done_before = {n: os.stat(out / "_index" / n).st_mtime_ns for n in finished(out)}
+    done_before = {n: os.stat(out / n).st_mtime_ns for n in finished(out)}
     assert first.returncode == -signal.SIGKILL and 1 <= len(done_before) < 7, (tmp_path / "first.log").read_text()
 
     for name in os.listdir(out):                   # whatever tar is visible is whole
@@ -84,4 +87,4 @@ def test_sigkill_then_rerun_ends_with_every_video_exactly_once(tmp_path):
     assert sorted(ids) == [f"v{i:02d}" for i in range(VIDEOS)]          # each exactly once
     with open(out / "_failures.csv", newline="") as f:
         assert [r["id"] for r in csv.DictReader(f)] == ["broken"]
-    assert {n: os.stat(out / "_index" / n).st_mtime_ns for n in done_before} == done_before   # not redone
+    assert {n: os.stat(out / n).st_mtime_ns for n in done_before} == done_before   # not redone
