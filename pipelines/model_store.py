@@ -175,14 +175,16 @@ def resolve_model(uri: str, dst: str | Path | None = None,
     from pipelines.tracking import use_store
 
     store = use_store(tracking_uri or mlflow.get_tracking_uri())
-    if dst is None:
-        raise TypeError(f"resolve_model({uri!r}) needs dst, the folder to download the registry's files into")
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
     try:
+        ref = None
         if uri.startswith("models:/"):
             name, version = _registered_version(uri)    # UnknownModel for what the registry does not hold
             ref = ModelRef(name, version, f"models:/{name}/{version}")
+        if dst is None:
+            raise TypeError(f"resolve_model({uri!r}) needs dst, the folder to download the registry's files into")
+        dst = Path(dst)
+        dst.mkdir(parents=True, exist_ok=True)
+        if ref is not None:
             return ref, Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=str(dst)))
         adapter_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except mlflow.MlflowException as e:

@@ -106,7 +106,7 @@ def two_adapters(tmp_path_factory):
     return [tempme.load_model("tempme-tiny-12f").save_adapter(root / f"run{i}") for i in (1, 2)]
 
 
-def test_promote_moves_the_alias(store, two_adapters):
+def test_promote_moves_the_alias(store, two_adapters, tmp_path):
     first, second = two_adapters
     assert register_adapter(first, "tiny-promoted", "candidate") == "1"
     assert promote("models:/tiny-promoted@candidate", "champion") == "1"
@@ -118,7 +118,7 @@ def test_promote_moves_the_alias(store, two_adapters):
 
     assert champion() == "1"
     assert promote("models:/tiny-promoted@candidate", "champion") == "2"
-    assert champion() == "2" and resolve_model("models:/tiny-promoted@champion")[0].version == "2"
+    assert champion() == "2" and resolve_model("models:/tiny-promoted@champion", tmp_path / "p")[0].version == "2"
     assert promote("models:/tiny-promoted/1", "champion") == "1"             # roll back by version number
     assert champion() == "1"
     assert str(client.get_model_version_by_alias("tiny-promoted", "candidate").version) == "2"
