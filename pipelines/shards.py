@@ -80,6 +80,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.id_set import IdSet, fingerprints
 from pipelines.shard_format import (META_MEMBER, SAMPLE_FILTER, SUMMARY, frame_member, legacy_catalogs,
                                     read_removed, sample_table, split_filter)
 from pipelines.storage import Location
@@ -125,10 +126,10 @@ def sample_batches(shards: str, columns: Sequence[str], split: str | None = None
         ds = samples_of(folder)
         if ds is None:
             continue
-        removed = read_removed(folder)["id"].combine_chunks()
+        removed = IdSet([read_removed(folder)["id"]])
         for batch in ds.to_batches(columns=wanted, filter=split_filter(split) if split else SAMPLE_FILTER):
             if len(removed):
-                batch = batch.filter(pc.invert(pc.is_in(batch["id"], value_set=removed)))
+                batch = batch.filter(pa.array(~removed.holds(fingerprints(batch["id"]))))
             if batch.num_rows:
                 yield folder, batch.select(list(columns))
 

@@ -1,7 +1,7 @@
 """What an embedding run has to do, planned as columns: the sample table less what the index holds.
 
-The anti-join is done on 128-bit fingerprints of the ids (16 bytes a video, sorted, searched with numpy):
-the ids this model version already has in the index are streamed from it and fingerprinted, then each
+The anti-join is done on 128-bit fingerprints of the ids (`pipelines.id_set`, 16 bytes a video): the ids
+this model version already has in the index are streamed from it into an `IdSet`, then each
 folder's sample table is streamed (`id`, `error`) and every sample that is neither removed nor done is a row
 position to take. Those rows' few other columns are taken from the table a chunk at a time and written as
 Parquet plan files beside the index, one row group per model batch. Ray Data's tasks read them on the
@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.id_set import IdSet, fingerprints
 from pipelines.shard_format import read_removed
 from pipelines.shards import samples_of, shard_folders
 from pipelines.storage import Location
@@ -58,19 +59,19 @@ def plan_embedding(shards: str, done: Iterable[pa.Array], root: Location, run_id
     """Write the samples of `shards` whose id is not among `done` (batches of ids) as plan files under
     `root/.plans/run_id`, in row groups of `group_rows`."""
     plan = EmbedPlan(root.child(PLAN_DIR, run_id))
-    known = _fingerprint_set(done)
+    known = IdSet(done)
     writer = None
     for folder in map(Location.of, shard_folders(shards)):
         ds = samples_of(folder)
         if ds is None:
             continue
-        removed = _fingerprint_set([read_removed(folder)["id"].combine_chunks()])
+        removed = IdSet([read_removed(folder)["id"]])
         positions, offset = [], 0
         for batch in ds.to_batches(columns=["id", "error"]):      # the order `take` counts rows in
             prints = fingerprints(batch["id"])
-            wanted = pc.equal(batch["error"], "").to_numpy(zero_copy_only=False) & ~_among(prints, removed)
+            wanted = pc.equal(batch["error"], "").to_numpy(zero_copy_only=False) & ~removed.holds(prints)
             plan.videos += int(wanted.sum())
-            positions.append(np.flatnonzero(wanted & ~_among(prints, known)) + offset)
+            positions.append(np.flatnonzero(wanted & ~known.holds(prints)) + offset)
             offset += batch.num_rows
         positions = np.concatenate(positions) if positions else np.zeros(0, np.int64)
         for first in range(0, len(positions), TAKE_ROWS):
@@ -86,65 +87,6 @@ def plan_embedding(shards: str, done: Iterable[pa.Array], root: Location, run_id
     if writer is not None:
         plan.groups.append(writer.close())
     return plan
-
-
-FINGERPRINT = np.dtype([("a", "<u8"), ("b", "<u8")])
-_MULTIPLIERS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F)   # odd: two independent polynomial hashes
-
-
-def fingerprints(ids: pa.Array) -> np.ndarray:
-    """128 bits of each id (two 64-bit polynomial hashes of its UTF-8 bytes, mixed): distinct ids of a corpus of
-    n share one with odds about n^2 / 2^129, so sets of them stand for sets of ids at 16 bytes a video."""
-    ids = ids.cast(pa.large_string())
-    n = len(ids)
-    out = np.zeros(n, FINGERPRINT)
-    if n == 0:
-        return out
-    offsets = np.frombuffer(ids.buffers()[1], np.int64)[ids.offset: ids.offset + n + 1]
-    lengths = np.diff(offsets)
-    data = np.frombuffer(ids.buffers()[2], np.uint8)[offsets[0]: offsets[-1]].astype(np.uint64) + np.uint64(1)
-    position = np.arange(len(data)) - np.repeat(offsets[:-1] - offsets[0], lengths)
-    starts = (offsets[:-1] - offsets[0])[lengths > 0]
-    for name, multiplier in zip(FINGERPRINT.names, _MULTIPLIERS):
-        powers = np.cumprod(np.full(int(lengths.max()) + 1, multiplier, np.uint64))
-        h = np.full(n, np.uint64(multiplier))
-        if len(data):
-            h[lengths > 0] = np.add.reduceat(data * powers[position], starts)
-        out[name] = _mix(h ^ lengths.astype(np.uint64))
-    return out
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: every input bit reaches every output bit."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def _fingerprint_set(batches: Iterable[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
-    """The fingerprints of every id in `batches`, as two arrays (high, low) sorted together (for `_among`)."""
-    found = [fingerprints(b) for b in batches]
-    prints = np.concatenate(found) if found else np.zeros(0, FINGERPRINT)
-    del found
-    order = np.lexsort((prints["b"], prints["a"]))
-    return prints["a"][order], prints["b"][order]
-
-
-def _among(prints: np.ndarray, known: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Which of `prints` are in `known` (a `_fingerprint_set`)."""
-    high, low = known
-    found = np.zeros(len(prints), bool)
-    if not len(high):
-        return found
-    at = np.searchsorted(high, prints["a"])
-    while True:          # along a run of equal high halves (almost always one entry, or none)
-        inside = at < len(high)
-        same = np.zeros(len(prints), bool)
-        same[inside] = high[at[inside]] == prints["a"][inside]
-        if not same.any():
-            return found
-        found[same] |= low[at[same]] == prints["b"][same]
-        at = np.where(same, at + 1, len(high))
 
 
 def read_part(parts: pa.Table) -> Iterator[pa.Table]:

@@ -3,7 +3,7 @@ found by fingerprints of the ids."""
 import numpy as np
 import pyarrow as pa
 
-from pipelines.embed.plan import FINGERPRINT, _among, fingerprints, plan_embedding, read_part
+from pipelines.embed.plan import plan_embedding, read_part
 from pipelines.storage import Location
 
 
@@ -26,21 +26,5 @@ def test_the_plan_is_the_sample_table_less_what_is_done(synthetic_shards, tmp_pa
     assert not list((tmp_path / "some").rglob("*.parquet"))
 
 
-def test_fingerprints_tell_ids_apart_and_agree_across_batches():
-    ids = [f"v{i:09d}" for i in range(50_000)] + ["", "a", "é", "a" * 300, "x/y.mp4", "x/y.mp3"]
-    prints = fingerprints(pa.array(ids))
-    assert len(np.unique(prints)) == len(ids)
-    again = fingerprints(pa.chunked_array([ids[:7], ids[7:]]).combine_chunks().slice(5))   # offsets into a buffer
-    assert (again == prints[5:]).all()
-
-
 def rows_of(shards, folder):
     return planned(shards, folder)[1]
-
-
-def test_a_run_of_equal_high_halves_is_searched_through():
-    known = np.zeros(4, FINGERPRINT)
-    known["a"], known["b"] = [5, 5, 5, 7], [1, 2, 3, 1]
-    queries = np.zeros(4, FINGERPRINT)
-    queries["a"], queries["b"] = [5, 5, 7, 5], [3, 9, 1, 1]
-    assert _among(queries, (known["a"], known["b"])).tolist() == [True, False, True, True]
