@@ -228,3 +228,30 @@ def test_msrvtt_layout_through_the_command(tmp_path, ray_cluster):
     test = list(split_videos(str(out), "test"))
     assert [(t["id"], t["captions"]) for t in test] == [("video7010", ["a test"])]
     assert SampleTable.build(str(out), "train").pairs == 6
+
+
+def test_finished_shards_are_committed_in_batches_the_first_at_once(tmp_path):
+    import pyarrow as pa
+
+    from pipelines.preprocess.job import SampleCommits
+    from pipelines.preprocess.writer import finished_shards
+    from pipelines.shard_format import SAMPLE_SCHEMA, write_sample_rows
+
+    out = Location.of(str(tmp_path))
+
+    def shard(n: int) -> tuple[str, ...]:
+        row = {name: 0 if pa.types.is_integer(SAMPLE_SCHEMA.field(name).type) else "" for name in SAMPLE_SCHEMA.names}
+        return tuple(write_sample_rows(out, pa.Table.from_pylist(
+            [{**row, "id": f"v{n}", "split": "train", "shard": f"train-{n:06d}.tar"}], schema=SAMPLE_SCHEMA)))
+
+    commits = SampleCommits(out, shards=3, seconds=3600)
+    commits.add(shard(0))
+    assert finished_shards(out) == {"train-000000.tar"}                 # the first shard at once
+    commits.add(shard(1))
+    commits.add(shard(2))
+    assert len(finished_shards(out)) == 1 and sample_table(out).version == 1   # then in batches ...
+    commits.add(shard(3))
+    assert len(finished_shards(out)) == 4 and sample_table(out).version == 2   # ... of 3, one version each
+    commits.add(shard(4))
+    commits.flush()
+    assert len(finished_shards(out)) == 5
