@@ -105,7 +105,12 @@ def sample_key(video_id: str) -> str:
 
 def split_filter(split: str) -> str:
     """A Lance filter: the samples of `split`."""
-    return f"split = '{split}' AND {SAMPLE_FILTER}"
+    return f"split = {sql_text(split)} AND {SAMPLE_FILTER}"
+
+
+def sql_text(text: str) -> str:
+    """`text` as a quoted literal of a Lance filter."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def sample_table(folder: Location):

@@ -9,6 +9,7 @@ import datetime as dt
 import pyarrow as pa
 
 from pipelines.model_store import ModelRef
+from pipelines.shard_format import sql_text
 from tempme.errors import UserError
 
 VIDEOS, FAILURES, LEASE = "videos.lance", "failures.lance", "lease.lance"
@@ -30,11 +31,6 @@ class LegacyIndex(VideoIndexError):
 def model_rows(model: ModelRef) -> str:
     """A Lance filter matching the rows of this model version."""
     return f"model_name = {sql_text(model.name)} AND model_version = {sql_text(model.version)}"
-
-
-def sql_text(text: str) -> str:
-    """`text` as a quoted literal of a Lance filter."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def utc_now() -> dt.datetime:

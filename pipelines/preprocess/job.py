@@ -26,7 +26,7 @@ from pipelines.preprocess.summary import latest_failures, summarize, write_repor
 from pipelines.preprocess.upgrade import upgrade_folder
 from pipelines.preprocess.writer import finished_shards, remove_unfinished
 from pipelines.shard_format import (CATALOG_DIR, KNOWN_SPLITS, OPTIONS, TRANSIENT_STAGES, commit_samples,
-                                    compact_samples, read_removed, sample_table)
+                                    compact_samples, read_removed, sample_table, sql_text)
 from pipelines.progress import Progress
 from pipelines.storage import Location, StoreError, is_local_uri
 from tempme.errors import UserError
@@ -245,7 +245,8 @@ def _make_shards(pending: list[ShardPlan], o: PreprocessOptions, out: Location, 
     commits = SampleCommits(out)
 
     def finished(d) -> None:
-        commits.add(d.fragments)
+        if not d.error:
+            commits.add(d.name, d.fragments)
         progress.update(done=0 if d.error else d.videos, failed=d.failed)
 
     progress.start()
@@ -261,26 +262,31 @@ class SampleCommits:
     table compacted every `COMPACT_EVERY` commits: a version per batch and a few large fragments, rather than a
     version per shard and a fragment each, keep a first run of tens of thousands of shards from writing an
     ever longer manifest each time. A killed run loses at most the last batch, whose shards the next run makes
-    again, identically."""
+    again, identically. A shard whose rows are in the table already (another run made it meanwhile) is not
+    committed twice."""
 
     def __init__(self, out: Location, shards: int = COMMIT_SHARDS, seconds: float = COMMIT_SECONDS):
         self.out, self.shards, self.seconds = out, shards, seconds
-        self.pending: list[str] = []
-        self.count, self.since, self.commits = 0, -float("inf"), 0
+        self.pending: dict[str, tuple[str, ...]] = {}      # shard -> its rows' fragments
+        self.since, self.commits = -float("inf"), 0
 
-    def add(self, fragments: tuple[str, ...]) -> None:
-        self.pending += fragments
-        self.count += 1
-        if self.count >= self.shards or time.monotonic() - self.since >= self.seconds:
+    def add(self, shard: str, fragments: tuple[str, ...]) -> None:
+        self.pending[shard] = fragments
+        if len(self.pending) >= self.shards or time.monotonic() - self.since >= self.seconds:
             self.flush()
 
     def flush(self) -> None:
-        if self.pending:
-            commit_samples(self.out, self.pending)
+        ds = sample_table(self.out)
+        if ds is not None and self.pending:
+            names = ", ".join(sql_text(name) for name in self.pending)
+            for shard in set(ds.to_table(columns=["shard"], filter=f"shard IN ({names})")["shard"].to_pylist()):
+                del self.pending[shard]
+        if fragments := [f for written in self.pending.values() for f in written]:
+            commit_samples(self.out, fragments)
             self.commits += 1
             if self.commits % COMPACT_EVERY == 0:
                 compact_samples(self.out, older_than=None)
-        self.pending, self.count, self.since = [], 0, time.monotonic()
+        self.pending, self.since = {}, time.monotonic()
 
 
 def _read_inputs(o: PreprocessOptions) -> tuple[list, list[Failure]]:

@@ -245,13 +245,17 @@ def test_finished_shards_are_committed_in_batches_the_first_at_once(tmp_path):
             [{**row, "id": f"v{n}", "split": "train", "shard": f"train-{n:06d}.tar"}], schema=SAMPLE_SCHEMA)))
 
     commits = SampleCommits(out, shards=3, seconds=3600)
-    commits.add(shard(0))
+    commits.add("train-000000.tar", shard(0))
     assert finished_shards(out) == {"train-000000.tar"}                 # the first shard at once
-    commits.add(shard(1))
-    commits.add(shard(2))
+    commits.add("train-000001.tar", shard(1))
+    commits.add("train-000002.tar", shard(2))
     assert len(finished_shards(out)) == 1 and sample_table(out).version == 1   # then in batches ...
-    commits.add(shard(3))
+    commits.add("train-000003.tar", shard(3))
     assert len(finished_shards(out)) == 4 and sample_table(out).version == 2   # ... of 3, one version each
-    commits.add(shard(4))
+    other = SampleCommits(out, shards=1)                                 # another run made shards 3 and 4 too
+    other.add("train-000003.tar", shard(3))
+    other.add("train-000004.tar", shard(4))
+    commits.add("train-000004.tar", shard(4))
     commits.flush()
-    assert len(finished_shards(out)) == 5
+    ids = sample_table(out).to_table(columns=["id"])["id"].to_pylist()
+    assert sorted(ids) == [f"v{n}" for n in range(5)]                    # each shard's rows once
