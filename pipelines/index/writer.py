@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from lance import LanceOperation
 from lance.fragment import FragmentMetadata, write_fragments
 
+from pipelines.id_set import IdSet, fingerprints
 from pipelines.index.lease import WriterLease
 from pipelines.index.rows import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, ModelRef, live_model, model_rows,
                                   pending_model, sql_text, utc_now, video_schema)
@@ -110,8 +111,10 @@ class IndexWriter:
         ds = self.store.dataset()
         if ds is None or len(video_ids) == 0:
             return 0
-        present = ds.to_table(columns=["video_id"]).column(0).combine_chunks()    # one Arrow column, no rows
-        gone = pc.filter(video_ids, pc.is_in(video_ids, value_set=present))
+        removed = IdSet([video_ids])     # the index's ids streamed past it: no column of millions held
+        gone = pa.concat_arrays([pa.array([], pa.string())] + [
+            pc.filter(batch.column(0), pa.array(removed.holds(fingerprints(batch.column(0)))))
+            for batch in ds.to_batches(columns=["video_id"])])
         if len(gone) == 0:     # no commit at all: a re-run that changes nothing adds no version
             return 0
         result = ds.merge_insert("video_id").when_matched_delete().execute(pa.table({"video_id": gone}))
