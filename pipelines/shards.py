@@ -159,7 +159,7 @@ class SampleTable:
             raise UserError(f"bad_shards must be one of {', '.join(BAD_SHARDS)}, got {bad_shards!r}")
         tars: dict[str, int] = {}          # tar URI -> its number in order of appearance, one entry per shard
         places: dict[str, tuple] = {}      # tar URI -> (its folder's place among `shards`, its name)
-        folders: dict[str, int] = {}
+        folders: dict[str, int] = {}       # folder URI -> its place among `shards`
         n = sum(ds.count_rows(split_filter(split)) for f in shard_folders(shards)
                 if (ds := samples_of(Location.of(f))) is not None)
         shard, start, end = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
@@ -167,9 +167,9 @@ class SampleTable:
         for folder, batch in sample_batches(shards, ["shard", "start", "end", "captions", "id"], split):
             names = pc.unique(batch["shard"])
             place = folders.setdefault(folder.uri, len(folders))
-            places.update({folder.child(n).uri: (place, n) for n in names.to_pylist()})
-            numbers = np.array([tars.setdefault(folder.child(n).uri, len(tars)) for n in names.to_pylist()],
-                               np.int32)
+            uris = [folder.child(n).uri for n in names.to_pylist()]
+            places.update({uri: (place, uri) for uri in uris})
+            numbers = np.array([tars.setdefault(uri, len(tars)) for uri in uris], np.int32)
             stop = rows + batch.num_rows
             shard[rows:stop] = numbers[pc.index_in(batch["shard"], value_set=names).to_numpy()]
             start[rows:stop], end[rows:stop] = batch["start"].to_numpy(), batch["end"].to_numpy()
@@ -198,8 +198,7 @@ class SampleTable:
         kept = renumber[shard[runs]] >= 0
         first[renumber[shard[runs]][kept]], count[renumber[shard[runs]][kept]] = runs[kept], lengths[kept]
         shard = renumber[shard]                              # skipped tars' rows are -1, in no run
-        table = cls(tuple(ordered), shard, start, end, captions, ids, first, count, tuple(skipped))
-        return table
+        return cls(tuple(ordered), shard, start, end, captions, ids, first, count, tuple(skipped))
 
     def __len__(self) -> int:
         """Videos of the split (those of skipped tars not counted)."""

@@ -15,6 +15,7 @@ from collections import defaultdict
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.id_set import IdSet, fingerprints
 from pipelines.preprocess.plan import last_shards
 from pipelines.preprocess.sources import Failure
 from pipelines.shard_format import FAILURE_COLUMNS, FAILURES, FORMAT, SAMPLE_FILTER, SUMMARY, sample_table
@@ -31,10 +32,11 @@ def summarize(out: Location, ledger: pa.Table, removed: pa.Table, source_failure
     splits: dict[str, dict] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
     shards: dict[str, set[str]] = defaultdict(set)
     gone = removed["id"].combine_chunks()
+    removed_set = IdSet([gone])
     ds = sample_table(out)
     for batch in ds.to_batches(columns=SCANNED, filter=SAMPLE_FILTER) if ds is not None else ():
         samples = pa.Table.from_batches([batch])
-        left = pc.is_in(samples["id"], value_set=gone)
+        left = pa.array(removed_set.holds(fingerprints(samples["id"])))
         _add_counts(splits, shards, samples.filter(pc.invert(left)))
         for split, n in _per_split(samples.filter(left)).items():
             splits[split]["removed"] += n

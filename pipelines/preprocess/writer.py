@@ -6,8 +6,7 @@ temporary file uploaded once under the shard's final name (object stores have no
 (one per planned video: its sample's byte span, or why it gave none) are written last, as a data file of the
 sample table that the job commits with other shards' (`commit_samples`): a run killed before that commit
 leaves the shard unfinished, and the next run writes it again from the same plan (identical bytes, the
-same name). Unfinished temporary files on a local disk are hidden
-and removed by the next run.
+same name). Unfinished temporary files on a local disk are hidden and removed by the next run.
 """
 from __future__ import annotations
 
