@@ -29,7 +29,7 @@ def embedding_dim(config) -> int | None:
     config, without building the model (None if open_clip does not know the backbone)."""
     import open_clip
 
-    import tempme  # noqa: F401  (registers the project's own backbone configs with open_clip)
+    import tempme.backbone  # noqa: F401  (registers the project's own backbone configs with open_clip)
 
     backbone = open_clip.get_model_config(config.backbone) or {}
     dim = backbone.get("embed_dim")
