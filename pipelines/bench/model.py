@@ -179,6 +179,7 @@ def _reference_encoders(args, key, device, dtype) -> dict:
     import torch
 
     import tempme
+    import tempme.backbone  # noqa: F401  (registers the project's backbone configs with open_clip)
     from tempme.reference import ReferenceVideoEncoder
 
     with torch.random.fork_rng(devices=[]):
