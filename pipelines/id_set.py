@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 FINGERPRINT = np.dtype([("a", "<u8"), ("b", "<u8")])
+CHUNK = 1 << 20          # fingerprints looked up at a time
 _MULTIPLIERS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F)   # odd: two independent polynomial hashes
 
 
@@ -39,6 +40,10 @@ def fingerprints(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return out
 
 
+def _sorted(prints: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return prints["a"][order], prints["b"][order]
+
+
 def _mix(z: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser: every input bit reaches every output bit."""
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -53,15 +58,30 @@ class IdSet:
         found = [fingerprints(b) for b in batches]
         prints = np.concatenate(found) if found else np.zeros(0, FINGERPRINT)
         del found
+        self.high, self.low = _sorted(prints, np.lexsort((prints["b"], prints["a"])))
+
+    @classmethod
+    def ordering(cls, prints: np.ndarray) -> tuple["IdSet", np.ndarray]:
+        """The set of these fingerprints, and the order that sorts them (set position -> position in
+        `prints`), for keeping other columns beside the set."""
         order = np.lexsort((prints["b"], prints["a"]))
-        self.high, self.low = prints["a"][order], prints["b"][order]
+        found = cls([])
+        found.high, found.low = _sorted(prints, order)
+        return found, order
 
     def __len__(self) -> int:
         return len(self.high)
 
     def holds(self, prints: np.ndarray) -> np.ndarray:
         """Which of these fingerprints (`fingerprints(ids)`) are in the set."""
-        found = np.zeros(len(prints), bool)
+        return self.find(prints) >= 0
+
+    def find(self, prints: np.ndarray) -> np.ndarray:
+        """Where each fingerprint first sits in the set's sorted order (-1 where it is not in the set), so that
+        arrays kept in that order (`order`) can be looked up by id."""
+        if len(prints) > CHUNK:   # the search's temporaries are several times its input: bound them
+            return np.concatenate([self.find(prints[i:i + CHUNK]) for i in range(0, len(prints), CHUNK)])
+        found = np.full(len(prints), -1, np.int64)
         at = np.searchsorted(self.high, prints["a"]) if len(self.high) else np.zeros(0, np.int64)
         while len(at):       # along a run of equal high halves (almost always one entry, or none)
             inside = at < len(self.high)
@@ -69,6 +89,8 @@ class IdSet:
             same[inside] = self.high[at[inside]] == prints["a"][inside]
             if not same.any():
                 break
-            found[same] |= self.low[at[same]] == prints["b"][same]
-            at = np.where(same, at + 1, len(self.high))
+            hit = same & (found < 0)
+            hit[hit] = self.low[at[hit]] == prints["b"][hit]
+            found[hit] = at[hit]
+            at = np.where(same & (found < 0), at + 1, len(self.high))
         return found

@@ -239,7 +239,7 @@ def _case(case: str, folder: Path) -> None:
     if case == "preprocess":
         work = plan_work(PreprocessOptions(out=shards, manifest=str(folder / "manifest.parquet")),
                          log=lambda line: None)
-        todo = sum(len(p.videos) for p in work.added + work.pending)
+        todo = sum(p.videos for p in work.pending) + sum(len(s.rows) for s in work.added)
     elif case.startswith("embed"):
         with IndexStore(folder / "index").writer(ModelRef(**MODEL), "bench") as writer:
             plan, _ = plan_run(writer, shards, 16)

@@ -15,20 +15,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 
-from pipelines.preprocess.plan import (PlanError, ShardPlan, check_same_videos, forget_plans, last_numbers,
-                                       pending_plans, plan_shards, read_ledger, record_removed, removed_videos,
-                                       unplanned, write_plan)
+from pipelines.id_set import IdSet
+from pipelines.preprocess.inputs import Inputs, collect_inputs
+from pipelines.preprocess.plan import (Ledger, NewShard, PlanError, ShardRef, forget_plans, plan_new,
+                                       record_removed, write_plans)
 from pipelines.preprocess.sample import DecodeSettings
-from pipelines.preprocess.sources import Failure, InputError, VideoInput, read_manifest, read_msrvtt, validate
+from pipelines.preprocess.sources import Failure, InputError, read_manifest, read_msrvtt
 from pipelines.preprocess.summary import latest_failures, summarize, write_report
 from pipelines.preprocess.upgrade import upgrade_folder
 from pipelines.preprocess.writer import finished_shards, remove_unfinished
 from pipelines.shard_format import (CATALOG_DIR, KNOWN_SPLITS, OPTIONS, TRANSIENT_STAGES, commit_samples,
                                     compact_samples, read_removed, sample_table, sql_text)
 from pipelines.progress import Progress
-from pipelines.storage import Location, StoreError, is_local_uri
+from pipelines.storage import Location, StoreError
 from tempme.errors import UserError
 
 
@@ -126,38 +128,28 @@ def _check_stores(places: list[tuple[str, str]]) -> None:
         raise OptionsError(str(e)) from None
 
 
-def _video_buckets(inputs: list[VideoInput]) -> list[tuple[str, str]]:
-    """One (what, URI) per object-store bucket the videos live in."""
-    first: dict[str, VideoInput] = {}
-    for v in inputs:
-        if not is_local_uri(v.uri):
-            first.setdefault(v.uri.split("/", 3)[2], v)
-    return [(f"video {v.id!r} ({v.origin}):", v.uri) for v in first.values()]
-
-
 @dataclass
 class Work:
     """What a run has to do, found before any Ray task or write of a plan: `plan_work`'s answer."""
 
     out: Location
-    inputs: int                        # videos the inputs list
-    source_failures: list[Failure]     # input rows rejected as they are
-    ledger: pa.Table                   # every plan so far
+    inputs: Inputs                     # the videos the inputs list, and the rows they rejected
+    ledger: Ledger                     # every plan so far
     recorded: pa.Table                 # the removed-video table as it is
     removed: pa.Table                  # as it will be
     finished: set[str]                 # shards done
     new: int                           # videos never planned
     retried: int                       # videos planned again (--retry-failed)
-    added: list[ShardPlan]             # new shards
-    pending: list[ShardPlan]           # planned shards not finished (a killed run's)
+    added: list[NewShard]              # new shards
+    pending: list[ShardRef]            # planned shards not finished (a killed run's)
     stale: int                         # temporary files of a killed run, removed
 
 
 def plan_work(options: PreprocessOptions, log: Callable[[str], None] = print) -> Work:
     """Read the inputs and the output folder and find what a run has to do. Raises OptionsError if it cannot."""
     check_options(options)
-    inputs, source_failures = _read_inputs(options)
-    _check_stores(_video_buckets(inputs))
+    inputs = _read_inputs(options)
+    _check_stores(list(inputs.buckets.values()))
     out = Location.of(options.out)
     out.child(CATALOG_DIR).make_dirs()
     if upgraded := upgrade_folder(out):
@@ -166,44 +158,48 @@ def plan_work(options: PreprocessOptions, log: Callable[[str], None] = print) ->
     finished = finished_shards(out)
     _check_same_shape(out, options, finished)
     stale = remove_unfinished(out)
-    ledger = read_ledger(out)
+    ledger = Ledger.read(out)
+    found = np.where(inputs.counted, ledger.ids.find(inputs.prints), -1)   # where each counted input is planned
     try:
-        check_same_videos(ledger, inputs)
+        ledger.check_same_videos(out, inputs, found)
     except PlanError as e:
         raise OptionsError(f"{options.manifest or options.msrvtt}: {e}") from None
-    if unknown := finished - set(ledger["shard"].to_pylist()):
+    if unknown := finished - ledger.names():
         raise OptionsError(f"{out.uri} holds shards that no plan lists (e.g. {min(unknown)}): it was written by "
                            "an older version of this job; write to a new --out")
     recorded = read_removed(out)
-    removed = removed_videos(ledger, inputs, options.splits, recorded)
-    new = unplanned(ledger, inputs)
-    retried = (_to_retry(latest_failures(out, ledger, removed["id"].combine_chunks(), []), inputs)
-               if options.retry_failed else [])
-    added = plan_shards(new + retried, options.samples_per_shard, after=last_numbers(ledger))
-    return Work(out, len(inputs), source_failures, ledger, recorded, removed, finished, len(new), len(retried),
-                added, pending_plans(ledger, finished), stale)
+    removed = ledger.removed(out, found, options.splits, recorded)
+    new = inputs.counted & (found < 0)
+    retried = (found >= 0) & (
+        _transient(latest_failures(out, ledger, removed["id"].combine_chunks(), []), inputs)
+        if options.retry_failed else False)
+    added = plan_new(inputs, np.flatnonzero(new | retried), options.samples_per_shard, ledger.last_numbers())
+    return Work(out, inputs, ledger, recorded, removed, finished, int(new.sum()), int(retried.sum()), added,
+                ledger.pending(finished), stale)
 
 
 def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = print) -> PreprocessReport:
     """Make, complete or extend the shards in `options.out`. Raises OptionsError before any work if it cannot."""
     started = time.monotonic()
     w = plan_work(options, log)
-    out, ledger, pending = w.out, w.ledger, w.pending + w.added
-    if pending:
+    out, ledger = w.out, w.ledger
+    if w.pending or w.added:
         _connect(options, out)
+    pending = w.pending
     if w.added:
-        ledger = pa.concat_tables([ledger, write_plan(out, w.added)])
+        pending = pending + write_plans(out, w.inputs, w.added)
+        ledger = Ledger.read(out)      # with this run's plans: a video planned again has a new last shard
     record_removed(out, w.removed, w.recorded)
     resumed = ds.count_rows() if (ds := sample_table(out)) is not None else 0
-    log(f"preprocess: {w.inputs} videos, {len(w.source_failures)} rejected inputs; {len(w.finished)} shards "
+    log(f"preprocess: {len(w.inputs)} videos, {len(w.inputs.failures)} rejected inputs; {len(w.finished)} shards "
         f"already done ({resumed} videos), {w.new} new videos"
         + (f", {w.retried} to retry" if options.retry_failed else "")
         + f", {w.removed.num_rows} removed; {len(pending)} shards to make"
         + (f"; removed {w.stale} unfinished files" if w.stale else ""))
-    progress = Progress("preprocess", sum(len(p.videos) for p in pending), options.progress_every, log)
+    progress = Progress("preprocess", sum(p.videos for p in pending), options.progress_every, log)
     done = _make_shards(pending, options, out, progress) if pending else []
     written = [d for d in done if not d.error]
-    summary, failures = summarize(out, ledger, w.removed, w.source_failures,
+    summary, failures = summarize(out, ledger, w.removed, w.inputs.failures,
                                   {**options.shape(), "input": options.manifest or options.msrvtt})
     write_report(out, summary, failures)
     nodes: dict[str, int] = {}
@@ -217,10 +213,10 @@ def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = prin
     return report
 
 
-def _to_retry(failures: list[Failure], inputs: list[VideoInput]) -> list[VideoInput]:
-    """The inputs whose latest failure was transient: what `--retry-failed` plans again."""
-    transient = {f.id for f in failures if f.stage in TRANSIENT_STAGES}
-    return [v for v in inputs if v.id in transient]
+def _transient(failures: list[Failure], inputs: Inputs) -> np.ndarray:
+    """Which input rows' latest failure was transient: what `--retry-failed` plans again."""
+    ids = pa.array([f.id for f in failures if f.stage in TRANSIENT_STAGES], pa.string())
+    return IdSet([ids]).holds(inputs.prints)
 
 
 def _connect(o: PreprocessOptions, out: Location) -> None:
@@ -237,7 +233,7 @@ def _connect(o: PreprocessOptions, out: Location) -> None:
                            "(s3://bucket/shards, gs://...)")
 
 
-def _make_shards(pending: list[ShardPlan], o: PreprocessOptions, out: Location, progress: Progress) -> list:
+def _make_shards(pending: list[ShardRef], o: PreprocessOptions, out: Location, progress: Progress) -> list:
     """Run the shard tasks, committing their rows of the sample table as they come, in batches."""
     from pipelines.preprocess.shard_tasks import run_shards
 
@@ -289,23 +285,19 @@ class SampleCommits:
         self.pending, self.since = {}, time.monotonic()
 
 
-def _read_inputs(o: PreprocessOptions) -> tuple[list, list[Failure]]:
+def _read_inputs(o: PreprocessOptions) -> Inputs:
     try:
-        rows = read_msrvtt(o.msrvtt, o.videos) if o.msrvtt else read_manifest(o.manifest)
+        batches = [read_msrvtt(o.msrvtt, o.videos)] if o.msrvtt else read_manifest(o.manifest)
+        inputs = collect_inputs(batches, o.splits)
     except InputError as e:
         raise OptionsError(str(e)) from None
-    if not rows:
+    if not inputs.rows.num_rows and not inputs.failures:
         raise OptionsError(f"{o.manifest or o.msrvtt} lists no videos")
-    inputs, failures = validate(rows)
-    if o.splits:
-        present = sorted({v.split for v in inputs})
-        for split in o.splits:
-            if split not in present:
-                raise OptionsError(f"split {split!r} has no videos in the inputs (they have: "
-                                   f"{', '.join(present) or 'none'})")
-        inputs = [v for v in inputs if v.split in o.splits]
-        failures = [f for f in failures if f.split in o.splits]
-    return inputs, failures
+    for split in o.splits or ():
+        if split not in inputs.splits:
+            raise OptionsError(f"split {split!r} has no videos in the inputs (they have: "
+                               f"{', '.join(sorted(inputs.splits)) or 'none'})")
+    return inputs
 
 
 def _check_same_shape(out: Location, o: PreprocessOptions, finished: set[str]) -> None:

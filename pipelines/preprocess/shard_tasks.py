@@ -21,7 +21,7 @@ import ray
 import ray.exceptions
 
 from pipelines.preprocess.decode import MAX_BUFFERED, FrameKeeper
-from pipelines.preprocess.plan import ShardPlan
+from pipelines.preprocess.plan import ShardPlan, ShardRef
 from pipelines.preprocess.sample import DecodeSettings, make_sample
 from pipelines.preprocess.writer import ShardWriter
 from pipelines.storage import Location
@@ -77,8 +77,9 @@ def _write(out_uri: str, plan: ShardPlan, results) -> ShardDone:
 
 
 @ray.remote
-def make_shard(plan: ShardPlan, settings: DecodeSettings, out_uri: str) -> ShardDone:
-    """Decode the shard's videos one after the other in this worker and write the shard."""
+def make_shard(ref: ShardRef, settings: DecodeSettings, out_uri: str) -> ShardDone:
+    """Read the shard's plan, decode its videos one after the other in this worker and write the shard."""
+    plan = ref.load()
     return _write(out_uri, plan, (make_sample(sample_row(plan, i), settings) for i in range(len(plan.videos))))
 
 
@@ -88,9 +89,11 @@ def _decode_one(row: dict, settings: DecodeSettings) -> dict:
 
 
 @ray.remote
-def make_shard_isolated(plan: ShardPlan, settings: DecodeSettings, out_uri: str, memory: int) -> ShardDone:
+def make_shard_isolated(ref: ShardRef, settings: DecodeSettings, out_uri: str, memory: int) -> ShardDone:
     """The same shard with every video in a task of its own, one at a time (as many CPUs as the shard's own
     task took): a video that kills its worker is one failure."""
+    plan = ref.load()
+
     def results():
         for i in range(len(plan.videos)):
             row = sample_row(plan, i)
@@ -102,7 +105,7 @@ def make_shard_isolated(plan: ShardPlan, settings: DecodeSettings, out_uri: str,
     return _write(out_uri, plan, results())
 
 
-def run_shards(plans: list[ShardPlan], settings: DecodeSettings, out: Location, max_in_flight: int | None,
+def run_shards(plans: list[ShardRef], settings: DecodeSettings, out: Location, max_in_flight: int | None,
                on_done: Callable[[ShardDone], None]) -> list[ShardDone]:
     """Make every shard of `plans`, at most `max_in_flight` tasks pending at once; `on_done` hears of each."""
     memory = task_memory(settings)
@@ -110,10 +113,10 @@ def run_shards(plans: list[ShardPlan], settings: DecodeSettings, out: Location, 
     isolated = make_shard_isolated.options(num_cpus=1, max_retries=2)   # Ray frees the CPU while it waits
     limit = max_in_flight or MAX_IN_FLIGHT
     queue = [(plan, "normal", 1) for plan in reversed(plans)]
-    running: dict[ray.ObjectRef, tuple[ShardPlan, str, int]] = {}
+    running: dict[ray.ObjectRef, tuple[ShardRef, str, int]] = {}
     done: list[ShardDone] = []
 
-    def submit(plan: ShardPlan, how: str, attempt: int) -> None:
+    def submit(plan: ShardRef, how: str, attempt: int) -> None:
         ref = (isolated.remote(plan, settings, out.uri, memory) if how == "isolated"
                else normal.remote(plan, settings, out.uri))
         running[ref] = (plan, how, attempt)
@@ -127,7 +130,7 @@ def run_shards(plans: list[ShardPlan], settings: DecodeSettings, out: Location, 
             result = ray.get(ready[0])
         except WORKER_DIED:
             if how == "isolated":
-                result = ShardDone(plan.name, len(plan.videos), error="its worker died even in isolation")
+                result = ShardDone(plan.name, plan.videos, error="its worker died even in isolation")
             else:
                 submit(plan, "isolated", 1)
                 continue
@@ -136,10 +139,10 @@ def run_shards(plans: list[ShardPlan], settings: DecodeSettings, out: Location, 
                 submit(plan, how, attempt + 1)
                 continue
             else:
-                result = ShardDone(plan.name, len(plan.videos), error=f"its node was lost {attempt} times: "
+                result = ShardDone(plan.name, plan.videos, error=f"its node was lost {attempt} times: "
                                                                       f"{type(e).__name__}")
         except ray.exceptions.RayTaskError as e:
-            result = ShardDone(plan.name, len(plan.videos), error=_last_line(e))
+            result = ShardDone(plan.name, plan.videos, error=_last_line(e))
         done.append(result)
         on_done(result)
     return done

@@ -1,18 +1,29 @@
-"""The videos to preprocess: read from the MSR-VTT layout or a plain manifest, checked row by row.
+"""The videos to preprocess: read from the MSR-VTT layout or a plain manifest, in batches, checked row by row.
 
-Both readers yield raw rows; `validate` turns them into `VideoInput`s and `Failure`s (stage "source"), so a
-bad row (no captions, captions that are not text, an unknown split, an id already given) is recorded and
-the rest go on. Only a problem with the whole input (a missing file, a missing column) raises `InputError`.
+A manifest is read a batch at a time (Arrow's CSV and Parquet readers, JSON lines one by one), so its length
+never decides the memory it takes. `validate` turns a batch into a table of good rows and one `Failure` (stage
+"source") per bad row (no captions, captions that are not text, an unknown split, no id), so a bad row is
+recorded and the rest go on; rows that are plainly right are checked as whole columns. Only a problem with
+the whole input (a missing file, a missing column) raises `InputError`. Ids given twice are found across
+batches, by `inputs`.
 """
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from pipelines.shard_format import KNOWN_SPLITS
 from pipelines.storage import Location, resolve_against
@@ -29,6 +40,13 @@ MANIFEST_COLUMNS = {
     "captions": ("captions", "caption"),
     "split": ("split",),
 }
+
+
+BATCH_ROWS = 65_536    # manifest rows read, checked and spooled at a time
+
+# The good rows of the inputs, as planning holds them (spooled to a local file) and plan files repeat them.
+INPUT_SCHEMA = pa.schema([("id", pa.string()), ("uri", pa.string()), ("captions", pa.list_(pa.string())),
+                          ("split", pa.string()), ("origin", pa.string())])
 
 
 class InputError(UserError):
@@ -65,6 +83,19 @@ class RawRow:
     problem: str | None = None  # set by a reader that could not parse the row at all
 
 
+@dataclass(frozen=True)
+class ArrowRows:
+    """Manifest rows `first`.. as the file types them, in columns named video, id, captions, split."""
+
+    columns: pa.RecordBatch
+    name: str                  # the manifest's file name, for origins ("manifest.csv row 4")
+    first: int                 # the row number of the first row, from 1
+    base: Location             # the folder relative video paths start from
+
+
+Rows = Union[ArrowRows, list[RawRow]]   # a batch of inputs: typed columns, or rows parsed one by one
+
+
 def read_msrvtt(annotations: str, videos: str) -> list[RawRow]:
     """9k train (captions from MSRVTT_data.json) and 1k-A test (one caption each, from the JSFUSION csv)."""
     root = Location.of(annotations)
@@ -92,62 +123,184 @@ def read_msrvtt(annotations: str, videos: str) -> list[RawRow]:
     return rows
 
 
-def read_manifest(manifest: str) -> list[RawRow]:
-    """CSV, JSONL or Parquet with columns video (path/URI, relative to the manifest), id, captions, split.
+def read_manifest(manifest: str, batch_rows: int = BATCH_ROWS) -> Iterator[Rows]:
+    """CSV, JSONL or Parquet with columns video (path/URI, relative to the manifest), id, captions, split,
+    as batches of at most `batch_rows` rows. The file and its columns are checked at once (`InputError`); the
+    rows are read as the batches are asked for, so a manifest of any length takes one batch of memory.
 
     Captions: a list (JSONL/Parquet), or in CSV either a JSON list ('["a", "b"]') or one caption.
     """
     loc = Location.of(manifest)
     if not loc.exists():
         raise InputError(f"manifest {loc.uri} does not exist")
-    header, records = _read_records(loc)
-    columns = _manifest_columns(loc.uri, header)
-    base = loc.parent()
-    rows = []
-    for origin, rec in records:
-        if isinstance(rec, str):  # a line the reader could not parse; rec says why
-            rows.append(RawRow(None, None, None, None, origin, problem=rec))
-            continue
-        video = rec.get(columns["video"])
-        uri = resolve_against(base, video) if isinstance(video, str) and video.strip() else video
-        rows.append(RawRow(rec.get(columns["id"]), uri, rec.get(columns["captions"]), rec.get(columns["split"]), origin))
-    return rows
-
-
-def _read_records(loc: Location) -> tuple[set[str], list[tuple[str, dict | str]]]:
-    """(column names, [(origin, record or why it could not be read)]) of a manifest."""
     kind = os.path.splitext(loc.path)[1].lower()
     if kind == ".csv":
-        return _read_csv(loc, required=())
+        return _csv_batches(loc, batch_rows)
     if kind in (".jsonl", ".ndjson"):
-        records = list(_read_jsonl(loc))
-        return set().union(*(r.keys() for _, r in records if isinstance(r, dict))), records
+        return _jsonl_batches(loc, batch_rows)
     if kind == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(loc.path, filesystem=loc.fs)
-        return set(table.column_names), [(f"{loc.name} row {i}", r) for i, r in enumerate(table.to_pylist(), 1)]
+        file = pq.ParquetFile(loc.fs.open_input_file(loc.path))
+        columns = _manifest_columns(loc.uri, set(file.schema_arrow.names))
+        batches = file.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys(columns.values())))
+        return _numbered(loc, columns, batches)
     raise InputError(f"manifest {loc.uri}: unknown format {kind!r} (use .csv, .jsonl or .parquet)")
 
 
-def validate(rows: Iterable[RawRow]) -> tuple[list[VideoInput], list[Failure]]:
-    """Good rows become inputs; each bad row becomes one failure naming what is wrong with it."""
-    inputs: list[VideoInput] = []
+def _csv_batches(loc: Location, batch_rows: int) -> Iterator[Rows]:
+    """Every column read as text (a CSV has no types); records may span lines inside quotes."""
+    def reader(types: dict | None = None):
+        return pacsv.open_csv(loc.fs.open_input_stream(loc.path),
+                              read_options=pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 256)),
+                              parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                              convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False))
+    header = reader().schema.names
+    columns = _manifest_columns(loc.uri, set(header))
+    return _numbered(loc, columns, _rebatched(reader({name: pa.string() for name in header}), batch_rows))
+
+
+def _rebatched(reader: pa.RecordBatchReader, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    for batch in reader:
+        for start in range(0, batch.num_rows, batch_rows):
+            yield batch.slice(start, batch_rows)
+
+
+def _numbered(loc: Location, columns: dict[str, str], batches: Iterator[pa.RecordBatch]) -> Iterator[ArrowRows]:
+    first = 1
+    for batch in batches:
+        yield ArrowRows(pa.RecordBatch.from_arrays([batch.column(columns[c]) for c in MANIFEST_COLUMNS],
+                                                   names=list(MANIFEST_COLUMNS)), loc.name, first, loc.parent())
+        first += batch.num_rows
+
+
+def _jsonl_batches(loc: Location, batch_rows: int) -> Iterator[list[RawRow]]:
+    """JSON lines are parsed one by one in Python: a line that is not a JSON object is one bad row, and values
+    of any type reach `validate` as they are (a number where text belongs is named, not coerced). The column
+    names are those of the first JSON object."""
+    records = _read_jsonl(loc)
+    ahead: list[tuple[str, dict | str]] = []
+    for origin, rec in records:
+        ahead.append((origin, rec))
+        if isinstance(rec, dict):
+            break
+    firsts = [rec for _, rec in ahead if isinstance(rec, dict)]
+    columns = _manifest_columns(loc.uri, set(firsts[0]) if firsts else set()) if ahead else {}
+    base = loc.parent()
+
+    def batches() -> Iterator[list[RawRow]]:
+        rows: list[RawRow] = []
+        for origin, rec in itertools.chain(ahead, records):
+            if isinstance(rec, str):  # a line the reader could not parse; rec says why
+                rows.append(RawRow(None, None, None, None, origin, problem=rec))
+            else:
+                video = rec.get(columns["video"])
+                uri = resolve_against(base, video) if isinstance(video, str) and video.strip() else video
+                rows.append(RawRow(rec.get(columns["id"]), uri, rec.get(columns["captions"]),
+                                   rec.get(columns["split"]), origin))
+            if len(rows) == batch_rows:
+                yield rows
+                rows = []
+        if rows:
+            yield rows
+    return batches()
+
+
+def validate(rows: Rows) -> tuple[pa.Table, list[Failure]]:
+    """One batch of rows checked: (the good ones as an `INPUT_SCHEMA` table in the batch's order, one failure
+    per bad row naming what is wrong with it). Ids given twice are found later, across batches (`inputs`)."""
+    if isinstance(rows, ArrowRows):
+        return _validate_columns(rows)
+    checked, failures = _check_rows(rows)
+    return pa.Table.from_pylist([r for r in checked if r is not None], schema=INPUT_SCHEMA), failures
+
+
+def _check_rows(rows: list[RawRow]) -> tuple[list[dict | None], list[Failure]]:
+    """Row by row: each good row as a dict of `INPUT_SCHEMA` (None for a bad one), and the failures."""
+    checked: list[dict | None] = []
     failures: list[Failure] = []
-    first_seen: dict[str, str] = {}
     for row in rows:
         vid = _text_id(row.id)
         uri = row.uri if isinstance(row.uri, str) and row.uri.strip() else None
         split = row.split if isinstance(row.split, str) else None
         problem = _row_problem(row, vid, uri, split)
-        if problem is None and vid in first_seen:
-            problem = f"duplicate id {vid!r} (first given at {first_seen[vid]})"
         if problem is not None:
             failures.append(Failure(uri or row.origin, vid or "", split or "", "source", f"{row.origin}: {problem}"))
+            checked.append(None)
             continue
-        first_seen[vid] = row.origin
-        inputs.append(VideoInput(vid, uri, tuple(c.strip() for c in _caption_list(row.captions)), split, row.origin))
-    return inputs, failures
+        checked.append({"id": vid, "uri": uri, "captions": [c.strip() for c in _caption_list(row.captions)],
+                        "split": split, "origin": row.origin})
+    return checked, failures
+
+
+def _validate_columns(rows: ArrowRows) -> tuple[pa.Table, list[Failure]]:
+    """Rows that are plainly right are checked and shaped as whole columns; the rest (a problem, or a CSV
+    caption that is a JSON list) go through the row-by-row check, which names the problem."""
+    b, n = rows.columns, rows.columns.num_rows
+    ids, id_ok = _id_column(b.column("id"))
+    uris, uri_ok = _uri_column(b.column("video"), rows.base)
+    captions, captions_ok = _caption_column(b.column("captions"), n)
+    split = b.column("split")
+    split_ok = (pc.is_in(split, value_set=pa.array(KNOWN_SPLITS)) if pa.types.is_string(split.type)
+                else pa.nulls(n, pa.bool_()))
+    ok = pc.fill_null(pc.and_kleene(pc.and_kleene(id_ok, uri_ok), pc.and_kleene(captions_ok, split_ok)), False)
+    numbers = pa.array(np.arange(rows.first, rows.first + n))
+    origins = pc.binary_join_element_wise(f"{rows.name} row ", pc.cast(numbers, pa.string()), "")
+    good = pa.table([ids, uris, captions, split.cast(pa.string()) if pa.types.is_string(split.type)
+                     else pa.nulls(n, pa.string()), origins], schema=INPUT_SCHEMA).filter(ok)
+    if pc.all(ok).as_py() in (True, None):
+        return good, []
+    bad = pc.invert(ok)
+    rest = [RawRow(r["id"], resolve_against(rows.base, r["video"]) if isinstance(r["video"], str)
+                   and r["video"].strip() else r["video"], r["captions"], r["split"], origin)
+            for r, origin in zip(b.filter(bad).to_pylist(), origins.filter(bad).to_pylist())]
+    checked, failures = _check_rows(rest)
+    passed = np.array([r is not None for r in checked], bool)
+    if not passed.any():
+        return good, failures
+    more = pa.Table.from_pylist([r for r in checked if r is not None], schema=INPUT_SCHEMA)
+    where = np.concatenate([np.flatnonzero(ok.to_numpy(zero_copy_only=False)),
+                            np.flatnonzero(bad.to_numpy(zero_copy_only=False))[passed]])
+    return pa.concat_tables([good, more]).take(np.argsort(where, kind="stable")), failures
+
+
+def _id_column(column: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(ids as text, which are usable): text trimmed, whole numbers written out; other types fail per row."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        ids = pc.utf8_trim_whitespace(column.cast(pa.string()))
+        return ids, pc.greater(pc.utf8_length(ids), 0)
+    if pa.types.is_integer(column.type):
+        return pc.cast(column, pa.string()), pc.is_valid(column)
+    return pa.nulls(len(column), pa.string()), pa.nulls(len(column), pa.bool_())
+
+
+def _uri_column(column: pa.Array, base: Location) -> tuple[pa.Array, pa.Array]:
+    """Video paths resolved against the manifest's folder, as `resolve_against` does one at a time."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return pa.nulls(len(column), pa.string()), pa.nulls(len(column), pa.bool_())
+    column = column.cast(pa.string())
+    absolute = pc.or_(pc.match_substring(column, "://"), pc.starts_with(column, "/"))
+    uris = pc.if_else(absolute, column, pc.binary_join_element_wise(base.child("").uri, column, ""))
+    return uris, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
+
+
+def _caption_column(column: pa.Array, n: int) -> tuple[pa.Array, pa.Array]:
+    """(captions as lists of trimmed text, which rows are plainly right): a list of text with at least one
+    caption and no empty one, or in CSV one caption that does not look like a JSON list."""
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        text = pc.utf8_trim_whitespace(column.cast(pa.string()))
+        ok = pc.and_(pc.greater(pc.utf8_length(text), 0), pc.invert(pc.starts_with(text, "[")))
+        return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), text), ok
+    if not ((pa.types.is_list(kind) or pa.types.is_large_list(kind))
+            and (pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type))):
+        return pa.nulls(n, pa.list_(pa.string())), pa.nulls(n, pa.bool_())
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy().astype(np.int64)
+    text = pc.utf8_trim_whitespace(pc.list_flatten(column).cast(pa.string()))
+    empty = pc.fill_null(pc.equal(pc.utf8_length(text), 0), True).to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(column).to_numpy()
+    bad_captions = np.bincount(parents[empty], minlength=n) if len(parents) else np.zeros(n, np.int64)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    ok = pa.array((lengths > 0) & (bad_captions == 0) & pc.is_valid(column).to_numpy(zero_copy_only=False))
+    return pa.ListArray.from_arrays(offsets, text), ok
 
 
 def _row_problem(row: RawRow, vid: str | None, uri: str | None, split: str | None) -> str | None:
@@ -211,18 +364,19 @@ def _read_csv(loc: Location, required: tuple[str, ...]) -> tuple[set[str], list[
     return set(header), [(f"{loc.name} row {n}", rec) for n, rec in enumerate(reader, start=1)]
 
 
-def _read_jsonl(loc: Location) -> Iterable[tuple[str, dict | str]]:
-    """(origin, record); a line that is not a JSON object yields (origin, why) instead of stopping."""
-    for n, line in enumerate(loc.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        origin = f"{loc.name} line {n}"
-        try:
-            rec = json.loads(line)
-        except ValueError as e:
-            yield origin, f"not JSON ({e})"
-            continue
-        yield origin, rec if isinstance(rec, dict) else f"not a JSON object ({_short(rec)})"
+def _read_jsonl(loc: Location) -> Iterator[tuple[str, dict | str]]:
+    """(origin, record), streamed line by line; a line that is not a JSON object yields (origin, why)."""
+    with io.TextIOWrapper(loc.fs.open_input_stream(loc.path), encoding="utf-8") as lines:
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            origin = f"{loc.name} line {n}"
+            try:
+                rec = json.loads(line)
+            except ValueError as e:
+                yield origin, f"not JSON ({e})"
+                continue
+            yield origin, rec if isinstance(rec, dict) else f"not a JSON object ({_short(rec)})"
 
 
 def _manifest_columns(uri: str, present: set[str]) -> dict[str, str]:

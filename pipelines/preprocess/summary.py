@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.id_set import IdSet, fingerprints
-from pipelines.preprocess.plan import last_shards
+from pipelines.preprocess.plan import Ledger
 from pipelines.preprocess.sources import Failure
 from pipelines.shard_format import FAILURE_COLUMNS, FAILURES, FORMAT, SAMPLE_FILTER, SUMMARY, sample_table
 from pipelines.storage import Location
@@ -26,7 +26,7 @@ SCANNED = ["id", "split", "shard", "valid", "captions"]
 FAILED = ["id", "split", "shard", "source", "stage", "error"]
 
 
-def summarize(out: Location, ledger: pa.Table, removed: pa.Table, source_failures: list[Failure],
+def summarize(out: Location, ledger: Ledger, removed: pa.Table, source_failures: list[Failure],
               options: dict) -> tuple[dict, list[Failure]]:
     """(summary, failure table) of the folder as it is now."""
     splits: dict[str, dict] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
@@ -69,12 +69,12 @@ def _per_split(samples: pa.Table) -> dict[str, int]:
     return {c["values"]: c["counts"] for c in counts.to_pylist()}
 
 
-def latest_failures(out: Location, ledger: pa.Table, removed: pa.Array, source_failures: list[Failure]
+def latest_failures(out: Location, ledger: Ledger, removed: pa.Array, source_failures: list[Failure]
                     ) -> list[Failure]:
     """The failure table: every failure that is still the latest word on its video, sorted."""
     ds = sample_table(out)
     rows = ds.to_table(columns=FAILED, filter=f"NOT ({SAMPLE_FILTER})").to_pylist() if ds is not None else []
-    last_shard = last_shards(ledger, [r["id"] for r in rows])
+    last_shard = ledger.last_shards([r["id"] for r in rows])
     gone = set(pc.filter(removed, pc.is_in(removed, value_set=pa.array(
         [r["id"] for r in rows] + [f.id for f in source_failures], pa.string()))).to_pylist())
     found = [f for f in source_failures if f.id not in gone]

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -154,14 +155,16 @@ def test_inputs_that_are_all_rejected_give_the_failure_table(tmp_path, ray_clust
 def test_a_plan_whose_shards_never_finished_is_made_again_from_the_new_inputs(tmp_path, clips, ray_cluster):
     """Killed after planning, before any shard: the next run may change inputs and options freely."""
     from pipelines.shard_format import CATALOG_DIR, OPTIONS
-    from pipelines.preprocess.plan import plan_shards, write_plan
-    from pipelines.preprocess.sources import VideoInput
+    from pipelines.preprocess.inputs import collect_inputs
+    from pipelines.preprocess.plan import plan_new, write_plans
+    from pipelines.preprocess.sources import read_manifest
     from pipelines.storage import Location
 
     out = tmp_path / "out"
     (out / CATALOG_DIR).mkdir(parents=True)
     (out / CATALOG_DIR / OPTIONS).write_text(json.dumps({"frames": 3}))
-    write_plan(Location.of(str(out)), plan_shards([VideoInput("x", str(clips[0]), ("c",), "train", "m")], 2))
+    first = collect_inputs(read_manifest(write_manifest(tmp_path / "first.jsonl", [row("x", clips[0])])))
+    write_plans(Location.of(str(out)), first, plan_new(first, np.arange(1), 2, {}))
     manifest = write_manifest(tmp_path / "m.jsonl", [row("x", clips[1]), row("y", clips[2])])
     report = run_preprocess(options(out, manifest), log=lambda line: None)
     assert report.ok and report.processed == 2 and os.listdir(out / "_plans") == ["plan-000000.parquet"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipelines.preprocess import OptionsError, PreprocessOptions, run_preprocess
-from pipelines.preprocess.plan import plan_shards
+from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.sample import DecodeSettings, make_sample
 from pipelines.preprocess.sources import VideoInput
 from pipelines.preprocess.writer import finished_shards, write_shard
@@ -28,7 +28,7 @@ def test_decode_write_and_read_on_an_object_store(tmp_path, s3_server):
     video.write_atomic(encode_frames(tmp_path / "g.mp4", green, fps=10).read_bytes())
     inputs = [VideoInput("green", video.uri, ("all green",), "train", "test"),
               VideoInput("gone", f"{bucket}/videos/missing.mp4", ("x",), "train", "test")]
-    plan, = plan_shards(inputs, samples_per_shard=8)
+    plan = ShardPlan("train", "train-000000.tar", tuple(inputs))
     settings = DecodeSettings(frames=4, fps=1.0, resolution=32, quality=95, timeout=60)
     rows = [make_sample({"shard": plan.name, "pos": i, "id": v.id, "uri": v.uri, "captions": list(v.captions),
                          "split": v.split, "origin": v.origin}, settings) for i, v in enumerate(plan.videos)]

@@ -1,11 +1,20 @@
 """Reading inputs: the MSR-VTT layout, manifests in three formats, and one failure per bad row."""
 import json
+import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.preprocess.sources import InputError, read_manifest, read_msrvtt, validate
+from pipelines.preprocess.inputs import collect_inputs
+from pipelines.preprocess.sources import InputError, read_manifest, read_msrvtt
+
+
+def checked(batches):
+    """(the inputs that count, as objects; the failures)."""
+    inputs = collect_inputs(batches)
+    return inputs.videos(np.flatnonzero(inputs.counted)), inputs.failures
 
 
 def write_msrvtt(root):
@@ -21,7 +30,7 @@ def write_msrvtt(root):
 
 def test_msrvtt_layout_gives_9k_train_and_jsfusion_test(tmp_path):
     write_msrvtt(tmp_path)
-    inputs, failures = validate(read_msrvtt(str(tmp_path), str(tmp_path / "videos")))
+    inputs, failures = checked([read_msrvtt(str(tmp_path), str(tmp_path / "videos"))])
     by_id = {v.id: v for v in inputs}
     assert by_id["video1"].captions == ("first", "second")          # sen_id order
     assert by_id["video0"].split == "train" and by_id["video7010"].split == "test"
@@ -56,7 +65,7 @@ def test_manifest_formats_read_alike(tmp_path, kind):
         path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     else:
         pq.write_table(pa.Table.from_pylist(ROWS), path)
-    inputs, failures = validate(read_manifest(str(path)))
+    inputs, failures = checked(read_manifest(str(path)))
     assert failures == []
     assert [(v.id, v.captions, v.split) for v in inputs] == [(r["id"], tuple(r["captions"]), r["split"]) for r in ROWS]
     assert [v.uri for v in inputs] == [str(tmp_path / "a.mp4"), str(tmp_path / "sub" / "b c.mp4"),
@@ -75,7 +84,7 @@ def test_each_bad_row_is_one_failure_and_good_rows_stay(tmp_path):
             {"video": "i.mp4", "id": None, "captions": ["x"], "split": "train"}]
     path = tmp_path / "m.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
-    inputs, failures = validate(read_manifest(str(path)))
+    inputs, failures = checked(read_manifest(str(path)))
     assert [v.id for v in inputs] == ["ok"] and inputs[0].captions == ("fine",)
     reasons = [f.error for f in failures]
     assert len(failures) == len(rows)  # 8 bad rows + the line that is not JSON
@@ -92,3 +101,44 @@ def test_manifest_without_a_needed_column_is_an_input_error(tmp_path):
     path.write_text("path,id,split\nx.mp4,a,train\n")
     with pytest.raises(InputError, match="no captions column"):
         read_manifest(str(path))
+
+
+MIXED = [{"video": "a.mp4", "id": "a", "captions": ["one", " two "], "split": "train"},
+         {"video": "b.mp4", "id": " ", "captions": ["x"], "split": "train"},
+         {"video": "c.mp4", "id": "c", "captions": ["x", None], "split": "train"},
+         {"video": "d.mp4", "id": "d", "captions": [], "split": "val"},
+         {"video": "", "id": "e", "captions": ["x"], "split": "test"},
+         {"video": "f.mp4", "id": "f", "captions": ["x"], "split": "holdout"},
+         {"video": "g.mp4", "id": "a", "captions": ["again"], "split": "train"},
+         {"video": "h.mp4", "id": "h", "captions": None, "split": "test"},
+         {"video": "i.mp4", "id": "i", "captions": ["fine"], "split": "test"}]
+
+
+def test_columns_checked_in_batches_agree_with_rows_checked_one_by_one(tmp_path):
+    """Parquet batches are checked as columns, JSON lines row by row: the same inputs, the same failures,
+    also when an id given twice lies in another batch."""
+    pq.write_table(pa.Table.from_pylist(MIXED), tmp_path / "m.parquet")
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in MIXED))
+    found = {}
+    for kind in ("parquet", "jsonl"):
+        inputs, failures = checked(read_manifest(str(tmp_path / f"m.{kind}"), batch_rows=4))
+        found[kind] = ([(v.id, v.uri, v.captions, v.split) for v in inputs],
+                       sorted((f.id, re.sub(r"at m\.\w+ (row|line)", "at", f.error.split(": ", 1)[1]))
+                              for f in failures))
+    assert found["parquet"] == found["jsonl"]
+    inputs, failures = found["parquet"]
+    assert inputs == [("a", str(tmp_path / "a.mp4"), ("one", "two"), "train"),
+                      ("i", str(tmp_path / "i.mp4"), ("fine",), "test")]
+    assert len(failures) == len(MIXED) - 2
+    assert ("a", "duplicate id 'a' (first given at 1)") in failures
+
+
+def test_csv_captions_that_are_json_lists_keep_their_place(tmp_path):
+    """A CSV caption that looks like a JSON list takes the row-by-row path; the batch keeps input order."""
+    path = tmp_path / "m.csv"
+    path.write_text('video,id,captions,split\nx.mp4,x,plain,train\ny.mp4,y,"[""p"", ""q""]",train\n'
+                    "z.mp4,z,last,train\n7.mp4,7,\"[not json\",test\n")
+    inputs, failures = checked(read_manifest(str(path), batch_rows=3))
+    assert [(v.id, v.captions) for v in inputs] == [("x", ("plain",)), ("y", ("p", "q")), ("z", ("last",)),
+                                                    ("7", ("[not json",))]
+    assert failures == []
