@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "visualize": ("visualize", "paint which patches each final token merged, across frames"),
     "import-official": ("import_official", "convert a checkpoint of the authors' code into an adapter"),
     "upgrade-shards": ("upgrade_shards", "convert shard folders written before the sample table, once"),
+    "compact-shards": ("compact_shards", "write again the shards holding removed videos, without them"),
     "submit": ("submit", "submit any job to a Ray cluster through the job submission API"),
     "nightly": ("nightly", "run the incremental embedding against a registry alias, nightly from cron"),
     "promote": ("promote", "point a registry alias (e.g. champion) at a checked model version"),

@@ -14,9 +14,12 @@ import this module, and nothing of each other.
     OUT/_index/options.json         the options that shaped the shards, checked when a job resumes
     OUT/_index/train-000000.json    per-shard catalogs of folders written before the sample table
                                     (`tempme upgrade-shards` turns them into it, once)
-    OUT/_plans/plan-000000.parquet  which video goes into which shard, one file per run that added shards,
-                                    written before its shards (the ledger of the append-only folder)
+    OUT/_plans/plan-000000.parquet  which video goes into which shard, up to 256 shards a file (a row group
+                                    each), written before its shards (the ledger of the append-only folder)
     OUT/_removed.parquet            ids (and splits) of videos that left the inputs: readers skip them
+    OUT/train-000000.g1.tar         a shard written again without its removed videos (`tempme
+                                    compact-shards`); its rows name it, the older generation is retired
+    OUT/_retired.parquet            tars no row names any more, and since when: deleted after VERSIONS_KEPT
 
 Names starting with "_" or "." (tables, summary, unfinished files) are skipped by
 `ray.data.read_webdataset(OUT)`, so the folder reads as the shards alone.
@@ -44,6 +47,7 @@ CATALOG_DIR = "_index"   # options.json, and the per-shard catalogs of folders w
 OPTIONS = "options.json"
 PLANS_DIR = "_plans"
 REMOVED = "_removed.parquet"
+RETIRED = "_retired.parquet"
 META_MEMBER = "json"
 FAILURE_COLUMNS = ("input", "id", "split", "stage", "error")
 KNOWN_SPLITS = ("train", "val", "test")
@@ -61,6 +65,7 @@ SAMPLE_SCHEMA = pa.schema([
     ("stage", pa.string()), ("error", pa.string()),             # "" for a sample; else see STAGES
 ])
 REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string())])
+RETIRED_SCHEMA = pa.schema([("shard", pa.string()), ("retired_at", pa.timestamp("s", tz="UTC"))])
 SAMPLE_FILTER = "error = ''"           # a Lance filter: rows that are samples, not failures
 VERSIONS_KEPT = dt.timedelta(days=7)   # old versions of the sample table, for readers pinned to one
 # Why an input gave no sample. The transient ones are worth another try (`--retry-failed`); the others are
@@ -71,8 +76,9 @@ STAGES = {"source": "the input row itself (no captions, unknown split, repeated 
           "timeout": "ffmpeg ran longer than --timeout",
           "worker": "the process decoding it died (out of memory, crash)",
           "decode": "ffmpeg cannot give frames (not a video, corrupt, truncated)",
-          "encode": "making the JPEGs or the tar failed"}
-TRANSIENT_STAGES = ("read", "timeout", "worker")
+          "encode": "making the JPEGs or the tar failed",
+          "compacted": "it had left the inputs and its bytes were compacted away (it came back since)"}
+TRANSIENT_STAGES = ("read", "timeout", "worker", "compacted")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _KEY_CHARS = 80  # keeps every member name under the 100 bytes of a plain ustar header
@@ -83,7 +89,25 @@ def shard_name(split: str, number: int) -> str:
 
 
 def shard_number(shard: str) -> int:
-    return int(shard.removesuffix(".tar").rsplit("-", 1)[1])
+    return int(shard_base(shard).removesuffix(".tar").rsplit("-", 1)[1])
+
+
+def shard_base(shard: str) -> str:
+    """The name a shard was planned under, whatever generation of it holds its rows now."""
+    stem, generation = _generation(shard)
+    return f"{stem}.tar" if generation else shard
+
+
+def next_generation(shard: str) -> str:
+    """The name of the shard written again: train-000007.tar -> train-000007.g1.tar -> .g2.tar."""
+    stem, generation = _generation(shard)
+    return f"{stem}.g{generation + 1}.tar"
+
+
+def _generation(shard: str) -> tuple[str, int]:
+    stem = shard.removesuffix(".tar")
+    head, dot, tail = stem.rpartition(".g")
+    return (head, int(tail)) if dot and tail.isdigit() else (stem, 0)
 
 
 def plan_name(number: int) -> str:

@@ -82,7 +82,7 @@ import pyarrow.compute as pc
 
 from pipelines.id_set import IdSet, fingerprints
 from pipelines.shard_format import (META_MEMBER, SAMPLE_FILTER, SUMMARY, frame_member, legacy_catalogs,
-                                    read_removed, sample_table, split_filter)
+                                    read_removed, sample_table, split_filter, sql_text)
 from pipelines.storage import Location
 from tempme.errors import NotFound, UserError
 
@@ -132,6 +132,18 @@ def sample_batches(shards: str, columns: Sequence[str], split: str | None = None
                 batch = batch.filter(pa.array(~removed.holds(fingerprints(batch["id"]))))
             if batch.num_rows:
                 yield folder, batch.select(list(columns))
+
+
+def current_thumbnail(tar: str, video_id: str) -> tuple[str, int, int] | None:
+    """Where the first frame of `video_id` is now, for a reader that was told `tar` and found it gone (a
+    compacted shard's old generation, deleted once retired): looked up in that tar's folder's sample table."""
+    folder = Location.of(tar).parent()
+    ds = samples_of(folder)
+    if ds is None:
+        return None
+    rows = ds.to_table(columns=["shard", "thumb_offset", "thumb_size"],
+                       filter=f"id = {sql_text(video_id)} AND {SAMPLE_FILTER}").to_pylist()
+    return (folder.child(rows[-1]["shard"]).uri, rows[-1]["thumb_offset"], rows[-1]["thumb_size"]) if rows else None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 from pipelines.id_set import IdSet, fingerprints
 from pipelines.preprocess.plan import Ledger
 from pipelines.preprocess.sources import Failure
-from pipelines.shard_format import FAILURE_COLUMNS, FAILURES, FORMAT, SAMPLE_FILTER, SUMMARY, sample_table
+from pipelines.shard_format import (FAILURE_COLUMNS, FAILURES, FORMAT, SAMPLE_FILTER, SUMMARY, sample_table,
+                                    shard_base)
 from pipelines.storage import Location
 
 COUNTS = ("samples", "shards", "bytes", "frames", "captions", "failures", "removed")
@@ -79,7 +80,7 @@ def latest_failures(out: Location, ledger: Ledger, removed: pa.Array, source_fai
         [r["id"] for r in rows] + [f.id for f in source_failures], pa.string()))).to_pylist())
     found = [f for f in source_failures if f.id not in gone]
     found += [Failure(r["source"], r["id"], r["split"], r["stage"], r["error"]) for r in rows
-              if last_shard.get(r["id"]) == r["shard"] and r["id"] not in gone]
+              if last_shard.get(r["id"]) == shard_base(r["shard"]) and r["id"] not in gone]
     return sorted(found, key=lambda f: (f.split, f.id, f.input, f.stage))
 
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.shard_format import (CATALOG_DIR, PLANS_DIR, SAMPLE_SCHEMA, commit_samples, frame_member,
-                                    sample_table, write_sample_rows)
+                                    sample_table, shard_base, write_sample_rows)
 from pipelines.storage import TEMP_MARK, Location
 
 END_OF_ARCHIVE = b"\0" * (2 * tarfile.BLOCKSIZE)
@@ -91,12 +91,13 @@ def write_shard(out: Location, plan: ShardPlan, results: list[dict]) -> dict:
 
 
 def finished_shards(out: Location) -> set[str]:
-    """Names of the shards whose rows are in the sample table (one column read, a name per shard kept)."""
+    """Names of the shards whose rows are in the sample table, as planned (a compacted shard's rows name its
+    new generation); one column read, a name per shard kept."""
     ds = sample_table(out)
     names: set[str] = set()
     if ds is not None:
         for batch in ds.to_batches(columns=["shard"]):
-            names.update(pc.unique(batch.column(0)).to_pylist())
+            names.update(shard_base(name) for name in pc.unique(batch.column(0)).to_pylist())
     return names
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from pipelines.embed.search import TextSearch
+from pipelines.shards import current_thumbnail
 from pipelines.storage import Location, retrying
 from tempme.errors import UserError
 
@@ -134,7 +135,11 @@ class SearchState:
         if hit is None or hit.thumbnail is None:
             return None
         try:
-            return _read_bytes(*hit.thumbnail)
+            try:
+                return _read_bytes(*hit.thumbnail)
+            except FileNotFoundError:     # its shard was compacted since it was embedded: look it up
+                moved = current_thumbnail(hit.thumbnail[0], video_id)
+                return _read_bytes(*moved) if moved else None
         except OSError as err:
             raise Unavailable(f"the shard of {video_id} cannot be read: {err}") from err
 
