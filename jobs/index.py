@@ -30,12 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.index import IndexStore
-
+    from pipelines.index import IndexStore, WriterLease
+    from pipelines.lease import run_name
+    
     store = IndexStore(args.index)
     store.root.check_usable("index")
-    result = {"info": store.info, "compact": store.compact,
-              "cleanup": lambda: store.cleanup(args.older_than)}[args.action]()
+    action = {"info": store.info, "compact": store.compact,
+              "cleanup": lambda: store.cleanup(args.older_than)}[args.action]
+    if args.action == "info":
+        result = action()
+    else:      # writers of the index: one at a time, with the embedding runs
+        with WriterLease(store, f"index-{args.action}-{run_name()}"):
+            result = action()
     if args.json or args.action != "info":
         print(json.dumps(result, indent=1, default=str))
         return 0

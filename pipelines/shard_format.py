@@ -20,6 +20,7 @@ import this module, and nothing of each other.
     OUT/train-000000.g1.tar         a shard written again without its removed videos (`tempme
                                     compact-shards`); its rows name it, the older generation is retired
     OUT/_retired.parquet            tars no row names any more, and since when: deleted after VERSIONS_KEPT
+    OUT/_lease.lance                which run writes the folder now (`folder_lease`): one writer at a time
 
 Names starting with "_" or "." (tables, summary, unfinished files) are skipped by
 `ray.data.read_webdataset(OUT)`, so the folder reads as the shards alone.
@@ -37,7 +38,8 @@ import pyarrow.parquet as pq
 from lance import LanceOperation
 from lance.fragment import FragmentMetadata, write_fragments
 
-from pipelines.storage import Location, lance_options, retrying
+from pipelines.lease import Busy, Lease
+from pipelines.storage import Location, lance_options, retrying, sql_text
 
 FORMAT = "tempme-shards/2"    # 2: the sample table replaces per-shard catalogs
 SUMMARY = "_summary.json"
@@ -48,6 +50,7 @@ OPTIONS = "options.json"
 PLANS_DIR = "_plans"
 REMOVED = "_removed.parquet"
 RETIRED = "_retired.parquet"
+LEASE = "_lease.lance"
 META_MEMBER = "json"
 FAILURE_COLUMNS = ("input", "id", "split", "stage", "error")
 KNOWN_SPLITS = ("train", "val", "test")
@@ -132,11 +135,6 @@ def split_filter(split: str) -> str:
     return f"split = {sql_text(split)} AND {SAMPLE_FILTER}"
 
 
-def sql_text(text: str) -> str:
-    """`text` as a quoted literal of a Lance filter."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def sample_table(folder: Location):
     """The folder's sample table (a Lance dataset), or None when no shard was ever finished in it."""
     loc = folder.child(SAMPLES)
@@ -173,6 +171,17 @@ def compact_samples(folder: Location, older_than: dt.timedelta | None = VERSIONS
         ds.optimize.compact_files()
         if older_than is not None:
             ds.cleanup_old_versions(older_than=older_than)
+
+
+class FolderBusy(Busy):
+    """Another run writes this shard folder."""
+
+
+def folder_lease(folder: Location, run_id: str, what: str) -> Lease:
+    """The folder's writer lease for a run of kind `what` ("preprocess run"): preprocessing and compaction
+    hold it from before they touch anything until they end."""
+    loc = folder.child(LEASE)
+    return Lease(loc.uri, lance_options(loc.uri), run_id, folder.uri, what, "this shard folder", FolderBusy)
 
 
 def legacy_catalogs(folder: Location) -> list[Location]:

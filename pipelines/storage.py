@@ -35,6 +35,11 @@ class StoreError(UserError):
     """A folder or bucket that cannot be used at all (no such bucket, refused credentials)."""
 
 
+def sql_text(text: str) -> str:
+    """`text` as a quoted literal of a Lance filter."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def retrying(call: Callable[[], T], attempts: int = ATTEMPTS, backoff_s: float = FIRST_BACKOFF_S) -> T:
     """`call()`, tried again with exponential back-off on OSError (what pyarrow raises for network errors,
     timeouts and throttling); the last error is raised. A missing file is not an error here (pyarrow

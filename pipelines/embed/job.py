@@ -262,10 +262,7 @@ def _embed(ray, writer, shards, model, adapter, out, workers, batch_size, device
     writer.publish()
     seconds = time.perf_counter() - start
     if changed:
-        upkeep = ray.remote(num_cpus=1)(_upkeep).remote(out)
-        while not ray.wait([upkeep], timeout=30)[0]:    # an ANN build can take minutes: keep the lease
-            writer.lease.renew()
-        ray.get(upkeep)
+        ray.get(ray.remote(num_cpus=1)(_upkeep).remote(out))   # minutes of ANN build: the lease beats on
     else:    # nothing new: no Ray, no ANN work; only old versions go
         store.cleanup(RETENTION)
     return EmbedReport(model=model, location=out, videos=plan.videos, already_done=plan.videos - plan.todo,

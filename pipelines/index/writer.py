@@ -92,7 +92,7 @@ class IndexWriter:
 
     def commit(self, written: Sequence[str]) -> None:
         """Commit the fragments that `write_fragment` described (its JSON strings)."""
-        self.lease.renew()
+        self.lease.check()
         parts = [json.loads(w) for w in written if w]
         fragments = [FragmentMetadata.from_json(f) for p in parts for f in p["fragments"]]
         if not fragments:
@@ -125,7 +125,7 @@ class IndexWriter:
         ds = self.store.dataset()
         if ds is None or not self.replacing:
             return
-        self.lease.renew(every=0)
+        self.lease.check()
         # Three commits, each a consistent index: the new version goes live while still recorded as pending
         # (so readers keep filtering to its rows), the old rows go, then nothing is pending. A run killed in
         # between leaves this model pending and live, and the next run with it publishes again.

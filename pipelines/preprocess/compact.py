@@ -25,10 +25,12 @@ from lance import LanceOperation
 from lance.fragment import FragmentMetadata
 
 from pipelines.id_set import IdSet, fingerprints
+from pipelines.lease import Lease, run_name
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.writer import ShardWriter
-from pipelines.shard_format import (RETIRED, RETIRED_SCHEMA, SAMPLE_FILTER, SAMPLES, VERSIONS_KEPT, frame_member,
-                                    next_generation, read_removed, sample_table, sql_text)
+from pipelines.shard_format import (RETIRED, RETIRED_SCHEMA, SAMPLE_FILTER, SAMPLES, VERSIONS_KEPT,
+                                    folder_lease, frame_member, next_generation, read_removed, sample_table,
+                                    sql_text)
 from pipelines.storage import Location, lance_options, retrying
 
 COMPACTED = "left the inputs; its bytes were compacted away"
@@ -43,7 +45,14 @@ class CompactReport:
 
 def compact_shards(out: Location, min_share: float = 0.25, keep: dt.timedelta = VERSIONS_KEPT,
                    log: Callable[[str], None] = print, ray_address: str | None = None) -> CompactReport:
-    """Write again every shard whose removed samples are at least `min_share` of its samples."""
+    """Write again every shard whose removed samples are at least `min_share` of its samples, holding the
+    folder's lease (no preprocess run writes it meanwhile)."""
+    with folder_lease(out, run_name(), "compact-shards run") as lease:
+        return _compact(out, min_share, keep, log, ray_address, lease)
+
+
+def _compact(out: Location, min_share: float, keep: dt.timedelta, log: Callable[[str], None],
+             ray_address: str | None, lease: Lease) -> CompactReport:
     deleted = _delete_retired(out, keep)
     chosen = shards_to_compact(out, min_share)
     if not chosen:
@@ -53,6 +62,7 @@ def compact_shards(out: Location, min_share: float = 0.25, keep: dt.timedelta = 
     log(f"compact-shards: writing {len(chosen)} shards again without their removed videos")
     removed = read_removed(out)["id"]
     done = _run_tasks(out, sorted(chosen), removed, ray_address)
+    lease.check()
     _swap(out, {old: new for old, (new, _) in done.items()}, [f for _, frags in done.values() for f in frags])
     _retire(out, sorted(done))
     freed = sum(chosen.values())

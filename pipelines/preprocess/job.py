@@ -27,8 +27,9 @@ from pipelines.preprocess.sources import Failure, InputError, read_manifest, rea
 from pipelines.preprocess.summary import latest_failures, summarize, write_report
 from pipelines.preprocess.upgrade import upgrade_folder
 from pipelines.preprocess.writer import finished_shards, remove_unfinished
+from pipelines.lease import Lease, run_name
 from pipelines.shard_format import (CATALOG_DIR, KNOWN_SPLITS, OPTIONS, TRANSIENT_STAGES, commit_samples,
-                                    compact_samples, read_removed, sample_table, sql_text)
+                                    compact_samples, folder_lease, read_removed, sample_table, sql_text)
 from pipelines.progress import Progress
 from pipelines.storage import Location, StoreError
 from tempme.errors import UserError
@@ -179,13 +180,21 @@ def plan_work(options: PreprocessOptions, log: Callable[[str], None] = print) ->
 
 
 def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = print) -> PreprocessReport:
-    """Make, complete or extend the shards in `options.out`. Raises OptionsError before any work if it cannot."""
+    """Make, complete or extend the shards in `options.out`. Raises OptionsError before any work if it cannot,
+    and FolderBusy, before touching anything, while another run writes the folder."""
+    check_options(options)
+    with folder_lease(Location.of(options.out), run_name(), "preprocess run") as lease:
+        return _run(options, lease, log)
+
+
+def _run(options: PreprocessOptions, lease: Lease, log: Callable[[str], None]) -> PreprocessReport:
     started = time.monotonic()
     w = plan_work(options, log)
     out, ledger = w.out, w.ledger
     if w.pending or w.added:
         _connect(options, out)
     pending = w.pending
+    lease.check()
     if w.added:
         pending = pending + write_plans(out, w.inputs, w.added)
         ledger = Ledger.read(out)      # with this run's plans: a video planned again has a new last shard
@@ -197,7 +206,7 @@ def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = prin
         + f", {w.removed.num_rows} removed; {len(pending)} shards to make"
         + (f"; removed {w.stale} unfinished files" if w.stale else ""))
     progress = Progress("preprocess", sum(p.videos for p in pending), options.progress_every, log)
-    done = _make_shards(pending, options, out, progress) if pending else []
+    done = _make_shards(pending, options, out, progress, lease) if pending else []
     written = [d for d in done if not d.error]
     summary, failures = summarize(out, ledger, w.removed, w.inputs.failures,
                                   {**options.shape(), "input": options.manifest or options.msrvtt})
@@ -233,12 +242,13 @@ def _connect(o: PreprocessOptions, out: Location) -> None:
                            "(s3://bucket/shards, gs://...)")
 
 
-def _make_shards(pending: list[ShardRef], o: PreprocessOptions, out: Location, progress: Progress) -> list:
+def _make_shards(pending: list[ShardRef], o: PreprocessOptions, out: Location, progress: Progress,
+                 lease: Lease) -> list:
     """Run the shard tasks, committing their rows of the sample table as they come, in batches."""
     from pipelines.preprocess.shard_tasks import run_shards
 
     settings = DecodeSettings(o.frames, o.fps, o.resolution, o.quality, o.timeout)
-    commits = SampleCommits(out)
+    commits = SampleCommits(out, lease)
 
     def finished(d) -> None:
         if not d.error:
@@ -261,8 +271,8 @@ class SampleCommits:
     again, identically. A shard whose rows are in the table already (another run made it meanwhile) is not
     committed twice."""
 
-    def __init__(self, out: Location, shards: int = COMMIT_SHARDS, seconds: float = COMMIT_SECONDS):
-        self.out, self.shards, self.seconds = out, shards, seconds
+    def __init__(self, out: Location, lease: Lease, shards: int = COMMIT_SHARDS, seconds: float = COMMIT_SECONDS):
+        self.out, self.lease, self.shards, self.seconds = out, lease, shards, seconds
         self.pending: dict[str, tuple[str, ...]] = {}      # shard -> its rows' fragments
         self.since, self.commits = -float("inf"), 0
 
@@ -278,6 +288,7 @@ class SampleCommits:
             for shard in set(ds.to_table(columns=["shard"], filter=f"shard IN ({names})")["shard"].to_pylist()):
                 del self.pending[shard]
         if fragments := [f for written in self.pending.values() for f in written]:
+            self.lease.check()
             commit_samples(self.out, fragments)
             self.commits += 1
             if self.commits % COMPACT_EVERY == 0:

@@ -1,6 +1,7 @@
 """The writers' lease: one writer at a time, a dead or expired holder replaced, on a real S3 server too."""
 import datetime as dt
 import multiprocessing
+import time
 
 import pytest
 
@@ -34,15 +35,41 @@ def test_the_lease_of_a_dead_process_on_this_machine_is_taken_at_once(tmp_path):
         pass
 
 
-def test_an_expired_lease_is_taken(tmp_path):
+def test_a_silent_lease_is_taken_over_and_its_holder_stops_before_its_next_commit(tmp_path):
+    """A holder whose heartbeats stop (a hung or cut-off host) is replaced after a whole ttl of silence,
+    watched on the taker's own clock; the old holder then finds it lost the lease and commits nothing."""
     from pipelines.index.lease import WriterLease
 
     store = build(tmp_path)
-    stale = WriterLease(store, "stale", ttl=dt.timedelta(milliseconds=1))
+    ttl = dt.timedelta(seconds=2)
+    stale = WriterLease(store, "stale", ttl=ttl)
     stale.acquire()
-    with store.writer(V1, "next"):
-        with pytest.raises(IndexBusy, match="ran out"):
-            stale.renew(every=0)
+    stale._stop.set()                                   # its heartbeat stops, as on a host cut off the network
+    stale._thread.join()
+    with pytest.raises(IndexBusy, match="embedding run stale"):        # its expiry is still ahead: busy at once
+        WriterLease(store, "early", ttl=ttl).acquire()
+    time.sleep(ttl.total_seconds())
+    started = time.monotonic()
+    taker = WriterLease(store, "next", ttl=ttl)
+    taker.acquire()                                     # looks expired: watched for a ttl, then taken
+    assert time.monotonic() - started >= ttl.total_seconds()
+    stale._beat_or_lose()                               # its next beat finds the lease taken
+    with pytest.raises(IndexBusy, match="ran out"):
+        stale.check()
+    taker.release()
+
+
+def test_a_live_holder_keeps_its_lease_through_long_work_without_any_commit(tmp_path):
+    """The heartbeat renews the lease however long the work between commits takes."""
+    from pipelines.index.lease import WriterLease
+
+    store = build(tmp_path)
+    ttl = dt.timedelta(seconds=1)
+    with WriterLease(store, "busy", ttl=ttl) as holder:
+        time.sleep(3 * ttl.total_seconds())            # three ttls of work and no commit
+        with pytest.raises(IndexBusy, match="embedding run busy"):
+            WriterLease(store, "other", ttl=ttl).acquire()
+        holder.check()                                  # still ours
 
 
 def _contend(uri, name, barrier, results):
