@@ -17,6 +17,7 @@ import torch
 
 from tempme.errors import UserError
 
+from .cluster import connect, spans_nodes
 from .metrics import RetrievalRanks, embedding_ranks, rank_metrics, recall_curve
 from .model_store import ModelRef, open_model, resolve_model
 from .frames import normalise
@@ -173,14 +174,12 @@ def evaluate_on_cluster(model_uri: str, shards: str, split: str, *, gpu: bool = 
     import mlflow
     import ray
 
-    from .cluster import spans_nodes
 
     SampleTable.build(shards, split)     # a missing split or bad shards: told here, before any task
     with tempfile.TemporaryDirectory(prefix="tempme-evaluate-") as tmp:
         pinned, _ = resolve_model(model_uri, tmp, tracking_uri)     # so is an unknown model or a silent store
     store = mlflow.get_tracking_uri() if model_uri.startswith(("models:/", "runs:/")) else None
-    if not ray.is_initialized():
-        ray.init(address=ray_address, logging_level="WARNING")
+    connect(ray_address)
     if gpu and ray.cluster_resources().get("GPU", 0) < 1 and not spans_nodes(ray.nodes()):
         raise UserError("--device gpu, but this Ray cluster has no GPUs and no autoscaler to add them")
 

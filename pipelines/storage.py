@@ -1,9 +1,9 @@
 """Local paths and object-store URIs (s3://, gs://, ...) behind one small interface over pyarrow filesystems.
 
 Stages read inputs and write outputs through `Location`, so the same code serves a laptop folder and a
-bucket. Writes that must never be seen half-done go through `write_atomic`: on a local disk a temporary
-name, then a rename; on an object store one object written once under its final name (an object store has
-no rename, and an object, even a multipart upload, appears only whole). Object stores are found through the
+bucket. Writes that must never be seen half-done go through `write_atomic` or `put_file`: on a local disk a
+temporary name, then a rename; on an object store a temporary object, checked whole, then copied to its final
+name inside the store (an object store has no rename, and a cut upload must never appear under a final name). Object stores are found through the
 standard AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_REGION, ...), which pyarrow reads, so one
 command runs against AWS S3, MinIO or SeaweedFS alike. Their transient errors are retried (`retrying`).
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import os
 import posixpath
 import shutil
@@ -26,8 +27,11 @@ from pyarrow import fs as pafs
 from tempme.errors import UserError
 
 TEMP_MARK = ".partial-"  # temporary files are hidden (leading dot) and carry this mark
-ATTEMPTS = 4             # tries of an object-store call before its error counts
+ATTEMPTS = 4             # tries of an object-store call before its error counts (each after the client's own)
 FIRST_BACKOFF_S = 0.5    # doubled after every failed try
+S3_ATTEMPTS = 12         # the S3 client's own tries (AWS standard back-off, up to 20 s apart): about a minute
+PERMANENT_ERRORS = ("AccessDenied", "Access Denied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                    "InvalidBucketName", "AuthorizationHeaderMalformed")
 T = TypeVar("T")
 
 
@@ -41,19 +45,24 @@ def sql_text(text: str) -> str:
 
 
 def retrying(call: Callable[[], T], attempts: int = ATTEMPTS, backoff_s: float = FIRST_BACKOFF_S) -> T:
-    """`call()`, tried again with exponential back-off on OSError (what pyarrow raises for network errors,
-    timeouts and throttling); the last error is raised. A missing file is not an error here (pyarrow
-    reports it as FileType.NotFound), so nothing permanent is retried in vain for long."""
+    """`call()`, tried again with exponential back-off on OSError (what pyarrow raises once the S3 client's
+    own retries, `S3_ATTEMPTS`, are spent: an outage longer than they last); the last error is raised. A
+    permanent error (a missing file, no such bucket, refused credentials) is raised at once."""
     for attempt in range(attempts):
         try:
             return call()
         except FileNotFoundError:
             raise
-        except OSError:
-            if attempt == attempts - 1:
+        except OSError as e:
+            if attempt == attempts - 1 or is_permanent(e):
                 raise
             time.sleep(backoff_s * 2 ** attempt)
     raise AssertionError("unreachable")
+
+
+def is_permanent(error: OSError) -> bool:
+    """Whether an object-store error will come back the same however often it is retried."""
+    return any(code in str(error) for code in PERMANENT_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -139,7 +148,7 @@ class Location:
     def write_atomic(self, data: bytes) -> None:
         """Readers see either the old file, nothing, or all of `data`, never a part of it."""
         if not self.is_local:
-            return retrying(lambda: self._write_once(data))
+            return self._publish(lambda tmp: tmp._write_once(data), len(data))
         tmp = self.temp_sibling()
         with tmp.fs.open_output_stream(tmp.path) as f:
             f.write(data)
@@ -148,6 +157,19 @@ class Location:
     def _write_once(self, data: bytes) -> None:
         with self.fs.open_output_stream(self.path) as f:
             f.write(data)
+
+    def _publish(self, upload: Callable[["Location"], None], size: int) -> None:
+        """Object stores: upload under a hidden temporary name, check that all of it arrived, then copy it to
+        the final name (a copy inside the store, which appears whole or not at all) and drop the temporary.
+        An upload cut short (pyarrow completes a multipart upload even when closed by an exception, as when
+        a node is drained) is left under the temporary name, which the next run removes."""
+        tmp = self.temp_sibling()
+        retrying(lambda: upload(tmp))
+        arrived = retrying(lambda: tmp.info().size)
+        if arrived != size:
+            raise OSError(f"the upload of {self.uri} was cut short: {arrived} of {size} bytes arrived")
+        retrying(lambda: self.fs.copy_file(tmp.path, self.path))
+        retrying(lambda: self.fs.delete_file(tmp.path))
 
     def put_file(self, local_path: str) -> None:
         """Copy the local file `local_path` here, as atomically as `write_atomic` (a multipart upload for
@@ -158,10 +180,10 @@ class Location:
             os.replace(tmp.path, self.path)
             return
 
-        def upload():
-            with open(local_path, "rb") as src, self.fs.open_output_stream(self.path) as dst:
+        def upload(tmp: Location) -> None:
+            with open(local_path, "rb") as src, tmp.fs.open_output_stream(tmp.path) as dst:
                 shutil.copyfileobj(src, dst, length=8 << 20)
-        retrying(upload)
+        self._publish(upload, os.path.getsize(local_path))
 
     def check_usable(self, flag: str) -> None:
         """Raise StoreError naming `flag` if this object-store location cannot be reached: no such bucket,
@@ -198,7 +220,11 @@ class Location:
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """pyarrow's filesystem for a URI (s3://, gs://, hdfs://, file://; characters a URI may not hold, like
-    spaces, are escaped first; existing %-escapes are kept), else fsspec's for the schemes pyarrow lacks (memory://, az://, ...)."""
+    spaces, are escaped first; existing %-escapes are kept), else fsspec's for the schemes pyarrow lacks
+    (memory://, az://, ...). S3 gets the AWS standard retry strategy, so an outage of about a minute passes."""
+    if uri.startswith("s3://") and "?" not in uri:
+        bucket, _, key = uri[len("s3://"):].partition("/")
+        return _s3(bucket), f"{bucket}/{key}" if key else bucket
     for candidate in (uri, quote(uri, safe=":/%")):
         try:
             return pafs.FileSystem.from_uri(candidate)
@@ -211,6 +237,15 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
     fs, path = fsspec.core.url_to_fs(uri)
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+@functools.lru_cache(maxsize=64)
+def _s3(bucket: str) -> pafs.S3FileSystem:
+    """One client per bucket and process; its region as pyarrow resolves it for the bucket."""
+    found, _ = pafs.FileSystem.from_uri(f"s3://{bucket}")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return pafs.S3FileSystem(region=found.region, endpoint_override=endpoint,
+                             retry_strategy=pafs.AwsStandardS3RetryStrategy(S3_ATTEMPTS))
 
 
 def lance_options(uri: str) -> dict[str, str] | None:

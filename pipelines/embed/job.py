@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from pipelines import tracking
-from pipelines.cluster import spans_nodes
+from pipelines.cluster import check_stores_from_a_worker, connect, spans_nodes
 from pipelines.embed.encoder import VideoEmbedder, read_frames
 from pipelines.embed.model import adapter_files
 from pipelines.embed.options import PART_ROWS
@@ -245,8 +245,9 @@ def _embed(ray, writer, shards, model, adapter, out, workers, batch_size, device
     counter = Progress("embed", plan.todo, progress_every, log)
     start = time.perf_counter()
     changed = bool(plan.todo or removed or writer.replacing)
-    if changed and not ray.is_initialized():
-        ray.init(address=ray_address)
+    if changed:
+        connect(ray_address)
+        check_stores_from_a_worker([("--shards", folder) for folder in shard_folders(shards)] + [("--out", out)])
     if plan.todo:
         pipeline = _pipeline(ray, shards, plan, adapter, writer.uri, model, workers, batch_size, device,
                              cpus_per_worker, precision, compile, part_rows)

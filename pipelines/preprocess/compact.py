@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from lance import LanceOperation
 from lance.fragment import FragmentMetadata
 
+from pipelines.cluster import check_stores_from_a_worker, connect
 from pipelines.id_set import IdSet, fingerprints
 from pipelines.lease import Lease, run_name
 from pipelines.preprocess.plan import ShardPlan
@@ -132,8 +133,8 @@ def _run_tasks(out: Location, shards: list[str], removed: pa.ChunkedArray, ray_a
     """One Ray task per shard, where Ray places it (the bytes move between the store and the workers)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=ray_address, logging_level="WARNING")
+    connect(ray_address)
+    check_stores_from_a_worker([("shard folder", out.uri)])
     task = ray.remote(num_cpus=1)(rewrite_shard)
     removed_ref = ray.put(removed.combine_chunks())
     refs = {shard: task.remote(out.uri, shard, removed_ref) for shard in shards}

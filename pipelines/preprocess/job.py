@@ -146,11 +146,12 @@ class Work:
     stale: int                         # temporary files of a killed run, removed
 
 
-def plan_work(options: PreprocessOptions, log: Callable[[str], None] = print) -> Work:
-    """Read the inputs and the output folder and find what a run has to do. Raises OptionsError if it cannot."""
-    check_options(options)
-    inputs = _read_inputs(options)
-    _check_stores(list(inputs.buckets.values()))
+def plan_work(options: PreprocessOptions, log: Callable[[str], None] = print, inputs: Inputs | None = None
+              ) -> Work:
+    """Read the inputs (unless given, from `read_inputs`) and the output folder and find what a run has to do.
+    Raises OptionsError if it cannot."""
+    if inputs is None:
+        inputs = read_inputs(options)
     out = Location.of(options.out)
     out.child(CATALOG_DIR).make_dirs()
     if upgraded := upgrade_folder(out):
@@ -182,17 +183,18 @@ def plan_work(options: PreprocessOptions, log: Callable[[str], None] = print) ->
 def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = print) -> PreprocessReport:
     """Make, complete or extend the shards in `options.out`. Raises OptionsError before any work if it cannot,
     and FolderBusy, before touching anything, while another run writes the folder."""
-    check_options(options)
-    with folder_lease(Location.of(options.out), run_name(), "preprocess run") as lease:
-        return _run(options, lease, log)
-
-
-def _run(options: PreprocessOptions, lease: Lease, log: Callable[[str], None]) -> PreprocessReport:
     started = time.monotonic()
-    w = plan_work(options, log)
+    inputs = read_inputs(options)          # reads, checks, touches nothing
+    with folder_lease(Location.of(options.out), run_name(), "preprocess run") as lease:
+        return _run(options, inputs, lease, log, started)
+
+
+def _run(options: PreprocessOptions, inputs: Inputs, lease: Lease, log: Callable[[str], None], started: float
+         ) -> PreprocessReport:
+    w = plan_work(options, log, inputs)
     out, ledger = w.out, w.ledger
     if w.pending or w.added:
-        _connect(options, out)
+        _connect(options, out, list(w.inputs.buckets.values()))
     pending = w.pending
     lease.check()
     if w.added:
@@ -228,18 +230,22 @@ def _transient(failures: list[Failure], inputs: Inputs) -> np.ndarray:
     return IdSet([ids]).holds(inputs.prints)
 
 
-def _connect(o: PreprocessOptions, out: Location) -> None:
-    """Join (or start) Ray; refuse a local --out that the cluster's nodes would each see as their own."""
+def _connect(o: PreprocessOptions, out: Location, buckets: list[tuple[str, str]]) -> None:
+    """Join (or start) Ray; refuse a local --out that the cluster's nodes would each see as their own, and
+    stores that a worker cannot reach."""
     import ray
 
-    from pipelines.cluster import spans_nodes
+    from pipelines.cluster import check_stores_from_a_worker, connect, spans_nodes
 
-    if not ray.is_initialized():
-        ray.init(address=o.ray_address, logging_level="WARNING")
+    connect(o.ray_address)
     if out.is_local and spans_nodes(ray.nodes()):
         raise OptionsError(f"--out {o.out} is a local folder, but this Ray cluster spans several nodes, which "
                            "would each write their shards to their own disk: use an object-store URI "
                            "(s3://bucket/shards, gs://...)")
+    try:
+        check_stores_from_a_worker([("--out", out.uri), *buckets])
+    except StoreError as e:
+        raise OptionsError(str(e)) from None
 
 
 def _make_shards(pending: list[ShardRef], o: PreprocessOptions, out: Location, progress: Progress,
@@ -296,7 +302,9 @@ class SampleCommits:
         self.pending, self.since = {}, time.monotonic()
 
 
-def _read_inputs(o: PreprocessOptions) -> Inputs:
+def read_inputs(o: PreprocessOptions) -> Inputs:
+    """The options checked, the inputs read and checked, and the stores they name reachable."""
+    check_options(o)
     try:
         batches = [read_msrvtt(o.msrvtt, o.videos)] if o.msrvtt else read_manifest(o.manifest)
         inputs = collect_inputs(batches, o.splits)
@@ -308,6 +316,7 @@ def _read_inputs(o: PreprocessOptions) -> Inputs:
         if split not in inputs.splits:
             raise OptionsError(f"split {split!r} has no videos in the inputs (they have: "
                                f"{', '.join(sorted(inputs.splits)) or 'none'})")
+    _check_stores(list(inputs.buckets.values()))
     return inputs
 
 

@@ -19,9 +19,9 @@ def start_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0
     `host:port`, and wait until every replica has started; returns the service's address."""
     import dataclasses
 
-    import ray
     from ray import serve
 
+    from pipelines.cluster import connect
     from pipelines.storage import Location
     from pipelines.tracking import resolve_tracking_uri
 
@@ -30,8 +30,7 @@ def start_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0
     # Replicas run in other processes and folders: give them absolute places.
     options = dataclasses.replace(options, index=Location.of(options.index).uri,
                                   tracking_uri=resolve_tracking_uri(options.tracking_uri))
-    if not ray.is_initialized():
-        ray.init(address=ray_address, logging_level="WARNING")
+    connect(ray_address)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build({**vars(options), "replicas": replicas}), name=APP_NAME, route_prefix="/", blocking=False)
     address = f"http://{host}:{port}/"

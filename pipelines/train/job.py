@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.cluster import connect
 from pipelines.model_store import register_adapter
 from pipelines.tracking import activate_run, check_reachable, resolve_tracking_uri, start_or_resume_run
 
@@ -115,8 +116,7 @@ def run_training(cfg: TrainJobConfig, ray_address: str | None = None) -> TrainOu
     plan = data.plan_training(cfg)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     check_reachable(uri)
-    if not ray.is_initialized():
-        ray.init(address=ray_address)
+    connect(ray_address)
     check_fits_cluster(cfg, uri, ray.nodes())
     run_id, resumed = start_or_resume_run(cfg.run.name, cfg.tracking.experiment, uri)
     with activate_run(run_id, uri):

@@ -1,7 +1,8 @@
 """The job on a Ray cluster of three nodes (a head with no CPUs, two workers with one CPU each), writing to the
-S3 server: shards are written by the worker nodes, the driver writes next to none of their bytes, and its
-memory stays flat when the corpus grows from 200 to 2,000 videos (measured as the peak of the Python objects it
-holds; its RSS, printed, also counts allocator and Ray caches)."""
+S3 server: shards are written by the worker nodes (started without the store's endpoint, which the job hands
+them), the driver writes next to none of their bytes, and its memory stays flat when the corpus grows from 200
+to 2,000 videos (measured as the peak of the Python objects it holds; its RSS, printed, also counts allocator
+and Ray caches)."""
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from pipelines.shards import SampleTable
 from tests.fixtures.video_fixtures import lavfi_video
 
 DRIVER = r"""
-import json, sys, tracemalloc
+import json, os, sys, tracemalloc
 import psutil, ray
 from ray.cluster_utils import Cluster
 from pipelines.preprocess import PreprocessOptions, run_preprocess
@@ -24,8 +25,10 @@ def written():
         return dict(line.split(": ") for line in f.read().splitlines())["wchar"]
 
 out, small, large = sys.argv[1:4]
+endpoint = os.environ.pop("AWS_ENDPOINT_URL")     # the nodes start without it, as on a cluster set up apart
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
 workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+os.environ["AWS_ENDPOINT_URL"] = endpoint        # the driver has it: the job hands it to the workers
 try:
     ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
     head = ray.get_runtime_context().get_node_id()
@@ -75,7 +78,10 @@ def test_worker_nodes_write_the_shards_and_the_driver_stays_small(tmp_path, s3_s
     assert new_bytes > 30e6, result                       # enough that carrying them would show
     # what the driver holds in Python objects while it runs grows by a few bytes per video, not by its frames
     assert large["python_peak"] - small["python_peak"] < 0.25 * new_bytes, result
+    per_video = (large["python_peak"] - small["python_peak"]) / 1800
+    assert per_video < 500, result                        # planning holds columns, not an object per video
     print(f"driver: wrote {small['driver_wrote']} / {large['driver_wrote']} bytes, Python peak "
           f"{small['python_peak'] / 1e6:.1f} / {large['python_peak'] / 1e6:.1f} MB, RSS {small['rss'] / 1e6:.0f} / "
-          f"{large['rss'] / 1e6:.0f} MB at 200 / 2,000 videos ({new_bytes / 1e6:.0f} MB of new shards)")
+          f"{large['rss'] / 1e6:.0f} MB at 200 / 2,000 videos ({new_bytes / 1e6:.0f} MB of new shards, "
+          f"{per_video:.0f} B of Python peak per added video)")
     assert len(SampleTable.build(out, "train")) == 2000

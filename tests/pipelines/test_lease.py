@@ -1,4 +1,4 @@
-"""One writer per shard folder: a second preprocess (or compaction) run stops before touching anything."""
+"""The lease of a shard folder: a second preprocess (or compaction) run stops before touching anything."""
 import os
 
 import pytest
