@@ -30,6 +30,8 @@ TEMP_MARK = ".partial-"  # temporary files are hidden (leading dot) and carry th
 ATTEMPTS = 4             # tries of an object-store call before its error counts (each after the client's own)
 FIRST_BACKOFF_S = 0.5    # doubled after every failed try
 S3_ATTEMPTS = 12         # the S3 client's own tries (AWS standard back-off, up to 20 s apart): about a minute
+LANCE_RETRIES = 30        # Lance's object-store client: tries of a request (back-off up to 15 s apart) ...
+LANCE_RETRY_TIMEOUT_S = 300   # ... within this long
 PERMANENT_ERRORS = ("AccessDenied", "Access Denied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                     "InvalidBucketName", "AuthorizationHeaderMalformed")
 T = TypeVar("T")
@@ -249,11 +251,15 @@ def _s3(bucket: str) -> pafs.S3FileSystem:
 
 
 def lance_options(uri: str) -> dict[str, str] | None:
-    """Storage options for a Lance table at `uri`: Lance reads the standard AWS variables itself; a
-    plain-HTTP endpoint (a test or on-premises store) must also be allowed explicitly."""
-    if "://" in uri and os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://"):
-        return {"allow_http": "true"}
-    return None
+    """Storage options for a Lance table at `uri`: Lance reads the standard AWS variables itself; its client
+    retries as long as pyarrow's does (Lance's default gives up after 3 quick tries); a plain-HTTP endpoint (a
+    test or on-premises store) must also be allowed explicitly."""
+    if "://" not in uri or uri.startswith("file://"):
+        return None
+    options = {"client_max_retries": str(LANCE_RETRIES), "client_retry_timeout": str(LANCE_RETRY_TIMEOUT_S)}
+    if os.environ.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+        options["allow_http"] = "true"
+    return options
 
 
 def is_local_uri(uri: str) -> bool:
