@@ -123,9 +123,9 @@ def read_msrvtt(annotations: str, videos: str) -> list[RawRow]:
     return rows
 
 
-def read_manifest(manifest: str, batch_rows: int = BATCH_ROWS) -> Iterator[Rows]:
+def read_manifest(manifest: str, batch_rows: int | None = None) -> Iterator[Rows]:
     """CSV, JSONL or Parquet with columns video (path/URI, relative to the manifest), id, captions, split,
-    as batches of at most `batch_rows` rows. The file and its columns are checked at once (`InputError`); the
+    as batches of at most `batch_rows` rows (default BATCH_ROWS). The file and its columns are checked at once (`InputError`); the
     rows are read as the batches are asked for, so a manifest of any length takes one batch of memory.
 
     Captions: a list (JSONL/Parquet), or in CSV either a JSON list ('["a", "b"]') or one caption.
@@ -133,6 +133,7 @@ def read_manifest(manifest: str, batch_rows: int = BATCH_ROWS) -> Iterator[Rows]
     loc = Location.of(manifest)
     if not loc.exists():
         raise InputError(f"manifest {loc.uri} does not exist")
+    batch_rows = batch_rows or BATCH_ROWS
     kind = os.path.splitext(loc.path)[1].lower()
     if kind == ".csv":
         return _csv_batches(loc, batch_rows)
