@@ -150,9 +150,9 @@ class Lease:
 
     def _message(self, row: dict) -> str:
         until = dt.datetime.fromtimestamp(row["expires_at_ms"] / 1000, dt.timezone.utc)
-        return (f"{self.place}: {self.what} {row['holder']} (on {row['host']}) is writing {self.target}; its lease runs "
-                f"until {until:%Y-%m-%d %H:%M:%S} UTC by its clock and is renewed while it runs. Wait for it "
-                f"to finish (a killed run's lease is taken over once it has been silent for "
+        return (f"{self.place}: {self.what} {row['holder']} (on {row['host']}) is writing {self.target}; its "
+                f"lease runs until {until:%Y-%m-%d %H:%M:%S} UTC by its clock and is renewed while it runs. Wait "
+                f"for it to finish (a killed run's lease is taken over once it has been silent for "
                 f"{self.ttl.total_seconds() / 60:.0f} minutes)")
 
 

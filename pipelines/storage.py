@@ -27,6 +27,7 @@ from pyarrow import fs as pafs
 from tempme.errors import UserError
 
 TEMP_MARK = ".partial-"  # temporary files are hidden (leading dot) and carry this mark
+SPOOL_DIR = "tempme-spool"   # under the system's temporary folder (`spool_dir`)
 ATTEMPTS = 4             # tries of an object-store call before its error counts (each after the client's own)
 FIRST_BACKOFF_S = 0.5    # doubled after every failed try
 S3_ATTEMPTS = 12         # the S3 client's own tries (AWS standard back-off, up to 20 s apart): about a minute
@@ -209,7 +210,7 @@ class Location:
             yield self.path
             return
         suffix = os.path.splitext(self.path)[1]
-        with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+        with tempfile.NamedTemporaryFile(suffix=suffix, dir=spool_dir(), prefix=f"{os.getpid()}-") as tmp:
             def download():
                 tmp.seek(0)
                 tmp.truncate()
@@ -218,6 +219,43 @@ class Location:
             retrying(download)
             tmp.flush()
             yield tmp.name
+
+
+def spool_dir() -> str:
+    """This machine's folder for the local files of a running job (downloads, shards being written, plans
+    being made), each named after the process that owns it (`<pid>-...`), so that `sweep_spool` can tell a
+    killed process's leftovers from a live one's files."""
+    folder = os.path.join(tempfile.gettempdir(), SPOOL_DIR)
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def sweep_spool() -> int:
+    """Remove what processes of this machine that no longer run left in the spool folder; returns how many."""
+    removed = 0
+    for name in os.listdir(spool_dir()):
+        pid = name.split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        path = os.path.join(spool_dir(), name)
+        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else _remove(path)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:

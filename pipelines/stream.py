@@ -39,15 +39,23 @@ MAX_RUN = 64 << 20       # ... of at most this many bytes
 READ_THREADS = 8         # ranged reads in flight per lane (object-store GETs are latency-bound)
 
 
+class CorruptSample(ValueError):
+    """A sample whose bytes cannot be parsed or decoded; the message names its tar and byte range."""
+
+
 class ShardStream(IterableDataset):
     """One rank's batches of a split for one epoch. Batches are dicts: video [B,T,3,H,W] uint8, mask [B,T]
     bool, id [str], caption [str] (pairs) or captions [[str]] (videos), seq (the batch's place in the rank's
-    order). Iterate it through `stream_batches`, which runs one DataLoader worker per lane and puts the
-    batches in order. Call `set_epoch(e)` before each epoch."""
+    order), corrupt (what was skipped, with `skip_corrupt`). Iterate it through `stream_batches`, which runs
+    one DataLoader worker per lane and puts the batches in order. Call `set_epoch(e)` before each epoch.
+
+    A sample that cannot be read raises, naming its tar and bytes; with `skip_corrupt` it is left out of its
+    batch instead (which is then smaller, or holds only `seq` and `corrupt`), so that batch boundaries, and
+    resuming at a step, stay as they were."""
 
     def __init__(self, table: SampleTable, *, batch_size: int, mode: str = "pairs", rank: int = 0,
                  world_size: int = 1, lanes: int = 1, augment: bool = False, shuffle: bool | None = None,
-                 seed: int = 0, epoch: int = 0, skip: int = 0, window: int = WINDOW):
+                 seed: int = 0, epoch: int = 0, skip: int = 0, window: int = WINDOW, skip_corrupt: bool = False):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not 0 <= rank < world_size:
@@ -59,6 +67,7 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size, self.lanes, self.window = rank, world_size, lanes, window
         self.augment, self.seed, self.epoch, self.skip = augment, seed, epoch, skip
         self.shuffle = (mode == "pairs") if shuffle is None else shuffle
+        self.skip_corrupt = skip_corrupt
 
     @property
     def total(self) -> int:
@@ -151,20 +160,26 @@ class ShardStream(IterableDataset):
         windows = pieces()
         current = next(windows, None)
         reads = reader.start(current[2]) if current else {}
-        pending, batch_no = [], done
+        pending, corrupt, batch_no = [], [], done
         while current is not None:
             following = next(windows, None)
             next_reads = reader.start(following[2]) if following else {}   # read ahead while decoding
             items, at, _ = current
             for p, k in zip(items, at):
                 row = int(rows[k])
-                pending.append(self._item(row, int(p - first[k]), reads[row].result()))
+                try:
+                    pending.append(self._item(row, int(p - first[k]), reads[row].result()))
+                except CorruptSample as err:
+                    if not self.skip_corrupt:
+                        raise
+                    pending.append(None)
+                    corrupt.append(str(err))
                 if len(pending) == self.batch_size:
-                    yield self._batch(pending, self.sequence_number(lane, batch_no))
-                    pending, batch_no = [], batch_no + 1
+                    yield self._batch(pending, self.sequence_number(lane, batch_no), corrupt)
+                    pending, corrupt, batch_no = [], [], batch_no + 1
             current, reads = following, next_reads
         if pending:
-            yield self._batch(pending, self.sequence_number(lane, batch_no))
+            yield self._batch(pending, self.sequence_number(lane, batch_no), corrupt)
 
     def _item(self, row: int, caption: int, blob: bytes) -> dict:
         tar = self.table.tars[self.table.shard[row]]
@@ -173,7 +188,7 @@ class ShardStream(IterableDataset):
             seed = _item_seed(self.seed, self.epoch, row, caption)
             video, mask = decode_frames(jpegs, int(meta["frames"]), self.augment, seed)
         except Exception as err:
-            raise ValueError(f"{tar}: the sample of video {self.table.ids[row].as_py()!r} at bytes "
+            raise CorruptSample(f"{tar}: the sample of video {self.table.ids[row].as_py()!r} at bytes "
                              f"{self.table.start[row]}-{self.table.end[row]} cannot be read ({type(err).__name__}: "
                              f"{err}); re-run `tempme preprocess` to write the shard again") from None
         item = {"video": video, "mask": mask, "id": meta["id"]}
@@ -184,10 +199,13 @@ class ShardStream(IterableDataset):
         return item
 
     @staticmethod
-    def _batch(items: list[dict], seq: int) -> dict:
+    def _batch(items: list[dict | None], seq: int, corrupt: list[str]) -> dict:
+        items = [it for it in items if it is not None]
         batch = {k: torch.stack([it[k] for it in items]) if isinstance(items[0][k], torch.Tensor)
-                 else [it[k] for it in items] for k in items[0]}
+                 else [it[k] for it in items] for k in items[0]} if items else {}
         batch["seq"] = seq
+        if corrupt:
+            batch["corrupt"] = corrupt
         return batch
 
 

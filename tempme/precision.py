@@ -23,8 +23,14 @@ def inference_dtype(precision: str, device: str | torch.device) -> torch.dtype:
         return _DTYPES[precision]
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if gpu_has_native_bf16(device) else torch.float16
     return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
+
+
+def gpu_has_native_bf16(device: torch.device) -> bool:
+    """Compute capability 8.0 and newer (A100, L4, H100, ...) multiply bf16 in hardware; older GPUs (T4,
+    V100) emulate it slowly, though `torch.cuda.is_bf16_supported()` counts the emulation."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 @functools.cache

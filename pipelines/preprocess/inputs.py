@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.id_set import FINGERPRINT, fingerprints
-from pipelines.preprocess.spool import ArraySpool, RowSpool
 from pipelines.preprocess.sources import INPUT_SCHEMA, Failure, Rows, VideoInput, validate
+from pipelines.preprocess.spool import ArraySpool, RowSpool
+from pipelines.storage import spool_dir
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Inputs:
 def collect_inputs(batches: Iterable[Rows], splits: tuple[str, ...] | None = None) -> Inputs:
     """Check every batch, spool its good rows, and find the ids given twice. With `splits`, only rows of
     those splits count, and only their failures are kept."""
-    spool = tempfile.TemporaryDirectory(prefix="tempme-inputs-")
+    spool = tempfile.TemporaryDirectory(dir=spool_dir(), prefix=f"{os.getpid()}-inputs-")
     spooled = RowSpool(os.path.join(spool.name, "inputs.arrow"), INPUT_SCHEMA)
     prints = ArraySpool(os.path.join(spool.name, "prints"), FINGERPRINT)
     chosen = ArraySpool(os.path.join(spool.name, "chosen"), bool)

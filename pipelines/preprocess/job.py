@@ -31,7 +31,7 @@ from pipelines.lease import Lease, run_name
 from pipelines.shard_format import (CATALOG_DIR, KNOWN_SPLITS, OPTIONS, TRANSIENT_STAGES, commit_samples,
                                     compact_samples, folder_lease, read_removed, sample_table, sql_text)
 from pipelines.progress import Progress
-from pipelines.storage import Location, StoreError
+from pipelines.storage import Location, StoreError, sweep_spool
 from tempme.errors import UserError
 
 
@@ -184,6 +184,7 @@ def run_preprocess(options: PreprocessOptions, log: Callable[[str], None] = prin
     """Make, complete or extend the shards in `options.out`. Raises OptionsError before any work if it cannot,
     and FolderBusy, before touching anything, while another run writes the folder."""
     started = time.monotonic()
+    sweep_spool()                          # a killed run's local files on this machine
     inputs = read_inputs(options)          # reads, checks, touches nothing
     with folder_lease(Location.of(options.out), run_name(), "preprocess run") as lease:
         return _run(options, inputs, lease, log, started)

@@ -30,7 +30,7 @@ from pipelines.preprocess.inputs import Inputs
 from pipelines.preprocess.sources import INPUT_SCHEMA, VideoInput
 from pipelines.preprocess.spool import ArraySpool, RowSpool
 from pipelines.shard_format import PLANS_DIR, REMOVED, REMOVED_SCHEMA, plan_name, shard_name, shard_number
-from pipelines.storage import Location, retrying
+from pipelines.storage import Location, retrying, spool_dir
 from tempme.errors import UserError
 
 LEDGER_SCHEMA = pa.schema([("shard", pa.string()), ("split", pa.string()), ("id", pa.string()),
@@ -90,7 +90,7 @@ class Ledger:
         """Stream the small columns of every plan file (empty for a new folder)."""
         index: dict[str, int] = {}
         shards: list[list] = []        # [split, name, plan, videos]
-        with tempfile.TemporaryDirectory(prefix="tempme-ledger-") as scratch:
+        with tempfile.TemporaryDirectory(dir=spool_dir(), prefix=f"{os.getpid()}-ledger-") as scratch:
             prints, where, shard_of = (ArraySpool(os.path.join(scratch, name), kind) for name, kind in
                                        (("prints", FINGERPRINT), ("where", np.uint32), ("shard", np.uint32)))
             for loc in out.child(PLANS_DIR).list("plan-*.parquet"):
@@ -242,7 +242,7 @@ def write_plans(out: Location, inputs: Inputs, shards: list[NewShard]) -> list[S
     existing = folder.list("plan-*.parquet")
     number = int(existing[-1].name.split("-")[1].split(".")[0]) + 1 if existing else 0
     groups = [shards[start:start + PLAN_SHARDS] for start in range(0, len(shards), PLAN_SHARDS)]
-    with tempfile.TemporaryDirectory(prefix="tempme-plans-") as scratch:
+    with tempfile.TemporaryDirectory(dir=spool_dir(), prefix=f"{os.getpid()}-plans-") as scratch:
         parts = _sorted_into_groups(inputs, groups, scratch)
         refs = []
         for n, (group, part) in enumerate(zip(groups, parts)):

@@ -24,7 +24,7 @@ from pipelines.preprocess.decode import MAX_BUFFERED, FrameKeeper
 from pipelines.preprocess.plan import ShardPlan, ShardRef
 from pipelines.preprocess.sample import DecodeSettings, make_sample
 from pipelines.preprocess.writer import ShardWriter
-from pipelines.storage import Location
+from pipelines.storage import Location, sweep_spool
 
 MAX_IN_FLIGHT = 1024     # pending shard tasks without --decoders: demand for up to this many CPUs
 BASE_MEMORY = 384 << 20  # a Python worker with numpy and PIL, and ffmpeg decoding one high-resolution stream
@@ -79,6 +79,7 @@ def _write(out_uri: str, plan: ShardPlan, results) -> ShardDone:
 @ray.remote
 def make_shard(ref: ShardRef, settings: DecodeSettings, out_uri: str) -> ShardDone:
     """Read the shard's plan, decode its videos one after the other in this worker and write the shard."""
+    sweep_spool()          # what killed workers of this node left: partial downloads and shards
     plan = ref.load()
     return _write(out_uri, plan, (make_sample(sample_row(plan, i), settings) for i in range(len(plan.videos))))
 

@@ -125,8 +125,9 @@ def read_msrvtt(annotations: str, videos: str) -> list[RawRow]:
 
 def read_manifest(manifest: str, batch_rows: int | None = None) -> Iterator[Rows]:
     """CSV, JSONL or Parquet with columns video (path/URI, relative to the manifest), id, captions, split,
-    as batches of at most `batch_rows` rows (default BATCH_ROWS). The file and its columns are checked at once (`InputError`); the
-    rows are read as the batches are asked for, so a manifest of any length takes one batch of memory.
+    as batches of at most `batch_rows` rows (default BATCH_ROWS). The file and its columns are checked at once
+    (`InputError`); the rows are read as the batches are asked for, so a manifest of any length takes one
+    batch of memory.
 
     Captions: a list (JSONL/Parquet), or in CSV either a JSON list ('["a", "b"]') or one caption.
     """

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.shard_format import (CATALOG_DIR, PLANS_DIR, SAMPLE_SCHEMA, commit_samples, frame_member,
                                     sample_table, shard_base, write_sample_rows)
-from pipelines.storage import TEMP_MARK, Location
+from pipelines.storage import TEMP_MARK, Location, spool_dir
 
 END_OF_ARCHIVE = b"\0" * (2 * tarfile.BLOCKSIZE)
 
@@ -34,7 +34,7 @@ class ShardWriter:
         if self.shard.is_local:
             self.spool_path = self.shard.temp_sibling().path
         else:
-            handle, self.spool_path = tempfile.mkstemp(suffix=".tar")
+            handle, self.spool_path = tempfile.mkstemp(suffix=".tar", dir=spool_dir(), prefix=f"{os.getpid()}-")
             os.close(handle)
         self.spool = open(self.spool_path, "wb")
         self.rows: list[dict] = []      # one per video of the shard, in plan order

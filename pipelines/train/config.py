@@ -49,6 +49,8 @@ class DataSection:
     loader_workers: int = 1             # DataLoader processes per training worker
     shuffle_window: int = 1024          # videos whose pairs are shuffled together (a loader holds their JPEGs)
     bad_shards: str = "error"           # a missing or truncated shard: "error" (listing them) or "skip" (counted)
+    max_corrupt: int = 100              # corrupt samples met in training, skipped and logged (tar, bytes), before
+                                        # the run stops with a message; 0: the first one stops it
 
 
 @dataclass
@@ -69,11 +71,13 @@ class TrainSection:
     eval_batch_size: int = 64           # videos per forward pass when evaluating, per worker
     max_steps: int | None = None        # stop early after this many steps (smoke runs, benchmarks)
     seed: int = 0
-    precision: str = "auto"             # auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16
+    precision: str = "auto"             # auto (bf16 on GPUs that compute it natively, fp16 on older ones,
+                                        # fp32 on CPU), fp32, bf16, fp16
     v2t_protocol: str = "per_video"     # video-to-text: other videos count by their best caption (the authors')
                                         # or "per_caption" (each caption counts); metrics are tagged with it
     log_every: int = 10                 # steps between logged loss / lr / throughput / memory
-    checkpoint_every: int = 0           # steps between mid-epoch checkpoints; 0: only at the end of each epoch
+    checkpoint_every: int = 200         # steps between mid-epoch checkpoints: at most this much work is lost
+                                        # with a worker (a few minutes); 0: only at the end of each epoch
 
 
 @dataclass
@@ -82,6 +86,7 @@ class ScalingSection:
     use_gpu: bool = False               # GPUs with NCCL when true, CPUs with gloo when false
     cpus_per_worker: int = 1
     max_failures: int = 3               # worker failures Ray Train recovers from (from the latest checkpoint)
+    collective_timeout_s: int = 1800    # how long a worker waits for the others in a collective (NCCL, gloo)
     shared_filesystem: bool = False     # local paths are on a filesystem every node mounts (NFS): allow them
 
 
@@ -246,7 +251,8 @@ def check_config(cfg: TrainJobConfig) -> None:
         raise ConfigError("model.preset", str(err)) from None
     positive = {"train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
                 "train.eval_batch_size": cfg.train.eval_batch_size, "train.log_every": cfg.train.log_every,
-                "scaling.num_workers": cfg.scaling.num_workers, "scaling.cpus_per_worker": cfg.scaling.cpus_per_worker}
+                "scaling.num_workers": cfg.scaling.num_workers, "scaling.cpus_per_worker": cfg.scaling.cpus_per_worker,
+                "scaling.collective_timeout_s": cfg.scaling.collective_timeout_s}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(key, f"must be >= 1, got {value}")
@@ -264,6 +270,7 @@ def check_config(cfg: TrainJobConfig) -> None:
     for key, value in {"optim.weight_decay": cfg.optim.weight_decay, "optim.grad_clip": cfg.optim.grad_clip,
                        "train.checkpoint_every": cfg.train.checkpoint_every,
                        "scaling.max_failures": cfg.scaling.max_failures,
+                       "data.max_corrupt": cfg.data.max_corrupt,
                        "data.loader_workers": cfg.data.loader_workers,
                        "tracking.visualize_videos": cfg.tracking.visualize_videos}.items():
         if value < 0:

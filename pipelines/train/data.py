@@ -89,7 +89,7 @@ def train_batches(cfg: TrainJobConfig, plan: TrainPlan, table: SampleTable, rank
     """
     stream = ShardStream(table, batch_size=plan.local_batch, mode="pairs", rank=rank, world_size=world,
                          lanes=max(cfg.data.loader_workers, 1), augment=cfg.data.augment, seed=cfg.train.seed,
-                         epoch=epoch, skip=skip, window=cfg.data.shuffle_window)
+                         epoch=epoch, skip=skip, window=cfg.data.shuffle_window, skip_corrupt=True)
     batches = stream_batches(stream, pin_memory, workers=cfg.data.loader_workers)
     for _ in range(plan.steps_per_epoch - skip):
         yield next(batches, {})

@@ -16,12 +16,13 @@ from pathlib import Path
 from pipelines.cluster import connect
 from pipelines.model_store import register_adapter
 from pipelines.tracking import activate_run, check_reachable, resolve_tracking_uri, start_or_resume_run
+from tempme.errors import UserError
 
 from . import data
 from .checkpoint import ADAPTER
 from .cluster_fit import check_fits_cluster, check_shards_fit_model
 from .config import ConfigError, TrainJobConfig, check_config
-from .loop import FAULT_ENV, SCORE, SUMMARY_PREFIXES, best_checkpoint, train_worker
+from .loop import FAULT_ENV, SCORE, SUMMARY_PREFIXES, CorruptCount, best_checkpoint, train_worker
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ def _trainer(cfg: TrainJobConfig, plan: data.TrainPlan, run_id: str, uri: str):
     return TorchTrainer(
         train_worker,
         train_loop_config={"config": cfg.to_dict(), "plan": plan.to_dict(), "run_id": run_id, "tracking_uri": uri},
-        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
+        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo",
+                                 timeout_s=cfg.scaling.collective_timeout_s),
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         run_config=RunConfig(
@@ -129,6 +131,10 @@ def run_training(cfg: TrainJobConfig, ray_address: str | None = None) -> TrainOu
         mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED")   # re-running the command resumes it
         raise
 
+    stopped = mlflow.MlflowClient(uri).get_run(run_id).data.tags.get(CorruptCount.STOPPED_TAG)
+    if stopped:
+        mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED")
+        raise UserError(f"train: run {cfg.run.name} stopped: {stopped}")
     checkpoint, metrics = best_checkpoint(result.best_checkpoints)
     with activate_run(run_id, uri), checkpoint.as_directory() as directory:
         adapter = Path(directory) / ADAPTER

@@ -79,6 +79,43 @@ def _maybe_inject_fault(rank: int, step: int) -> None:
         os._exit(1)
 
 
+class CorruptCount:
+    """Corrupt samples met by all ranks: each is logged (rank 0 writes its tar and bytes to the run's log and
+    counts it in the metric `corrupt_samples`), and once more than `bound` were met every rank stops at the
+    same step and the run ends with a tag saying why, instead of failing and being restarted into them again."""
+
+    STOPPED_TAG = "stopped_because"
+
+    def __init__(self, bound: int, logger, device: torch.device):
+        self.bound, self.logger, self.device = bound, logger, device
+        self.mine: list[str] = []
+        self.total, self.over = 0, False
+
+    def met(self, records) -> None:
+        self.mine.extend(records)
+
+    def check(self, step: int) -> bool:
+        """Share what each rank met since the last check (a collective: every rank calls it at every step)."""
+        flag = torch.tensor([len(self.mine)], dtype=torch.int64, device=self.device)
+        if distributed():
+            dist.all_reduce(flag)
+        if not flag.item():
+            return False
+        records = [r for part in _all_gather(self.mine) for r in part]
+        self.mine = []
+        self.total += len(records)
+        for record in records:
+            self.logger.say(f"train: skipped a corrupt sample at step {step}: {record}")
+        self.logger.metrics({"corrupt_samples": self.total}, step=step)
+        if self.total > self.bound:
+            self.over = True
+            why = (f"{self.total} corrupt samples met, more than data.max_corrupt={self.bound}: the shards need "
+                   "`tempme preprocess` again (the log names each one's tar and bytes)")
+            self.logger.say(f"train: stopping: {why}")
+            self.logger.tags({self.STOPPED_TAG: why})
+        return self.over
+
+
 class _Throughput:
     """Videos per second over each logging window, and over the whole run without its first window."""
 
@@ -173,12 +210,14 @@ def train_worker(loop_config: dict) -> None:
         epochs = math.ceil(plan.total_steps / plan.steps_per_epoch)
         steps = Progress("train", plan.total_steps, 0, logger.say, unit="steps", done=state.step, failures=False)
         loss_sum, loss_steps = torch.zeros((), device=device), 0
-        while state.step < plan.total_steps:
+        corrupt = CorruptCount(cfg.data.max_corrupt, logger, device)
+        while state.step < plan.total_steps and not corrupt.over:
             state.epoch = state.step // plan.steps_per_epoch
             done_in_epoch = state.step - state.epoch * plan.steps_per_epoch
             batches = data.train_batches(cfg, plan, splits[cfg.data.train_split], rank, world, state.epoch,
                                          skip=done_in_epoch, pin_memory=device.type == "cuda")
             for batch in batches:
+                corrupt.met(batch.pop("corrupt", ()))
                 loss, global_batch = _train_step(model, batch, params, optimizer, lr_scheduler, scaler, cfg, amp, embed_dim)
                 state.step += 1
                 meter.add(global_batch)
@@ -195,6 +234,8 @@ def train_worker(loop_config: dict) -> None:
                     logger.metrics({**values, "epoch": state.epoch}, step=state.step)
                     steps.update(state.step - steps.done, detail=f"epoch {state.epoch + 1}/{epochs}, {_brief(values)}")
                     loss_sum, loss_steps = torch.zeros((), device=device), 0
+                if corrupt.check(state.step):
+                    break
                 epoch_end = state.step % plan.steps_per_epoch == 0 or state.step == plan.total_steps
                 if epoch_end:
                     _end_of_epoch(model, cfg, splits, state, rank, world, amp, logger, write_checkpoint)
@@ -204,11 +245,15 @@ def train_worker(loop_config: dict) -> None:
                 if epoch_end:
                     break
 
-        summary = _final_evaluation(model, cfg, splits, rank, world, amp, logger)
+        if corrupt.over:
+            return
+        summary, result, split = _final_evaluation(model, cfg, splits, rank, world, amp)
         summary.update({f"peak_memory_mb_rank{r}": m for r, m in enumerate(_all_gather(peak_memory_mb(device)))})
         if meter.steady is not None:
             summary["steady_videos_per_s"] = meter.steady
         logger.metrics(summary, step=state.step)
+        if rank == 0 and result is not None:   # after the last collective: the other ranks are not kept waiting
+            _final_artifacts(model, cfg, splits, result, split, logger)
 
 
 def _train_step(model, batch: dict, params, optimizer, lr_scheduler, scaler, cfg: TrainJobConfig, amp, embed_dim: int):
@@ -216,11 +261,11 @@ def _train_step(model, batch: dict, params, optimizer, lr_scheduler, scaler, cfg
     device = model.device
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-        if batch:
+        if "video" in batch:
             frames = normalise(batch["video"].to(device, non_blocking=True), batch["mask"])
             video = model.encode_video(frames, batch["mask"])
             text = model.encode_text(batch["caption"])
-        else:  # this worker's part of the epoch is used up; the others still have pairs
+        else:  # this worker's part of the epoch is used up (or its batch was all corrupt); the others go on
             video = text = torch.zeros(0, embed_dim, device=device)
     loss, global_batch = global_contrastive_loss(text.float(), video.float(), model.logit_scale)
     if global_batch and loss.requires_grad:
@@ -250,8 +295,8 @@ def _end_of_epoch(model, cfg: TrainJobConfig, splits, state: TrainState, rank, w
     _report(state, rank, write_checkpoint, score_value)
 
 
-def _final_evaluation(model, cfg: TrainJobConfig, splits, rank, world, amp, logger) -> dict[str, float]:
-    """Evaluate the best checkpoint's adapter on the test split; rank 0 logs metrics and the recall plot."""
+def _final_evaluation(model, cfg: TrainJobConfig, splits, rank, world, amp):
+    """Evaluate the best checkpoint's adapter on the test split: (summary metrics, result, split)."""
     import ray.train
 
     reported = ray.train.get_all_reported_checkpoints()
@@ -261,16 +306,18 @@ def _final_evaluation(model, cfg: TrainJobConfig, splits, rank, world, amp, logg
             model.load_adapter(Path(directory) / ADAPTER)
     split = cfg.data.test_split or cfg.data.eval_split
     if split is None:
-        return {}
+        return {}, None, None
     result = evaluate_split(model, cfg, splits, split, rank, world, amp)
-    summary = {f"final_{split}_{k}": v for k, v in result.metrics.items()}
-    if rank == 0:
-        with tempfile.TemporaryDirectory() as tmp:
-            plot = save_recall_plot(result.ranks, Path(tmp) / "recall_at_k.png",
-                                    f"{cfg.model.preset}, {split} split ({result.videos} videos)")
-            logger.artifact(plot, "plots")
-            if cfg.tracking.visualize_videos:
-                shown = split_batches(splits[cfg.data.eval_split or split], cfg.tracking.visualize_videos)
-                save_merge_pictures(model, shown, cfg.tracking.visualize_videos, Path(tmp) / "merges")
-                logger.artifact(Path(tmp) / "merges", "merge_visualization")
-    return summary
+    return {f"final_{split}_{k}": v for k, v in result.metrics.items()}, result, split
+
+
+def _final_artifacts(model, cfg: TrainJobConfig, splits, result, split: str, logger) -> None:
+    """Rank 0's recall plot and merge pictures of the final evaluation."""
+    with tempfile.TemporaryDirectory() as tmp:
+        plot = save_recall_plot(result.ranks, Path(tmp) / "recall_at_k.png",
+                                f"{cfg.model.preset}, {split} split ({result.videos} videos)")
+        logger.artifact(plot, "plots")
+        if cfg.tracking.visualize_videos:
+            shown = split_batches(splits[cfg.data.eval_split or split], cfg.tracking.visualize_videos)
+            save_merge_pictures(model, shown, cfg.tracking.visualize_videos, Path(tmp) / "merges")
+            logger.artifact(Path(tmp) / "merges", "merge_visualization")

@@ -8,6 +8,7 @@ import torch
 import torch.distributed as dist
 
 from pipelines import model_store
+from tempme.precision import gpu_has_native_bf16
 
 from .config import TrainJobConfig
 
@@ -20,9 +21,12 @@ def distributed() -> bool:
 
 
 def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: `auto` is bf16 on GPU and full fp32 on CPU (where bf16 autocast is slower)."""
+    """The autocast dtype: `auto` is bf16 on a GPU that computes it natively, fp16 (with a gradient scaler) on
+    an older GPU, and full fp32 on CPU (where bf16 autocast is slower)."""
     if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if gpu_has_native_bf16(device) else torch.float16
     return _AMP[precision]
 
 

@@ -72,3 +72,23 @@ def test_permanent_errors_are_raised_at_once_and_transient_ones_retried():
 def test_a_missing_bucket_is_one_clear_error(s3_server):
     with pytest.raises(storage.StoreError, match="bucket 'no-such-bucket' does not exist"):
         Location.of("s3://no-such-bucket/x").check_usable("--out")
+
+
+def test_a_killed_process_s_local_files_are_swept_and_a_live_one_s_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)                                   # a process that has ended
+    left = os.path.join(storage.spool_dir(), f"{pid}-download.mp4")
+    folder = os.path.join(storage.spool_dir(), f"{pid}-plans-x")
+    mine = os.path.join(storage.spool_dir(), f"{os.getpid()}-shard.tar")
+    for path in (left, mine):
+        open(path, "wb").write(b"x")
+    os.makedirs(folder)
+    try:
+        assert storage.sweep_spool() >= 2
+        assert not os.path.exists(left) and not os.path.exists(folder) and os.path.exists(mine)
+    finally:
+        os.remove(mine)

@@ -146,3 +146,17 @@ def test_shards_on_an_object_store_read_like_local_ones(synthetic_shards, s3_ser
     reads.clear()
     assert epoch(remote) == epoch(local)
     assert len(reads) <= 2 * 3           # one request per tar and window at most, never one per sample
+
+
+def test_several_loader_workers_read_an_object_store_the_parent_already_uses(synthetic_shards, s3_server):
+    """The parent has the S3 client's threads running (it built the table from the store); two DataLoader
+    workers, started from a clean server process rather than forked from it, read the same batches."""
+    uri = upload(synthetic_shards, f"{s3_server.prefix('workers')}/shards")
+    remote, local = SampleTable.build(uri, "train"), SampleTable.build(str(synthetic_shards), "train")
+
+    def epoch(table, workers):
+        stream = ShardStream(table, batch_size=4, lanes=2, seed=1, window=4)
+        return [(b["seq"], b["id"], b["caption"], b["video"].sum().item())
+                for b in stream_batches(stream, workers=workers)]
+
+    assert epoch(remote, 2) == epoch(local, 0)

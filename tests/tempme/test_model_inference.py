@@ -87,6 +87,15 @@ def test_bf16_inference_form_stays_within_cosine_0999_of_fp32(random_video):
     assert torch.cosine_similarity(text_fp32, text_bf16.float()).min() >= 0.999
 
 
+@pytest.mark.parametrize("capability,expected", [((7, 0), torch.float16), ((7, 5), torch.float16),
+                                                 ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_auto_precision_on_a_gpu_is_bf16_only_from_compute_capability_8(monkeypatch, capability, expected):
+    """V100 (7.0) and T4 (7.5) emulate bf16, which `torch.cuda.is_bf16_supported()` counts: fp16 there."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert inference_dtype("auto", "cuda") == expected
+
+
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively():
     expected = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     assert inference_dtype("auto", "cpu") == expected

@@ -150,3 +150,40 @@ def test_the_command_joins_the_ray_cluster_at_ray_address(synthetic_shards, tmp_
     assert len(steps) == 1 and "steps/s, ETA 0:00; epoch 1/1, train_loss=" in steps[0], done.stderr[-3000:]
     run, _ = _run(cfg)
     assert run.info.status == "FINISHED" and run.data.tags["registered_model"] == "models:/tempme-tiny/1"
+
+
+def _corrupt_copy(shards: Path, tmp_path: Path, videos: int) -> Path:
+    """A copy of the shards whose first `videos` train samples have their first frame's JPEG zeroed."""
+    import shutil
+
+    from pipelines.shard_format import sample_table
+    from pipelines.storage import Location
+
+    copy = tmp_path / "shards"
+    shutil.copytree(shards, copy)
+    rows = sample_table(Location.of(str(copy))).to_table(filter="split = 'train' AND error = ''").to_pylist()
+    for row in rows[:videos]:
+        with open(copy / row["shard"], "r+b") as tar:
+            tar.seek(row["thumb_offset"])
+            tar.write(b"\0" * row["thumb_size"])
+    return copy
+
+
+def test_corrupt_samples_are_skipped_and_counted_up_to_a_bound(synthetic_shards, tmp_path):
+    """Two corrupt videos (6 of the 36 pairs): skipped and counted under the bound; past it, every worker
+    stops at the same step and the job says why, once (no restart into the same samples)."""
+    from tempme.errors import UserError
+
+    shards = _corrupt_copy(synthetic_shards, tmp_path, videos=2)
+    cfg = tiny_config(shards, tmp_path, "data.max_corrupt=10", "run.name=tolerant", "tracking.visualize_videos=0")
+    outcome = run_training(cfg)
+    run, client = _run(cfg)
+    assert run.info.status == "FINISHED" and outcome.steps == 9
+    assert client.get_metric_history(run.info.run_id, "corrupt_samples")[-1].value == 6   # 3 captions each
+
+    (tmp_path / "strict").mkdir()
+    strict = tiny_config(shards, tmp_path / "strict", "data.max_corrupt=2", "run.name=strict")
+    with pytest.raises(UserError, match=r"stopped: \d+ corrupt samples met, more than data.max_corrupt=2"):
+        run_training(strict)
+    run, _ = _run(strict)
+    assert run.info.status == "FAILED" and "corrupt samples" in run.data.tags["stopped_because"]

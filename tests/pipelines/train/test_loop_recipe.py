@@ -50,7 +50,6 @@ def test_no_warmup_starts_at_the_full_rate():
 
 
 @pytest.mark.parametrize("precision, device, expected", [
-    ("auto", "cuda", torch.bfloat16),
     ("auto", "cpu", None),
     ("fp32", "cuda", None),
     ("fp32", "cpu", None),
@@ -59,6 +58,14 @@ def test_no_warmup_starts_at_the_full_rate():
 ])
 def test_autocast_dtype(precision, device, expected):
     assert amp_dtype(precision, torch.device(device)) is expected
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), torch.float16), ((8, 0), torch.bfloat16)])
+def test_auto_autocast_on_a_gpu_is_bf16_only_where_it_is_native(monkeypatch, capability, expected):
+    """A T4 (7.5) emulates bf16, which `torch.cuda.is_bf16_supported()` counts: fp16 (with a scaler) there."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert amp_dtype("auto", torch.device("cuda")) is expected
 
 
 def _step_setup(*overrides: str, amp=None):
