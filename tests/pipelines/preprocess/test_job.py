@@ -235,7 +235,7 @@ def test_finished_shards_are_committed_in_batches_the_first_at_once(tmp_path):
 
     from pipelines.preprocess.job import SampleCommits
     from pipelines.preprocess.writer import finished_shards
-    from pipelines.shard_format import SAMPLE_SCHEMA, write_sample_rows
+    from pipelines.shard_format import SAMPLE_SCHEMA, folder_lease, write_sample_rows
 
     out = Location.of(str(tmp_path))
 
@@ -244,7 +244,9 @@ def test_finished_shards_are_committed_in_batches_the_first_at_once(tmp_path):
         return tuple(write_sample_rows(out, pa.Table.from_pylist(
             [{**row, "id": f"v{n}", "split": "train", "shard": f"train-{n:06d}.tar"}], schema=SAMPLE_SCHEMA)))
 
-    commits = SampleCommits(out, shards=3, seconds=3600)
+    lease = folder_lease(out, "test", "preprocess run")
+    lease.acquire()
+    commits = SampleCommits(out, lease, shards=3, seconds=3600)
     commits.add("train-000000.tar", shard(0))
     assert finished_shards(out) == {"train-000000.tar"}                 # the first shard at once
     commits.add("train-000001.tar", shard(1))
@@ -252,10 +254,11 @@ def test_finished_shards_are_committed_in_batches_the_first_at_once(tmp_path):
     assert len(finished_shards(out)) == 1 and sample_table(out).version == 1   # then in batches ...
     commits.add("train-000003.tar", shard(3))
     assert len(finished_shards(out)) == 4 and sample_table(out).version == 2   # ... of 3, one version each
-    other = SampleCommits(out, shards=1)                                 # another run made shards 3 and 4 too
+    other = SampleCommits(out, lease, shards=1)        # a run that made shards 3 and 4 too (a lease taken over)
     other.add("train-000003.tar", shard(3))
     other.add("train-000004.tar", shard(4))
     commits.add("train-000004.tar", shard(4))
     commits.flush()
     ids = sample_table(out).to_table(columns=["id"])["id"].to_pylist()
     assert sorted(ids) == [f"v{n}" for n in range(5)]                    # each shard's rows once
+    lease.release()
