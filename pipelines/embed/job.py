@@ -244,7 +244,7 @@ def _embed(ray, writer, shards, model, adapter, out, workers, batch_size, device
         f"{plan.todo} to embed with {model.name} v{model.version}" + (f", {removed} removed" if removed else ""))
     counter = Progress("embed", plan.todo, progress_every, log)
     start = time.perf_counter()
-    changed = bool(plan.todo or removed or writer.replacing)
+    changed = bool(plan.todo or removed or writer.replacing or store.serving() is not None)
     if changed:
         connect(ray_address)
         check_stores_from_a_worker([("--shards", folder) for folder in shard_folders(shards)] + [("--out", out)])
@@ -279,4 +279,5 @@ def _upkeep(location: str) -> None:
     ds = store.dataset()
     if ds is not None:
         refresh_ann(ds)
+        store.release_serving()       # the new model's rows are indexed: readers move to them now
     store.cleanup(RETENTION)

@@ -49,8 +49,10 @@ class TextSearch:
         self.model.for_inference(precision)
 
     def latest_version(self) -> int:
-        """The newest version of the index on its store (one listing; nothing is opened for search)."""
-        return IndexStore(self.location).dataset().version
+        """The version readers search now: the newest on the store, or the one pinned while a new model
+        version is embedded and indexed (a listing; nothing is opened for search)."""
+        store = IndexStore(self.location)
+        return store.serving() or store.dataset().version
 
     def reopened(self, version: int | None = None) -> "TextSearch":
         """This search at another version of the index (default the latest), as a new object: the model is

@@ -13,6 +13,9 @@ from pipelines.shard_format import sql_text
 from tempme.errors import UserError
 
 VIDEOS, FAILURES, LEASE = "videos.lance", "failures.lance", "lease.lance"
+# A Lance tag on the version readers search while a new model version is embedded, published and indexed:
+# they keep the old model's complete, indexed rows (no filter, no scan) until the new ones are ready.
+SERVING_TAG = "serving"
 LIVE_KEY, PENDING_KEY = "tempme.model", "tempme.pending"   # table config: the live / the coming model version
 
 

@@ -117,13 +117,16 @@ def _hit(row: dict, score: float) -> Hit:
 
 
 def refresh_ann(ds, exact_max: int = EXACT_MAX) -> str:
-    """Keep the ANN index fit for the live rows: build it once they pass `exact_max`, fold new rows into it,
-    and rebuild it (new partitions) when too many rows are not in it or it was trained on another model.
+    """Keep the ANN index fit for the live rows: build it once they pass `exact_max` (with a BTREE index on
+    `video_id`), fold new rows into it, and rebuild it (new partitions) when too many rows are not in it or it
+    was trained on another model.
     Returns what was done: "exact", "built", "updated" or "current"."""
     model = live_model(ds)
     rows = ds.count_rows()
     if rows <= exact_max:
         return "exact"
+    if not any(list(i.field_names) == ["video_id"] for i in ds.describe_indices()):
+        ds.create_scalar_index("video_id", "BTREE")      # lookups by id (thumbnails) read a page, not a column
     index = ann_index(ds)
     trained_on = ds.config().get("tempme.ann_model")
     if index is None or trained_on != model.to_json() or rows - index["rows"] > REBUILD_SHARE * rows:

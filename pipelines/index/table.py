@@ -10,7 +10,7 @@ import lance
 import pyarrow as pa
 
 from pipelines.index.lease import WriterLease
-from pipelines.index.rows import (FAILURES, LEASE, VIDEOS, IndexNotFound, LegacyIndex, ModelRef,
+from pipelines.index.rows import (FAILURES, LEASE, SERVING_TAG, VIDEOS, IndexNotFound, LegacyIndex, ModelRef,
                                   VideoIndexError, live_model, model_rows, pending_model)
 from pipelines.index.search import VideoIndex, ann_index
 from pipelines.index.writer import IndexWriter
@@ -62,8 +62,30 @@ class IndexStore:
             raise
 
     def open(self, version: int | None = None):
-        """The index at `version` (default the latest), ready to search."""
-        return VideoIndex(self._existing(version), self.location)
+        """The index at `version` (default: the one readers search, the latest unless a new model version is
+        being brought in), ready to search."""
+        return VideoIndex(self._existing(self.serving() if version is None else version), self.location)
+
+    def serving(self) -> int | None:
+        """The version pinned for readers while a new model version comes in (None: they follow the latest)."""
+        ds = self.dataset()
+        tag = ds.tags.list().get(SERVING_TAG) if ds is not None else None
+        return tag["version"] if tag else None
+
+    def pin_serving(self) -> None:
+        """Keep readers on the latest version, whatever is committed next, until `release_serving`."""
+        ds = self.dataset()
+        if ds is not None and self.serving() is None:
+            ds.tags.create(SERVING_TAG, ds.version)
+
+    def release_serving(self) -> bool:
+        """Let readers follow the latest version again, once no model version is pending; returns whether the
+        pin went. Call it after the live rows' ANN index is built (`refresh_ann`)."""
+        ds = self.dataset()
+        if ds is None or self.serving() is None or pending_model(ds) is not None:
+            return False
+        ds.tags.delete(SERVING_TAG)
+        return True
 
     @contextlib.contextmanager
     def writer(self, model: ModelRef, run_id: str):
@@ -84,7 +106,7 @@ class IndexStore:
         ds = self._existing()
         live, pending = live_model(ds), pending_model(ds)
         failures = self.dataset(table=FAILURES)
-        return {"location": self.location, "version": ds.version,
+        return {"location": self.location, "version": ds.version, "serving": self.serving(),
                 "rows": ds.count_rows(model_rows(live)),
                 "model": dataclasses.asdict(live),
                 "pending": dataclasses.asdict(pending) if pending else None,
@@ -108,7 +130,7 @@ class IndexStore:
         for table in (VIDEOS, FAILURES, LEASE):
             ds = self.dataset(table=table)
             if ds is not None:
-                stats = ds.cleanup_old_versions(older_than=older_than)
+                stats = ds.cleanup_old_versions(older_than=older_than, error_if_tagged_old_versions=False)
                 removed[table] = {"versions": stats.old_versions, "bytes": stats.bytes_removed}
         return removed
 

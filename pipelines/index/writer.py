@@ -79,6 +79,7 @@ class IndexWriter:
                 ds.update_config({LIVE_KEY: model.to_json(), PENDING_KEY: ""})
                 self.live = model
             elif self.replacing and not model.same_version(pending):
+                store.pin_serving()        # readers stay on the old model's complete, indexed rows
                 ds.update_config({PENDING_KEY: model.to_json()})
             elif not self.replacing and pending is not None:
                 ds.update_config({PENDING_KEY: ""})

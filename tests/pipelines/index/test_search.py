@@ -32,6 +32,8 @@ def test_above_the_threshold_an_ann_index_is_built_kept_up_and_rebuilt_for_a_new
     with store.writer(V1, "run") as w:
         commit(w, ids[:2500], emb[:2500], rows=1000)
     assert refresh_ann(store.dataset(), exact_max=1000) == "built"
+    assert {(tuple(i.field_names), i.index_type) for i in store.dataset().describe_indices()} >= {
+        (("video_id",), "BTree")}
     with store.writer(V1, "grow") as w:
         commit(w, ids[2500:], emb[2500:], rows=1000)
     assert refresh_ann(store.dataset(), exact_max=1000) == "updated"
@@ -48,4 +50,10 @@ def test_above_the_threshold_an_ann_index_is_built_kept_up_and_rebuilt_for_a_new
     with store.writer(V2, "reembed") as w:
         commit(w, ids, emb[::-1].copy(), rows=1000)
         w.publish()
+    before = store.open()          # published, not indexed yet: readers stay on V1's indexed rows, no scan
+    assert before.model == V1 and before.kind == "ANN (IVF_PQ)" and before.filter is None
+    assert before.search(queries, k=1)[0][0].video_id == ids[0]
     assert refresh_ann(store.dataset(), exact_max=1000) == "built"    # trained on another model's vectors
+    assert store.release_serving()
+    after = store.open()
+    assert after.model == V2 and after.kind == "ANN (IVF_PQ)" and after.filter is None

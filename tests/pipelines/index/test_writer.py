@@ -20,10 +20,13 @@ def test_a_new_model_version_stays_invisible_until_published_then_replaces_every
     with store.writer(V2, "reembed") as w:
         assert not list(w.done_ids())
         commit(w, IDS[:24], unit_vectors(24, seed=2))
-        during = store.open()          # new rows are in the table, readers still see only the old version
+        during = store.open()          # new rows are in the table, readers still see only the old version ...
         assert during.model == V1 and sorted(during.video_ids()) == IDS
+        assert during.filter is None and during.version == store.serving()   # ... pinned, with nothing to filter
         commit(w, IDS[24:], unit_vectors(16, seed=3))
         w.publish()
+    assert store.open().model == V1    # published, but readers wait for its search to be built (`refresh_ann`)
+    assert store.release_serving() and store.serving() is None
     after = store.open()
     assert after.model == V2 and sorted(after.video_ids()) == IDS
     assert set(store.dataset().to_table(columns=["model_version"]).column(0).to_pylist()) == {"2"}
