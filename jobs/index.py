@@ -51,6 +51,8 @@ def run(args) -> int:
     print(f"  model {model['name']} v{model['version']} ({model['uri']})")
     if result["pending"]:
         print(f"  being re-embedded with {result['pending']['name']} v{result['pending']['version']}")
+    if result["serving"] is not None:
+        print(f"  readers search version {result['serving']} until the new model's rows are published and indexed")
     for v in result["versions"][-10:]:
         print(f"  version {v['version']:>5}  {v['timestamp']}  {v['rows']} rows")
     return 0

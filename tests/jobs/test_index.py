@@ -29,6 +29,20 @@ def test_info_prints_versions_rows_model_and_search(tmp_path, capsys):
     assert main(["index", "info", str(tmp_path / "index"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["rows"] == 15 and info["versions"][-1]["version"] == info["version"]
+    assert info["serving"] is None
+    IndexStore(tmp_path / "index").pin_serving()          # as while a new model version comes in
+    assert main(["index", "info", str(tmp_path / "index")]) == 0
+    assert f"readers search version {info['version']} until" in capsys.readouterr().out
+
+
+def test_compact_and_cleanup_wait_for_no_writer(tmp_path, capsys):
+    from pipelines.index.lease import WriterLease
+
+    make_index(tmp_path / "index")
+    with WriterLease(IndexStore(tmp_path / "index"), "nightly"):
+        for action in ("compact", "cleanup"):
+            assert main(["index", action, str(tmp_path / "index")]) == 2
+            assert "embedding run nightly" in capsys.readouterr().err
 
 
 def test_compact_merges_fragments_and_cleanup_keeps_the_latest(tmp_path, capsys):
