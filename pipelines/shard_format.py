@@ -191,7 +191,22 @@ def legacy_catalogs(folder: Location) -> list[Location]:
 
 def read_removed(folder: Location) -> pa.Table:
     """(id, split) of the videos that left the folder's inputs."""
-    loc = folder.child(REMOVED)
+    return read_small_table(folder.child(REMOVED), REMOVED_SCHEMA)
+
+
+def read_retired(folder: Location) -> pa.Table:
+    """(shard, retired_at) of the tars that a compaction replaced and no row names any more."""
+    return read_small_table(folder.child(RETIRED), RETIRED_SCHEMA)
+
+
+def read_small_table(loc: Location, schema: pa.Schema) -> pa.Table:
+    """One of the folder's small Parquet tables, read whole (empty when it was never written)."""
     if not retrying(loc.exists):
-        return REMOVED_SCHEMA.empty_table()
-    return pq.read_table(pa.BufferReader(retrying(loc.read_bytes)), schema=REMOVED_SCHEMA)
+        return schema.empty_table()
+    return pq.read_table(pa.BufferReader(retrying(loc.read_bytes)), schema=schema)
+
+
+def write_small_table(loc: Location, table: pa.Table) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    loc.write_atomic(sink.getvalue().to_pybytes())

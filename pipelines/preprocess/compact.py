@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import lance
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from lance import LanceOperation
 from lance.fragment import FragmentMetadata
 
@@ -30,8 +29,8 @@ from pipelines.lease import Lease, run_name
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.writer import ShardWriter
 from pipelines.shard_format import (RETIRED, RETIRED_SCHEMA, SAMPLE_FILTER, SAMPLES, VERSIONS_KEPT,
-                                    folder_lease, frame_member, next_generation, read_removed, sample_table,
-                                    sql_text)
+                                    folder_lease, frame_member, next_generation, read_removed, read_retired,
+                                    sample_table, sql_text, write_small_table)
 from pipelines.storage import Location, lance_options, retrying
 
 COMPACTED = "left the inputs; its bytes were compacted away"
@@ -166,7 +165,7 @@ def _retire(out: Location, shards: list[str]) -> None:
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     table = pa.concat_tables([read_retired(out), pa.table({"shard": shards, "retired_at": [now] * len(shards)},
                                                           schema=RETIRED_SCHEMA)])
-    _write_retired(out, table)
+    write_small_table(out.child(RETIRED), table)
 
 
 def _delete_retired(out: Location, keep: dt.timedelta) -> list[str]:
@@ -182,18 +181,5 @@ def _delete_retired(out: Location, keep: dt.timedelta) -> list[str]:
         if retrying(loc.exists):
             retrying(loc.delete)
     if names:
-        _write_retired(out, table.filter(pc.invert(old)))
+        write_small_table(out.child(RETIRED), table.filter(pc.invert(old)))
     return names
-
-
-def read_retired(out: Location) -> pa.Table:
-    loc = out.child(RETIRED)
-    if not retrying(loc.exists):
-        return RETIRED_SCHEMA.empty_table()
-    return pq.read_table(pa.BufferReader(retrying(loc.read_bytes)), schema=RETIRED_SCHEMA)
-
-
-def _write_retired(out: Location, table: pa.Table) -> None:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    out.child(RETIRED).write_atomic(sink.getvalue().to_pybytes())

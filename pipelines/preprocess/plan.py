@@ -29,7 +29,8 @@ from pipelines.id_set import FINGERPRINT, IdSet, fingerprints
 from pipelines.preprocess.inputs import Inputs
 from pipelines.preprocess.sources import INPUT_SCHEMA, VideoInput
 from pipelines.preprocess.spool import ArraySpool, RowSpool
-from pipelines.shard_format import PLANS_DIR, REMOVED, REMOVED_SCHEMA, plan_name, shard_name, shard_number
+from pipelines.shard_format import (PLANS_DIR, REMOVED, REMOVED_SCHEMA, plan_name, shard_name, shard_number,
+                                    write_small_table)
 from pipelines.storage import Location, retrying, spool_dir
 from tempme.errors import UserError
 
@@ -295,7 +296,5 @@ def record_removed(out: Location, removed: pa.Table, recorded: pa.Table) -> bool
     """Write the removed table if it changed from `recorded` (a re-run with nothing new rewrites nothing)."""
     if recorded.equals(removed):
         return False
-    sink = pa.BufferOutputStream()
-    pq.write_table(removed, sink)
-    out.child(REMOVED).write_atomic(sink.getvalue().to_pybytes())
+    write_small_table(out.child(REMOVED), removed)
     return True
