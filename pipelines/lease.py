@@ -23,7 +23,7 @@ import time
 import lance
 import pyarrow as pa
 
-from pipelines.storage import sql_text
+from pipelines.storage import process_alive, sql_text
 from tempme.errors import UserError
 
 TTL = dt.timedelta(minutes=10)
@@ -172,12 +172,4 @@ def _me() -> str:
 def _dead_here(host: str) -> bool:
     """Whether `host` ("machine:pid") names a process of this machine that no longer runs."""
     machine, _, pid = host.rpartition(":")
-    if machine != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return machine == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))

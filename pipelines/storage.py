@@ -235,7 +235,7 @@ def sweep_spool() -> int:
     removed = 0
     for name in os.listdir(spool_dir()):
         pid = name.split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or process_alive(int(pid)):
             continue
         path = os.path.join(spool_dir(), name)
         shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else _remove(path)
@@ -243,7 +243,8 @@ def sweep_spool() -> int:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with this id runs (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
