@@ -51,8 +51,8 @@ class TextSearch:
     def latest_version(self) -> int:
         """The version readers search now: the newest on the store, or the one pinned while a new model
         version is embedded and indexed (a listing; nothing is opened for search)."""
-        store = IndexStore(self.location)
-        return store.serving() or store.dataset().version
+        ds = IndexStore(self.location).dataset()
+        return IndexStore.pinned_version(ds) or ds.version
 
     def reopened(self, version: int | None = None) -> "TextSearch":
         """This search at another version of the index (default the latest), as a new object: the model is

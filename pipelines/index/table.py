@@ -68,7 +68,11 @@ class IndexStore:
 
     def serving(self) -> int | None:
         """The version pinned for readers while a new model version comes in (None: they follow the latest)."""
-        ds = self.dataset()
+        return self.pinned_version(self.dataset())
+
+    @staticmethod
+    def pinned_version(ds) -> int | None:
+        """Of an opened table: its pinned version, if any (one read of its tags)."""
         tag = ds.tags.list().get(SERVING_TAG) if ds is not None else None
         return tag["version"] if tag else None
 
