@@ -45,7 +45,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "embed": ("embed", "embedding job vs a plain loop, 1 and 2 workers"),
     "plan": ("plan", "each stage's planning at millions of videos: driver memory, time, bytes read"),
     "search": ("search", "search latency and recall, exact vs ANN, over large clustered indexes"),
-    "serve": ("serve", "search service QPS and p50/p99 by index size and replicas, publish-to-served time"),
+    "serve": ("serve", "search service QPS and p50/p99 over HTTP and in-process, publish-to-served time"),
+    "promotion": ("promotion", "search latency while a new model version is embedded, published and indexed"),
 }
 
 

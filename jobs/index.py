@@ -19,12 +19,15 @@ def _duration(text: str) -> dt.timedelta:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["info", "compact", "cleanup"],
-                        help="info: versions, rows, model, search structure; compact: merge small fragments; "
+                        help="info: versions, rows, model, how each version is searched; compact: merge small "
+                             "fragments, fold new rows into the ANN index (or build it); "
                              "cleanup: delete versions older than --older-than (never the latest)")
     parser.add_argument("index", help="index directory or URI written by `tempme embed`")
     parser.add_argument("--older-than", type=_duration, default=dt.timedelta(days=7),
                         help="cleanup: keep versions younger than this, for readers pinned to them "
                              "(default 7d)")
+    parser.add_argument("--versions", type=int, default=10,
+                        help="info: how many of the latest versions to describe (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.epilog = "Example: tempme index info outputs/index; tempme index cleanup s3://bucket/index --older-than 3d"
 
@@ -35,7 +38,7 @@ def run(args) -> int:
     
     store = IndexStore(args.index)
     store.root.check_usable("index")
-    action = {"info": store.info, "compact": store.compact,
+    action = {"info": lambda: store.info(args.versions), "compact": store.compact,
               "cleanup": lambda: store.cleanup(args.older_than)}[args.action]
     if args.action == "info":
         result = action()
@@ -46,15 +49,18 @@ def run(args) -> int:
         print(json.dumps(result, indent=1, default=str))
         return 0
     model = result["model"]
-    print(f"{result['location']}: version {result['version']}, {result['rows']} videos, {result['search']} search, "
+    print(f"{result['location']}: version {result['version']}, {result['rows']} videos, "
           f"{result['fragments']} fragments, {result['failures']} failures recorded")
     print(f"  model {model['name']} v{model['version']} ({model['uri']})")
     if result["pending"]:
         print(f"  being re-embedded with {result['pending']['name']} v{result['pending']['version']}")
     if result["serving"] is not None:
-        print(f"  readers search version {result['serving']} until the new model's rows are published and indexed")
-    for v in result["versions"][-10:]:
-        print(f"  version {v['version']:>5}  {v['timestamp']}  {v['rows']} rows")
+        print(f"  readers search version {result['serving']} until the latest one can be searched as fast "
+              f"(its model's rows published and indexed)")
+    for v in result["versions"]:
+        reader = "  <- readers" if v["version"] == (result["serving"] or result["version"]) else ""
+        print(f"  version {v['version']:>5}  {v['timestamp']}  {v['rows']:>10} rows  {v['model'] or '-'}: "
+              f"{v['search']}{reader}")
     return 0
 
 

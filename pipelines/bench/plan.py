@@ -205,12 +205,18 @@ def complete_index(folder: Path, videos: int) -> None:
 
 
 def build_ann(folder: Path) -> None:
+    """A quick, coarse IVF_PQ index (what a replica opens is measured here, not its recall), recorded as the
+    embedding job records its own."""
     import lance
 
-    from pipelines.index.rows import VIDEOS
+    from pipelines.index.rows import VIDEOS, live_model
+    from pipelines.index.search import SETTINGS_KEY, AnnSettings
 
-    lance.dataset(str(folder / "index" / VIDEOS)).create_index("embedding", "IVF_PQ", metric="cosine",
-                                                                num_partitions=64, num_sub_vectors=2)
+    ds = lance.dataset(str(folder / "index" / VIDEOS))
+    settings = AnnSettings("IVF_PQ", partitions=64, probes=8, refine=0, model=live_model(ds).to_json(),
+                           trained_rows=ds.count_rows())
+    ds.create_index("embedding", "IVF_PQ", metric="dot", num_partitions=64, num_sub_vectors=2)
+    ds.update_config({SETTINGS_KEY: settings.to_json()})
 
 
 # --- one case, in the child process ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ recall@k is against the exact top-k, computed by a stream over all vectors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import time
 
@@ -30,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="1000000,5000000", help="index sizes, comma-separated (default %(default)s)")
     parser.add_argument("--exact-sizes", default="100000,200000,1000000",
                         help="sizes also searched exactly, all vectors in memory (default %(default)s)")
+    parser.add_argument("--kinds", default="IVF_HNSW_SQ,IVF_PQ",
+                        help="ANN index kinds built and swept at each size (default %(default)s)")
     parser.add_argument("--dim", type=int, default=512, help="embedding width (default %(default)s)")
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--queries", type=int, default=100, help="timed single queries per size (default %(default)s)")
@@ -38,22 +41,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def measure(args) -> dict:
     exact = common.numbers(args.exact_sizes, "--exact-sizes", least=0)
     sizes = sorted(set(common.numbers(args.sizes, "--sizes")) | set(exact))
+    kinds = common.numbers(args.kinds, "--kinds", kind=str)
     with common.scratch(args) as root:
-        rows = measure_sizes(sizes, args.dim, args.k, args.queries, tuple(exact), str(root), common.progress(args))
+        rows = measure_sizes(sizes, args.dim, args.k, args.queries, tuple(exact), str(root), common.progress(args),
+                             kinds)
     return {"benchmark": "search", "dim": args.dim, "k": args.k, "queries": args.queries, "rows": rows}
 
 
 def render(result: dict) -> str:
-    def ms(row: dict, key: str) -> str | None:
-        return f"{row[key]:.2f}" if key in row else None
+    def ms(row: dict, key: str) -> str:
+        return f"{row[key]:.2f}" if key in row else ""
 
-    rows = [[f"{r['videos']:,}", f"{r['write_s']:.1f}", ms(r, "exact_p50_ms"), ms(r, "exact_p95_ms"),
-             f"{r['ann_build_s']:.1f}", ms(r, "ann_p50_ms"), ms(r, "ann_p95_ms"), f"{r['ann_recall']:.3f}"]
-            for r in result["rows"]]
-    return (f"{result['dim']}-d clustered vectors, k={result['k']}, {result['queries']} single queries per size; "
-            f"recall@k vs exact\n"
-            + common.table(["videos", "write s", "exact p50", "p95", "ANN build s", "ANN p50", "p95", "recall"],
-                           rows, left=0))
+    rows = []
+    for r in result["rows"]:
+        rows.append([f"{r['videos']:,}", "exact", "", "", "", ms(r, "exact_p50_ms"), ms(r, "exact_p95_ms"),
+                     "1.000"] if r["search"] == "exact" else
+                    [f"{r['videos']:,}", r["kind"], f"{r['partitions']}/{r['probes']}",
+                     " ".join(f"{knob} {r[knob]}" for knob in ("ef", "refine") if r[knob]), f"{r['build_s']:.0f} s, "
+                     f"{r['index_mb']:.0f} MB", ms(r, "p50_ms"), ms(r, "p95_ms"), f"{r['recall']:.3f}"])
+    return (f"{result['dim']}-d clustered vectors, k={result['k']}, {result['queries']} single queries per setting; "
+            f"recall@k against exact\n"
+            + common.table(["videos", "search", "partitions/probed", "setting", "build", "p50 ms", "p95 ms",
+                            "recall"], rows, left=2))
 
 
 def _draw(rng, centres: np.ndarray, basis: np.ndarray, n: int) -> np.ndarray:
@@ -73,8 +82,8 @@ def corpus(rng, n: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build(location: str, n: int, space: tuple, rng, model=None) -> float:
-    """Write an index of `n` synthetic videos of `model` (a ModelRef; default a made-up one) at `location`;
-    returns the seconds it took."""
+    """Write `n` synthetic videos of `model` (a ModelRef; default a made-up one) into the index at `location`
+    and publish them, as the embedding job does; returns the seconds it took."""
     from pipelines.index import IndexStore, ModelRef, write_fragment
 
     model = model or ModelRef("bench", "1", "bench")
@@ -87,6 +96,7 @@ def build(location: str, n: int, space: tuple, rng, model=None) -> float:
                      "caption": ids, "thumb_shard": np.full(rows, "", object),
                      "thumb_offset": np.zeros(rows, np.int64), "thumb_size": np.zeros(rows, np.int64)}
             writer.commit([f for f in write_fragment(batch, writer.uri, model.__dict__)["fragments"] if f])
+        writer.publish()
     return time.perf_counter() - t0
 
 
@@ -115,10 +125,40 @@ def _latencies(index, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.
     return found, np.asarray(times)
 
 
-def measure_sizes(sizes: list[int], dim: int, k: int, queries: int, exact_sizes: tuple, root: str,
-                  log) -> list[dict]:
-    """Per size: build seconds, ANN build seconds, p50/p95 ms and recall@k of ANN (and of exact search for
-    the sizes in `exact_sizes`, which load every vector into memory). Each index is removed once measured."""
+def sweep(settings) -> list:
+    """The query settings tried on one built index: probes and refinement (IVF_PQ) or probes and ef (HNSW)."""
+    from dataclasses import replace
+
+    if settings.kind == "IVF_PQ":
+        probes = sorted({max(4, settings.partitions * share // 100) for share in (3, 10, 25)})
+        return [replace(settings, probes=p, refine=r) for p in probes for r in (10, 30)]
+    probes = sorted({max(1, settings.partitions // 2), settings.partitions})
+    return [replace(settings, probes=p, ef=ef, refine=r) for p in probes for ef in (64, 150) for r in (0, 4)]
+
+
+def _index_bytes(location: str) -> int:
+    from pathlib import Path
+
+    return sum(f.stat().st_size for f in Path(location, "videos.lance", "_indices").rglob("*") if f.is_file())
+
+
+@contextlib.contextmanager
+def _exact_max(rows: int):
+    """Search exactly up to `rows` rows meanwhile (the index's threshold, set aside for a measurement)."""
+    from pipelines.index import search as index_search
+
+    limit, index_search.EXACT_MAX = index_search.EXACT_MAX, rows
+    try:
+        yield
+    finally:
+        index_search.EXACT_MAX = limit
+
+
+def measure_sizes(sizes: list[int], dim: int, k: int, queries: int, exact_sizes: tuple, root: str, log,
+                  kinds: list[str] = ("IVF_PQ",)) -> list[dict]:
+    """Per size: exact search (for the sizes in `exact_sizes`, which load every vector into memory), then per
+    index kind its build seconds and size and, per query setting of `sweep`, p50/p95 ms and recall@k. Each
+    index is removed once measured."""
     from pipelines.index import IndexStore, VideoIndex, refresh_ann
     from pipelines.index import search as index_search
 
@@ -131,26 +171,30 @@ def measure_sizes(sizes: list[int], dim: int, k: int, queries: int, exact_sizes:
         store = IndexStore(location)
         q = _draw(rng, *space, queries)
         truth = _exact_top(store.dataset(), q, k)
-        row = {"videos": n, "dim": dim, "k": k, "queries": queries, "write_s": round(write_s, 1)}
+        base = {"videos": n, "dim": dim, "k": k, "queries": queries, "write_s": round(write_s, 1)}
         if n in exact_sizes:
-            t0 = time.perf_counter()
-            exact = VideoIndex(store.dataset(), location)
-            row["exact_open_s"] = round(time.perf_counter() - t0, 2)
+            with _exact_max(n):
+                t0 = time.perf_counter()
+                exact = VideoIndex(store.dataset(), location)
+                open_s = round(time.perf_counter() - t0, 2)
             found, times = _latencies(exact, q, k)
-            row.update(_figures("exact", found, truth, times, k))
+            rows.append({**base, "search": "exact", "open_s": open_s, **_figures("exact", found, truth, times, k)})
             del exact
-        t0 = time.perf_counter()
-        refresh_ann(store.dataset(), exact_max=0)
-        row["ann_build_s"] = round(time.perf_counter() - t0, 1)
-        limit, index_search.EXACT_MAX = index_search.EXACT_MAX, 0   # search the ANN index at every size
-        try:
-            ann = VideoIndex(store.dataset(), location)
-        finally:
-            index_search.EXACT_MAX = limit
-        found, times = _latencies(ann, q, k)
-        row.update(_figures("ann", found, truth, times, k))
-        log(f"{n:,} videos: written in {row['write_s']} s, ANN built in {row['ann_build_s']} s")
-        rows.append(row)
+        with _exact_max(0):             # search the ANN index at every size
+            for kind in kinds:
+                t0 = time.perf_counter()
+                refresh_ann(store.dataset(), exact_max=0, kind=kind)
+                built = {"build_s": round(time.perf_counter() - t0, 1), "index_mb": _index_bytes(location) / 2**20}
+                log(f"{n:,} videos: {kind} built in {built['build_s']} s")
+                for settings in sweep(index_search.AnnSettings.of(store.dataset())):
+                    store.dataset().update_config({index_search.SETTINGS_KEY: settings.to_json()})
+                    found, times = _latencies(VideoIndex(store.dataset(), location, prewarm=True), q, k)
+                    figures = {key.removeprefix("ann_"): value
+                               for key, value in _figures("ann", found, truth, times, k).items()}
+                    rows.append({**base, "search": "ANN", "kind": kind, "partitions": settings.partitions,
+                                 "probes": settings.probes, "refine": settings.refine, "ef": settings.ef,
+                                 **built, **figures})
+                    log(f"  {rows[-1]}")
         shutil.rmtree(location, ignore_errors=True)
     return rows
 

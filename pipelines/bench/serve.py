@@ -25,51 +25,64 @@ WORKDIR = "the model and the indexes"
 EXAMPLE = "tempme bench serve --sizes 100000 --replicas 1,2 --seconds 10 --json"
 QUERIES = ("a red square moving left", "a man is cooking", "two dogs play in the snow", "a blue bar moving up",
            "someone explains a diagram", "cars on a highway at night", "a cat jumps on a table")
-DIM = 64
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="100000,1000000", help="videos in the synthetic indexes (default %(default)s)")
     parser.add_argument("--replicas", default="1,2", help="replica counts (default %(default)s)")
+    parser.add_argument("--model", default="tempme-tiny-12f",
+                        help="model config whose text encoder (random weights) encodes the queries, e.g. "
+                             "tempme-b32-12f for a real-size one (default %(default)s)")
     parser.add_argument("--seconds", type=float, default=15.0, help="load per measurement, at most (default %(default)s)")
     parser.add_argument("--max-requests", type=int, default=5000, help="requests per measurement, at most")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default %(default)s)")
+    parser.add_argument("--clients", default="8", help="concurrent clients, comma-separated (default %(default)s)")
     parser.add_argument("--port", type=int, default=8123, help="port on 127.0.0.1 (default %(default)s)")
     parser.add_argument("--refresh-s", type=float, default=10.0,
                         help="the service's look for new versions (default %(default)s, as `tempme serve`)")
 
 
 def measure(args) -> dict:
-    """Per index size and replica count: QPS, p50/p99; per size: seconds from a publish to its being served."""
+    """Per index size, replica count and client count: QPS, p50/p99 over HTTP, and of the same queries as
+    direct calls to a replica's search object in this process; per size: seconds from a publish to its being
+    served."""
     from ray import serve
 
-    from pipelines.index import IndexStore, refresh_ann
-    from pipelines.serve import APP_NAME, ServeOptions, start_service
+    from pipelines.index import IndexStore
+    from pipelines.serve import APP_NAME, SearchState, ServeOptions, start_service
 
     sizes, replica_counts = common.numbers(args.sizes, "--sizes"), common.numbers(args.replicas, "--replicas")
+    clients = common.numbers(args.clients, "--clients")
     log = common.progress(args)
     rng = np.random.default_rng(0)
     rows, follow = [], []
     with common.scratch(args) as root:
-        model = _tiny_model(root)
+        model, dim = bench_model(root, args.model)
         common.start_ray()
         for n in sizes:
             location = str(root / f"index-{n}")
             log(f"writing an index of {n} videos ...")
-            build(location, n, corpus(rng, n, DIM), rng, model)
-            refresh_ann(IndexStore(location).dataset())
+            build(location, n, corpus(rng, n, dim), rng, model)
+            IndexStore(location).refresh_search()
+            state = SearchState(ServeOptions(index=location, refresh_s=3600))
+            for count in clients:
+                load(direct(state), min(args.seconds, 3.0), args.max_requests, count)
+                rows.append({"videos": n, "path": "in-process", "replicas": None, "clients": count,
+                             **load(direct(state), args.seconds, args.max_requests, count)})
+                log(f"  {rows[-1]}")
+            state.close()
+            del state
             for replicas in replica_counts:
                 address = start_service(ServeOptions(index=location, refresh_s=args.refresh_s), replicas,
                                         port=args.port)
-                load(address, min(args.seconds, 3.0), args.max_requests, args.clients)   # warm every replica up
-                row = {"videos": n, "replicas": replicas, "clients": args.clients,
-                       **load(address, args.seconds, args.max_requests, args.clients)}
-                log(f"  {row}")
-                rows.append(row)
+                for count in clients:
+                    load(over_http(address), min(args.seconds, 3.0), args.max_requests, count)   # warm up
+                    rows.append({"videos": n, "path": "HTTP", "replicas": replicas, "clients": count,
+                                 **load(over_http(address), args.seconds, args.max_requests, count)})
+                    log(f"  {rows[-1]}")
                 if replicas == replica_counts[-1]:
                     before = _version(address)
                     started = time.perf_counter()
-                    _publish_one(location, model, rng)
+                    _publish_one(location, model, rng, dim)
                     while _version(address) == before:
                         time.sleep(0.05)
                     follow.append({"videos": n, "refresh_s": args.refresh_s,
@@ -77,26 +90,46 @@ def measure(args) -> dict:
                     log(f"  {follow[-1]}")
                 serve.delete(APP_NAME)
             serve.shutdown()
-    return {"load": rows, "follow": follow}
+    return {"model": args.model, "load": rows, "follow": follow}
 
 
 def render(result: dict) -> str:
-    rows = [[r["videos"], r["replicas"], r["clients"], r["qps"], r["p50_ms"], r["p99_ms"], r["errors"]]
+    rows = [[r["videos"], r["path"], r["replicas"], r["clients"], r["qps"], r["p50_ms"], r["p99_ms"], r["errors"]]
             for r in result["load"]]
-    lines = [common.table(["videos", "replicas", "clients", "QPS", "p50 ms", "p99 ms", "errors"], rows, left=0)]
+    lines = [f"queries encoded by {result['model']} (random weights)",
+             common.table(["videos", "path", "replicas", "clients", "QPS", "p50 ms", "p99 ms", "errors"], rows,
+                          left=2)]
     lines += [f"{f['videos']} videos: a published version served after {f['publish_to_served_s']} s "
               f"(the service looks every {f['refresh_s']} s)" for f in result["follow"]]
     return "\n".join(lines)
 
 
-def _tiny_model(root: Path):
+def bench_model(root: Path, config: str):
+    """A random-weight model of `config`, logged as an adapter: (its ModelRef, its embedding width)."""
+    import torch
+
     from pipelines.model_store import build_model, resolve_model
 
-    return resolve_model(str(build_model("tempme-tiny-12f").save_adapter(root / "tiny-bench")))[0]
+    model = build_model(config)
+    with torch.no_grad():
+        dim = model.encode_text([""]).shape[1]
+    return resolve_model(str(model.save_adapter(root / config)))[0], dim
 
 
-def load(address: str, seconds: float, max_requests: int, clients: int, k: int = 10) -> dict:
-    """Hammer `address`/search from `clients` threads; QPS and latency percentiles of the answered requests."""
+def over_http(address: str, k: int = 10):
+    def ask(query: str) -> None:
+        with urllib.request.urlopen(f"{address}search?q={urllib.parse.quote(query)}&k={k}", timeout=30) as reply:
+            reply.read()
+    return ask
+
+
+def direct(state, k: int = 10):
+    """The same query as a call to a replica's search object, in this process."""
+    return lambda query: state.search(query, k)
+
+
+def load(ask, seconds: float, max_requests: int, clients: int) -> dict:
+    """`ask` queries from `clients` threads; QPS and latency percentiles of the answered requests."""
     latencies, errors, lock = [], [0], threading.Lock()
     stop = time.monotonic() + seconds
 
@@ -106,11 +139,9 @@ def load(address: str, seconds: float, max_requests: int, clients: int, k: int =
             with lock:
                 if len(latencies) + errors[0] >= max_requests:
                     return
-            url = f"{address}search?q={urllib.parse.quote(QUERIES[i % len(QUERIES)])}&k={k}"
             started = time.perf_counter()
             try:
-                with urllib.request.urlopen(url, timeout=30) as reply:
-                    reply.read()
+                ask(QUERIES[i % len(QUERIES)])
                 with lock:
                     latencies.append(time.perf_counter() - started)
             except OSError:
@@ -136,12 +167,12 @@ def _version(address: str) -> int:
         return json.loads(reply.read())["index_version"]
 
 
-def _publish_one(location: str, model, rng) -> None:
+def _publish_one(location: str, model, rng, dim: int) -> None:
     """A new index version: one more video, committed and published as a nightly run would."""
     from pipelines.index import IndexStore, write_fragment
 
     with IndexStore(location).writer(model, run_id="bench-publish") as writer:
-        vector = rng.standard_normal((1, DIM)).astype(np.float32)
+        vector = rng.standard_normal((1, dim)).astype(np.float32)
         batch = {"video_id": np.asarray([f"new{time.time_ns()}"], object),
                  "embedding": vector / np.linalg.norm(vector), "error": np.asarray([""], object),
                  "caption": np.asarray(["new"], object), "thumb_shard": np.asarray([""], object),

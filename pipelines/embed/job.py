@@ -30,7 +30,7 @@ from pipelines.embed.encoder import VideoEmbedder, read_frames
 from pipelines.embed.model import adapter_files
 from pipelines.embed.options import PART_ROWS
 from pipelines.embed.plan import PLAN_DIR, EmbedPlan, plan_embedding, read_part
-from pipelines.index import IndexStore, ModelRef, refresh_ann, write_fragment
+from pipelines.index import IndexStore, ModelRef, write_fragment
 from pipelines.index.table import RETENTION
 from pipelines.model_store import resolve_model
 from pipelines.progress import Progress
@@ -276,8 +276,6 @@ def _upkeep(location: str) -> None:
     keep the ANN index fit, and delete versions older than the retention period, so that nightly commits do
     not pile up while readers pinned to a recent version keep theirs."""
     store = IndexStore(location)
-    ds = store.dataset()
-    if ds is not None:
-        refresh_ann(ds)
-        store.release_serving()       # the new model's rows are indexed: readers move to them now
+    if store.dataset() is not None:
+        store.refresh_search()        # the new rows are indexed: readers pinned before them move on now
     store.cleanup(RETENTION)

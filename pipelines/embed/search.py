@@ -40,11 +40,12 @@ class TextSearch:
     """An opened index and its model: encode queries, return the top-k videos (reuse it across queries)."""
 
     def __init__(self, index: str | os.PathLike, model_uri: str | None = None, tracking_uri: str | None = None,
-                 precision: str = "auto", version: int | None = None):
+                 precision: str = "auto", version: int | None = None, prewarm: bool = False):
         """`precision`: of the text encoder (auto: bf16 where the hardware computes it natively); `version`: the
-        index version to search (default the latest; `tempme index info` lists them)."""
-        self.location, self.tracking_uri, self.precision = str(index), tracking_uri, precision
-        self.index = IndexStore(index).open(version)
+        index version to search (default the latest; `tempme index info` lists them); `prewarm`: load the ANN
+        index now, and on every reopen (a service that answers many queries)."""
+        self.location, self.tracking_uri, self.precision, self.prewarm = str(index), tracking_uri, precision, prewarm
+        self.index = IndexStore(index).open(version, prewarm)
         self.model, self.model_ref = _load_query_model(self.index, self.location, model_uri, tracking_uri)
         self.model.for_inference(precision)
 
@@ -58,10 +59,10 @@ class TextSearch:
         """This search at another version of the index (default the latest), as a new object: the model is
         shared when that version's live model is the same name and version, else the index's new one is
         loaded. The old object keeps answering from its own version, so a query never mixes two."""
-        index = IndexStore(self.location).open(version)
+        index = IndexStore(self.location).open(version, self.prewarm)
         fresh = object.__new__(TextSearch)
-        fresh.location, fresh.tracking_uri, fresh.precision, fresh.index = (
-            self.location, self.tracking_uri, self.precision, index)
+        fresh.location, fresh.tracking_uri, fresh.precision, fresh.prewarm, fresh.index = (
+            self.location, self.tracking_uri, self.precision, self.prewarm, index)
         if index.model.same_version(self.index.model):
             fresh.model, fresh.model_ref = self.model, self.model_ref
         else:

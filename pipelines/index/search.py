@@ -1,26 +1,92 @@
-"""Search over one pinned version of the index: exact below a size, an ANN index (IVF_PQ) above it.
+"""Search over one pinned version of the index: exact below a size, an ANN index above it.
 
-Exact search keeps the live model's vectors in memory and does one matrix product per query batch, which at
-a few hundred thousand videos is as fast as any index and exactly right. Above `EXACT_MAX` rows the embedding
-job builds a Lance IVF_PQ index with sqrt(n) partitions; queries probe a quarter of them (`PROBED`, at least
-`MIN_PROBES`) and re-rank `REFINE` x k candidates on their full vectors (`tempme bench search` measures the
-recall and latency this buys).
+Exact search keeps the live model's vectors in memory (float32: half precision was measured to reorder the
+top 10 of 3-20% of queries) and does one matrix product per query batch, which at a hundred thousand videos
+reads the vectors at the memory's speed and is exactly right. Above `EXACT_MAX` rows the embedding job builds a Lance ANN index; how it is built and queried
+(`AnnSettings`: kind, partitions, probes, refinement) is chosen by `tempme bench search` and recorded in the
+table's config beside the index it describes.
+
+A version is searched only the fast way: with its ANN index above the threshold (a version without one is
+refused, `IndexNotReady`, and readers stay on the version pinned before it), with at most `FOLD_ROWS` rows
+outside the index (scored exactly by Lance, so new rows are found at once; writers fold them in as they come).
 """
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from pipelines.index.rows import ModelRef, live_model, model_rows, pending_model, sql_text
+from pipelines.index.rows import ModelRef, VideoIndexError, live_model, model_rows, pending_model, sql_text
 
-EXACT_MAX = 100_000   # rows at or below which search is exact and no ANN index is built
-REBUILD_SHARE = 0.2   # rebuild the ANN index (new centroids) once this share of rows is not in it
-MIN_PROBES = 32
-PROBED = 0.25         # share of the partitions a query probes
-REFINE = 20
+EXACT_MAX = 100_000     # rows at or below which search is exact and no ANN index is built
+REBUILD_SHARE = 0.2     # retrain the ANN index (new centroids) once this share of rows was added since
+FOLD_ROWS = 20_000      # rows a writer lets pile up outside the ANN index before it folds them in
+UNINDEXED_MAX = 100_000  # more rows than this outside the index (a fold failed): queries skip them, not scan
+DEFAULT_KIND = "IVF_HNSW_SQ"
+SETTINGS_KEY = "tempme.ann"
+LEGACY_MODEL_KEY, LEGACY_PROBES_KEY = "tempme.ann_model", "tempme.ann_probes"   # what older versions recorded
 SHOWN = ["video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size"]
+
+
+class IndexNotReady(VideoIndexError):
+    """A version above the exact-search size whose ANN index is missing or was trained on another model."""
+
+
+@dataclass(frozen=True)
+class AnnSettings:
+    """How the ANN index is built and queried (measured by `tempme bench search`)."""
+    kind: str            # "IVF_PQ" or "IVF_HNSW_SQ"
+    partitions: int
+    probes: int          # partitions a query visits
+    refine: int = 0      # re-rank refine x k candidates on their full vectors (0: rank on the compressed ones)
+    ef: int = 0          # IVF_HNSW_SQ: candidates the graph walk keeps in each partition
+    model: str = ""      # the model version (JSON) whose vectors trained it
+    trained_rows: int = 0    # how many there were
+
+    @classmethod
+    def for_rows(cls, rows: int, kind: str) -> "AnnSettings":
+        """The measured defaults (`tempme bench search`, README): a graph per million rows, all of them visited
+        (IVF_HNSW_SQ), or sqrt(rows) partitions of which a query probes a quarter (IVF_PQ: on clustered vectors
+        a smaller share loses recall fast)."""
+        if kind == "IVF_HNSW_SQ":
+            partitions = max(1, round(rows / 1_000_000))
+            return cls(kind, partitions, partitions, ef=64, refine=4)
+        if kind == "IVF_PQ":
+            partitions = max(1, int(math.sqrt(rows)))
+            return cls(kind, partitions, max(8, partitions // 4), refine=20)
+        raise ValueError(f"unknown ANN index kind {kind!r}; choose IVF_HNSW_SQ or IVF_PQ")
+
+    def build_params(self, dim: int) -> dict:
+        params = {"num_partitions": self.partitions}
+        if self.kind == "IVF_PQ":
+            params["num_sub_vectors"] = max(1, dim // 8)
+        return params
+
+    def query(self, q: np.ndarray, k: int) -> dict:
+        """Lance's `nearest` for query vectors `q` ([dim] or [n, dim])."""
+        params = {"column": "embedding", "q": q, "k": k, "metric": "dot", "minimum_nprobes": self.probes,
+                  "maximum_nprobes": self.probes}
+        if self.refine:
+            params["refine_factor"] = self.refine
+        if self.ef:
+            params["ef"] = max(self.ef, k)
+        return params
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def of(cls, ds) -> "AnnSettings | None":
+        config = ds.config()
+        if config.get(SETTINGS_KEY):
+            return cls(**json.loads(config[SETTINGS_KEY]))
+        if config.get(LEGACY_MODEL_KEY):     # an index built before the settings were recorded: IVF_PQ
+            probes = int(config.get(LEGACY_PROBES_KEY, 32))
+            return cls("IVF_PQ", partitions=probes * 4, probes=probes, refine=20, model=config[LEGACY_MODEL_KEY],
+                       trained_rows=16 * probes * probes)
+        return None
 
 
 @dataclass(frozen=True)
@@ -32,40 +98,82 @@ class Hit:
 
 
 def ann_index(ds) -> dict | None:
-    """The vector index on `embedding`, if any: {name, type, rows} (rows it covers)."""
+    """The vector index on `embedding`, if any: {name, type, rows (it covers), segments (it and its deltas)}."""
     for index in ds.describe_indices():
         if list(index.field_names) == ["embedding"]:
-            return {"name": index.name, "type": index.index_type, "rows": index.num_rows_indexed}
+            return {"name": index.name, "type": index.index_type, "rows": index.num_rows_indexed,
+                    "segments": len(index.segments)}
     return None
 
 
-class VideoIndex:
-    """One version of an index, opened for search; it never moves to a newer version by itself."""
+@dataclass(frozen=True)
+class SearchPlan:
+    """How a query to one version is answered: "exact", "ANN" or "not ready"; rows in and outside the index."""
+    way: str
+    rows: int
+    indexed: int = 0
+    settings: AnnSettings | None = None
 
-    def __init__(self, ds, location: str):
+    @property
+    def unindexed(self) -> int:
+        return max(0, self.rows - self.indexed) if self.way == "ANN" else 0
+
+    def describe(self) -> str:
+        if self.way != "ANN":
+            return self.way
+        s = self.settings
+        knobs = ", ".join(f"{name} {value}" for name, value in (("ef", s.ef), ("refine", s.refine)) if value)
+        scored = "skipped" if self.unindexed > UNINDEXED_MAX else "scored exactly"
+        return (f"ANN ({s.kind}, {s.partitions} partitions, {s.probes} probed, {knobs}), "
+                f"{self.indexed:,} rows indexed, {self.unindexed:,} not yet ({scored})")
+
+
+def search_plan(ds, rows: int | None = None) -> SearchPlan:
+    """The plan for a version (`rows`: its live rows, when the caller has counted them)."""
+    model = live_model(ds)
+    if rows is None:
+        rows = ds.count_rows(model_rows(model) if pending_model(ds) else None)
+    if rows <= EXACT_MAX:
+        return SearchPlan("exact", rows)
+    index, settings = ann_index(ds), AnnSettings.of(ds)
+    if index is None or settings is None or settings.model != model.to_json():
+        return SearchPlan("not ready", rows)
+    return SearchPlan("ANN", rows, index["rows"], settings)
+
+
+class VideoIndex:
+    """One version of an index, opened for search; it never moves to a newer version by itself.
+
+    `prewarm` loads the ANN index into the process's Lance cache now (a service replica), not on the first
+    queries."""
+
+    def __init__(self, ds, location: str, prewarm: bool = False):
         self.ds, self.location, self.version = ds, location, ds.version
         self.model: ModelRef = live_model(ds)
         self.filter = model_rows(self.model) if pending_model(ds) else None   # another version's rows are in
-        self.count = ds.count_rows(self.filter)
-        self.ann = ann_index(ds) if self.count > EXACT_MAX else None
+        self.plan = search_plan(ds)
+        self.count = self.plan.rows
+        if self.plan.way == "not ready":
+            raise IndexNotReady(f"{location} version {self.version} has {self.count:,} videos and no ANN index "
+                                f"over them yet (the embedding job builds it; `tempme index compact` does too); "
+                                f"search a version that has one (`tempme index info` lists them)")
+        self.dim = ds.schema.field("embedding").type.list_size
         self._rows = self._matrix = self._positions = None
-        if self.ann is None:
+        if self.plan.way == "exact":
             table = ds.to_table(columns=[*SHOWN, "embedding"], filter=self.filter)
             emb = table.column("embedding").combine_chunks()
-            self.dim = emb.type.list_size
-            self._matrix = emb.values.to_numpy().reshape(-1, self.dim) if len(emb) else np.zeros((0, self.dim),
-                                                                                                 np.float32)
+            self._matrix = (emb.values.to_numpy().reshape(-1, self.dim) if len(emb)
+                            else np.zeros((0, self.dim), np.float32))
             self._rows = table.drop_columns(["embedding"])
-        else:
-            self.dim = ds.schema.field("embedding").type.list_size
-            self.probes = int(ds.config().get("tempme.ann_probes", MIN_PROBES))
+        elif prewarm:
+            ds.prewarm_index(ann_index(ds)["name"])
 
     def __len__(self) -> int:
         return self.count
 
     @property
     def kind(self) -> str:
-        return f"ANN ({self.ann['type']})" if self.ann else "exact"
+        return f"ANN ({self.plan.settings.kind})" if self.plan.way == "ANN" else "exact"
 
     def video_ids(self) -> list[str]:
         if self._rows is not None:
@@ -91,7 +199,7 @@ class VideoIndex:
         k = min(k, self.count)
         if k <= 0:
             return [[] for _ in range(len(q))]
-        return self._exact(q, k) if self.ann is None else [self._nearest(v, k) for v in q]
+        return self._exact(q, k) if self._matrix is not None else self._nearest(q, k)
 
     def _exact(self, q: np.ndarray, k: int) -> list[list[Hit]]:
         scores = self._matrix @ q.T                                   # [rows, n]
@@ -103,12 +211,16 @@ class VideoIndex:
             results.append([_hit(r, float(scores[i, j])) for r, i in zip(rows, best)])
         return results
 
-    def _nearest(self, v: np.ndarray, k: int) -> list[Hit]:
+    def _nearest(self, q: np.ndarray, k: int) -> list[list[Hit]]:
+        """One Lance query for the whole batch (`query_index` says whose row each result is)."""
         table = self.ds.to_table(columns=[*SHOWN, "_distance"], filter=self.filter,
-                                 prefilter=self.filter is not None, disable_scoring_autoprojection=True,
-                                 nearest={"column": "embedding", "q": v, "k": k, "metric": "dot",
-                                          "nprobes": self.probes, "refine_factor": REFINE})
-        return [_hit(r, 1.0 - r["_distance"]) for r in table.to_pylist()]
+                                 prefilter=self.filter is not None, disable_scoring_autoprojection=True, nearest=self.plan.settings.query(q if len(q) > 1 else q[0], k),
+                                 fast_search=self.plan.unindexed > UNINDEXED_MAX)
+        results: list[list[Hit]] = [[] for _ in range(len(q))]
+        owners = table.column("query_index").to_pylist() if "query_index" in table.column_names else [0] * len(table)
+        for owner, row in zip(owners, table.to_pylist()):
+            results[owner].append(_hit(row, 1.0 - row["_distance"]))
+        return [sorted(hits, key=lambda h: -h.score) for hits in results]
 
 
 def _hit(row: dict, score: float) -> Hit:
@@ -116,28 +228,32 @@ def _hit(row: dict, score: float) -> Hit:
     return Hit(row["video_id"], score, row.get("caption") or "", thumb)
 
 
-def refresh_ann(ds, exact_max: int = EXACT_MAX) -> str:
-    """Keep the ANN index fit for the live rows: build it once they pass `exact_max` (with a BTREE index on
-    `video_id`), fold new rows into it, and rebuild it (new partitions) when too many rows are not in it or it
-    was trained on another model.
+def refresh_ann(ds, exact_max: int | None = None, kind: str | None = None) -> str:
+    """Keep the ANN index fit for the live rows: build it once they pass `exact_max` (with scalar indexes on
+    `video_id` and the model columns), fold new rows and the writers' delta indexes into it, and retrain it
+    when a `REBUILD_SHARE` of the rows came after its training or it was trained on another model. `kind`:
+    the index kind (default: the recorded one, else `DEFAULT_KIND`).
+    `exact_max` (default `EXACT_MAX`): the rows at or below which there is no ANN index.
     Returns what was done: "exact", "built", "updated" or "current"."""
     model = live_model(ds)
     rows = ds.count_rows()
-    if rows <= exact_max:
+    if rows <= (EXACT_MAX if exact_max is None else exact_max):
         return "exact"
-    if not any(list(i.field_names) == ["video_id"] for i in ds.describe_indices()):
-        ds.create_scalar_index("video_id", "BTREE")      # lookups by id (thumbnails) read a page, not a column
-    index = ann_index(ds)
-    trained_on = ds.config().get("tempme.ann_model")
-    if index is None or trained_on != model.to_json() or rows - index["rows"] > REBUILD_SHARE * rows:
+    scalar = {tuple(i.field_names) for i in ds.describe_indices()}
+    for column, kind_of in (("video_id", "BTREE"), ("model_name", "BITMAP"), ("model_version", "BITMAP")):
+        if (column,) not in scalar:   # lookups by id (thumbnails) and filters on the model read pages, not columns
+            ds.create_scalar_index(column, kind_of)
+    index, settings = ann_index(ds), AnnSettings.of(ds)
+    stale = (settings is None or settings.model != model.to_json() or (kind and kind != settings.kind)
+             or rows * (1 - REBUILD_SHARE) > settings.trained_rows)
+    if index is None or stale:
+        chosen = AnnSettings.for_rows(rows, kind or (settings.kind if settings else DEFAULT_KIND))
+        chosen = replace(chosen, model=model.to_json(), trained_rows=rows)
         dim = ds.schema.field("embedding").type.list_size
-        partitions = max(1, int(math.sqrt(rows)))
-        ds.create_index("embedding", "IVF_PQ", metric="dot", replace=True, num_partitions=partitions,
-                        num_sub_vectors=max(1, dim // 8))
-        ds.update_config({"tempme.ann_model": model.to_json(),
-                          "tempme.ann_probes": str(max(MIN_PROBES, int(partitions * PROBED)))})
+        ds.create_index("embedding", chosen.kind, metric="dot", replace=True, **chosen.build_params(dim))
+        ds.update_config({SETTINGS_KEY: chosen.to_json()})
         return "built"
-    if index["rows"] < rows:
-        ds.optimize.optimize_indices()
+    if index["rows"] < rows or index["segments"] > 1:
+        ds.optimize.optimize_indices(num_indices_to_merge=index["segments"])
         return "updated"
     return "current"

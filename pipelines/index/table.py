@@ -12,12 +12,23 @@ import pyarrow as pa
 from pipelines.index.lease import WriterLease
 from pipelines.index.rows import (FAILURES, LEASE, SERVING_TAG, VIDEOS, IndexNotFound, LegacyIndex, ModelRef,
                                   VideoIndexError, live_model, model_rows, pending_model)
-from pipelines.index.search import VideoIndex, ann_index
+from pipelines.index.search import VideoIndex, refresh_ann, search_plan
 from pipelines.index.writer import IndexWriter
 from pipelines.storage import Location, lance_options
 
 LEGACY_POINTER = "CURRENT"                # what the Parquet index before Lance kept at its root
 RETENTION = dt.timedelta(days=7)          # old versions kept this long for pinned readers
+
+_session = None
+
+
+def shared_session() -> lance.Session:
+    """One Lance session per process: what it caches of a table (opened indexes, file metadata) serves every
+    version opened after it, so a replica that moves to a new version finds its index warm."""
+    global _session
+    if _session is None:
+        _session = lance.Session()
+    return _session
 
 
 class IndexStore:
@@ -54,17 +65,18 @@ class IndexStore:
         if not self.root.child(table, "_versions").exists():   # data files alone are no commit yet
             return None
         try:
-            return lance.dataset(self.uri(table), version=version, storage_options=self.options)
+            return lance.dataset(self.uri(table), version=version, storage_options=self.options,
+                                 session=shared_session())
         except ValueError as e:
             if version is not None and "not found" in str(e).lower():
                 raise VideoIndexError(f"{self.location}: no version {version} (see `tempme index info "
                                       f"{self.location}`)") from None
             raise
 
-    def open(self, version: int | None = None):
-        """The index at `version` (default: the one readers search, the latest unless a new model version is
-        being brought in), ready to search."""
-        return VideoIndex(self._existing(self.serving() if version is None else version), self.location)
+    def open(self, version: int | None = None, prewarm: bool = False):
+        """The index at `version` (default: the one readers search, the latest unless a new model version or
+        its ANN index is being brought in), ready to search; `prewarm`: with its ANN index loaded (a service)."""
+        return VideoIndex(self._existing(self.serving() if version is None else version), self.location, prewarm)
 
     def serving(self) -> int | None:
         """The version pinned for readers while a new model version comes in (None: they follow the latest)."""
@@ -84,9 +96,10 @@ class IndexStore:
 
     def release_serving(self) -> bool:
         """Let readers follow the latest version again, once no model version is pending; returns whether the
-        pin went. Call it after the live rows' ANN index is built (`refresh_ann`)."""
+        pin went. Call it after the live rows' ANN index is built (`refresh_ann`); it stays while the latest
+        version cannot be searched."""
         ds = self.dataset()
-        if ds is None or self.serving() is None or pending_model(ds) is not None:
+        if ds is None or self.serving() is None or pending_model(ds) is not None or search_plan(ds).way == "not ready":
             return False
         ds.tags.delete(SERVING_TAG)
         return True
@@ -105,28 +118,42 @@ class IndexStore:
         ds = self.dataset(table=FAILURES)
         return ds.to_table() if ds is not None else pa.table({})
 
-    def info(self) -> dict:
-        """Versions, rows, models and search structure, for `tempme index info`."""
+    def info(self, versions: int = 10) -> dict:
+        """Rows, models, and for the last `versions` versions how a query to each is answered (exact, ANN and
+        how much of it the index covers, or not searchable yet), for `tempme index info`."""
         ds = self._existing()
         live, pending = live_model(ds), pending_model(ds)
         failures = self.dataset(table=FAILURES)
-        return {"location": self.location, "version": ds.version, "serving": self.serving(),
+        serving = self.pinned_version(ds)
+        return {"location": self.location, "version": ds.version, "serving": serving,
                 "rows": ds.count_rows(model_rows(live)),
                 "model": dataclasses.asdict(live),
                 "pending": dataclasses.asdict(pending) if pending else None,
-                "search": describe_search(ds),
-                "versions": [{"version": v["version"], "timestamp": str(v["timestamp"]),
-                              "rows": int(v.get("metadata", {}).get("total_rows", 0))} for v in ds.versions()],
+                "search": search_plan(ds).describe(),
+                "versions": [self._version_info(v, ds) for v in ds.versions()[-versions:]],
                 "fragments": len(ds.get_fragments()),
                 "failures": failures.count_rows() if failures is not None else 0}
 
+    def _version_info(self, version: dict, latest) -> dict:
+        ds = latest if version["version"] == latest.version else self.dataset(version["version"])
+        model = live_model(ds)
+        return {"version": version["version"], "timestamp": str(version["timestamp"]),
+                "rows": int(version.get("metadata", {}).get("total_rows", 0)),
+                "model": f"{model.name} v{model.version}" if model else None,
+                "search": search_plan(ds).describe() if model else "not an index yet"}
+
     def compact(self) -> dict:
-        """Merge small fragments (one per embedding batch) into large ones, then fold new rows into the ANN index."""
-        ds = self._existing()
-        metrics = ds.optimize.compact_files()
-        if ds.describe_indices():
-            ds.optimize.optimize_indices()
-        return {"fragments_removed": metrics.fragments_removed, "fragments_added": metrics.fragments_added}
+        """Merge small fragments (one per embedding batch) into large ones, then keep the ANN index fit (fold
+        new rows and delta indexes in, or build it) and let readers onto the latest version if they wait."""
+        metrics = self._existing().optimize.compact_files()
+        return {"fragments_removed": metrics.fragments_removed, "fragments_added": metrics.fragments_added,
+                **self.refresh_search()}
+
+    def refresh_search(self, kind: str | None = None) -> dict:
+        """Keep the latest version's ANN index fit (`refresh_ann`: build, fold in, retrain), then let readers
+        pinned to an older version onto it. What the embedding job does after each run."""
+        ann = refresh_ann(self._existing(), kind=kind)
+        return {"ann": ann, "readers_moved_on": self.release_serving()}
 
     def cleanup(self, older_than: dt.timedelta = RETENTION) -> dict:
         """Delete table versions older than `older_than` (never the latest) and the files only they used."""
@@ -146,7 +173,3 @@ class IndexStore:
             raise IndexNotFound(f"{self.location}: no embedding index here; build one with `tempme embed`")
         return ds
 
-
-def describe_search(ds) -> str:
-    index = ann_index(ds)
-    return f"ANN ({index['type']})" if index else "exact"

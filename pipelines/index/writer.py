@@ -19,6 +19,7 @@ from lance import LanceOperation
 from lance.fragment import FragmentMetadata, write_fragments
 
 from pipelines.id_set import IdSet, fingerprints
+from pipelines.index import search
 from pipelines.index.lease import WriterLease
 from pipelines.index.rows import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, ModelRef, live_model, model_rows,
                                   pending_model, sql_text, utc_now, video_schema)
@@ -104,8 +105,27 @@ class IndexWriter:
             ds = lance.LanceDataset.commit(self.uri, op, storage_options=self.store.options)
             ds.update_config({LIVE_KEY: self.model.to_json(), PENDING_KEY: ""})
         else:
-            lance.LanceDataset.commit(self.uri, LanceOperation.Append(fragments), read_version=ds.version,
-                                      storage_options=self.store.options)
+            self._pin_before_a_slow_version(ds, sum(f.num_rows for f in fragments))
+            ds = lance.LanceDataset.commit(self.uri, LanceOperation.Append(fragments), read_version=ds.version,
+                                           storage_options=self.store.options)
+            self._fold_new_rows(ds)
+
+    def _pin_before_a_slow_version(self, ds, adding: int) -> None:
+        """Readers stay on this version if the next one would pass the exact-search size with no ANN index to
+        search it by (the first time an index grows past it): the job's upkeep builds it, then lets them on."""
+        if self.replacing or ds.count_rows() + adding <= search.EXACT_MAX or search.ann_index(ds) is not None:
+            return
+        if search.search_plan(ds).way == "exact":
+            self.store.pin_serving()
+
+    def _fold_new_rows(self, ds) -> None:
+        """Fold committed rows into the live model's ANN index once `FOLD_ROWS` of them are outside it, as a
+        small index of their own beside it (the upkeep merges them): queries score at most that many exactly."""
+        if self.replacing:
+            return
+        plan = search.search_plan(ds)
+        if plan.way == "ANN" and plan.unindexed >= search.FOLD_ROWS:
+            ds.optimize.optimize_indices(num_indices_to_merge=0)
 
     def remove(self, video_ids: pa.Array) -> int:
         """Delete these videos' rows (all model versions); returns how many rows went."""

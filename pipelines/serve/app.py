@@ -2,19 +2,24 @@
 of each video at `GET /thumbnail/<video_id>`.
 
 Each replica loads the text encoder once (bf16 where the hardware computes it) and follows the index
-(`state.SearchState`). `build({"index": ..., "replicas": N})` makes the application, for `tempme serve` and for
+(`state.SearchState`). Concurrent queries to a replica are gathered (`@serve.batch`) into one pass of the text
+encoder and one index query, computed off the event loop, which meanwhile gathers the next batch. `build({"index": ..., "replicas": N})` makes the application, for `tempme serve` and for
 a RayService's `import_path: pipelines.serve.app:build`.
 """
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 
 from .page import PAGE
-from .state import BadQuery, SearchState, ServeOptions, Unavailable
+from .state import BadQuery, SearchState, ServeOptions, Unavailable, parse_query
 from tempme.errors import UserError
 
+BATCH = 16              # queries gathered into one pass at most
+BATCH_WAIT_S = 0.002    # how long the first of them waits for others
 api = FastAPI(title="TempMe video search", docs_url=None, redoc_url=None)
 
 
@@ -43,13 +48,17 @@ class SearchService:
             return _error(503, err)
 
     @api.get("/search")
-    def search(self, q: str | None = None, k: str | None = None):
+    async def search(self, q: str | None = None, k: str | None = None):
         try:
-            return self.state.search(q, k)
+            return await self._answer(parse_query(q, k))
         except BadQuery as err:
             return _error(400, err)
         except Unavailable as err:
             return _error(503, err)
+
+    @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def _answer(self, requests: list[tuple[str, int]]) -> list[dict]:
+        return await asyncio.to_thread(self.state.search_many, requests)
 
     @api.get("/thumbnail/{video_id}")
     def thumbnail(self, video_id: str):
@@ -59,7 +68,8 @@ class SearchService:
             return _error(503, err)
         if jpeg is None:
             return _error(404, LookupError(f"no video {video_id!r} in the index"))
-        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+        # the page asks for it with the index version (`?v=`): what that URL names never changes
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400, immutable"})
 
 
 def build(args: dict) -> serve.Application:

@@ -25,6 +25,7 @@ MAX_QUERY_CHARS = 300     # CLIP reads 77 tokens; a longer text is cut by the to
 MAX_K = 100
 DEFAULT_K = 10
 REFRESH_S = 10.0
+MAX_THUMBNAILS_KEPT = 10_000   # where the thumbnails of recent hits lie, so that the page's requests look up nothing
 log = logging.getLogger(__name__)
 
 
@@ -68,6 +69,7 @@ class SearchState:
         self.snapshot: TextSearch | None = None
         self.problem = "the index has not been opened yet"
         self.opened_at: float | None = None
+        self._thumbnails: dict[str, tuple[str, int, int]] = {}   # of the hits answered from the snapshot
         self._stop = threading.Event()
         self.refresh()
         self._thread = threading.Thread(target=self._follow, name="index-follower", daemon=True)
@@ -82,7 +84,7 @@ class SearchState:
         try:
             if current is None:
                 fresh = TextSearch(self.options.index, tracking_uri=self.options.tracking_uri,
-                                   precision=self.options.precision)
+                                   precision=self.options.precision, prewarm=True)
             elif current.latest_version() != current.index.version:
                 fresh = current.reopened()
             else:
@@ -93,6 +95,7 @@ class SearchState:
                 log.warning("%s", self.problem)
             return False
         self.snapshot, self.opened_at, self.problem = fresh, time.time(), ""
+        self._thumbnails = {}
         log.info("serving %s version %d (%s v%s, %d videos)", self.options.index, fresh.index.version,
                  fresh.model_ref.name, fresh.model_ref.version, len(fresh.index))
         return True
@@ -114,31 +117,47 @@ class SearchState:
                 "videos": len(snapshot.index), "search": snapshot.index.kind}
 
     def search(self, q: str | None, k: str | int | None) -> dict:
-        text, count = parse_query(q, k)
+        return self.search_many([parse_query(q, k)])[0]
+
+    def search_many(self, requests: list[tuple[str, int]]) -> list[dict]:
+        """Answers to checked (query, k) pairs from one snapshot: the text encoder and the index see them as one
+        batch (the service gathers concurrent requests into it)."""
         snapshot = self.current()           # one snapshot for the whole answer
         started = time.perf_counter()
         try:
-            hits = snapshot.search(text, count)[0]
+            found = snapshot.search([text for text, _ in requests], max(count for _, count in requests))
         except OSError as err:
             raise Unavailable(f"index {self.options.index} cannot be read: {err}") from err
-        version = snapshot.index.version
-        return {"query": text, "k": count, "index_version": version,
-                "model": {"name": snapshot.model_ref.name, "version": snapshot.model_ref.version},
-                "took_ms": round(1000 * (time.perf_counter() - started), 2),
-                "hits": [{"video_id": h.video_id, "score": round(h.score, 6), "caption": h.caption,
-                          "thumbnail": f"thumbnail/{quote(h.video_id, safe='')}?v={version}" if h.thumbnail else None}
-                         for h in hits]}
+        took = round(1000 * (time.perf_counter() - started), 2)
+        version, model = snapshot.index.version, {"name": snapshot.model_ref.name,
+                                                  "version": snapshot.model_ref.version}
+        thumbnails = self._thumbnails if snapshot is self.snapshot else {}
+        answers = []
+        for (text, count), hits in zip(requests, found):
+            hits = hits[:count]
+            thumbnails.update((h.video_id, h.thumbnail) for h in hits if h.thumbnail)
+            answers.append({"query": text, "k": count, "index_version": version, "model": model, "took_ms": took,
+                            "batch": len(requests),
+                            "hits": [{"video_id": h.video_id, "score": round(h.score, 6), "caption": h.caption,
+                                      "thumbnail": f"thumbnail/{quote(h.video_id, safe='')}?v={version}"
+                                      if h.thumbnail else None} for h in hits]})
+        while len(thumbnails) > MAX_THUMBNAILS_KEPT:
+            thumbnails.pop(next(iter(thumbnails)))
+        return answers
 
     def thumbnail(self, video_id: str) -> bytes | None:
         """The JPEG of one frame of a live video (from its shard), or None when the index has no such video."""
-        hit = self.current().index.find(video_id)
-        if hit is None or hit.thumbnail is None:
-            return None
+        where = self._thumbnails.get(video_id)      # a hit just answered: no lookup in the index
+        if where is None:
+            hit = self.current().index.find(video_id)
+            if hit is None or hit.thumbnail is None:
+                return None
+            where = hit.thumbnail
         try:
             try:
-                return _read_bytes(*hit.thumbnail)
+                return _read_bytes(*where)
             except FileNotFoundError:     # its shard was compacted since it was embedded: look it up
-                moved = current_thumbnail(hit.thumbnail[0], video_id)
+                moved = current_thumbnail(where[0], video_id)
                 return _read_bytes(*moved) if moved else None
         except OSError as err:
             raise Unavailable(f"the shard of {video_id} cannot be read: {err}") from err

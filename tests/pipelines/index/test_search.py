@@ -40,7 +40,7 @@ def test_above_the_threshold_an_ann_index_is_built_kept_up_and_rebuilt_for_a_new
     assert refresh_ann(store.dataset(), exact_max=1000) == "current"
     monkeypatch.setattr(index_search, "EXACT_MAX", 1000)
     index = store.open()
-    assert index.kind == "ANN (IVF_PQ)" and len(index) == n
+    assert index.kind == f"ANN ({index_search.DEFAULT_KIND})" and len(index) == n
     queries = emb[:20]
     exact = np.argsort(-(emb @ queries.T), axis=0)[:10].T
     found = index.search(queries, k=10)
@@ -51,9 +51,9 @@ def test_above_the_threshold_an_ann_index_is_built_kept_up_and_rebuilt_for_a_new
         commit(w, ids, emb[::-1].copy(), rows=1000)
         w.publish()
     before = store.open()          # published, not indexed yet: readers stay on V1's indexed rows, no scan
-    assert before.model == V1 and before.kind == "ANN (IVF_PQ)" and before.filter is None
+    assert before.model == V1 and before.kind == f"ANN ({index_search.DEFAULT_KIND})" and before.filter is None
     assert before.search(queries, k=1)[0][0].video_id == ids[0]
     assert refresh_ann(store.dataset(), exact_max=1000) == "built"    # trained on another model's vectors
     assert store.release_serving()
     after = store.open()
-    assert after.model == V2 and after.kind == "ANN (IVF_PQ)" and after.filter is None
+    assert after.model == V2 and after.kind == f"ANN ({index_search.DEFAULT_KIND})" and after.filter is None

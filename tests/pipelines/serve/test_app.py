@@ -66,11 +66,26 @@ def test_search_health_and_thumbnails(service, first_test_video):
     status, answer = get_json(f"{address}search?q={q}&k=5")
     assert status == 200 and answer["hits"][0]["video_id"] == first_test_video["id"] and len(answer["hits"]) == 5
     assert answer["index_version"] == health["index_version"] and answer["model"] == health["model"]
-    status, jpeg, kind = get(address + answer["hits"][0]["thumbnail"])
-    assert status == 200 and kind == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
+    with urllib.request.urlopen(address + answer["hits"][0]["thumbnail"], timeout=60) as reply:
+        jpeg, kind, caching = reply.read(), reply.headers["Content-Type"], reply.headers["Cache-Control"]
+    assert kind == "image/jpeg" and jpeg[:2] == b"\xff\xd8" and "immutable" in caching   # its URL names a version
     assert get(address + "thumbnail/nope")[0] == 404
     status, page, kind = get(address)
     assert status == 200 and kind.startswith("text/html") and b'<form id="search"' in page
+
+
+def test_concurrent_queries_are_gathered_into_batches_and_each_gets_its_own_answer(service, synthetic_shards):
+    from concurrent.futures import ThreadPoolExecutor
+
+    address, _, _ = service
+    videos = list(split_videos(str(synthetic_shards), "test"))
+    asked = [(v["captions"][0], 1 + i % 3) for i, v in enumerate(videos * 4)]
+    with ThreadPoolExecutor(len(asked)) as pool:
+        answers = list(pool.map(lambda qk: get_json(f"{address}search?q={urllib.request.quote(qk[0])}&k={qk[1]}"),
+                                asked))
+    assert all(status == 200 for status, _ in answers)
+    assert [(a["query"], len(a["hits"])) for _, a in answers] == asked
+    assert max(a["batch"] for _, a in answers) > 1
 
 
 @pytest.mark.parametrize("query, says", [("q=", "q is empty"), ("q=dog&k=0", "from 1 to 100"),

@@ -85,3 +85,23 @@ def test_an_index_that_is_not_there_is_unavailable_until_it_appears(trained_inde
         assert state.refresh() and state.health()["status"] == "ok"
     finally:
         state.close()
+
+
+def test_a_batch_of_queries_is_answered_as_each_would_be_alone_and_its_thumbnails_need_no_lookup(state,
+                                                                                                synthetic_shards):
+    from pipelines.stream import split_videos
+
+    captions = [v["captions"][0] for v in list(split_videos(str(synthetic_shards), "test"))[:3]]
+    alone = [state.search(c, k) for c, k in zip(captions, (1, 4, 2))]
+    together = state.search_many(list(zip(captions, (1, 4, 2))))
+    assert [len(a["hits"]) for a in together] == [1, 4, 2] and {a["batch"] for a in together} == {3}
+    for one, batched in zip(alone, together):
+        assert [h["video_id"] for h in batched["hits"]] == [h["video_id"] for h in one["hits"]]
+        assert [h["score"] for h in batched["hits"]] == pytest.approx([h["score"] for h in one["hits"]], abs=1e-4)
+
+    def no_lookup(video_id):
+        raise AssertionError(f"looked {video_id} up in the index")
+
+    state.snapshot.index.find = no_lookup          # the hits just answered say where their thumbnails are
+    jpeg = state.thumbnail(together[1]["hits"][3]["video_id"])
+    assert jpeg[:2] == b"\xff\xd8"
