@@ -260,20 +260,63 @@ def read_summary(shards: str) -> dict:
     return json.loads(Location.of(shard_folders(shards)[0]).child(SUMMARY).read_text())
 
 
+GAP = 1 << 20            # samples of a tar less than this apart are read in one request ...
+MAX_RUN = 64 << 20       # ... of at most this many bytes
+
+
+def neighbour_runs(tars: Sequence, starts: Sequence[int], ends: Sequence[int]) -> list[list[int]]:
+    """The positions of samples (their tar, byte start and end) grouped into runs that one ranged read each
+    fetches: the same tar, in byte order, each less than `GAP` bytes after the one before, `MAX_RUN` at most."""
+    order = sorted(range(len(starts)), key=lambda i: (tars[i], starts[i]))
+    runs: list[list[int]] = []
+    for i in order:
+        run = runs[-1] if runs else None
+        if (run and tars[i] == tars[run[0]] and starts[i] - ends[run[-1]] <= GAP
+                and ends[i] - starts[run[0]] <= MAX_RUN):
+            run.append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
 class SampleReader:
-    """Reads one sample (metadata, JPEG frames) with one ranged read; keeps each tar it opened open until
-    `close()`. For stages that pick their own samples from the sample table (e.g. embedding)."""
+    """Reads samples (metadata, JPEG frames) by ranged reads, one per run of neighbouring samples; keeps each
+    tar it opened open until `close()`. For stages that pick their own samples from the sample table (e.g.
+    embedding). `requests` counts the ranged reads made."""
 
     def __init__(self):
         self._files: dict[str, object] = {}
+        self.requests = 0
 
     def read(self, tar: str, start: int, end: int) -> tuple[dict, list[bytes]]:
         """(metadata dict, JPEG bytes of the `valid` real frames) of the sample at bytes [start, end) of `tar`."""
+        return parse_sample(self._range(tar, start, end))
+
+    def read_many(self, tars: Sequence[str], starts: Sequence[int], ends: Sequence[int]) -> list:
+        """Per sample, in the order given: (metadata, JPEGs), or the exception that reading it raised. A run
+        whose read fails is read again sample by sample, so one bad range costs only its own samples."""
+        out: list = [None] * len(starts)
+        for run in neighbour_runs(tars, starts, ends):
+            first, last = run[0], run[-1]
+            try:
+                blob = self._range(tars[first], starts[first], ends[last]) if len(run) > 1 else None
+            except Exception:     # noqa: BLE001  (each sample's own read says what is wrong with it)
+                blob = None
+            for i in run:
+                try:
+                    out[i] = parse_sample(blob[starts[i] - starts[first]: ends[i] - starts[first]] if blob is not None
+                                          else self._range(tars[i], starts[i], ends[i]))
+                except Exception as e:   # noqa: BLE001  (recorded per sample by the caller)
+                    out[i] = e
+        return out
+
+    def _range(self, tar: str, start: int, end: int) -> bytes:
         f = self._files.get(tar)
         if f is None:
             loc = Location.of(tar)
             f = self._files[tar] = loc.fs.open_input_file(loc.path)
-        return parse_sample(f.read_at(end - start, start))
+        self.requests += 1
+        return f.read_at(end - start, start)
 
     def close(self) -> None:
         for f in self._files.values():

@@ -29,13 +29,11 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipelines.frames import decode_frames
-from pipelines.shards import SampleTable, parse_sample
+from pipelines.shards import SampleTable, neighbour_runs, parse_sample
 from pipelines.storage import Location, retrying
 
 MODES = ("pairs", "videos")
 WINDOW = 1024            # videos shuffled together; a lane holds their JPEG bytes
-GAP = 1 << 20            # samples of a tar less than this apart are read in one request ...
-MAX_RUN = 64 << 20       # ... of at most this many bytes
 READ_THREADS = 8         # ranged reads in flight per lane (object-store GETs are latency-bound)
 
 
@@ -246,18 +244,12 @@ class _Reader:
     def start(self, rows: list[int]) -> dict[int, Future]:
         """Start reading the samples of table `rows`; {row: future of its bytes}."""
         t = self.table
-        rows = sorted(rows, key=lambda r: (t.shard[r], t.start[r]))
         futures: dict[int, Future] = {}
-        run: list[int] = []
-        for r in rows + [None]:
-            if run and (r is None or t.shard[r] != t.shard[run[0]] or t.start[r] - t.end[run[-1]] > GAP
-                        or t.end[r] - t.start[run[0]] > MAX_RUN):
-                whole = self.pool.submit(self._read_run, run)
-                for k, member in enumerate(run):
-                    futures[member] = _Part(whole, k)
-                run = []
-            if r is not None:
-                run.append(r)
+        for positions in neighbour_runs(t.shard[rows], t.start[rows], t.end[rows]):
+            run = [rows[i] for i in positions]
+            whole = self.pool.submit(self._read_run, run)
+            for k, member in enumerate(run):
+                futures[member] = _Part(whole, k)
         return futures
 
     def _read_run(self, run: list[int]) -> list[bytes]:

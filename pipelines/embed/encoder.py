@@ -1,6 +1,7 @@
 """The two stages that turn indexed shard samples into embeddings: frames on CPUs, the model on accelerators.
 
-`read_frames` (Ray tasks on CPUs) reads each sample by byte range and decodes its JPEGs to uint8 frames;
+`read_frames` (Ray tasks on CPUs) reads the batch's samples by byte ranges, one request per run of neighbouring
+samples of a tar, and decodes their JPEGs to uint8 frames;
 `VideoEmbedder` (an actor pool, one model per actor, a GPU each when asked for) normalises them on its device
 and encodes them. A GPU thus only ever waits for a uint8 copy, and decoding scales with the CPUs of the
 cluster, not with the number of GPUs. A sample that cannot be read or decoded, or does not fit the model,
@@ -24,20 +25,23 @@ def read_frames(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     from pipelines.frames import decode_frames
 
     reader = SampleReader()
-    n = len(batch["video_id"])
     frames, masks, captions, errors = [], [], [], []
     try:
-        for i in range(n):
-            try:
-                meta, jpegs = reader.read(str(batch["tar"][i]), int(batch["start"][i]), int(batch["end"][i]))
-                video, mask = decode_frames(jpegs, int(meta["frames"]))
-                frames.append(video.numpy()), masks.append(mask.numpy())
-                captions.append(str(meta["captions"][0])), errors.append("")
-            except Exception as e:  # any unreadable sample is recorded, not raised
-                frames.append(np.zeros((0, 3, 0, 0), np.uint8)), masks.append(np.zeros(0, bool))
-                captions.append(""), errors.append(f"{type(e).__name__}: {e}")
+        samples = reader.read_many([str(t) for t in batch["tar"]], [int(s) for s in batch["start"]],
+                                   [int(e) for e in batch["end"]])     # one request per run of neighbours
     finally:
         reader.close()
+    for sample in samples:
+        try:
+            if isinstance(sample, Exception):
+                raise sample
+            meta, jpegs = sample
+            video, mask = decode_frames(jpegs, int(meta["frames"]))
+            frames.append(video.numpy()), masks.append(mask.numpy())
+            captions.append(str(meta["captions"][0])), errors.append("")
+        except Exception as e:  # any unreadable sample is recorded, not raised
+            frames.append(np.zeros((0, 3, 0, 0), np.uint8)), masks.append(np.zeros(0, bool))
+            captions.append(""), errors.append(f"{type(e).__name__}: {e}")
     same = len({f.shape for f in frames}) == 1
     return {"video_id": batch["video_id"], "thumb_shard": batch["tar"], "thumb_offset": batch["thumb_offset"],
             "thumb_size": batch["thumb_size"], "caption": np.asarray(captions, dtype=object),

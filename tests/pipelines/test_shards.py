@@ -67,6 +67,22 @@ def test_a_sample_reads_back_by_its_span(pattern_shards):
     assert all(j[:2] == b"\xff\xd8" for j in jpegs)                   # JPEGs, padding not included
 
 
+def test_a_batch_of_samples_is_read_one_request_per_run_of_neighbours(synthetic_shards):
+    table = SampleTable.build(str(synthetic_shards), "train")
+    rows = list(np.random.default_rng(0).permutation(len(table.start)))      # the order a batch asks in
+    tars, starts, ends = [table.tars[table.shard[r]] for r in rows], table.start[rows], table.end[rows]
+    reader = SampleReader()
+    alone = [reader.read(t, s, e) for t, s, e in zip(tars, starts, ends)]
+    reader.requests = 0
+    together = reader.read_many(tars, starts, ends)
+    assert together == alone and reader.requests == len(table.tars)          # each tar's samples in one request
+    broken = list(ends)
+    broken[0] = starts[0] + 100                  # a sample cut short: only it fails, its neighbours read on
+    mixed = reader.read_many(tars, starts, broken)
+    reader.close()
+    assert isinstance(mixed[0], Exception) and mixed[1:] == alone[1:]
+
+
 def test_the_table_is_columns_in_shard_order(synthetic_shards):
     table = SampleTable.build(str(synthetic_shards), "train")
     rows_read = sorted((r for _, b in sample_batches(str(synthetic_shards), ["id", "shard", "start"], "train")

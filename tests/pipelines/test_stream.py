@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 import torch
 
+import pipelines.shards as shards_module
 import pipelines.stream as stream_module
 from pipelines.shards import SampleTable
 from pipelines.stream import ShardStream, split_videos, stream_batches
@@ -66,7 +67,7 @@ def test_videos_mode_in_shard_order_as_uint8_batches(synthetic_shards):
 
 @pytest.mark.parametrize("lanes,workers", [(1, 0), (2, 2)])
 def test_a_resumed_epoch_continues_exactly_without_reading_what_it_skips(train, reads, monkeypatch, lanes, workers):
-    monkeypatch.setattr(stream_module, "GAP", 0)     # read exactly the samples asked for, nothing between
+    monkeypatch.setattr(shards_module, "GAP", 0)     # read exactly the samples asked for, nothing between
 
     def run(skip, **kw):
         stream = ShardStream(train, batch_size=3, rank=1, world_size=2, lanes=lanes, seed=3, epoch=2, skip=skip,
