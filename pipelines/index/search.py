@@ -1,10 +1,10 @@
 """Search over one pinned version of the index: exact below a size, an ANN index above it.
 
 Exact search keeps the live model's vectors in memory (float32: half precision was measured to reorder the
-top 10 of 3-20% of queries) and does one matrix product per query batch, which at a hundred thousand videos
-reads the vectors at the memory's speed and is exactly right. Above `EXACT_MAX` rows the embedding job builds a Lance ANN index; how it is built and queried
-(`AnnSettings`: kind, partitions, probes, refinement) is chosen by `tempme bench search` and recorded in the
-table's config beside the index it describes.
+top 10 of 3-30% of queries) and does one matrix product per query batch, which at a hundred thousand videos
+reads the vectors at the memory's speed and is exactly right. Above `EXACT_MAX` rows the embedding job builds
+a Lance ANN index; how it is built and queried (`AnnSettings`: kind, partitions, probes, refinement) is chosen
+by `tempme bench search` and recorded in the table's config beside the index it describes.
 
 A version is searched only the fast way: with its ANN index above the threshold (a version without one is
 refused, `IndexNotReady`, and readers stay on the version pinned before it), with at most `FOLD_ROWS` rows
@@ -128,11 +128,10 @@ class SearchPlan:
                 f"{self.indexed:,} rows indexed, {self.unindexed:,} not yet ({scored})")
 
 
-def search_plan(ds, rows: int | None = None) -> SearchPlan:
-    """The plan for a version (`rows`: its live rows, when the caller has counted them)."""
+def search_plan(ds) -> SearchPlan:
+    """How a query to this version of the table is answered."""
     model = live_model(ds)
-    if rows is None:
-        rows = ds.count_rows(model_rows(model) if pending_model(ds) else None)
+    rows = ds.count_rows(model_rows(model) if pending_model(ds) else None)
     if rows <= EXACT_MAX:
         return SearchPlan("exact", rows)
     index, settings = ann_index(ds), AnnSettings.of(ds)

@@ -25,14 +25,18 @@ def test_info_prints_versions_rows_model_and_search(tmp_path, capsys):
     make_index(tmp_path / "index")
     assert main(["index", "info", str(tmp_path / "index")]) == 0
     out = capsys.readouterr().out
-    assert "15 videos, exact search, 3 fragments" in out and "model tiny v4 (models:/tiny/4)" in out
+    assert "15 videos, 3 fragments" in out and "model tiny v4 (models:/tiny/4)" in out
+    latest = [line for line in out.splitlines() if line.strip().startswith("version")][-1]
+    assert "15 rows  tiny v4: exact  <- readers" in latest
     assert main(["index", "info", str(tmp_path / "index"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["rows"] == 15 and info["versions"][-1]["version"] == info["version"]
     assert info["serving"] is None
     IndexStore(tmp_path / "index").pin_serving()          # as while a new model version comes in
     assert main(["index", "info", str(tmp_path / "index")]) == 0
-    assert f"readers search version {info['version']} until" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"readers search version {info['version']} until" in out
+    assert [line for line in out.splitlines() if "<- readers" in line][0].split()[1] == str(info["version"])
 
 
 def test_compact_and_cleanup_wait_for_no_writer(tmp_path, capsys):
