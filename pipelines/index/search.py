@@ -1,7 +1,7 @@
 """Search over one pinned version of the index: exact below a size, an ANN index above it.
 
 Exact search keeps the live model's vectors in memory (float32: half precision was measured to reorder the
-top 10 of 3-30% of queries) and does one matrix product per query batch, which at a hundred thousand videos
+top 10 of 3-20% of queries) and does one matrix product per query batch, which at a hundred thousand videos
 reads the vectors at the memory's speed and is exactly right. Above `EXACT_MAX` rows the embedding job builds
 a Lance ANN index; how it is built and queried (`AnnSettings`: kind, partitions, probes, refinement) is chosen
 by `tempme bench search` and recorded in the table's config beside the index it describes.

@@ -38,7 +38,10 @@ def test_a_bad_list_on_the_command_line_is_one_line_and_exit_status_2(capsys):
 
 def test_json_is_one_document_with_the_machine(capsys):
     assert main(["bench", "search", "--sizes", "2000", "--exact-sizes", "2000", "--queries", "3", "--dim", "32",
-                 "--json"]) == 0
+                 "--kinds", "IVF_PQ", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert [r["videos"] for r in result["rows"]] == [2000] and "exact_p50_ms" in result["rows"][0]
+    exact, *ann = result["rows"]
+    assert exact["search"] == "exact" and "exact_p50_ms" in exact and {r["videos"] for r in result["rows"]} == {2000}
+    assert {(r["kind"], r["refine"]) for r in ann} == {("IVF_PQ", 10), ("IVF_PQ", 30)} and all(
+        0 <= r["recall"] <= 1 for r in ann)
     assert set(result["machine"]) == {"cpus", "load_average"}
