@@ -45,7 +45,8 @@ def measure(args) -> dict:
 
     log = common.progress(args)
     with common.scratch(args) as root:
-        (old, dim), (new, _) = bench_model(root / "old", args.model), bench_model(root / "new", args.model)
+        (old, dim), (new, _) = bench_model(root / "old", args.model, 0), bench_model(root / "new", args.model, 1)
+        assert old.version != new.version, "the two model versions must differ"
         location = str(root / "index")
         log(f"writing an index of {args.videos:,} videos of {old.name} v{old.version[:8]} ...")
         rng = np.random.default_rng(0)

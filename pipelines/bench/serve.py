@@ -108,14 +108,18 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def bench_model(root: Path, config: str):
-    """A random-weight model of `config`, logged as an adapter: (its ModelRef, its embedding width)."""
+def bench_model(root: Path, config: str, seed: int = 0):
+    """A random-weight model of `config` whose adapter differs by `seed` (as a version trained further would),
+    logged as an adapter: (its ModelRef, its embedding width)."""
     import torch
 
     from pipelines.model_store import build_model, resolve_model
 
     model = build_model(config)
+    noise = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        for p in model.trainable_parameters().values():
+            p.add_(torch.randn(p.shape, generator=noise) * 1e-3)
         dim = model.encode_text([""]).shape[1]
     return resolve_model(str(model.save_adapter(root / config)))[0], dim
 
