@@ -113,6 +113,7 @@ class SearchPlan:
     rows: int
     indexed: int = 0
     settings: AnnSettings | None = None
+    index_name: str = ""
 
     @property
     def unindexed(self) -> int:
@@ -137,7 +138,7 @@ def search_plan(ds) -> SearchPlan:
     index, settings = ann_index(ds), AnnSettings.of(ds)
     if index is None or settings is None or settings.model != model.to_json():
         return SearchPlan("not ready", rows)
-    return SearchPlan("ANN", rows, index["rows"], settings)
+    return SearchPlan("ANN", rows, index["rows"], settings, index["name"])
 
 
 class VideoIndex:
@@ -165,7 +166,7 @@ class VideoIndex:
                             else np.zeros((0, self.dim), np.float32))
             self._rows = table.drop_columns(["embedding"])
         elif prewarm:
-            ds.prewarm_index(ann_index(ds)["name"])
+            ds.prewarm_index(self.plan.index_name)
 
     def __len__(self) -> int:
         return self.count
