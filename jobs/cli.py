@@ -40,6 +40,7 @@ VERBOSE = "also the libraries' own logs (Ray, MLflow, open_clip) as they come, n
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "model": ("model", "video-encoder throughput of presets side by side"),
     "preprocess": ("preprocess", "preprocessing job vs plain ffmpeg, 1 and 2 decoders"),
+    "decode": ("decode", "sampling frames by seeking vs decoding whole videos, 20 s to 5 min, frames compared"),
     "reader": ("reader", "shards to uint8 batches, videos/s, from their store vs a local copy"),
     "train": ("train", "training throughput and peak memory, 1 and 2 workers"),
     "embed": ("embed", "embedding job vs a plain loop, 1 and 2 workers"),

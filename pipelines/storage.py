@@ -111,6 +111,10 @@ class Location:
     def make_dirs(self) -> None:
         self.fs.create_dir(self.path, recursive=True)
 
+    def open_ranged(self) -> pa.NativeFile:
+        """This file for random access: on an object store each read is a ranged request, nothing is downloaded."""
+        return retrying(lambda: self.fs.open_input_file(self.path))
+
     def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.path) as f:
             return f.read()

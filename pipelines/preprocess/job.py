@@ -213,6 +213,8 @@ def _run(options: PreprocessOptions, inputs: Inputs, lease: Lease, log: Callable
     written = [d for d in done if not d.error]
     summary, failures = summarize(out, ledger, w.removed, w.inputs.failures,
                                   {**options.shape(), "input": options.manifest or options.msrvtt})
+    seeked = sum(d.seeked for d in written)
+    summary["decoded_by"] = {"seek": seeked, "sequential": sum(d.videos - d.failed for d in written) - seeked}
     write_report(out, summary, failures)
     nodes: dict[str, int] = {}
     for d in written:
@@ -338,7 +340,9 @@ def _check_same_shape(out: Location, o: PreprocessOptions, finished: set[str]) -
 
 
 def closing_lines(r: PreprocessReport) -> list[str]:
-    lines = [f"preprocess: finished in {r.seconds:.1f} s: decoded {r.processed} videos at {r.rate:.2f} videos/s, "
+    by = r.summary.get("decoded_by", {})
+    lines = [f"preprocess: finished in {r.seconds:.1f} s: decoded {r.processed} videos at {r.rate:.2f} videos/s "
+             f"({by.get('seek', 0)} by seeking to the kept frames, {by.get('sequential', 0)} whole), "
              f"{r.resumed} were already done, {r.removed} removed"]
     for split, s in r.summary["splits"].items():
         lines.append(f"  {split}: {s['samples']} videos in {s['shards']} shards, {s['frames']} frames, "

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from pyarrow.fs import FileType
 
-from pipelines.preprocess.decode import DecodedVideo, DecodeError, decode_video
+from pipelines.preprocess.decode import decode_video
+from pipelines.preprocess.sampling import DecodedVideo, DecodeError
 from pipelines.shard_format import META_MEMBER, frame_member, sample_key
 from pipelines.preprocess.sources import VideoInput
 from pipelines.storage import Location, retrying
@@ -44,7 +45,8 @@ def make_sample(row: dict, settings: DecodeSettings) -> dict:
     becomes this row's failure."""
     video = VideoInput(row["id"], row["uri"], tuple(row["captions"]), row["split"], row["origin"])
     out = {"shard": row["shard"], "pos": row["pos"], "id": video.id, "uri": video.uri, "split": video.split,
-           "key": "", "fragment": b"", "members": "{}", "captions": 0, "valid": 0, "stage": "", "error": ""}
+           "key": "", "fragment": b"", "members": "{}", "captions": 0, "valid": 0, "method": "", "stage": "",
+           "error": ""}
     try:
         decoded = _decode(video, settings)
     except StageError as e:
@@ -56,7 +58,7 @@ def make_sample(row: dict, settings: DecodeSettings) -> dict:
     except Exception as e:
         return {**out, "stage": "encode", "error": f"{type(e).__name__}: {e}"}
     return {**out, "key": key, "fragment": fragment, "members": json.dumps(members),
-            "captions": len(video.captions), "valid": len(decoded.frames)}
+            "captions": len(video.captions), "valid": len(decoded.frames), "method": decoded.method}
 
 
 def _decode(video: VideoInput, settings: DecodeSettings) -> DecodedVideo:
@@ -72,9 +74,8 @@ def _decode(video: VideoInput, settings: DecodeSettings) -> DecodedVideo:
     if info.size == 0:
         raise StageError("input", "empty file (0 bytes)")
     try:
-        with loc.local_file() as path:
-            return decode_video(path, frames=settings.frames, fps=settings.fps,
-                                resolution=settings.resolution, timeout=settings.timeout)
+        return decode_video(loc, frames=settings.frames, fps=settings.fps, resolution=settings.resolution,
+                            timeout=settings.timeout)
     except DecodeError as e:
         raise StageError(e.stage, str(e)) from e
     except OSError as e:
@@ -100,6 +101,7 @@ def encode_sample(video: VideoInput, decoded: DecodedVideo, settings: DecodeSett
         "valid": len(decoded.frames),
         "timestamps": list(decoded.timestamps),
         "resolution": settings.resolution,
+        "decoder": decoded.method,
     }
     members = [(META_MEMBER, json.dumps(meta, ensure_ascii=False).encode("utf-8"))]
     members += [(frame_member(i), jpeg(frame, settings.quality)) for i, frame in enumerate(decoded.frames)]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import ray
 import ray.exceptions
 
-from pipelines.preprocess.decode import MAX_BUFFERED, FrameKeeper
+from pipelines.preprocess.sequential import MAX_BUFFERED, FrameKeeper
 from pipelines.preprocess.plan import ShardPlan, ShardRef
 from pipelines.preprocess.sample import DecodeSettings, make_sample
 from pipelines.preprocess.writer import ShardWriter
@@ -46,6 +46,7 @@ class ShardDone:
     videos: int
     node: str = ""              # the Ray node that wrote it
     failed: int = 0             # its videos that gave no sample
+    seeked: int = 0             # its samples found by seeking to the kept frames (the rest decoded sequentially)
     fragments: tuple[str, ...] = ()   # its rows of the sample table, for the driver to commit
     error: str = ""             # set when the shard was not written (the next run writes it)
 
@@ -73,7 +74,7 @@ def _write(out_uri: str, plan: ShardPlan, results) -> ShardDone:
         writer.discard()
         raise
     return ShardDone(plan.name, len(plan.videos), ray.get_runtime_context().get_node_id(), counts["failures"],
-                     tuple(counts["fragments"]))
+                     counts["seeked"], tuple(counts["fragments"]))
 
 
 @ray.remote

@@ -39,6 +39,7 @@ class ShardWriter:
         self.spool = open(self.spool_path, "wb")
         self.rows: list[dict] = []      # one per video of the shard, in plan order
         self.samples = 0
+        self.seeked = 0     # samples whose frames were found by seeking (the rest decoded sequentially)
         self.offset = 0
 
     def add(self, r: dict) -> None:
@@ -53,6 +54,7 @@ class ShardWriter:
             self.spool.write(r["fragment"])
             self.offset += len(r["fragment"])
             self.samples += 1
+            self.seeked += r["method"] == "seek"
         self.rows.append(row)
 
     def commit(self) -> dict:
@@ -71,7 +73,8 @@ class ShardWriter:
         finally:
             self.discard()
         fragments = write_sample_rows(self.out, pa.Table.from_pylist(self.rows, schema=SAMPLE_SCHEMA))
-        return {"samples": self.samples, "failures": len(self.rows) - self.samples, "fragments": fragments}
+        return {"samples": self.samples, "failures": len(self.rows) - self.samples, "seeked": self.seeked,
+                "fragments": fragments}
 
     def discard(self) -> None:
         self.spool.close()

@@ -8,7 +8,7 @@ import torch
 import tempme
 from pipelines.embed.encoder import VideoEmbedder, read_frames
 from pipelines.embed.model import adapter_files
-from pipelines.preprocess.decode import DecodedVideo, StreamInfo
+from pipelines.preprocess.sampling import DecodedVideo, StreamInfo
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.sample import DecodeSettings, encode_sample
 from pipelines.preprocess.sources import VideoInput
