@@ -12,10 +12,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_argument_group("input (one of)")
     source.add_argument("--msrvtt", metavar="DIR", help="folder with MSRVTT_data.json, MSRVTT_train.9k.csv and "
                         "MSRVTT_JSFUSION_test.csv (9k train and 1k-A test splits)")
-    source.add_argument("--videos", metavar="DIR", help="with --msrvtt: the folder of {video_id}.mp4")
-    source.add_argument("--manifest", metavar="FILE", help="CSV, JSONL or Parquet with columns video (path or "
-                        "URI, relative to the manifest), id, captions (list, or in CSV a JSON list or one "
-                        "caption), split")
+    source.add_argument("--videos", metavar="DIR", help="a folder or bucket prefix walked for video files, each "
+                        "a corpus video named by its path under DIR; with --msrvtt: the folder of {video_id}.mp4")
+    source.add_argument("--manifest", metavar="FILE", help="CSV, JSONL or Parquet with a column video (path or "
+                        "URI, relative to the manifest) and optionally id (default: the video's path), captions "
+                        "(list, or in CSV a JSON list or one caption; needed in train, val and test), split "
+                        "(train, val, test or corpus, the default: embedded and searched, never trained on)")
     parser.add_argument("--out", required=True, help="output folder or URI; re-running over it completes it")
     parser.add_argument("--frames", type=int, default=12, help="frames per video (default %(default)s)")
     parser.add_argument("--fps", type=float, default=1.0,
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="decode again, into new shards, the videos "
                         "whose last failure was transient (read error, timeout, worker lost)")
     parser.add_argument("--splits", type=lambda s: tuple(x for x in s.split(",") if x),
-                        help="only these splits, comma-separated (train, val, test; default all)")
+                        help="only these splits, comma-separated (train, val, test, corpus; default all)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one video may take (default %(default)s)")
     parser.add_argument("--progress-every", type=float, default=10.0,
                         help="seconds between progress lines (default %(default)s)")
@@ -37,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Examples:\n"
                      "  tempme preprocess --msrvtt data/msrvtt --videos data/msrvtt/videos --out outputs/shards\n"
                      "  tempme preprocess --manifest corpus/manifest.csv --out s3://bucket/shards --decoders 16\n"
+                     "  tempme preprocess --videos s3://bucket/library --out s3://bucket/library-shards\n"
                      "Re-running over the same --out after the corpus changed decodes only the new videos into new\n"
                      "shards and records the videos that left (OUT/_removed.parquet); finished shards stay as they are.\n"
                      "Exit status: 0 all inputs made it into shards, 1 some failed (see OUT/_failures.csv), "

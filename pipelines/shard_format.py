@@ -53,7 +53,9 @@ RETIRED = "_retired.parquet"
 LEASE = "_lease.lance"
 META_MEMBER = "json"
 FAILURE_COLUMNS = ("input", "id", "split", "stage", "error")
-KNOWN_SPLITS = ("train", "val", "test")
+CAPTIONED_SPLITS = ("train", "val", "test")   # trained and evaluated on: every video needs a caption
+CORPUS = "corpus"          # a library's videos, embedded and searched only: captions optional
+KNOWN_SPLITS = (*CAPTIONED_SPLITS, CORPUS)
 
 # One row per planned video of a finished shard: a sample (error "") or why the video gave none.
 SAMPLE_SCHEMA = pa.schema([

@@ -53,8 +53,9 @@ def measure(args) -> dict:
         common.start_ray(max(counts) + 1)   # one CPU more than the actors need: decode and write run beside them
         shards = Path(args.shards) if args.shards else make_synthetic_shards(work / "synthetic", args.videos)
         result = run_benchmark(shards, adapter, work / "runs", args.batch_size, tuple(counts))
+        reads = shard_reads(str(shards), args.batch_size)
     base = next((m for m in result.jobs if m.workers == 1), None)   # same resources as the plain loop
-    return {**asdict(result), "preset": args.preset,
+    return {**asdict(result), "preset": args.preset, "reads": reads,
             "overhead_pct_1_worker": {r: result.overhead(base, r) for r in RATES} if base else None,
             "scaling": [{"workers": m.workers, **{r: result.scaling(m, r) for r in RATES}} for m in result.jobs[1:]]}
 
@@ -76,6 +77,9 @@ def render(result: dict) -> str:
         "each job actor has 1 CPU and 1 thread",
         common.table(["videos/s", *RATES.values()], rows),
         f"embeddings: every job index equals the plain loop's (largest difference {result['max_difference']:.1e})",
+        "reading a batch's samples: {per_sample_requests:.1f} requests a sample at a time ({per_sample_videos_per_s:.0f} "
+        "videos/s), {coalesced_requests:.1f} a run of neighbours at a time as the job reads "
+        "({coalesced_videos_per_s:.0f} videos/s)".format(**result["reads"]),
         "end-to-end: the whole call, the Ray cluster being up already\n"
         "embedding stage: the job's own EmbedReport.seconds, actor start and model load included "
         "(plain loop: model load + loop)\n"
@@ -193,6 +197,31 @@ def job_run(shards: str, adapter_dir: Path, out: Path, workers: int, batch_size:
                            f"({report.failed} failed, {report.already_done} already done); not comparable")
     return Measurement("embed job", workers, report.embedded, seconds, report.embedded / seconds,
                        report.videos_per_s, arrivals.steady(workers), str(out))
+
+
+def shard_reads(shards: str, batch_size: int) -> dict:
+    """Ranged requests per batch and videos/s of reading the samples alone, one sample at a time against one
+    read per run of neighbouring samples (`SampleReader.read_many`, what the embedding job does)."""
+    from pipelines.shards import SampleReader, sample_batches
+
+    samples = [(folder.child(r["shard"]).uri, r["start"], r["end"])
+               for folder, batch in sample_batches(shards, ["shard", "start", "end"]) for r in batch.to_pylist()]
+    batches = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
+    result = {}
+    for way in ("per_sample", "coalesced"):
+        reader = SampleReader()
+        started = time.perf_counter()
+        for batch in batches:
+            if way == "coalesced":
+                reader.read_many(*zip(*batch))
+            else:
+                for sample in batch:
+                    reader.read(*sample)
+        seconds = time.perf_counter() - started
+        reader.close()
+        result[f"{way}_requests"] = reader.requests / len(batches)
+        result[f"{way}_videos_per_s"] = len(samples) / seconds
+    return result
 
 
 def index_embeddings(index: str | Path) -> dict[str, np.ndarray]:

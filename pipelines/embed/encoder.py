@@ -10,6 +10,8 @@ Both import torch where they run, not here: the job's driver, which hands them t
 """
 from __future__ import annotations
 
+import posixpath
+
 
 import numpy as np
 
@@ -38,7 +40,7 @@ def read_frames(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             meta, jpegs = sample
             video, mask = decode_frames(jpegs, int(meta["frames"]))
             frames.append(video.numpy()), masks.append(mask.numpy())
-            captions.append(str(meta["captions"][0])), errors.append("")
+            captions.append(shown_caption(meta)), errors.append("")
         except Exception as e:  # any unreadable sample is recorded, not raised
             frames.append(np.zeros((0, 3, 0, 0), np.uint8)), masks.append(np.zeros(0, bool))
             captions.append(""), errors.append(f"{type(e).__name__}: {e}")
@@ -48,6 +50,12 @@ def read_frames(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "error": np.asarray(errors, dtype=object),
             "frames": np.stack(frames) if same else _ragged(frames),
             "mask": np.stack(masks) if same else _ragged(masks)}
+
+
+def shown_caption(meta: dict) -> str:
+    """What a hit shows beside its video: its first caption, or where it has none (a corpus video), the name
+    of its file."""
+    return str(meta["captions"][0]) if meta["captions"] else posixpath.basename(str(meta["source"]))
 
 
 def _ragged(arrays: list[np.ndarray]) -> np.ndarray:

@@ -11,9 +11,10 @@ spool (removed afterwards) only when decoded sequentially.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import replace
 
-from pipelines.preprocess.sampling import DecodedVideo, DecodeError
+from pipelines.preprocess.sampling import DecodedVideo, DecodeError, Segmenting
 from pipelines.preprocess.seek import Untrusted, decode_seeking, open_container, probe, slots, worth_seeking
 from pipelines.preprocess.sequential import decode_sequential
 from pipelines.storage import Location
@@ -21,38 +22,54 @@ from pipelines.storage import Location
 METHODS = ("auto", "seek", "sequential")
 
 
-def decode_video(source: str | Location, *, frames: int, fps: float, resolution: int, timeout: float,
-                 method: str = "auto") -> DecodedVideo:
-    """Sampled frames of the video at `source` (a path, URI or `Location`), or `DecodeError` saying why there
-    are none. `method` forces one way ("seek" fails with `DecodeError` where seeking cannot be trusted)."""
+def decode_windows(source: str | Location, *, frames: int, fps: float, resolution: int, timeout: float,
+                   segmenting: Segmenting | None = None, method: str = "auto") -> Iterator[DecodedVideo]:
+    """Sampled frames of the video at `source` (a path, URI or `Location`), a `DecodedVideo` per window (the
+    whole video is one without `segmenting`), or `DecodeError` saying why there are none. `method` forces one
+    way ("seek" fails with `DecodeError` where seeking cannot be trusted)."""
     if method not in METHODS:
         raise ValueError(f"method {method!r}: expected one of {', '.join(METHODS)}")
     loc = source if isinstance(source, Location) else Location.of(source)
+    given = 0
     if method != "sequential":
         try:
-            decoded = _seeking(loc, frames, fps, resolution, timeout, always=method == "seek")
+            for window in _seeking(loc, frames, fps, resolution, timeout, segmenting, always=method == "seek"):
+                given += 1
+                yield window
+            if given:
+                return
         except Untrusted as e:
             if method == "seek":
                 raise DecodeError(f"cannot be sampled by seeking: {e}") from e
-            decoded = None
-        if decoded is not None:
-            return decoded
-    with loc.local_file() as path:
-        decoded = decode_sequential(path, frames=frames, fps=fps, resolution=resolution, timeout=timeout)
-    return replace(decoded, read_bytes=loc.info().size)
+    size = loc.info().size
+    with loc.local_file() as path:   # the windows seeking gave already are not given again
+        for n, window in enumerate(decode_sequential(path, frames=frames, fps=fps, resolution=resolution,
+                                                     timeout=timeout, segmenting=segmenting)):
+            if n >= given:
+                yield replace(window, read_bytes=size)
 
 
-def _seeking(loc: Location, frames: int, fps: float, resolution: int, timeout: float, always: bool
-             ) -> DecodedVideo | None:
-    """The frames by seeking, or None where decoding every frame looks cheaper."""
+def decode_video(source: str | Location, *, frames: int, fps: float, resolution: int, timeout: float,
+                 method: str = "auto") -> DecodedVideo:
+    """The whole video's sampled frames (`decode_windows` without segmenting)."""
+    found = decode_windows(source, frames=frames, fps=fps, resolution=resolution, timeout=timeout, method=method)
+    try:
+        return next(found)
+    finally:
+        found.close()
+
+
+def _seeking(loc: Location, frames: int, fps: float, resolution: int, timeout: float,
+             segmenting: Segmenting | None, always: bool) -> Iterator[DecodedVideo]:
+    """The windows by seeking; none where decoding every frame looks cheaper."""
     with _seekable(loc) as source:
         with open_container(source, source.size, timeout) as container:
             stream = probe(container)
-            plan = slots(stream, frames, fps)
+            plan = slots(stream, frames, fps, segmenting)
             if not always and not worth_seeking(stream, plan):
-                return None
-            decoded = decode_seeking(container, stream, plan, resolution, timeout)
-        return replace(decoded, read_bytes=source.read_bytes)
+                return
+            for window in decode_seeking(container, stream, plan, resolution, timeout, segmenting):
+                yield replace(window, read_bytes=source.read_bytes)
 
 
 @contextlib.contextmanager

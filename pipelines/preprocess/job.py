@@ -23,7 +23,7 @@ from pipelines.preprocess.inputs import Inputs, collect_inputs
 from pipelines.preprocess.plan import (Ledger, NewShard, PlanError, ShardRef, forget_plans, plan_new,
                                        record_removed, write_plans)
 from pipelines.preprocess.sample import DecodeSettings
-from pipelines.preprocess.sources import Failure, InputError, read_manifest, read_msrvtt
+from pipelines.preprocess.sources import Failure, InputError, read_folder, read_manifest, read_msrvtt
 from pipelines.preprocess.summary import latest_failures, summarize, write_report
 from pipelines.preprocess.upgrade import upgrade_folder
 from pipelines.preprocess.writer import finished_shards, remove_unfinished
@@ -88,8 +88,9 @@ class PreprocessReport:
 
 def check_options(o: PreprocessOptions) -> None:
     """Raise OptionsError naming the first option that cannot work."""
-    if bool(o.msrvtt) == bool(o.manifest):
-        raise OptionsError("give exactly one input: --msrvtt DIR (with --videos DIR) or --manifest FILE")
+    if o.msrvtt and o.manifest or not (o.msrvtt or o.manifest or o.videos) or (o.manifest and o.videos):
+        raise OptionsError("give exactly one input: --manifest FILE, --videos DIR (a folder of videos), "
+                           "or --msrvtt DIR with --videos DIR")
     _check_stores([(flag, value) for flag, value in (("--out", o.out), ("--manifest", o.manifest),
                                                      ("--msrvtt", o.msrvtt), ("--videos", o.videos)) if value])
     if o.msrvtt:
@@ -98,8 +99,10 @@ def check_options(o: PreprocessOptions) -> None:
         for flag, value in (("--msrvtt", o.msrvtt), ("--videos", o.videos)):
             if not Location.of(value).is_dir():
                 raise OptionsError(f"{flag} {value}: no such folder")
-    elif not Location.of(o.manifest).exists():
+    elif o.manifest and not Location.of(o.manifest).exists():
         raise OptionsError(f"--manifest {o.manifest}: no such file")
+    elif o.videos and not Location.of(o.videos).is_dir():
+        raise OptionsError(f"--videos {o.videos}: no such folder")
     limits = [("--frames", o.frames, 1, 4096), ("--resolution", o.resolution, 16, 4096),
               ("--quality", o.quality, 1, 100), ("--samples-per-shard", o.samples_per_shard, 1, 10**6)]
     for flag, value, low, high in limits:
@@ -165,7 +168,7 @@ def plan_work(options: PreprocessOptions, log: Callable[[str], None] = print, in
     try:
         ledger.check_same_videos(out, inputs, found)
     except PlanError as e:
-        raise OptionsError(f"{options.manifest or options.msrvtt}: {e}") from None
+        raise OptionsError(f"{input_name(options)}: {e}") from None
     if unknown := finished - ledger.names():
         raise OptionsError(f"{out.uri} holds shards that no plan lists (e.g. {min(unknown)}): it was written by "
                            "an older version of this job; write to a new --out")
@@ -212,7 +215,7 @@ def _run(options: PreprocessOptions, inputs: Inputs, lease: Lease, log: Callable
     done = _make_shards(pending, options, out, progress, lease) if pending else []
     written = [d for d in done if not d.error]
     summary, failures = summarize(out, ledger, w.removed, w.inputs.failures,
-                                  {**options.shape(), "input": options.manifest or options.msrvtt})
+                                  {**options.shape(), "input": input_name(options)})
     seeked = sum(d.seeked for d in written)
     summary["decoded_by"] = {"seek": seeked, "sequential": sum(d.videos - d.failed for d in written) - seeked}
     write_report(out, summary, failures)
@@ -305,16 +308,21 @@ class SampleCommits:
         self.pending, self.since = {}, time.monotonic()
 
 
+def input_name(o: PreprocessOptions) -> str:
+    return o.manifest or o.msrvtt or o.videos
+
+
 def read_inputs(o: PreprocessOptions) -> Inputs:
     """The options checked, the inputs read and checked, and the stores they name reachable."""
     check_options(o)
     try:
-        batches = [read_msrvtt(o.msrvtt, o.videos)] if o.msrvtt else read_manifest(o.manifest)
+        batches = ([read_msrvtt(o.msrvtt, o.videos)] if o.msrvtt else read_manifest(o.manifest) if o.manifest
+                   else read_folder(o.videos))
         inputs = collect_inputs(batches, o.splits)
     except InputError as e:
         raise OptionsError(str(e)) from None
     if not inputs.rows.num_rows and not inputs.failures:
-        raise OptionsError(f"{o.manifest or o.msrvtt} lists no videos")
+        raise OptionsError(f"{input_name(o)} lists no videos")
     for split in o.splits or ():
         if split not in inputs.splits:
             raise OptionsError(f"split {split!r} has no videos in the inputs (they have: "

@@ -2,7 +2,8 @@
 
 Sampling follows the paper's code (CLIP4Clip lineage): frames at `fps` (1 by default), then `frames` of
 them spread uniformly (`linspace(0, L-1, frames)` rounded down); a video with fewer frames keeps them all
-and the sample says how many are valid (the reader pads and masks the rest).
+and the sample says how many are valid (the reader pads and masks the rest). A long video may be cut into
+windows (`Segmenting`): each window is sampled by the same rule over the frames at `fps` inside it.
 """
 from __future__ import annotations
 
@@ -39,6 +40,38 @@ class DecodedVideo:
     info: StreamInfo
     method: str = "sequential"   # how its frames were found: "seek" or "sequential"
     read_bytes: int = 0         # bytes of the source read to find them
+    window: tuple[float, float] | None = None   # (start, end) seconds of the window sampled; None: all of it
+
+
+@dataclass(frozen=True)
+class Segmenting:
+    """Windows of `seconds`, each starting `seconds - overlap` after the one before; the last one is shorter,
+    and a video shorter than a window is one window."""
+    seconds: float
+    overlap: float = 0.0
+
+    def slots(self, fps: float) -> tuple[int, int]:
+        """(slots in a window, slots from one window's start to the next's) at `fps`."""
+        return max(1, round(self.seconds * fps)), max(1, round((self.seconds - self.overlap) * fps))
+
+
+def windows(available: int, fps: float, segmenting: Segmenting | None) -> list[tuple[int, int]]:
+    """(first slot, slots) of each window of a video of `available` slots at `fps`: one window without
+    segmenting; with it, no window that holds nothing the one before did not."""
+    if segmenting is None:
+        return [(0, available)]
+    length, step = segmenting.slots(fps)
+    found = []
+    for start in range(0, available, step):
+        count = min(length, available - start)
+        if start and count <= length - step:
+            break
+        found.append((start, count))
+    return found
+
+
+def window_times(start: int, count: int, fps: float, duration: float) -> tuple[float, float]:
+    return round(start / fps, 3), round(min((start + count) / fps, max(duration, start / fps)), 3)
 
 
 def sample_indices(available: int, frames: int) -> list[int]:

@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
-from pipelines.preprocess.sampling import DecodedVideo, DecodeError, StreamInfo, sample_indices
+from pipelines.preprocess.sampling import (DecodedVideo, DecodeError, Segmenting, StreamInfo, sample_indices,
+                                           window_times, windows)
 
 SEEKABLE_FORMATS = ("mov", "mp4", "matroska", "webm")   # containers whose index seeking uses
 HEAD_PACKETS = 64          # packets read at the start to find the first frame's timestamp
 SEEK_COST_FRAMES = 4       # a seek and a decoder flush, in decoded frames
 SEEK_ADVANTAGE = 1.25      # seeking must look this much cheaper: the estimate is rough, sequential is safe
-RETRIES = 3                # earlier seeks tried when a seek lands after the frame wanted
+RETREATS_S = (0, 1, 2, 4)   # seconds before a slot's boundary seeks aim at, until one lands before the frame
 READ_SHARE = 128           # a read of the source (a ranged request on an object store) is this share of it,
 READ_LIMITS = (32 << 10, 1 << 20)   # within these bytes: about a group of pictures of common encodes
 
@@ -52,11 +54,15 @@ class Stream:
 
 @dataclass(frozen=True)
 class Slots:
-    """The fps filter's output slots of one stream, and which of them are kept."""
+    """The fps filter's output slots of one stream, its windows, and which slots each window keeps."""
     fps: Fraction
     first: int                  # slot of the first frame
     available: int              # slots in all
-    picks: tuple[int, ...]      # kept slots, as offsets from `first`
+    windows: tuple[tuple[int, int, tuple[int, ...]], ...]   # (first slot, slots, kept slots) per window
+
+    def picks(self) -> list[int]:
+        """Every kept slot, in order."""
+        return sorted({p for _, _, kept in self.windows for p in kept})
 
 
 def open_container(source, size: int, timeout: float):
@@ -110,13 +116,16 @@ def probe(container) -> Stream:
     return Stream(info, tb, offset, first, end, keyframes, frames, rotation)
 
 
-def slots(stream: Stream, frames: int, fps: float) -> Slots:
-    """The sequential path's slots and picks, computed from where the stream starts and ends."""
+def slots(stream: Stream, frames: int, fps: float, segmenting: Segmenting | None = None) -> Slots:
+    """The sequential path's slots, windows and picks, computed from where the stream starts and ends."""
     rate = Fraction(fps).limit_denominator(1_000_000)
     first = _round_half_away(stream.first * stream.time_base * rate)
     last = math.ceil(stream.end * stream.time_base * rate)   # eof_action=pass rounds the end up
     available = max(last - first, 1)
-    return Slots(rate, first, available, tuple(sample_indices(available, frames)))
+    cut = windows(available, fps, segmenting)
+    return Slots(rate, first, available,
+                 tuple((start, count, tuple(start + i for i in sample_indices(count, frames)))
+                       for start, count in cut))
 
 
 def costs(stream: Stream, plan: Slots) -> tuple[float, float]:
@@ -124,7 +133,7 @@ def costs(stream: Stream, plan: Slots) -> tuple[float, float]:
     per_tick = stream.frames / max(stream.end - stream.first, 1)
     keys = np.array(stream.keyframes or (stream.first,))
     seeking, position = 0.0, None
-    for pick in plan.picks:
+    for pick in plan.picks():
         target = _boundary(stream, plan, plan.first + pick)
         key = keys[max(np.searchsorted(keys, target, side="right") - 1, 0)]
         if position is not None and key <= position <= target:   # decoding on is cheaper than seeking back
@@ -140,34 +149,42 @@ def worth_seeking(stream: Stream, plan: Slots) -> bool:
     return seeking * SEEK_ADVANTAGE < sequential
 
 
-def decode_seeking(container, stream: Stream, plan: Slots, resolution: int, timeout: float) -> DecodedVideo:
-    """The picked slots' frames, scaled and cropped as the sequential path does; `Untrusted` if a seek cannot
-    reach a slot's frame (the caller decodes sequentially), `DecodeError` on a time limit."""
+def decode_seeking(container, stream: Stream, plan: Slots, resolution: int, timeout: float,
+                   segmenting: Segmenting | None = None) -> Iterator[DecodedVideo]:
+    """The kept slots' frames, scaled and cropped as the sequential path does, a `DecodedVideo` per window;
+    `Untrusted` if a seek cannot reach a slot's frame (the caller decodes sequentially), `DecodeError` on a
+    time limit. Frames of slots that overlapping windows share are decoded once."""
     import av
 
     deadline = _Deadline(timeout)
     video = container.streams.video[0]
     scaler = _Scaler(video, resolution, stream.rotation)
-    frames, position = [], None   # position: timestamp of the last frame decoded, while decoding on
-    decoder = None
-    for pick in plan.picks:
-        boundary = _boundary(stream, plan, plan.first + pick)
-        try:
-            if position is None or not _can_decode_on(stream, position, boundary):
-                decoder, position = _seek_before(container, video, stream, boundary, deadline), None
-            frame, position, decoder = _last_before(decoder, stream, boundary, deadline)
-        except av.FFmpegError as e:
-            raise Untrusted(f"damaged: {e}") from e
-        frames.append(scaler(frame))
-    fps = float(plan.fps)
-    return DecodedVideo(
-        frames=np.stack(frames),
-        timestamps=tuple(round(p / fps, 3) for p in plan.picks),
-        available=plan.available,
-        duration=stream.info.duration or float((stream.end - stream.first) * stream.time_base),
-        info=stream.info,
-        method="seek",
-    )
+    fps, duration = float(plan.fps), stream.info.duration or float((stream.end - stream.first) * stream.time_base)
+    decoder, position = None, None   # position: timestamp of the last frame decoded, while decoding on
+    done: dict[int, np.ndarray] = {}
+    for n, (start, count, kept) in enumerate(plan.windows):
+        for pick in kept:
+            if pick in done:
+                continue
+            boundary = _boundary(stream, plan, plan.first + pick)
+            try:
+                if position is None or not _can_decode_on(stream, position, boundary):
+                    decoder, position = _seek_before(container, video, stream, boundary, deadline), None
+                frame, position, decoder = _last_before(decoder, stream, boundary, deadline)
+            except av.FFmpegError as e:
+                raise Untrusted(f"damaged: {e}") from e
+            done[pick] = scaler(frame)
+        yield DecodedVideo(
+            frames=np.stack([done[p] for p in kept]),
+            timestamps=tuple(round(p / fps, 3) for p in kept),
+            available=count,
+            duration=duration,
+            info=stream.info,
+            method="seek",
+            window=window_times(start, count, fps, duration) if segmenting else None,
+        )
+        later = plan.windows[n + 1][0] if n + 1 < len(plan.windows) else plan.available
+        done = {p: f for p, f in done.items() if p >= later}
 
 
 def _first_timestamp(container, video) -> int:
@@ -219,13 +236,15 @@ def _can_decode_on(stream: Stream, position: int, boundary: int) -> bool:
     if not keys:
         return False
     i = np.searchsorted(keys, boundary, side="right") - 1
-    return i < 0 or keys[i] <= position
+    return position < boundary and (i < 0 or keys[i] <= position)
 
 
 def _seek_before(container, video, stream: Stream, boundary: int, deadline: _Deadline):
-    """A frame iterator positioned so its first frame is before `boundary` (seeking further back if needed)."""
-    target = boundary - 1
-    for attempt in range(RETRIES + 1):
+    """A frame iterator whose first frame is before `boundary`: a seek to the keyframe before it, and where the
+    first frame shown comes later (an open group of pictures), seeks 1, 2 and 4 s further back."""
+    second = round(1 / stream.time_base)
+    for back in RETREATS_S:
+        target = boundary - 1 - back * second
         container.seek(target - stream.offset, backward=True, stream=video)
         frames = container.decode(video)
         first = next(frames, None)
@@ -234,7 +253,6 @@ def _seek_before(container, video, stream: Stream, boundary: int, deadline: _Dea
             raise Untrusted("no frame after a seek")
         if first.pts + stream.offset < boundary or target <= stream.first:
             return _prepend(first, frames)
-        target -= max(boundary - target, round(Fraction(1) / stream.time_base)) * (attempt + 1)
     raise Untrusted("seeking lands after the frame wanted")
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 import collections
 import re
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 
 from pipelines.media import ffmpeg_exe
-from pipelines.preprocess.sampling import DecodedVideo, DecodeError, StreamInfo, sample_indices
+from pipelines.preprocess.sampling import (DecodedVideo, DecodeError, Segmenting, StreamInfo, sample_indices,
+                                           window_times)
 
 IMAGE_DEMUXERS = re.compile(r"^(image2|\w+_pipe)$")          # a still picture, not a video
 MAX_BUFFERED = 64   # frames kept besides the likely picks (see FrameKeeper): 9.6 MB at 224 x 224
@@ -29,8 +31,10 @@ CORRUPTION = re.compile(r"partial file|ended prematurely|corrupt|Invalid NAL|err
 
 
 def decode_sequential(path: str, *, frames: int, fps: float, resolution: int, timeout: float,
-                 max_buffered: int | None = MAX_BUFFERED) -> DecodedVideo:
-    """Sampled frames of the local video file `path`, or `DecodeError` saying why there are none.
+                      segmenting: Segmenting | None = None, max_buffered: int | None = MAX_BUFFERED
+                      ) -> Iterator[DecodedVideo]:
+    """Sampled frames of the local video file `path`, a `DecodedVideo` per window as each one ends (the whole
+    video is one window without `segmenting`), or `DecodeError` saying why there are none.
 
     ffmpeg's frames are read one at a time as they come; only those that can still be picked are kept (see
     `FrameKeeper`), so memory does not grow with the video's length. `max_buffered=None` keeps every frame
@@ -54,12 +58,13 @@ def decode_sequential(path: str, *, frames: int, fps: float, resolution: int, ti
         log.header.wait(timeout)
         info = parse_stream_info(log.text())
         expected = round(info.duration * fps) if info.duration else None
-        keeper = FrameKeeper(frames, expected, max_buffered)
+        keepers = _WindowKeepers(frames, fps, segmenting, expected, max_buffered)
         frame_bytes = resolution * resolution * 3
         while chunk := process.stdout.read(frame_bytes):
             if len(chunk) < frame_bytes:
                 break
-            keeper.offer(np.frombuffer(chunk, np.uint8).reshape(resolution, resolution, 3))
+            for start, keeper in keepers.offer(np.frombuffer(chunk, np.uint8).reshape(resolution, resolution, 3)):
+                yield _window(start, keeper, fps, info, info.duration or 0.0, segmenting)
         process.wait()
         log.done.wait()
     finally:
@@ -75,21 +80,59 @@ def decode_sequential(path: str, *, frames: int, fps: float, resolution: int, ti
         raise DecodeError(_failure_reason(text, info, process.returncode))
     if IMAGE_DEMUXERS.match(info.demuxer):
         raise DecodeError(f"a still image ({info.codec} picture), not a video")
-    available = keeper.available
+    available = keepers.slot
     if available == 0:
         raise DecodeError("no frames could be decoded")
     decoded_seconds = available / fps
     if info.duration and decoded_seconds < 0.9 * info.duration - 1.0 and CORRUPTION.search(text):
         raise DecodeError(f"truncated or corrupt: frames stop at {decoded_seconds:.1f} s of the "
                           f"{info.duration:.1f} s the container declares")
+    for start, keeper in keepers.finish():
+        yield _window(start, keeper, fps, info, info.duration or decoded_seconds, segmenting)
+
+
+def _window(start: int, keeper: "FrameKeeper", fps: float, info: StreamInfo, duration: float,
+            segmenting: Segmenting | None) -> DecodedVideo:
     picks, kept = keeper.pick()
     return DecodedVideo(
         frames=kept,
-        timestamps=tuple(round(i / fps, 3) for i in picks),
-        available=available,
-        duration=info.duration or decoded_seconds,
+        timestamps=tuple(round((start + i) / fps, 3) for i in picks),
+        available=keeper.available,
+        duration=duration,
         info=info,
+        window=window_times(start, keeper.available, fps, duration) if segmenting else None,
     )
+
+
+class _WindowKeepers:
+    """A `FrameKeeper` for each window open at the current frame: a window opens every `step` frames and ends
+    after `length` (one window, never ending early, without segmenting)."""
+
+    def __init__(self, frames: int, fps: float, segmenting: Segmenting | None, expected: int | None,
+                 max_buffered: int | None):
+        self.frames, self.expected, self.max_buffered = frames, expected, max_buffered
+        self.length, self.step = segmenting.slots(fps) if segmenting else (None, None)
+        self.open: dict[int, FrameKeeper] = {}
+        self.slot = 0
+
+    def offer(self, frame: np.ndarray) -> list[tuple[int, "FrameKeeper"]]:
+        """Give the next frame to the open windows; returns the windows it ended, (first slot, keeper)."""
+        if self.slot == 0 or (self.step and self.slot % self.step == 0):
+            left = self.expected - self.slot if self.expected is not None else None
+            count = left if self.length is None else min(self.length, left) if left is not None else None
+            self.open[self.slot] = FrameKeeper(self.frames, count, self.max_buffered, full=self.length)
+        for keeper in self.open.values():
+            keeper.offer(frame)
+        self.slot += 1
+        ended = [(start, k) for start, k in self.open.items() if self.length and k.available == self.length]
+        for start, _ in ended:
+            del self.open[start]
+        return ended
+
+    def finish(self) -> list[tuple[int, "FrameKeeper"]]:
+        """The windows still open at the end of the video, less those holding nothing an earlier one did not."""
+        overlap = self.length - self.step if self.length else 0
+        return [(start, k) for start, k in self.open.items() if start == 0 or k.available > overlap]
 
 
 class FrameKeeper:
@@ -104,12 +147,15 @@ class FrameKeeper:
 
     WINDOW = 3
 
-    def __init__(self, frames: int, expected: int | None, max_buffered: int | None):
+    def __init__(self, frames: int, expected: int | None, max_buffered: int | None, full: int | None = None):
         self.frames, self.max_buffered = frames, max_buffered
         self.wanted: set[int] = set()
-        if expected is not None and max_buffered is not None:
-            for count in range(max(1, expected - self.WINDOW), expected + self.WINDOW + 1):
-                self.wanted.update(sample_indices(count, frames))
+        if max_buffered is not None:
+            if expected is not None:
+                for count in range(max(1, expected - self.WINDOW), expected + self.WINDOW + 1):
+                    self.wanted.update(sample_indices(count, frames))
+            if full is not None:     # a window's count unless the video ends inside it
+                self.wanted.update(sample_indices(full, frames))
         self.stride, self.available = 1, 0
         self.kept: dict[int, np.ndarray] = {}
 

@@ -1,11 +1,15 @@
-"""The videos to preprocess: read from the MSR-VTT layout or a plain manifest, in batches, checked row by row.
+"""The videos to preprocess: read from the MSR-VTT layout, a plain manifest or a folder of videos, in batches,
+checked row by row.
 
 A manifest is read a batch at a time (Arrow's CSV and Parquet readers, JSON lines one by one), so its length
-never decides the memory it takes. `validate` turns a batch into a table of good rows and one `Failure` (stage
-"source") per bad row (no captions, captions that are not text, an unknown split, no id), so a bad row is
-recorded and the rest go on; rows that are plainly right are checked as whole columns. Only a problem with
-the whole input (a missing file, a missing column) raises `InputError`. Ids given twice are found across
-batches, by `inputs`.
+never decides the memory it takes. Only the video column is required: an id left out is the video's path as
+the manifest gives it (relative to the manifest, so it stays the same from run to run), a split left out is
+`corpus` (embedded and searched, never trained or evaluated on), and captions are optional there. A folder
+(`read_folder`) is a manifest of the video files under it. `validate` turns a batch into a table of good rows
+and one `Failure` (stage "source") per bad row (no captions in a captioned split, captions that are not
+text, an unknown split), so a bad row is recorded and the rest go on; rows that are plainly right are checked
+as whole columns. Only a problem with the whole input (a missing file, no video column) raises `InputError`.
+Ids given twice are found across batches, by `inputs`.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import io
 import itertools
 import json
 import os
+import posixpath
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 
-from pipelines.shard_format import KNOWN_SPLITS
+from pipelines.shard_format import CORPUS, KNOWN_SPLITS
 from pipelines.storage import Location, resolve_against
 from tempme.errors import UserError
 
@@ -33,7 +39,7 @@ MSRVTT_DATA = "MSRVTT_data.json"
 MSRVTT_TRAIN = "MSRVTT_train.9k.csv"
 MSRVTT_TEST = "MSRVTT_JSFUSION_test.csv"
 
-# manifest column -> accepted header names, first match wins
+# manifest column -> accepted header names, first match wins; only the video column is required
 MANIFEST_COLUMNS = {
     "video": ("video", "path", "uri", "video_path"),
     "id": ("id", "video_id"),
@@ -43,6 +49,8 @@ MANIFEST_COLUMNS = {
 
 
 BATCH_ROWS = 65_536    # manifest rows read, checked and spooled at a time
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg", ".wmv",
+                  ".flv", ".3gp", ".ogv")   # the files a folder of videos is walked for
 
 # The good rows of the inputs, as planning holds them (spooled to a local file) and plan files repeat them.
 INPUT_SCHEMA = pa.schema([("id", pa.string()), ("uri", pa.string()), ("captions", pa.list_(pa.string())),
@@ -143,7 +151,7 @@ def read_manifest(manifest: str, batch_rows: int | None = None) -> Iterator[Rows
     if kind == ".parquet":
         file = pq.ParquetFile(loc.fs.open_input_file(loc.path))
         columns = _manifest_columns(loc.uri, set(file.schema_arrow.names))
-        batches = file.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys(columns.values())))
+        batches = file.iter_batches(batch_size=batch_rows, columns=[c for c in dict.fromkeys(columns.values()) if c])
         return _numbered(loc, columns, batches)
     raise InputError(f"manifest {loc.uri}: unknown format {kind!r} (use .csv, .jsonl or .parquet)")
 
@@ -166,11 +174,72 @@ def _rebatched(reader: pa.RecordBatchReader, batch_rows: int) -> Iterator[pa.Rec
             yield batch.slice(start, batch_rows)
 
 
-def _numbered(loc: Location, columns: dict[str, str], batches: Iterator[pa.RecordBatch]) -> Iterator[ArrowRows]:
+def _numbered(loc: Location, columns: dict[str, str | None], batches: Iterator[pa.RecordBatch]
+              ) -> Iterator[ArrowRows]:
     first = 1
     for batch in batches:
-        yield ArrowRows(pa.RecordBatch.from_arrays([batch.column(columns[c]) for c in MANIFEST_COLUMNS],
-                                                   names=list(MANIFEST_COLUMNS)), loc.name, first, loc.parent())
+        yield ArrowRows(_with_defaults(batch, columns), loc.name, first, loc.parent())
+        first += batch.num_rows
+
+
+def _with_defaults(batch: pa.RecordBatch, columns: dict[str, str | None]) -> pa.RecordBatch:
+    """The batch as columns video, id, captions, split; an id left out (no column, null or empty) is the video
+    as given, a split left out is `corpus`, captions left out are null."""
+    n = batch.num_rows
+    def column(name: str, kind: pa.DataType) -> pa.Array:
+        return batch.column(columns[name]) if columns[name] else pa.nulls(n, kind)
+    video = column("video", pa.string())
+    return pa.RecordBatch.from_arrays(
+        [video, _or_default(column("id", pa.string()), video), column("captions", pa.list_(pa.string())),
+         _or_default(column("split", pa.string()), pa.array([CORPUS] * n))], names=list(MANIFEST_COLUMNS))
+
+
+def _or_default(values: pa.Array, default: pa.Array) -> pa.Array:
+    """`default` where `values` is null or empty text; values of other types are left for `validate` to name."""
+    if pa.types.is_null(values.type) and pa.types.is_string(default.type):
+        return default
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) \
+            or not pa.types.is_string(default.type):
+        return values
+    values = values.cast(pa.string())
+    missing = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(values), ""), True)
+    return pc.if_else(missing, default, values)
+
+
+def read_folder(folder: str, batch_rows: int | None = None) -> Iterator[ArrowRows]:
+    """The video files under `folder` (a local folder or an object-store prefix, walked a folder at a time) as
+    manifest rows of a video column alone: ids are their paths relative to `folder`, split `corpus`."""
+    root = Location.of(folder)
+    batch_rows = batch_rows or BATCH_ROWS
+
+    def paths() -> Iterator[str]:
+        pending = [""]
+        while pending:
+            relative = pending.pop()
+            here = root.child(relative) if relative else root
+            for info in sorted(here.fs.get_file_info(pafs.FileSelector(here.path, recursive=False)),
+                               key=lambda i: i.path, reverse=True):
+                name = posixpath.join(relative, info.base_name) if relative else info.base_name
+                if info.type == pafs.FileType.Directory:
+                    pending.append(name)
+                elif info.base_name.lower().endswith(VIDEO_SUFFIXES) and not info.base_name.startswith("."):
+                    yield name
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        chunk = []
+        for name in paths():
+            chunk.append(name)
+            if len(chunk) == batch_rows:
+                yield pa.record_batch([pa.array(chunk, pa.string())], names=["video"])
+                chunk = []
+        if chunk:
+            yield pa.record_batch([pa.array(chunk, pa.string())], names=["video"])
+
+    columns = {"video": "video", "id": None, "captions": None, "split": None}
+    listing = root.child("")    # relative paths resolve against the folder itself
+    first = 1
+    for batch in batches():
+        yield ArrowRows(_with_defaults(batch, columns), root.name + "/", first, listing)
         first += batch.num_rows
 
 
@@ -196,8 +265,10 @@ def _jsonl_batches(loc: Location, batch_rows: int) -> Iterator[list[RawRow]]:
             else:
                 video = rec.get(columns["video"])
                 uri = resolve_against(base, video) if isinstance(video, str) and video.strip() else video
-                rows.append(RawRow(rec.get(columns["id"]), uri, rec.get(columns["captions"]),
-                                   rec.get(columns["split"]), origin))
+                vid, split = (rec.get(columns[c]) if columns[c] else None for c in ("id", "split"))
+                rows.append(RawRow(video if _left_out(vid) else vid, uri,
+                                   rec.get(columns["captions"]) if columns["captions"] else None,
+                                   CORPUS if _left_out(split) else split, origin))
             if len(rows) == batch_rows:
                 yield rows
                 rows = []
@@ -228,7 +299,8 @@ def _check_rows(rows: list[RawRow]) -> tuple[list[dict | None], list[Failure]]:
             failures.append(Failure(uri or row.origin, vid or "", split or "", "source", f"{row.origin}: {problem}"))
             checked.append(None)
             continue
-        checked.append({"id": vid, "uri": uri, "captions": [c.strip() for c in _caption_list(row.captions)],
+        captions = _caption_list(row.captions, optional=split == CORPUS)
+        checked.append({"id": vid, "uri": uri, "captions": [c.strip() for c in captions],
                         "split": split, "origin": row.origin})
     return checked, failures
 
@@ -239,10 +311,12 @@ def _validate_columns(rows: ArrowRows) -> tuple[pa.Table, list[Failure]]:
     b, n = rows.columns, rows.columns.num_rows
     ids, id_ok = _id_column(b.column("id"))
     uris, uri_ok = _uri_column(b.column("video"), rows.base)
-    captions, captions_ok = _caption_column(b.column("captions"), n)
     split = b.column("split")
     split_ok = (pc.is_in(split, value_set=pa.array(KNOWN_SPLITS)) if pa.types.is_string(split.type)
                 else pa.nulls(n, pa.bool_()))
+    corpus = (pc.fill_null(pc.equal(split, CORPUS), False).to_numpy(zero_copy_only=False)
+              if pa.types.is_string(split.type) else np.zeros(n, bool))
+    captions, captions_ok = _caption_column(b.column("captions"), n, optional=corpus)
     ok = pc.fill_null(pc.and_kleene(pc.and_kleene(id_ok, uri_ok), pc.and_kleene(captions_ok, split_ok)), False)
     numbers = pa.array(np.arange(rows.first, rows.first + n))
     origins = pc.binary_join_element_wise(f"{rows.name} row ", pc.cast(numbers, pa.string()), "")
@@ -284,14 +358,19 @@ def _uri_column(column: pa.Array, base: Location) -> tuple[pa.Array, pa.Array]:
     return uris, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
 
 
-def _caption_column(column: pa.Array, n: int) -> tuple[pa.Array, pa.Array]:
-    """(captions as lists of trimmed text, which rows are plainly right): a list of text with at least one
-    caption and no empty one, or in CSV one caption that does not look like a JSON list."""
+def _caption_column(column: pa.Array, n: int, optional: np.ndarray) -> tuple[pa.Array, pa.Array]:
+    """(captions as lists of trimmed text, which rows are plainly right): a list of text with no empty caption,
+    or in CSV one caption that does not look like a JSON list; at least one, unless the row is `optional`."""
     kind = column.type
+    if pa.types.is_null(kind):
+        return pa.ListArray.from_arrays(pa.array(np.zeros(n + 1, np.int32)), pa.array([], pa.string())), \
+            pa.array(optional)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        text = pc.utf8_trim_whitespace(column.cast(pa.string()))
-        ok = pc.and_(pc.greater(pc.utf8_length(text), 0), pc.invert(pc.starts_with(text, "[")))
-        return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), text), ok
+        text = pc.fill_null(pc.utf8_trim_whitespace(column.cast(pa.string())), "")
+        present = pc.greater(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(present)]).astype(np.int32))
+        ok = (present & ~pc.starts_with(text, "[").to_numpy(zero_copy_only=False)) | (~present & optional)
+        return pa.ListArray.from_arrays(offsets, text.filter(pa.array(present))), pa.array(ok)
     if not ((pa.types.is_list(kind) or pa.types.is_large_list(kind))
             and (pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type))):
         return pa.nulls(n, pa.list_(pa.string())), pa.nulls(n, pa.bool_())
@@ -301,7 +380,8 @@ def _caption_column(column: pa.Array, n: int) -> tuple[pa.Array, pa.Array]:
     parents = pc.list_parent_indices(column).to_numpy()
     bad_captions = np.bincount(parents[empty], minlength=n) if len(parents) else np.zeros(n, np.int64)
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
-    ok = pa.array((lengths > 0) & (bad_captions == 0) & pc.is_valid(column).to_numpy(zero_copy_only=False))
+    given = pc.is_valid(column).to_numpy(zero_copy_only=False)
+    ok = pa.array((((lengths > 0) & given) | optional) & (bad_captions == 0))
     return pa.ListArray.from_arrays(offsets, text), ok
 
 
@@ -314,11 +394,11 @@ def _row_problem(row: RawRow, vid: str | None, uri: str | None, split: str | Non
         return f"video path missing ({row.uri!r})"
     if split not in KNOWN_SPLITS:
         return f"unknown split {row.split!r} (known: {', '.join(KNOWN_SPLITS)})"
-    captions = _caption_list(row.captions)
+    captions = _caption_list(row.captions, optional=split == CORPUS)
     if captions is None:
         return f"captions are not text or a list of text ({_short(row.captions)})"
-    if not captions:
-        return "no captions"
+    if not captions and split != CORPUS:
+        return f"no captions (a {split} video needs one; leave the split out for a video only searched)"
     for n, caption in enumerate(captions, start=1):
         if not isinstance(caption, str):
             return f"caption {n} of {len(captions)} is not text ({_short(caption)})"
@@ -327,7 +407,9 @@ def _row_problem(row: RawRow, vid: str | None, uri: str | None, split: str | Non
     return None
 
 
-def _caption_list(value: Any) -> list | None:
+def _caption_list(value: Any, optional: bool = False) -> list | None:
+    if (optional and value is None) or (isinstance(value, str) and not value.strip()):
+        return []
     if isinstance(value, (list, tuple)):
         return list(value)
     if isinstance(value, str):
@@ -381,12 +463,15 @@ def _read_jsonl(loc: Location) -> Iterator[tuple[str, dict | str]]:
             yield origin, rec if isinstance(rec, dict) else f"not a JSON object ({_short(rec)})"
 
 
-def _manifest_columns(uri: str, present: set[str]) -> dict[str, str]:
-    columns = {}
-    for column, names in MANIFEST_COLUMNS.items():
-        found = next((n for n in names if n in present), None)
-        if found is None:
-            raise InputError(f"manifest {uri}: no {column} column (one of {', '.join(names)}); "
-                             f"columns: {', '.join(sorted(present)) or 'none'}")
-        columns[column] = found
+def _manifest_columns(uri: str, present: set[str]) -> dict[str, str | None]:
+    """Which header holds each column (None: left out); only the video column is required."""
+    columns = {column: next((n for n in names if n in present), None) for column, names in MANIFEST_COLUMNS.items()}
+    if columns["video"] is None:
+        names = MANIFEST_COLUMNS["video"]
+        raise InputError(f"manifest {uri}: no video column (one of {', '.join(names)}); "
+                         f"columns: {', '.join(sorted(present)) or 'none'}")
     return columns
+
+
+def _left_out(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())

@@ -44,6 +44,9 @@ def _split_table(cfg: TrainJobConfig, key: str) -> SampleTable:
         raise ConfigError(f"data.{key}", f"split {split!r} has no samples in {cfg.data.shards}") from None
     except ValueError as err:
         raise ConfigError("data.shards", str(err)) from None
+    if not table.pairs:
+        raise ConfigError(f"data.{key}", f"split {split!r} of {cfg.data.shards} has no captions: training and "
+                          "evaluation need captioned videos (a corpus split is only embedded and searched)")
     return table
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tempme
-from pipelines.bench.embed import index_embeddings, make_random_adapter, run_benchmark
+from pipelines.bench.embed import index_embeddings, make_random_adapter, run_benchmark, shard_reads
 from tests.fixtures.index_fixtures import shard_videos
 
 
@@ -38,3 +38,10 @@ def test_plain_loop_and_job_runs_embed_the_same_videos_alike(ray_cluster, synthe
 def test_more_workers_than_the_cluster_has_cpus_is_refused(ray_cluster, synthetic_shards, tmp_path):
     with pytest.raises(ValueError, match="8 workers need as many CPUs; the Ray cluster has 4"):
         run_benchmark(synthetic_shards, tmp_path / "no-adapter", tmp_path / "runs", worker_counts=(1, 8))
+
+
+def test_a_batch_of_neighbouring_samples_is_read_in_fewer_requests(synthetic_shards):
+    """The synthetic shards hold 4 videos each: a batch of 8 neighbours is 2 reads, not 8."""
+    reads = shard_reads(str(synthetic_shards), batch_size=8)
+    assert reads["per_sample_requests"] == 8
+    assert reads["coalesced_requests"] == 2

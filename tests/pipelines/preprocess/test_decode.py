@@ -162,8 +162,8 @@ def test_bounded_buffer_picks_the_same_frames_as_keeping_all(tmp_path, duration,
     that keeping every frame picks, for videos much longer than the buffer."""
     path = lavfi_video(tmp_path / "long.mp4", duration=duration, fps=fps, size=(64, 48))
     kwargs = dict(frames=6, fps=rate, resolution=32, timeout=60)
-    everything = decode_sequential(str(path), max_buffered=None, **kwargs)
-    bounded = decode_sequential(str(path), max_buffered=2, **kwargs)
+    everything, = decode_sequential(str(path), max_buffered=None, **kwargs)
+    bounded, = decode_sequential(str(path), max_buffered=2, **kwargs)
     assert everything.available > 2     # more frames than the buffer holds besides the likely picks
     assert bounded.available == everything.available and bounded.timestamps == everything.timestamps
     assert np.array_equal(bounded.frames, everything.frames)

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.preprocess.inputs import collect_inputs
-from pipelines.preprocess.sources import InputError, read_manifest, read_msrvtt
+from pipelines.preprocess.sources import InputError, read_folder, read_manifest, read_msrvtt
 
 
 def checked(batches):
@@ -81,7 +81,7 @@ def test_each_bad_row_is_one_failure_and_good_rows_stay(tmp_path):
             {"video": "s.mp4", "id": "split", "captions": ["x"], "split": "holdout"},
             {"video": "d.mp4", "id": "ok", "captions": ["again"], "split": "train"},
             {"video": "", "id": "novideo", "captions": ["x"], "split": "train"},
-            {"video": "i.mp4", "id": None, "captions": ["x"], "split": "train"}]
+            {"video": "i.mp4", "id": 3.5, "captions": ["x"], "split": "train"}]
     path = tmp_path / "m.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
     inputs, failures = checked(read_manifest(str(path)))
@@ -96,11 +96,48 @@ def test_each_bad_row_is_one_failure_and_good_rows_stay(tmp_path):
     assert all(f.stage == "source" for f in failures)
 
 
-def test_manifest_without_a_needed_column_is_an_input_error(tmp_path):
+def test_manifest_without_a_video_column_is_an_input_error(tmp_path):
     path = tmp_path / "m.csv"
-    path.write_text("path,id,split\nx.mp4,a,train\n")
-    with pytest.raises(InputError, match="no captions column"):
+    path.write_text("file,id,split\nx.mp4,a,train\n")
+    with pytest.raises(InputError, match="no video column"):
         read_manifest(str(path))
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "parquet"])
+def test_a_manifest_of_videos_alone_is_a_corpus_named_by_its_paths(tmp_path, kind):
+    """No id, caption or split: ids are the paths as given (stable across runs), the split is corpus, and a
+    corpus video needs no caption; a train video still does, and says so."""
+    rows = [{"video": "talks/a.mp4"}, {"video": "b.mkv"}]
+    path = tmp_path / f"m.{kind}"
+    if kind == "csv":
+        path.write_text("video\n" + "".join(r["video"] + "\n" for r in rows))
+    elif kind == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    inputs, failures = checked(read_manifest(str(path)))
+    assert not failures
+    assert [(v.id, v.split, v.captions) for v in inputs] == [("talks/a.mp4", "corpus", ()), ("b.mkv", "corpus", ())]
+    assert inputs[0].uri == str(tmp_path / "talks" / "a.mp4")
+
+
+def test_captions_are_optional_in_the_corpus_split_only(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("video,id,captions,split\na.mp4,a,,\nb.mp4,,a dog runs,corpus\nc.mp4,c,,train\n")
+    inputs, failures = checked(read_manifest(str(path)))
+    assert [(v.id, v.split, v.captions) for v in inputs] == [("a", "corpus", ()), ("b.mp4", "corpus", ("a dog runs",))]
+    assert [f.id for f in failures] == ["c"] and "no captions (a train video needs one" in failures[0].error
+
+
+def test_a_folder_of_videos_is_walked_for_video_files(tmp_path):
+    for name in ("a.mp4", "talks/2024/b.MOV", "talks/c.webm", "notes.txt", ".hidden.mp4", "talks/cover.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    inputs, failures = checked(read_folder(str(tmp_path), batch_rows=2))
+    assert not failures
+    assert sorted(v.id for v in inputs) == ["a.mp4", "talks/2024/b.MOV", "talks/c.webm"]
+    assert {v.split for v in inputs} == {"corpus"}
+    assert {v.uri for v in inputs} == {str(tmp_path / v.id) for v in inputs}
 
 
 MIXED = [{"video": "a.mp4", "id": "a", "captions": ["one", " two "], "split": "train"},
@@ -128,8 +165,9 @@ def test_columns_checked_in_batches_agree_with_rows_checked_one_by_one(tmp_path)
     assert found["parquet"] == found["jsonl"]
     inputs, failures = found["parquet"]
     assert inputs == [("a", str(tmp_path / "a.mp4"), ("one", "two"), "train"),
+                      ("b.mp4", str(tmp_path / "b.mp4"), ("x",), "train"),     # a blank id is the video's path
                       ("i", str(tmp_path / "i.mp4"), ("fine",), "test")]
-    assert len(failures) == len(MIXED) - 2
+    assert len(failures) == len(MIXED) - 3
     assert ("a", "duplicate id 'a' (first given at 1)") in failures
 
 
