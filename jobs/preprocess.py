@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "whose last failure was transient (read error, timeout, worker lost)")
     parser.add_argument("--splits", type=lambda s: tuple(x for x in s.split(",") if x),
                         help="only these splits, comma-separated (train, val, test, corpus; default all)")
+    parser.add_argument("--segment-seconds", type=float, metavar="S", help="cut each corpus video into windows of "
+                        "S seconds (the last one shorter), each a sample searched on its own, so a hit says where in "
+                        "a long video the match is (default: a video is one sample)")
+    parser.add_argument("--segment-overlap", type=float, default=0.0, metavar="O",
+                        help="seconds each window shares with the one before (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds one video may take (default %(default)s)")
     parser.add_argument("--progress-every", type=float, default=10.0,
                         help="seconds between progress lines (default %(default)s)")

@@ -40,7 +40,9 @@ def run(args) -> int:
         print(json.dumps({"index": args.index, "index_version": searcher.index.version,
                           "model": {"name": ref.name, "version": ref.version, "uri": ref.uri},
                           "results": [{"query": q, "hits": [{"rank": r + 1, "video_id": h.video_id,
-                                                             "score": round(h.score, 6), "caption": h.caption}
+                                                             "score": round(h.score, 6), "caption": h.caption,
+                                                             **({"start": h.start, "end": h.end}
+                                                                if h.start is not None else {})}
                                                             for r, h in enumerate(hits)]}
                                       for q, hits in zip(args.query, results)]}, indent=1))
         return 0
@@ -49,8 +51,15 @@ def run(args) -> int:
     for q, hits in zip(args.query, results):
         print(f"\n{q!r}")
         for r, h in enumerate(hits, 1):
-            print(f"{r:4d}  {h.score:+.4f}  {h.video_id}  {h.caption}")
+            when = "" if h.start is None else f"  {clock(h.start)}-{clock(h.end)}"
+            print(f"{r:4d}  {h.score:+.4f}  {h.video_id}{when}  {h.caption}")
     return 0
+
+
+def clock(seconds: float) -> str:
+    """Seconds as m:ss (h:mm:ss past an hour)."""
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import re
 
 import lance
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from lance import LanceOperation
 from lance.fragment import FragmentMetadata, write_fragments
@@ -68,6 +69,8 @@ SAMPLE_SCHEMA = pa.schema([
     ("captions", pa.int32()),          # how many; the texts are in the sample's JSON member
     ("thumb_offset", pa.int64()), ("thumb_size", pa.int64()),   # the first frame's JPEG in the tar
     ("stage", pa.string()), ("error", pa.string()),             # "" for a sample; else see STAGES
+    # the window of the video the sample holds (seconds), for a video cut into moments; null: the whole video
+    ("window_start", pa.float64()), ("window_end", pa.float64()),
 ])
 REMOVED_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string())])
 RETIRED_SCHEMA = pa.schema([("shard", pa.string()), ("retired_at", pa.timestamp("s", tz="UTC"))])
@@ -135,6 +138,28 @@ def sample_key(video_id: str) -> str:
 def split_filter(split: str) -> str:
     """A Lance filter: the samples of `split`."""
     return f"split = {sql_text(split)} AND {SAMPLE_FILTER}"
+
+
+def window_key(video_id: str, start: float) -> str:
+    """The WebDataset key of one window of a video."""
+    return sample_key(f"{video_id}@{start:.3f}")
+
+
+def sample_names(ids: pa.Array, window_starts: pa.Array | None) -> pa.Array:
+    """What tells samples apart across the sample table and the index: a whole video's id, or for a window
+    the id, "@" and the window's start (the same text on both sides, whatever the float)."""
+    if window_starts is None:
+        return ids
+    starts = pc.cast(pc.round(window_starts, 3), pa.string())
+    return pc.coalesce(pc.binary_join_element_wise(ids, starts, "@"), ids)
+
+
+def upgrade_samples(folder: Location) -> None:
+    """Give a sample table written before windows existed their columns (null: whole videos), before any shard
+    task appends rows of today's schema; a metadata-only change."""
+    ds = sample_table(folder)
+    if ds is not None and (missing := [f for f in SAMPLE_SCHEMA if f.name not in ds.schema.names]):
+        ds.add_columns(missing)
 
 
 def sample_table(folder: Location):

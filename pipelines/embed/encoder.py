@@ -18,7 +18,8 @@ import numpy as np
 from pipelines.embed.model import load_from_files
 from pipelines.shards import SampleReader
 
-PASSED_ON = ("video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size", "error")
+PASSED_ON = ("video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size", "source", "window_start",
+             "window_end", "error")
 
 
 def read_frames(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -46,7 +47,8 @@ def read_frames(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             captions.append(""), errors.append(f"{type(e).__name__}: {e}")
     same = len({f.shape for f in frames}) == 1
     return {"video_id": batch["video_id"], "thumb_shard": batch["tar"], "thumb_offset": batch["thumb_offset"],
-            "thumb_size": batch["thumb_size"], "caption": np.asarray(captions, dtype=object),
+            "thumb_size": batch["thumb_size"], "source": batch["source"], "window_start": batch["window_start"],
+            "window_end": batch["window_end"], "caption": np.asarray(captions, dtype=object),
             "error": np.asarray(errors, dtype=object),
             "frames": np.stack(frames) if same else _ragged(frames),
             "mask": np.stack(masks) if same else _ragged(masks)}

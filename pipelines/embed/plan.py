@@ -21,16 +21,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.id_set import IdSet, fingerprints
-from pipelines.shard_format import read_removed
+from pipelines.shard_format import read_removed, sample_names
 from pipelines.shards import samples_of, shard_folders
 from pipelines.storage import Location
 
 PLAN_DIR = ".plans"          # under the index root: hidden, and only the lease holder writes it
 PLAN_FILE_ROWS = 1_000_000   # rows per plan file
 TAKE_ROWS = 100_000          # rows the driver takes from the sample table at once
-SAMPLE_COLUMNS = ["id", "shard", "start", "end", "thumb_offset", "thumb_size"]
+SAMPLE_COLUMNS = ["id", "shard", "start", "end", "thumb_offset", "thumb_size", "source"]
+WINDOW_COLUMNS = ["window_start", "window_end"]   # absent from tables written before windows: whole videos
 PLAN_SCHEMA = pa.schema([("video_id", pa.string()), ("tar", pa.string()), ("start", pa.int64()),
-                         ("end", pa.int64()), ("thumb_offset", pa.int64()), ("thumb_size", pa.int64())])
+                         ("end", pa.int64()), ("thumb_offset", pa.int64()), ("thumb_size", pa.int64()),
+                         ("source", pa.string()), ("window_start", pa.float64()), ("window_end", pa.float64())])
 
 
 @dataclass
@@ -56,8 +58,8 @@ class EmbedPlan:
 
 def plan_embedding(shards: str, done: Iterable[pa.Array], root: Location, run_id: str, group_rows: int
                    ) -> EmbedPlan:
-    """Write the samples of `shards` whose id is not among `done` (batches of ids) as plan files under
-    `root/.plans/run_id`, in row groups of `group_rows`."""
+    """Write the samples of `shards` whose name (`sample_names`: a video's id, or a window's) is not among
+    `done` (batches of names) as plan files under `root/.plans/run_id`, in row groups of `group_rows`."""
     plan = EmbedPlan(root.child(PLAN_DIR, run_id))
     known = IdSet(done)
     writer = None
@@ -66,23 +68,26 @@ def plan_embedding(shards: str, done: Iterable[pa.Array], root: Location, run_id
         if ds is None:
             continue
         removed = IdSet([read_removed(folder)["id"]])
+        windows = [c for c in WINDOW_COLUMNS if c in ds.schema.names]
         positions, offset = [], 0
-        for batch in ds.to_batches(columns=["id", "error"]):      # the order `take` counts rows in
-            prints = fingerprints(batch["id"])
-            wanted = pc.equal(batch["error"], "").to_numpy(zero_copy_only=False) & ~removed.holds(prints)
+        for batch in ds.to_batches(columns=["id", "error", *windows[:1]]):      # the order `take` counts rows in
+            wanted = pc.equal(batch["error"], "").to_numpy(zero_copy_only=False)
+            wanted &= ~removed.holds(fingerprints(batch["id"]))
             plan.videos += int(wanted.sum())
-            positions.append(np.flatnonzero(wanted & ~known.holds(prints)) + offset)
+            names = sample_names(batch["id"], batch["window_start"] if windows else None)
+            positions.append(np.flatnonzero(wanted & ~known.holds(fingerprints(names))) + offset)
             offset += batch.num_rows
         positions = np.concatenate(positions) if positions else np.zeros(0, np.int64)
         for first in range(0, len(positions), TAKE_ROWS):
-            todo = ds.take(positions[first:first + TAKE_ROWS], columns=SAMPLE_COLUMNS)
+            todo = ds.take(positions[first:first + TAKE_ROWS], columns=SAMPLE_COLUMNS + windows)
             if writer is not None and writer.rows >= PLAN_FILE_ROWS:
                 plan.groups.append(writer.close())
                 writer = None
             writer = writer or _PlanFile(plan.file(len(plan.groups)), group_rows)
             tar = pc.binary_join_element_wise(folder.uri + "/", todo["shard"], "")
+            window = [todo[c] if windows else pa.nulls(todo.num_rows, pa.float64()) for c in WINDOW_COLUMNS]
             writer.add(pa.table([todo["id"], tar, todo["start"], todo["end"], todo["thumb_offset"],
-                                 todo["thumb_size"]], schema=PLAN_SCHEMA))
+                                 todo["thumb_size"], todo["source"], *window], schema=PLAN_SCHEMA))
             plan.todo += todo.num_rows
     if writer is not None:
         plan.groups.append(writer.close())

@@ -80,12 +80,13 @@ class TextSearch:
         with torch.inference_mode():
             return self.model.encode_text(list(queries)).float().cpu().numpy()
 
-    def search(self, queries: str | list[str], k: int = 10) -> list[list[Hit]]:
-        """Top-k hits per query, best first (a single string gives a one-element list)."""
+    def search(self, queries: str | list[str], k: int = 10, moments: int = 0) -> list[list[Hit]]:
+        """Top-k videos per query, best first (a single string gives a one-element list); a video cut into
+        windows by its best window, with its next `moments` best."""
         queries = [queries] if isinstance(queries, str) else list(queries)
         if not queries or any(not isinstance(q, str) or not q.strip() for q in queries):
             raise UserError(f"queries must be non-empty strings, got {queries!r}")
-        return self.index.search(self.encode(queries), k)
+        return self.index.search(self.encode(queries), k, moments)
 
 
 def search(index: str | os.PathLike, queries: str | list[str], k: int = 10, model_uri: str | None = None,

@@ -52,7 +52,20 @@ def video_schema(dim: int) -> pa.Schema:
         ("thumb_shard", pa.string()),
         ("thumb_offset", pa.int64()),
         ("thumb_size", pa.int64()),
+        *MOMENT_FIELDS,
     ])
+
+
+# Added after the first indexes were written (`upgrade` gives an older table them, empty): the video's
+# path or URI, and the window of a video cut into moments (seconds; null for a whole video).
+MOMENT_FIELDS = [pa.field("source", pa.string()), pa.field("window_start", pa.float64()),
+                 pa.field("window_end", pa.float64())]
+
+
+def upgrade(ds) -> None:
+    """Give an index table written before moments existed their columns (metadata only; null in old rows)."""
+    if missing := [f for f in MOMENT_FIELDS if f.name not in ds.schema.names]:
+        ds.add_columns(missing)
 
 
 def live_model(ds) -> ModelRef | None:

@@ -28,6 +28,9 @@ DEFAULT_KIND = "IVF_HNSW_SQ"
 SETTINGS_KEY = "tempme.ann"
 LEGACY_MODEL_KEY, LEGACY_PROBES_KEY = "tempme.ann_model", "tempme.ann_probes"   # what older versions recorded
 SHOWN = ["video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size"]
+MOMENT_SHOWN = ["source", "window_start", "window_end"]   # in indexes written since moments
+FANOUT = 4              # rows fetched per video asked for when videos have several windows (grown if short)
+FETCHES = 4             # at most this many fetches, growing by FANOUT, to find k distinct videos
 
 
 class IndexNotReady(VideoIndexError):
@@ -91,10 +94,15 @@ class AnnSettings:
 
 @dataclass(frozen=True)
 class Hit:
+    """A video found, by its best-scoring sample: the whole video's, or its best window (`start`, `end`)."""
     video_id: str
     score: float                # cosine similarity (index vectors and queries are L2-normalised)
     caption: str = ""
     thumbnail: tuple[str, int, int] | None = None   # (shard URI, byte offset, size) of one JPEG frame
+    source: str = ""            # the video's path or URI ("" in indexes written before moments)
+    start: float | None = None  # seconds: the window of the video that matched (None: the whole video)
+    end: float | None = None
+    moments: tuple[tuple[float, float, float], ...] = ()   # (start, end, score) of its next best windows
 
 
 def ann_index(ds) -> dict | None:
@@ -159,8 +167,10 @@ class VideoIndex:
                                 f"search a version that has one (`tempme index info` lists them)")
         self.dim = ds.schema.field("embedding").type.list_size
         self._rows = self._matrix = self._positions = None
+        self.shown = SHOWN + [c for c in MOMENT_SHOWN if c in ds.schema.names]
+        self.windowed = "window_start" in self.shown and bool(ds.count_rows(_windows(self.filter)))
         if self.plan.way == "exact":
-            table = ds.to_table(columns=[*SHOWN, "embedding"], filter=self.filter)
+            table = ds.to_table(columns=[*self.shown, "embedding"], filter=self.filter)
             emb = table.column("embedding").combine_chunks()
             self._matrix = (emb.values.to_numpy().reshape(-1, self.dim) if len(emb)
                             else np.zeros((0, self.dim), np.float32))
@@ -180,25 +190,46 @@ class VideoIndex:
             return self._rows.column("video_id").to_pylist()
         return self.ds.to_table(columns=["video_id"], filter=self.filter).column(0).to_pylist()
 
-    def find(self, video_id: str) -> Hit | None:
-        """The live row of `video_id` as a Hit (score 0), or None."""
+    def find(self, video_id: str, start: float | None = None) -> Hit | None:
+        """The live row of `video_id` (of its window starting at `start`, else its first) as a Hit (score 0),
+        or None."""
         if self._rows is not None:
             if self._positions is None:
-                self._positions = {v: i for i, v in enumerate(self._rows.column("video_id").to_pylist())}
-            at = self._positions.get(video_id)
+                starts = (self._rows.column("window_start").to_pylist() if "window_start" in self.shown
+                          else [None] * self._rows.num_rows)
+                self._positions = {}
+                for i, (v, t) in enumerate(zip(self._rows.column("video_id").to_pylist(), starts)):
+                    self._positions.setdefault((v, None), i)
+                    self._positions[(v, _moment(t))] = i
+            at = self._positions.get((video_id, _moment(start)))
             return None if at is None else _hit(self._rows.slice(at, 1).to_pylist()[0], 0.0)
-        where = f"video_id = {sql_text(video_id)}" + (f" AND ({self.filter})" if self.filter else "")
-        rows = self.ds.to_table(columns=SHOWN, filter=where, limit=1).to_pylist()
+        where = [f"video_id = {sql_text(video_id)}", *([f"({self.filter})"] if self.filter else [])]
+        if start is not None and "window_start" in self.shown:
+            where.append(f"abs(window_start - {float(start)!r}) < 0.0005")
+        rows = self.ds.to_table(columns=self.shown, filter=" AND ".join(where), limit=1).to_pylist()
         return _hit(rows[0], 0.0) if rows else None
 
-    def search(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """Top-k videos by cosine for each row of `queries` [n, dim] (or one vector [dim])."""
+    def search(self, queries: np.ndarray, k: int = 10, moments: int = 0) -> list[list[Hit]]:
+        """Top-k videos by cosine for each row of `queries` [n, dim] (or one vector [dim]). A video cut into
+        windows counts once, by its best window; `moments`: how many of its next best windows each hit also
+        names."""
         q = np.atleast_2d(np.asarray(queries, np.float32))
         if q.shape[1] != self.dim:
             raise ValueError(f"query width {q.shape[1]} differs from the index's {self.dim}")
         k = min(k, self.count)
         if k <= 0:
             return [[] for _ in range(len(q))]
+        if not self.windowed:
+            return self._rows_by_score(q, k)
+        fetch = min(self.count, k * FANOUT * (1 + moments))
+        for _ in range(FETCHES):
+            found = [_by_video(rows, k, moments) for rows in self._rows_by_score(q, fetch)]
+            if fetch >= self.count or all(len(hits) >= k for hits in found):
+                return found
+            fetch = min(self.count, fetch * FANOUT)
+        return found
+
+    def _rows_by_score(self, q: np.ndarray, k: int) -> list[list[Hit]]:
         return self._exact(q, k) if self._matrix is not None else self._nearest(q, k)
 
     def _exact(self, q: np.ndarray, k: int) -> list[list[Hit]]:
@@ -213,7 +244,7 @@ class VideoIndex:
 
     def _nearest(self, q: np.ndarray, k: int) -> list[list[Hit]]:
         """One Lance query for the whole batch (`query_index` says whose row each result is)."""
-        table = self.ds.to_table(columns=[*SHOWN, "_distance"], filter=self.filter,
+        table = self.ds.to_table(columns=[*self.shown, "_distance"], filter=self.filter,
                                  prefilter=self.filter is not None, disable_scoring_autoprojection=True, nearest=self.plan.settings.query(q if len(q) > 1 else q[0], k),
                                  fast_search=self.plan.unindexed > UNINDEXED_MAX)
         results: list[list[Hit]] = [[] for _ in range(len(q))]
@@ -225,7 +256,30 @@ class VideoIndex:
 
 def _hit(row: dict, score: float) -> Hit:
     thumb = (row["thumb_shard"], row["thumb_offset"], row["thumb_size"]) if row.get("thumb_shard") else None
-    return Hit(row["video_id"], score, row.get("caption") or "", thumb)
+    return Hit(row["video_id"], score, row.get("caption") or "", thumb, row.get("source") or "",
+               row.get("window_start"), row.get("window_end"))
+
+
+def _by_video(hits: list[Hit], k: int, moments: int) -> list[Hit]:
+    """Rows ranked by score, as the best `k` videos: each by its best window, with its next `moments`."""
+    best: dict[str, Hit] = {}
+    more: dict[str, list[tuple[float, float, float]]] = {}
+    for hit in hits:
+        if hit.video_id not in best:
+            if len(best) < k:
+                best[hit.video_id], more[hit.video_id] = hit, []
+        elif len(more[hit.video_id]) < moments and hit.start is not None:
+            more[hit.video_id].append((hit.start, hit.end, hit.score))
+    return [replace(hit, moments=tuple(more[v])) for v, hit in best.items()]
+
+
+def _moment(start: float | None) -> float | None:
+    return None if start is None else round(float(start), 3)
+
+
+def _windows(live: str | None) -> str:
+    """A Lance filter: the rows of windows (of videos cut into moments) among the live rows."""
+    return "window_start IS NOT NULL" + (f" AND ({live})" if live else "")
 
 
 def refresh_ann(ds, exact_max: int | None = None, kind: str | None = None) -> str:

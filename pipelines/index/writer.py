@@ -22,7 +22,8 @@ from pipelines.id_set import IdSet, fingerprints
 from pipelines.index import search
 from pipelines.index.lease import WriterLease
 from pipelines.index.rows import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, ModelRef, live_model, model_rows,
-                                  pending_model, sql_text, utc_now, video_schema)
+                                  pending_model, sql_text, upgrade, utc_now, video_schema)
+from pipelines.shard_format import sample_names
 from pipelines.storage import lance_options
 
 
@@ -43,6 +44,8 @@ def write_fragment(batch: dict[str, np.ndarray], uri: str, model: dict) -> dict[
             pa.array([str(c) for c in batch["caption"][ok]], pa.string()),
             pa.array([str(s) for s in batch["thumb_shard"][ok]], pa.string()),
             pa.array(batch["thumb_offset"][ok].astype(np.int64)), pa.array(batch["thumb_size"][ok].astype(np.int64)),
+            pa.array([str(s) for s in batch["source"][ok]], pa.string()),
+            *(pa.array([_seconds(t) for t in batch[c][ok]], pa.float64()) for c in ("window_start", "window_end")),
         ], schema=video_schema(dim))
         written = write_fragments(table, uri, schema=table.schema, storage_options=lance_options(uri))
         fragments = json.dumps({"dim": dim, "fragments": [json.dumps(f.to_json()) for f in written]})
@@ -51,6 +54,10 @@ def write_fragment(batch: dict[str, np.ndarray], uri: str, model: dict) -> dict[
             "source": np.asarray([str(s) for s in batch["thumb_shard"]], dtype=object),
             "error": np.asarray(errors, dtype=object),
             "fragments": np.asarray([fragments] + [""] * (rows - 1), dtype=object)}
+
+
+def _seconds(value) -> float | None:
+    return None if value is None or np.isnan(value) else float(value)
 
 
 FAILURE_SCHEMA = pa.schema([
@@ -72,6 +79,7 @@ class IndexWriter:
         self.live, pending = live_model(ds), pending_model(ds)
         self.replacing = self.live is not None and not model.same_version(self.live)
         if ds is not None:
+            upgrade(ds)
             keep = [model, self.live] if self.replacing else [model]
             stale = " AND ".join(f"NOT ({model_rows(m)})" for m in keep)
             if ds.count_rows(stale):       # an interrupted re-embed with yet another version
@@ -86,11 +94,12 @@ class IndexWriter:
                 ds.update_config({PENDING_KEY: ""})
 
     def done_ids(self) -> Iterator[pa.Array]:
-        """Ids this model version already has in the index (committed by this or an interrupted run), a batch
-        at a time."""
+        """Names (`sample_names`: video ids, or a window's) of the samples this model version already has in
+        the index (committed by this or an interrupted run), a batch at a time."""
         ds = self.store.dataset()
-        for batch in ds.to_batches(columns=["video_id"], filter=model_rows(self.model)) if ds is not None else ():
-            yield batch.column(0)
+        for batch in ds.to_batches(columns=["video_id", "window_start"], filter=model_rows(self.model)) \
+                if ds is not None else ():
+            yield sample_names(batch["video_id"], batch["window_start"])
 
     def commit(self, written: Sequence[str]) -> None:
         """Commit the fragments that `write_fragment` described (its JSON strings)."""
@@ -162,6 +171,7 @@ class IndexWriter:
         last error and last time grow with each failing run, so the table stays the size of what fails."""
         if not rows:
             return
+        rows = list({r["video_id"]: r for r in rows}.values())   # a row per video, also of several windows
         when = utc_now()
         new = pa.Table.from_pylist([{**r, "run_id": self.run_id, "model_version": self.model.version,
                                      "first_failed_at": when, "failed_at": when, "failures": 1} for r in rows],

@@ -30,7 +30,7 @@ from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.writer import ShardWriter
 from pipelines.shard_format import (RETIRED, RETIRED_SCHEMA, SAMPLE_FILTER, SAMPLES, VERSIONS_KEPT,
                                     folder_lease, frame_member, next_generation, read_removed, read_retired,
-                                    sample_table, sql_text, write_small_table)
+                                    sample_table, sql_text, upgrade_samples, write_small_table)
 from pipelines.storage import Location, lance_options, retrying
 
 COMPACTED = "left the inputs; its bytes were compacted away"
@@ -63,6 +63,7 @@ def _compact(out: Location, min_share: float, keep: dt.timedelta, log: Callable[
     removed = read_removed(out)["id"]
     done = _run_tasks(out, sorted(chosen), removed, ray_address)
     lease.check()
+    upgrade_samples(out)
     _swap(out, {old: new for old, (new, _) in done.items()}, [f for _, frags in done.values() for f in frags])
     _retire(out, sorted(done))
     freed = sum(chosen.values())
@@ -122,9 +123,10 @@ def _result(row: dict, tar, left: bool) -> dict:
         return result
     if left:
         return {**result, "key": "", "stage": "compacted", "error": COMPACTED}
-    return {**result, "fragment": retrying(lambda: tar.read_at(row["end"] - row["start"], row["start"])),
-            "members": json.dumps({frame_member(0): [row["thumb_offset"] - row["start"], row["thumb_size"]]}),
-            "valid": row["valid"], "captions": row["captions"]}
+    sample = {"key": row["key"], "fragment": retrying(lambda: tar.read_at(row["end"] - row["start"], row["start"])),
+              "members": json.dumps({frame_member(0): [row["thumb_offset"] - row["start"], row["thumb_size"]]}),
+              "valid": row["valid"], "window_start": row["window_start"], "window_end": row["window_end"]}
+    return {**result, "samples": [sample], "captions": row["captions"], "method": ""}
 
 
 def _run_tasks(out: Location, shards: list[str], removed: pa.ChunkedArray, ray_address: str | None

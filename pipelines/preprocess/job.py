@@ -23,13 +23,15 @@ from pipelines.preprocess.inputs import Inputs, collect_inputs
 from pipelines.preprocess.plan import (Ledger, NewShard, PlanError, ShardRef, forget_plans, plan_new,
                                        record_removed, write_plans)
 from pipelines.preprocess.sample import DecodeSettings
+from pipelines.preprocess.sampling import Segmenting
 from pipelines.preprocess.sources import Failure, InputError, read_folder, read_manifest, read_msrvtt
 from pipelines.preprocess.summary import latest_failures, summarize, write_report
 from pipelines.preprocess.upgrade import upgrade_folder
 from pipelines.preprocess.writer import finished_shards, remove_unfinished
 from pipelines.lease import Lease, run_name
 from pipelines.shard_format import (CATALOG_DIR, KNOWN_SPLITS, OPTIONS, TRANSIENT_STAGES, commit_samples,
-                                    compact_samples, folder_lease, read_removed, sample_table, sql_text)
+                                    compact_samples, folder_lease, read_removed, sample_table, sql_text,
+                                    upgrade_samples)
 from pipelines.progress import Progress
 from pipelines.storage import Location, StoreError, sweep_spool
 from tempme.errors import UserError
@@ -48,8 +50,8 @@ class OptionsError(UserError):
 class PreprocessOptions:
     out: str
     msrvtt: str | None = None          # folder with MSRVTT_data.json, MSRVTT_train.9k.csv, MSRVTT_JSFUSION_test.csv
-    videos: str | None = None          # folder of {video_id}.mp4 (with msrvtt)
-    manifest: str | None = None        # CSV / JSONL / Parquet: video, id, captions, split
+    videos: str | None = None          # a folder of videos (alone), or of {video_id}.mp4 (with msrvtt)
+    manifest: str | None = None        # CSV / JSONL / Parquet: video, and optionally id, captions, split
     frames: int = 12
     fps: float = 1.0
     resolution: int = 224
@@ -61,10 +63,18 @@ class PreprocessOptions:
     progress_every: float = 10.0       # seconds between progress lines
     ray_address: str | None = None     # None: RAY_ADDRESS, else a local Ray started here
     retry_failed: bool = False         # plan again the videos whose failure was transient (read, timeout, worker)
+    segment_seconds: float | None = None   # cut corpus videos into windows of this many seconds (moments)
+    segment_overlap: float = 0.0       # seconds each window shares with the one before
 
     def shape(self) -> dict:
-        """The options that decide what the shards hold; a resumed job must use the same."""
-        return {k: getattr(self, k) for k in ("frames", "fps", "resolution", "quality", "samples_per_shard")}
+        """The options that decide what the shards hold; a resumed job must use the same. Segmenting is named
+        only when set, so folders written before it existed resume as they were."""
+        keys = ["frames", "fps", "resolution", "quality", "samples_per_shard"]
+        keys += ["segment_seconds", "segment_overlap"] if self.segment_seconds else []
+        return {k: getattr(self, k) for k in keys}
+
+    def segmenting(self) -> Segmenting | None:
+        return Segmenting(self.segment_seconds, self.segment_overlap) if self.segment_seconds else None
 
 
 @dataclass
@@ -80,6 +90,7 @@ class PreprocessReport:
     shards_written: list[str] = field(default_factory=list)
     shards_unwritten: dict[str, str] = field(default_factory=dict)   # shard -> why (the next run writes it)
     nodes: dict[str, int] = field(default_factory=dict)              # Ray node -> shards it wrote
+    decoded_by: dict[str, int] = field(default_factory=dict)         # samples found by seeking / decoding it all
 
     @property
     def ok(self) -> bool:
@@ -114,6 +125,11 @@ def check_options(o: PreprocessOptions) -> None:
         raise OptionsError(f"--decoders must be at least 1, got {o.decoders!r}")
     if not o.timeout > 0:
         raise OptionsError(f"--timeout must be above 0, got {o.timeout!r}")
+    if o.segment_seconds is not None and not o.segment_seconds * o.fps >= 1:
+        raise OptionsError(f"--segment-seconds must hold at least one frame at --fps {o.fps:g}, "
+                           f"got {o.segment_seconds!r}")
+    if o.segment_overlap and not (o.segment_seconds and 0 <= o.segment_overlap < o.segment_seconds):
+        raise OptionsError(f"--segment-overlap must be from 0 to below --segment-seconds, got {o.segment_overlap!r}")
     unknown = [s for s in (o.splits or ()) if s not in KNOWN_SPLITS]
     if unknown:
         raise OptionsError(f"unknown split {unknown[0]!r} (known: {', '.join(KNOWN_SPLITS)})")
@@ -205,6 +221,7 @@ def _run(options: PreprocessOptions, inputs: Inputs, lease: Lease, log: Callable
         pending = pending + write_plans(out, w.inputs, w.added)
         ledger = Ledger.read(out)      # with this run's plans: a video planned again has a new last shard
     record_removed(out, w.removed, w.recorded)
+    upgrade_samples(out)
     resumed = ds.count_rows() if (ds := sample_table(out)) is not None else 0
     log(f"preprocess: {len(w.inputs)} videos, {len(w.inputs.failures)} rejected inputs; {len(w.finished)} shards "
         f"already done ({resumed} videos), {w.new} new videos"
@@ -216,15 +233,15 @@ def _run(options: PreprocessOptions, inputs: Inputs, lease: Lease, log: Callable
     written = [d for d in done if not d.error]
     summary, failures = summarize(out, ledger, w.removed, w.inputs.failures,
                                   {**options.shape(), "input": input_name(options)})
-    seeked = sum(d.seeked for d in written)
-    summary["decoded_by"] = {"seek": seeked, "sequential": sum(d.videos - d.failed for d in written) - seeked}
     write_report(out, summary, failures)
     nodes: dict[str, int] = {}
     for d in written:
         nodes[d.node] = nodes.get(d.node, 0) + 1
+    seeked = sum(d.seeked for d in written)
     report = PreprocessReport(out.uri, summary, failures, resumed, progress.done, w.removed.num_rows,
                               progress.rate(), time.monotonic() - started, sorted(d.name for d in written),
-                              {d.name: d.error for d in done if d.error}, nodes)
+                              {d.name: d.error for d in done if d.error}, nodes,
+                              {"seek": seeked, "sequential": sum(d.samples for d in written) - seeked})
     for line in closing_lines(report):
         log(line)
     return report
@@ -259,7 +276,7 @@ def _make_shards(pending: list[ShardRef], o: PreprocessOptions, out: Location, p
     """Run the shard tasks, committing their rows of the sample table as they come, in batches."""
     from pipelines.preprocess.shard_tasks import run_shards
 
-    settings = DecodeSettings(o.frames, o.fps, o.resolution, o.quality, o.timeout)
+    settings = DecodeSettings(o.frames, o.fps, o.resolution, o.quality, o.timeout, o.segmenting())
     commits = SampleCommits(out, lease)
 
     def finished(d) -> None:
@@ -348,9 +365,10 @@ def _check_same_shape(out: Location, o: PreprocessOptions, finished: set[str]) -
 
 
 def closing_lines(r: PreprocessReport) -> list[str]:
-    by = r.summary.get("decoded_by", {})
+    by = r.decoded_by
     lines = [f"preprocess: finished in {r.seconds:.1f} s: decoded {r.processed} videos at {r.rate:.2f} videos/s "
-             f"({by.get('seek', 0)} by seeking to the kept frames, {by.get('sequential', 0)} whole), "
+             f"({by.get('seek', 0)} samples by seeking to the kept frames, {by.get('sequential', 0)} decoding "
+             "all frames), "
              f"{r.resumed} were already done, {r.removed} removed"]
     for split, s in r.summary["splits"].items():
         lines.append(f"  {split}: {s['samples']} videos in {s['shards']} shards, {s['frames']} frames, "

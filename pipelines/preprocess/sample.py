@@ -9,14 +9,15 @@ import functools
 import io
 import json
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from pyarrow.fs import FileType
 
-from pipelines.preprocess.decode import decode_video
-from pipelines.preprocess.sampling import DecodedVideo, DecodeError
-from pipelines.shard_format import META_MEMBER, frame_member, sample_key
+from pipelines.preprocess.decode import decode_windows
+from pipelines.preprocess.sampling import DecodedVideo, DecodeError, Segmenting
+from pipelines.shard_format import CORPUS, META_MEMBER, frame_member, sample_key, window_key
 from pipelines.preprocess.sources import VideoInput
 from pipelines.storage import Location, retrying
 
@@ -30,6 +31,7 @@ class DecodeSettings:
     resolution: int
     quality: int
     timeout: float
+    segmenting: Segmenting | None = None   # cut corpus videos into windows (captioned splits stay whole)
 
 
 class StageError(Exception):
@@ -41,27 +43,31 @@ class StageError(Exception):
 
 
 def make_sample(row: dict, settings: DecodeSettings) -> dict:
-    """One input row (as `shard_tasks.sample_row` makes it) to its sample. Never raises: whatever goes wrong
-    becomes this row's failure."""
+    """One input row (as `shard_tasks.sample_row` makes it) to its samples: one for a whole video, one per
+    window of a segmented one, each as tar bytes. Never raises: whatever goes wrong becomes this row's failure
+    (and no sample of it is kept)."""
     video = VideoInput(row["id"], row["uri"], tuple(row["captions"]), row["split"], row["origin"])
     out = {"shard": row["shard"], "pos": row["pos"], "id": video.id, "uri": video.uri, "split": video.split,
-           "key": "", "fragment": b"", "members": "{}", "captions": 0, "valid": 0, "method": "", "stage": "",
-           "error": ""}
+           "samples": [], "captions": 0, "method": "", "stage": "", "error": ""}
+    samples, method = [], ""
     try:
-        decoded = _decode(video, settings)
+        for decoded in _decode(video, settings):
+            try:
+                key, fragment, members = encode_sample(video, decoded, settings)
+            except Exception as e:
+                return {**out, "stage": "encode", "error": f"{type(e).__name__}: {e}"}
+            start, end = decoded.window or (None, None)
+            samples.append({"key": key, "fragment": fragment, "members": json.dumps(members),
+                            "valid": len(decoded.frames), "window_start": start, "window_end": end})
+            method = decoded.method
     except StageError as e:
         return {**out, "stage": e.stage, "error": str(e)}
     except Exception as e:  # unforeseen trouble with one input must not stop the job
         return {**out, "stage": "decode", "error": f"{type(e).__name__}: {e}"}
-    try:
-        key, fragment, members = encode_sample(video, decoded, settings)
-    except Exception as e:
-        return {**out, "stage": "encode", "error": f"{type(e).__name__}: {e}"}
-    return {**out, "key": key, "fragment": fragment, "members": json.dumps(members),
-            "captions": len(video.captions), "valid": len(decoded.frames), "method": decoded.method}
+    return {**out, "samples": samples, "captions": len(video.captions), "method": method}
 
 
-def _decode(video: VideoInput, settings: DecodeSettings) -> DecodedVideo:
+def _decode(video: VideoInput, settings: DecodeSettings) -> Iterator[DecodedVideo]:
     loc = Location.of(video.uri)
     try:
         info = retrying(loc.info)
@@ -73,9 +79,10 @@ def _decode(video: VideoInput, settings: DecodeSettings) -> DecodedVideo:
         raise StageError("input", "a folder, not a video file")
     if info.size == 0:
         raise StageError("input", "empty file (0 bytes)")
+    segmenting = settings.segmenting if video.split == CORPUS else None
     try:
-        return decode_video(loc, frames=settings.frames, fps=settings.fps, resolution=settings.resolution,
-                            timeout=settings.timeout)
+        yield from decode_windows(loc, frames=settings.frames, fps=settings.fps, resolution=settings.resolution,
+                                  timeout=settings.timeout, segmenting=segmenting)
     except DecodeError as e:
         raise StageError(e.stage, str(e)) from e
     except OSError as e:
@@ -85,7 +92,7 @@ def _decode(video: VideoInput, settings: DecodeSettings) -> DecodedVideo:
 def encode_sample(video: VideoInput, decoded: DecodedVideo, settings: DecodeSettings
                   ) -> tuple[str, bytes, dict[str, tuple[int, int]]]:
     """(key, tar fragment, {member suffix: (offset, size) in the fragment}) for one decoded video."""
-    key = sample_key(video.id)
+    key = sample_key(video.id) if decoded.window is None else window_key(video.id, decoded.window[0])
     meta = {
         "id": video.id,
         "split": video.split,
@@ -103,6 +110,8 @@ def encode_sample(video: VideoInput, decoded: DecodedVideo, settings: DecodeSett
         "resolution": settings.resolution,
         "decoder": decoded.method,
     }
+    if decoded.window is not None:
+        meta["window"] = list(decoded.window)
     members = [(META_MEMBER, json.dumps(meta, ensure_ascii=False).encode("utf-8"))]
     members += [(frame_member(i), jpeg(frame, settings.quality)) for i, frame in enumerate(decoded.frames)]
     padding = black_jpeg(settings.resolution, settings.quality)

@@ -46,7 +46,8 @@ class ShardDone:
     videos: int
     node: str = ""              # the Ray node that wrote it
     failed: int = 0             # its videos that gave no sample
-    seeked: int = 0             # its samples found by seeking to the kept frames (the rest decoded sequentially)
+    samples: int = 0            # its samples (a video cut into windows gives several)
+    seeked: int = 0             # of them, found by seeking to the kept frames (the rest decoded sequentially)
     fragments: tuple[str, ...] = ()   # its rows of the sample table, for the driver to commit
     error: str = ""             # set when the shard was not written (the next run writes it)
 
@@ -74,7 +75,7 @@ def _write(out_uri: str, plan: ShardPlan, results) -> ShardDone:
         writer.discard()
         raise
     return ShardDone(plan.name, len(plan.videos), ray.get_runtime_context().get_node_id(), counts["failures"],
-                     counts["seeked"], tuple(counts["fragments"]))
+                     counts["samples"], counts["seeked"], tuple(counts["fragments"]))
 
 
 @ray.remote
@@ -102,8 +103,7 @@ def make_shard_isolated(ref: ShardRef, settings: DecodeSettings, out_uri: str, m
             try:
                 yield ray.get(_decode_one.options(memory=memory).remote(row, settings))
             except WORKER_DIED:
-                yield {**row, "key": "", "fragment": b"", "members": "{}", "captions": 0, "valid": 0,
-                       "stage": "worker", "error": LOST_MESSAGE}
+                yield {**row, "samples": [], "captions": 0, "method": "", "stage": "worker", "error": LOST_MESSAGE}
     return _write(out_uri, plan, results())
 
 

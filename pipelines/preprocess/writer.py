@@ -37,25 +37,30 @@ class ShardWriter:
             handle, self.spool_path = tempfile.mkstemp(suffix=".tar", dir=spool_dir(), prefix=f"{os.getpid()}-")
             os.close(handle)
         self.spool = open(self.spool_path, "wb")
-        self.rows: list[dict] = []      # one per video of the shard, in plan order
+        self.rows: list[dict] = []      # one per sample (or failed video) of the shard, in plan order
         self.samples = 0
         self.seeked = 0     # samples whose frames were found by seeking (the rest decoded sequentially)
         self.offset = 0
 
     def add(self, r: dict) -> None:
-        row = {"id": r["id"], "split": r["split"], "shard": self.plan.name, "key": r["key"], "source": r["uri"],
-               "start": 0, "end": 0, "valid": 0, "captions": 0, "thumb_offset": 0,
-               "thumb_size": 0, "stage": r["stage"], "error": r["error"]}
-        if not r["error"]:
-            thumb, size = json.loads(r["members"])[frame_member(0)]
-            row.update(start=self.offset, end=self.offset + len(r["fragment"]), valid=r["valid"],
-                       captions=r["captions"], thumb_offset=self.offset + thumb,
-                       thumb_size=size)
-            self.spool.write(r["fragment"])
-            self.offset += len(r["fragment"])
+        """One video's result: a row per sample (a whole video's, or each window's), or one row saying why it
+        gave none."""
+        row = {"id": r["id"], "split": r["split"], "shard": self.plan.name, "key": r.get("key", ""),
+               "source": r["uri"], "start": 0, "end": 0, "valid": 0, "captions": 0, "thumb_offset": 0,
+               "thumb_size": 0, "stage": r["stage"], "error": r["error"], "window_start": None, "window_end": None}
+        if r["error"] or not r["samples"]:
+            self.rows.append(row)
+            return
+        for sample in r["samples"]:
+            thumb, size = json.loads(sample["members"])[frame_member(0)]
+            self.rows.append({**row, "key": sample["key"], "start": self.offset,
+                              "end": self.offset + len(sample["fragment"]), "valid": sample["valid"],
+                              "captions": r["captions"], "thumb_offset": self.offset + thumb, "thumb_size": size,
+                              "window_start": sample["window_start"], "window_end": sample["window_end"]})
+            self.spool.write(sample["fragment"])
+            self.offset += len(sample["fragment"])
             self.samples += 1
             self.seeked += r["method"] == "seek"
-        self.rows.append(row)
 
     def commit(self) -> dict:
         """Put the shard in place (if any video gave a sample), then its rows' data file; returns its counts and

@@ -61,9 +61,9 @@ class SearchService:
         return await asyncio.to_thread(self.state.search_many, requests)
 
     @api.get("/thumbnail/{video_id}")
-    def thumbnail(self, video_id: str):
+    def thumbnail(self, video_id: str, t: float | None = None):
         try:
-            jpeg = self.state.thumbnail(video_id)
+            jpeg = self.state.thumbnail(video_id, t)
         except Unavailable as err:
             return _error(503, err)
         if jpeg is None:

@@ -20,6 +20,7 @@ PAGE = """<!doctype html>
   .hit img { width: 100%; aspect-ratio: 1; object-fit: cover; background: #eee; display: block; }
   .hit div { padding: .4rem .6rem; font-size: .9rem; }
   .score { color: #666; font-variant-numeric: tabular-nums; }
+  .moment { font-variant-numeric: tabular-nums; }
   .error { color: #b00020; }
 </style>
 </head>
@@ -57,10 +58,26 @@ function show(answer) {
     score.textContent = " " + hit.score.toFixed(3);
     const caption = document.createElement("p");
     caption.textContent = hit.caption;
-    text.append(id, score, caption);
+    text.append(id, score);
+    if (hit.start !== undefined) {
+      const when = document.createElement(playable(hit.source) ? "a" : "span");
+      when.className = "moment";
+      when.textContent = ` ${clock(hit.start)}–${clock(hit.end)}`;
+      if (playable(hit.source)) when.href = `${hit.source}#t=${Math.floor(hit.start)}`;
+      text.append(when);
+    }
+    text.append(caption);
     item.append(text);
     return item;
   }));
+}
+function clock(seconds) {
+  const s = Math.floor(seconds), h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60;
+  const two = (n) => String(n).padStart(2, "0");
+  return h ? `${h}:${two(m)}:${two(s % 60)}` : `${m}:${two(s % 60)}`;
+}
+function playable(source) {   // a browser can open it (and seek with #t=)
+  return typeof source === "string" && /^https?:\/\//.test(source);
 }
 async function search(q, k) {
   status.className = "";

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from pipelines.embed.search import TextSearch
+from pipelines.index.search import Hit
 from pipelines.shards import current_thumbnail
 from pipelines.storage import Location, retrying
 from tempme.errors import UserError
@@ -26,6 +27,7 @@ MAX_K = 100
 DEFAULT_K = 10
 REFRESH_S = 10.0
 MAX_THUMBNAILS_KEPT = 10_000   # where the thumbnails of recent hits lie, so that the page's requests look up nothing
+MOMENTS_SHOWN = 2               # next best windows a hit of a video cut into moments also names
 log = logging.getLogger(__name__)
 
 
@@ -69,7 +71,7 @@ class SearchState:
         self.snapshot: TextSearch | None = None
         self.problem = "the index has not been opened yet"
         self.opened_at: float | None = None
-        self._thumbnails: dict[str, tuple[str, int, int]] = {}   # of the hits answered from the snapshot
+        self._thumbnails: dict[tuple, tuple[str, int, int]] = {}   # of the hits answered from the snapshot
         self._stop = threading.Event()
         self.refresh()
         self._thread = threading.Thread(target=self._follow, name="index-follower", daemon=True)
@@ -125,7 +127,8 @@ class SearchState:
         snapshot = self.current()           # one snapshot for the whole answer
         started = time.perf_counter()
         try:
-            found = snapshot.search([text for text, _ in requests], max(count for _, count in requests))
+            found = snapshot.search([text for text, _ in requests], max(count for _, count in requests),
+                                    MOMENTS_SHOWN)
         except OSError as err:
             raise Unavailable(f"index {self.options.index} cannot be read: {err}") from err
         took = round(1000 * (time.perf_counter() - started), 2)
@@ -135,21 +138,19 @@ class SearchState:
         answers = []
         for (text, count), hits in zip(requests, found):
             hits = hits[:count]
-            thumbnails.update((h.video_id, h.thumbnail) for h in hits if h.thumbnail)
+            thumbnails.update(((h.video_id, h.start), h.thumbnail) for h in hits if h.thumbnail)
             answers.append({"query": text, "k": count, "index_version": version, "model": model, "took_ms": took,
-                            "batch": len(requests),
-                            "hits": [{"video_id": h.video_id, "score": round(h.score, 6), "caption": h.caption,
-                                      "thumbnail": f"thumbnail/{quote(h.video_id, safe='')}?v={version}"
-                                      if h.thumbnail else None} for h in hits]})
+                            "batch": len(requests), "hits": [_hit_json(h, version) for h in hits]})
         while len(thumbnails) > MAX_THUMBNAILS_KEPT:
             thumbnails.pop(next(iter(thumbnails)))
         return answers
 
-    def thumbnail(self, video_id: str) -> bytes | None:
-        """The JPEG of one frame of a live video (from its shard), or None when the index has no such video."""
-        where = self._thumbnails.get(video_id)      # a hit just answered: no lookup in the index
+    def thumbnail(self, video_id: str, start: float | None = None) -> bytes | None:
+        """The JPEG of one frame of a live video (of its window starting at `start`, seconds) from its shard, or
+        None when the index has no such video."""
+        where = self._thumbnails.get((video_id, start))      # a hit just answered: no lookup in the index
         if where is None:
-            hit = self.current().index.find(video_id)
+            hit = self.current().index.find(video_id, start)
             if hit is None or hit.thumbnail is None:
                 return None
             where = hit.thumbnail
@@ -161,6 +162,19 @@ class SearchState:
                 return _read_bytes(*moved) if moved else None
         except OSError as err:
             raise Unavailable(f"the shard of {video_id} cannot be read: {err}") from err
+
+
+def _hit_json(hit: Hit, version: int) -> dict:
+    """A hit as the page and API clients read it: a video cut into moments also says when (seconds) the
+    matching window is, and its next best ones; the thumbnail is a frame of that window."""
+    at = "" if hit.start is None else f"&t={hit.start:g}"
+    found = {"video_id": hit.video_id, "score": round(hit.score, 6), "caption": hit.caption,
+             "thumbnail": f"thumbnail/{quote(hit.video_id, safe='')}?v={version}{at}" if hit.thumbnail else None,
+             "source": hit.source or None}
+    if hit.start is not None:
+        found.update(start=hit.start, end=hit.end,
+                     moments=[{"start": a, "end": b, "score": round(s, 6)} for a, b, s in hit.moments])
+    return found
 
 
 @functools.lru_cache(maxsize=4096)

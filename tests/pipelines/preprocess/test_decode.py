@@ -136,18 +136,19 @@ def test_make_sample_turns_every_problem_into_a_failure_row(tmp_path, case, stag
     elif case == "random":
         path.write_bytes(b"\x00\x01garbage" * 999)
     out = make_sample(row(path), SETTINGS)
-    assert (out["stage"], out["fragment"], out["valid"]) == (stage, b"", 0)
+    assert (out["stage"], out["samples"]) == (stage, [])
     assert reason in out["error"]
 
 
 def test_make_sample_fragment_is_valid_tar_with_exact_offsets(tmp_path):
     path = lavfi_video(tmp_path / "it's; a \"name\" -é.mp4", duration=6)
     out = make_sample(row(path, vid="it's a.id"), SETTINGS)
-    assert out["error"] == "" and out["valid"] == 4 and "." not in out["key"]
-    members = json.loads(out["members"])
-    with tarfile.open(fileobj=io.BytesIO(out["fragment"] + b"\0" * 1024)) as tar:
+    sample, = out["samples"]
+    assert out["error"] == "" and sample["valid"] == 4 and "." not in sample["key"]
+    members = json.loads(sample["members"])
+    with tarfile.open(fileobj=io.BytesIO(sample["fragment"] + b"\0" * 1024)) as tar:
         names = tar.getnames()
-        assert names == [f"{out['key']}.json"] + [f"{out['key']}.{i:03d}.jpg" for i in range(4)]
+        assert names == [f"{sample['key']}.json"] + [f"{sample['key']}.{i:03d}.jpg" for i in range(4)]
         for m in tar.getmembers():
             offset, size = members[m.name.split(".", 1)[1]]
             assert (m.offset_data, m.size) == (offset, size)

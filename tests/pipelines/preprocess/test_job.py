@@ -240,7 +240,8 @@ def test_finished_shards_are_committed_in_batches_the_first_at_once(tmp_path):
     out = Location.of(str(tmp_path))
 
     def shard(n: int) -> tuple[str, ...]:
-        row = {name: 0 if pa.types.is_integer(SAMPLE_SCHEMA.field(name).type) else "" for name in SAMPLE_SCHEMA.names}
+        row = {f.name: 0 if pa.types.is_integer(f.type) else "" if pa.types.is_string(f.type) else None
+               for f in SAMPLE_SCHEMA}
         return tuple(write_sample_rows(out, pa.Table.from_pylist(
             [{**row, "id": f"v{n}", "split": "train", "shard": f"train-{n:06d}.tar"}], schema=SAMPLE_SCHEMA)))
 

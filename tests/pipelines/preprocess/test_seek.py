@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from pipelines.bench.decode import numbered_video, numbers
-from pipelines.preprocess.decode import decode_video
-from pipelines.preprocess.sampling import DecodeError
+from pipelines.preprocess.decode import decode_video, decode_windows
+from pipelines.preprocess.sampling import DecodeError, Segmenting, windows
 from pipelines.storage import Location
 from tests.fixtures.video_fixtures import run_ffmpeg
 
@@ -111,3 +111,28 @@ def test_an_object_store_video_is_read_in_ranges_around_the_picks(tmp_path, s3_s
     sequential = decode_video(str(local), method="sequential", fps=1.0, **SAMPLING)
     assert seeking.method == "seek" and numbers(seeking.frames) == numbers(sequential.frames)
     assert seeking.read_bytes < 0.5 * local.stat().st_size < sequential.read_bytes
+
+
+def test_windows_cover_the_video_and_skip_one_that_adds_nothing():
+    assert windows(95, 2.0, None) == [(0, 95)]
+    assert windows(95, 2.0, Segmenting(10)) == [(0, 20), (20, 20), (40, 20), (60, 20), (80, 15)]
+    assert windows(7, 1.0, Segmenting(10)) == [(0, 7)]                 # shorter than a window: one window
+    assert windows(30, 1.0, Segmenting(10, 4)) == [(0, 10), (6, 10), (12, 10), (18, 10), (24, 6)]
+    assert windows(28, 1.0, Segmenting(10, 4)) == [(0, 10), (6, 10), (12, 10), (18, 10)]   # 24-28 is inside 18-28
+
+
+@pytest.mark.parametrize("overlap", [0.0, 4.0])
+def test_each_window_holds_frames_from_inside_it_the_same_either_way(tmp_path, overlap):
+    path = encoded(tmp_path, "long.mp4", seconds=47, fps=10, keyint=10)
+    cut = Segmenting(10, overlap)
+    ways = {method: list(decode_windows(str(path), method=method, fps=2.0, segmenting=cut, **SAMPLING))
+            for method in ("sequential", "seek")}
+    sequential, seeking = ways["sequential"], ways["seek"]
+    assert [w.window for w in sequential] == [w.window for w in seeking]
+    assert [w.window[0] for w in sequential] == [k * (10 - overlap) for k in range(len(sequential))]
+    assert sequential[-1].window[1] == 47.0 and all(w.window[1] - w.window[0] <= 10 for w in sequential)
+    for a, b in zip(sequential, seeking):
+        shown = numbers(a.frames)
+        assert numbers(b.frames) == shown and (a.available, a.timestamps) == (b.available, b.timestamps)
+        assert all(a.window[0] - 0.25 <= n / 10 < a.window[1] for n in shown), (a.window, shown)
+        assert len(shown) == min(12, a.available)
