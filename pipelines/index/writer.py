@@ -147,6 +147,7 @@ class IndexWriter:
             for batch in ds.to_batches(columns=["video_id"])])
         if len(gone) == 0:     # no commit at all: a re-run that changes nothing adds no version
             return 0
+        gone = pc.unique(gone)      # a video of several windows (or model versions) has several rows
         result = ds.merge_insert("video_id").when_matched_delete().execute(pa.table({"video_id": gone}))
         return int(result["num_deleted_rows"])
 

@@ -105,3 +105,17 @@ def test_a_batch_of_queries_is_answered_as_each_would_be_alone_and_its_thumbnail
     state.snapshot.index.find = no_lookup          # the hits just answered say where their thumbnails are
     jpeg = state.thumbnail(together[1]["hits"][3]["video_id"])
     assert jpeg[:2] == b"\xff\xd8"
+
+
+def test_a_hit_of_a_moment_says_when_and_its_thumbnail_is_of_that_window():
+    from pipelines.index.search import Hit
+    from pipelines.serve.state import _hit_json
+
+    moment = Hit("talks/a.mp4", 0.5, "a.mp4", ("s3://b/corpus-000000.tar", 10, 20), "https://x/a.mp4", 8.0, 18.0,
+                 ((16.0, 25.0, 0.4),))
+    found = _hit_json(moment, version=7)
+    assert (found["start"], found["end"]) == (8.0, 18.0)
+    assert found["moments"] == [{"start": 16.0, "end": 25.0, "score": 0.4}]
+    assert found["thumbnail"] == "thumbnail/talks%2Fa.mp4?v=7&t=8" and found["source"] == "https://x/a.mp4"
+    whole = _hit_json(Hit("v1", 0.5, "a dog", ("s3://b/t.tar", 1, 2)), version=7)
+    assert "start" not in whole and whole["thumbnail"] == "thumbnail/v1?v=7"
