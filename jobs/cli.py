@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "search": ("search", "search latency and recall, exact vs ANN, over large clustered indexes"),
     "serve": ("serve", "search service QPS and p50/p99 over HTTP and in-process, publish-to-served time"),
     "promotion": ("promotion", "search latency while a new model version is embedded, published and indexed"),
+    "moments": ("moments", "long videos cut into windows: each piece's caption finds its moment, cost per hour"),
 }
 
 

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
+import av
+import av.filter
 import numpy as np
 
 from pipelines.preprocess.sampling import (DecodedVideo, DecodeError, Segmenting, StreamInfo, sample_indices,
@@ -67,8 +69,6 @@ class Slots:
 
 def open_container(source, size: int, timeout: float):
     """A PyAV input container on a seekable file-like object of `size` bytes, decoding on one thread."""
-    import av
-
     low, high = READ_LIMITS
     try:
         container = av.open(source, buffer_size=min(max(size // READ_SHARE, low), high), timeout=timeout)
@@ -86,8 +86,6 @@ def open_container(source, size: int, timeout: float):
 def probe(container) -> Stream:
     """The facts seeking needs, from the container's header, its first packets and its last group of pictures;
     `Untrusted` when a fact is missing or the stream looks damaged."""
-    import av
-
     if not any(name in SEEKABLE_FORMATS for name in container.format.name.split(",")):
         raise Untrusted(f"{container.format.name} has no index to seek by")
     video = container.streams.video[0]
@@ -154,8 +152,6 @@ def decode_seeking(container, stream: Stream, plan: Slots, resolution: int, time
     """The kept slots' frames, scaled and cropped as the sequential path does, a `DecodedVideo` per window;
     `Untrusted` if a seek cannot reach a slot's frame (the caller decodes sequentially), `DecodeError` on a
     time limit. Frames of slots that overlapping windows share are decoded once."""
-    import av
-
     deadline = _Deadline(timeout)
     video = container.streams.video[0]
     scaler = _Scaler(video, resolution, stream.rotation)
@@ -305,8 +301,6 @@ class _Scaler:
         return self.graph.pull().to_ndarray(format="rgb24")
 
     def _build(self, frame):
-        import av.filter
-
         graph = av.filter.Graph()
         chain = [graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
                                   time_base=self.video.time_base)]
