@@ -16,6 +16,7 @@ import numpy as np
 
 from pipelines.bench import common
 from pipelines.media import ffmpeg_exe
+from pipelines.storage import Location
 
 WORKDIR = "the generated videos"
 EXAMPLE = "tempme bench decode --json"
@@ -33,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=1.0, help="sampling rate before picking (default %(default)s)")
     parser.add_argument("--resolution", type=int, default=224, help="frame side (default %(default)s)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each way per video; the best counts")
+    parser.add_argument("--store", help="an object-store folder (s3://bucket/prefix) the videos are uploaded to and "
+                        "decoded from: seeking reads ranges, decoding all of it downloads the file first")
 
 
 def measure(args) -> dict:
@@ -48,10 +51,16 @@ def measure(args) -> dict:
             if not path.exists():
                 say(f"encoding {case}")
                 numbered_video(path, seconds, args.source_fps, SIZES[size], keyint=_keyint(keys, args.source_fps))
+            source = str(path)
+            if args.store:
+                remote = Location.of(args.store).child(path.name)
+                if not remote.exists():
+                    remote.put_file(str(path))
+                source = remote.uri
             timed = {}
             for method in ("sequential", "auto") * args.repeat:
                 started = time.perf_counter()
-                decoded = decode_video(str(path), method=method, **settings)
+                decoded = decode_video(source, method=method, **settings)
                 took = time.perf_counter() - started
                 if method not in timed or took < timed[method][0]:
                     timed[method] = (took, decoded)
@@ -63,7 +72,7 @@ def measure(args) -> dict:
                          and seq.available == auto.available})
             say(f"{case}: {rows[-1]['speedup']:.2f}x ({auto.method})")
     return {"frames": args.frames, "fps": args.fps, "resolution": args.resolution, "source_fps": args.source_fps,
-            "cases": rows}
+            "store": args.store, "cases": rows}
 
 
 def render(result: dict) -> str:
@@ -72,8 +81,9 @@ def render(result: dict) -> str:
              f"{r['sequential_s']:.2f}", f"{r['sampler_s']:.2f}", f"{r['speedup']:.2f}x", r["method"],
              f"{100 * r['read_bytes'] / r['bytes']:.0f}%", "yes" if r["same_frames"] else "NO"]
             for r in result["cases"]]
+    where = f", read from {result['store']}" if result.get("store") else ""
     return (f"decode benchmark: {result['frames']} frames of {result['resolution']} px at {result['fps']:g} fps "
-            f"from H.264 at {result['source_fps']} fps, one thread each\n" + common.table(header, rows))
+            f"from H.264 at {result['source_fps']} fps, one thread each{where}\n" + common.table(header, rows))
 
 
 def numbered_video(path: Path, seconds: float, fps: int, size: tuple[int, int], keyint: int | None = None,
