@@ -53,23 +53,30 @@ class EvalResult:
 
 
 def split_batches(table: SampleTable, batch_size: int, rank: int = 0, world_size: int = 1,
-                  loader_workers: int = 0, pin_memory: bool = False) -> Iterator[dict]:
+                  loader_workers: int = 0, pin_memory: bool = False, skip_corrupt: bool = False) -> Iterator[dict]:
     """The videos of a split (this rank's part), each once, in batches: video [B,T,3,H,W] uint8, mask [B,T],
-    captions [[str]], id [str]."""
+    captions [[str]], id [str]; with `skip_corrupt`, a sample that cannot be read is left out and named in its
+    batch's `corrupt` (else it raises)."""
     stream = ShardStream(table, batch_size=batch_size, mode="videos", rank=rank, world_size=world_size,
-                         lanes=max(loader_workers, 1))
+                         lanes=max(loader_workers, 1), skip_corrupt=skip_corrupt)
     return stream_batches(stream, pin_memory, workers=loader_workers)
 
 
 @torch.no_grad()
-def embed_videos(model, batches: Iterable[dict], amp_dtype: torch.dtype | None = None) -> SplitEmbeddings:
-    """Embed `split_batches`' batches: frames copied as uint8 and normalised on the model's device."""
+def embed_videos(model, batches: Iterable[dict], amp_dtype: torch.dtype | None = None,
+                 skipped: list[str] | None = None) -> SplitEmbeddings:
+    """Embed `split_batches`' batches: frames copied as uint8 and normalised on the model's device. The samples
+    a batch left out as corrupt are added to `skipped`."""
     was_training = model.training
     model.eval()
     device = model.device
     video_ids, video_emb, text_ids, text_emb = [], [], [], []
     try:
         for batch in batches:
+            if skipped is not None:
+                skipped += batch.pop("corrupt", ())
+            if "id" not in batch:     # every sample of it was corrupt
+                continue
             mask = batch["mask"]    # stays on the CPU, where the merge plan reads it
             frames = normalise(batch["video"].to(device, non_blocking=True), mask)
             captions = [c for group in batch["captions"] for c in group]

@@ -8,6 +8,7 @@ latest. After the last step the best checkpoint's adapter is evaluated on the te
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -29,6 +30,8 @@ from .loss import all_reduce_gradients, global_contrastive_loss
 from .optim import build_optimizer, build_lr_scheduler
 from .run_logger import RunLogger
 from .runtime import amp_dtype, distributed, peak_memory_mb, training_model
+
+log = logging.getLogger(__name__)
 
 SCORE = "selection_score"   # the checkpoint metric Ray Train keeps the best of
 UNSCORED = -1.0             # score of mid-epoch checkpoints: never the best, kept only as the latest
@@ -59,10 +62,14 @@ def _broadcast_from_zero(obj):
 
 
 def evaluate_split(model, cfg: TrainJobConfig, splits: data.Splits, split: str, rank: int, world: int, amp):
-    """Distributed evaluation: each worker embeds its part, rank 0 ranks everything. EvalResult on all ranks."""
+    """Distributed evaluation: each worker embeds its part, rank 0 ranks everything. EvalResult on all ranks.
+    A corrupt sample is left out of the ranking and logged (a crash would restart the run into it again)."""
     batches = split_batches(splits[split], cfg.train.eval_batch_size, rank, world, cfg.data.loader_workers,
-                            pin_memory=model.device.type == "cuda")
-    part = embed_videos(model, batches, amp)
+                            pin_memory=model.device.type == "cuda", skip_corrupt=True)
+    skipped: list[str] = []
+    part = embed_videos(model, batches, amp, skipped)
+    for record in skipped:
+        log.warning("evaluation on %s left out a corrupt sample: %s", split, record)
     parts = _gather_to_zero(part)
     result = score(SplitEmbeddings.concat(parts), split, model.device, cfg.train.v2t_protocol) if parts else None
     return _broadcast_from_zero(result)

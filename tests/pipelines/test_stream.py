@@ -161,3 +161,36 @@ def test_several_loader_workers_read_an_object_store_the_parent_already_uses(syn
                 for b in stream_batches(stream, workers=workers)]
 
     assert epoch(remote, 2) == epoch(local, 0)
+
+
+def test_evaluation_during_training_leaves_a_corrupt_sample_out_and_names_it(train, monkeypatch):
+    """A corrupt sample of the evaluation split is left out of the ranking and named, not raised: raised, it
+    would fail the worker and Ray Train would restart the run into it again."""
+    from pipelines.evaluate import embed_videos, split_batches
+
+    real = stream_module.parse_sample
+    first = train.ids[0].as_py()
+    broken = {"n": 0}
+
+    def parse(blob):
+        meta, jpegs = real(blob)
+        if meta["id"] == first:
+            broken["n"] += 1
+            raise OSError("bad header")
+        return meta, jpegs
+
+    monkeypatch.setattr(stream_module, "parse_sample", parse)
+
+    class Model(torch.nn.Module):
+        device = torch.device("cpu")
+
+        def encode_video(self, frames, mask):
+            return torch.ones(len(frames), 4)
+
+        def encode_text(self, captions):
+            return torch.ones(len(captions), 4)
+
+    skipped = []
+    found = embed_videos(Model(), split_batches(train, batch_size=1, skip_corrupt=True), skipped=skipped)
+    assert broken["n"] == 1 and len(skipped) == 1 and repr(first) in skipped[0]
+    assert first not in found.video_ids and len(found.video_ids) == len(train) - 1
