@@ -14,12 +14,15 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
 
+import pyarrow as pa
+
 from pipelines.preprocess.sampling import DecodedVideo, DecodeError, Segmenting
 from pipelines.preprocess.seek import Untrusted, decode_seeking, open_container, probe, slots, worth_seeking
 from pipelines.preprocess.sequential import decode_sequential
 from pipelines.storage import Location
 
 METHODS = ("auto", "seek", "sequential")
+WHOLE_READ_MAX = 32 << 20     # bytes: an object-store video this small is read in one request, then sought in
 
 
 def decode_windows(source: str | Location, *, frames: int, fps: float, resolution: int, timeout: float,
@@ -74,20 +77,28 @@ def _seeking(loc: Location, frames: int, fps: float, resolution: int, timeout: f
 
 @contextlib.contextmanager
 def _seekable(loc: Location):
-    """The video as a seekable file that counts the bytes read from it (ranged requests on an object store)."""
+    """The video as a seekable file that counts the bytes read from it: ranged requests on an object store,
+    except for a small video, read whole in one request (its groups of pictures would cost a request each
+    for little less than the whole file)."""
     with loc.open_ranged() as raw:
-        yield _CountingFile(raw)
+        if loc.is_local or raw.size() > WHOLE_READ_MAX:
+            yield _CountingFile(raw)
+        else:
+            whole = raw.read()
+            yield _CountingFile(pa.BufferReader(whole), fetched=len(whole))
 
 
 class _CountingFile:
-    """A seekable binary file that counts what is read through it (PyAV's reads go through `read`)."""
+    """A seekable binary file that counts what is read through it (PyAV's reads go through `read`), or what
+    was `fetched` to make it."""
 
-    def __init__(self, raw):
-        self.raw, self.read_bytes, self.size = raw, 0, raw.size()
+    def __init__(self, raw, fetched: int | None = None):
+        self.raw, self.size = raw, raw.size()
+        self.read_bytes, self.counting = fetched or 0, fetched is None
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
-        self.read_bytes += len(data)
+        self.read_bytes += len(data) * self.counting
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:

@@ -3,6 +3,7 @@ then started again on its folder and port): the run finishes by itself, every vi
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -10,6 +11,7 @@ from pipelines.index import IndexStore
 from tests.pipelines.embed.test_job import VIDEOS, tracking
 
 pytestmark = pytest.mark.slow    # a job with its own Ray, and a 30 s outage
+LIMIT_S = 600                    # the whole job, outage included
 
 
 def test_a_30_s_outage_of_the_index_store_mid_run_loses_and_fails_nothing(
@@ -18,20 +20,25 @@ def test_a_30_s_outage_of_the_index_store_mid_run_loses_and_fails_nothing(
     command = [sys.executable, "-m", "jobs.embed", "--shards", str(synthetic_shards), "--model", str(trained_adapter),
                "--out", uri, "--workers", "1", "--batch-size", "4", "--part-rows", "4", "--progress-every", "0",
                "--tracking-uri", tracking(tmp_path), "--ray-address", "local"]
+    errors = open(tmp_path / "stderr.txt", "w+")      # a file, not a pipe nobody drains while the job runs
     job = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": os.getcwd()}, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+                           stderr=errors, text=True)
+    watchdog = threading.Timer(LIMIT_S, job.kill)       # the loop below ends by this time, whatever the job does
+    watchdog.start()
     outages, lines = [], []
     try:
         for line in job.stdout:                # the store goes down once the first videos are embedded
             lines.append(line)
             if line.startswith(f"embed: 4/{VIDEOS}") and not outages:
                 outages.append(s3_server.outage(after_s=0, for_s=30))
-        code = job.wait(timeout=600)
+        code = job.wait(timeout=LIMIT_S)
     finally:
+        watchdog.cancel()
         job.kill()
         for outage in outages:
             outage.join(timeout=180)
-    assert outages and code == 0, "".join(lines) + job.stderr.read()[-3000:]
+    errors.seek(0)
+    assert outages and code == 0, "".join(lines) + errors.read()[-3000:]
     assert any(f"{VIDEOS}/{VIDEOS} videos done, 0 failed" in line for line in lines), lines
     ids = IndexStore(uri).open().video_ids()
     assert len(ids) == VIDEOS and len(set(ids)) == VIDEOS

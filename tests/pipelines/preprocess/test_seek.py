@@ -3,6 +3,7 @@ that breaks seeking; every frame shows its own number, read back from the sample
 import numpy as np
 import pytest
 
+import pipelines.preprocess.decode as decode_module
 from pipelines.bench.decode import numbered_video, numbers
 from pipelines.preprocess.decode import decode_video, decode_windows
 from pipelines.preprocess.sampling import DecodeError, Segmenting, windows
@@ -103,14 +104,20 @@ def test_the_cheaper_way_is_taken(tmp_path):
     assert numbers(chosen.frames) == numbers(decode_video(str(long), method="sequential", fps=1.0, **SAMPLING).frames)
 
 
-def test_an_object_store_video_is_read_in_ranges_around_the_picks(tmp_path, s3_server):
+def test_an_object_store_video_is_read_in_ranges_around_the_picks(tmp_path, s3_server, monkeypatch):
+    """A large video is read in ranges around the kept frames; a small one in one request, then sought in."""
     local = numbered_video(tmp_path / "long.mp4", 120, 15, (640, 360), keyint=15)
     remote = Location.of(s3_server.prefix("seek")).child("long.mp4")
     remote.put_file(str(local))
-    seeking = decode_video(remote, fps=1.0, **SAMPLING)
+    size = local.stat().st_size
     sequential = decode_video(str(local), method="sequential", fps=1.0, **SAMPLING)
-    assert seeking.method == "seek" and numbers(seeking.frames) == numbers(sequential.frames)
-    assert seeking.read_bytes < 0.5 * local.stat().st_size < sequential.read_bytes
+    whole = decode_video(remote, fps=1.0, **SAMPLING)
+    monkeypatch.setattr(decode_module, "WHOLE_READ_MAX", size // 4)     # as if the video were large
+    ranged = decode_video(remote, fps=1.0, **SAMPLING)
+    for seeking in (whole, ranged):
+        assert seeking.method == "seek" and numbers(seeking.frames) == numbers(sequential.frames)
+    assert whole.read_bytes == size == sequential.read_bytes
+    assert ranged.read_bytes < 0.5 * size
 
 
 def test_windows_cover_the_video_and_skip_one_that_adds_nothing():
