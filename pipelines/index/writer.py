@@ -44,8 +44,7 @@ def write_fragment(batch: dict[str, np.ndarray], uri: str, model: dict) -> dict[
             pa.array([str(c) for c in batch["caption"][ok]], pa.string()),
             pa.array([str(s) for s in batch["thumb_shard"][ok]], pa.string()),
             pa.array(batch["thumb_offset"][ok].astype(np.int64)), pa.array(batch["thumb_size"][ok].astype(np.int64)),
-            pa.array([str(s) for s in batch["source"][ok]], pa.string()),
-            *(pa.array([_seconds(t) for t in batch[c][ok]], pa.float64()) for c in ("window_start", "window_end")),
+            *(_moment_column(batch, name, kind, ok, n) for name, kind in MOMENT_COLUMNS),
         ], schema=video_schema(dim))
         written = write_fragments(table, uri, schema=table.schema, storage_options=lance_options(uri))
         fragments = json.dumps({"dim": dim, "fragments": [json.dumps(f.to_json()) for f in written]})
@@ -56,8 +55,15 @@ def write_fragment(batch: dict[str, np.ndarray], uri: str, model: dict) -> dict[
             "fragments": np.asarray([fragments] + [""] * (rows - 1), dtype=object)}
 
 
-def _seconds(value) -> float | None:
-    return None if value is None or np.isnan(value) else float(value)
+MOMENT_COLUMNS = (("source", pa.string()), ("window_start", pa.float64()), ("window_end", pa.float64()))
+
+
+def _moment_column(batch: dict[str, np.ndarray], name: str, kind: pa.DataType, ok: np.ndarray, n: int) -> pa.Array:
+    """A column a batch may leave out (whole videos of no known source): nulls then; NaN is null too."""
+    if name not in batch:
+        return pa.nulls(n, kind)
+    values = [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in batch[name][ok]]
+    return pa.array([None if v is None else (str(v) if kind == pa.string() else float(v)) for v in values], kind)
 
 
 FAILURE_SCHEMA = pa.schema([
