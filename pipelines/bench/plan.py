@@ -116,7 +116,8 @@ def _sample_batches(videos: int):
             yield pa.record_batch([ids, pa.array([split] * n), shard, ids, pa.array([""] * n), pa.array(offset),
                                    pa.array(offset + SPAN), pa.array(np.full(n, 12, np.int32)),
                                    pa.array(np.ones(n, np.int32)), pa.array(offset + 1024),
-                                   pa.array(np.full(n, 9000)), pa.array([""] * n), pa.array([""] * n)],
+                                   pa.array(np.full(n, 9000)), pa.array([""] * n), pa.array([""] * n),
+                                   pa.nulls(n, pa.float64()), pa.nulls(n, pa.float64())],    # whole videos
                                   schema=SAMPLE_SCHEMA)
 
 
@@ -175,7 +176,8 @@ def _index_rows(batch, n: int):
     return pa.record_batch([batch["id"], pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), DIM),
                             *(pa.array([MODEL[k]] * batch.num_rows) for k in ("name", "version", "uri")),
                             pa.array([now] * batch.num_rows, pa.timestamp("us", tz="UTC")), batch["id"],
-                            batch["shard"], batch["thumb_offset"], batch["thumb_size"]], schema=video_schema(DIM))
+                            batch["shard"], batch["thumb_offset"], batch["thumb_size"], batch["source"],
+                            batch["window_start"], batch["window_end"]], schema=video_schema(DIM))
 
 
 def _write_index(folder: Path, batches, keep: float) -> None:

@@ -11,6 +11,7 @@ spool (removed afterwards) only when decoded sequentially.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -33,6 +34,7 @@ def decode_windows(source: str | Location, *, frames: int, fps: float, resolutio
     if method not in METHODS:
         raise ValueError(f"method {method!r}: expected one of {', '.join(METHODS)}")
     loc = source if isinstance(source, Location) else Location.of(source)
+    ends = time.monotonic() + timeout        # one time limit for the video, whichever ways it takes
     given = 0
     if method != "sequential":
         try:
@@ -46,8 +48,11 @@ def decode_windows(source: str | Location, *, frames: int, fps: float, resolutio
                 raise DecodeError(f"cannot be sampled by seeking: {e}") from e
     size = loc.info().size
     with loc.local_file() as path:   # the windows seeking gave already are not given again
+        left = ends - time.monotonic()
+        if left <= 0:
+            raise DecodeError(f"decoding took longer than {timeout:g} s", stage="timeout")
         for n, window in enumerate(decode_sequential(path, frames=frames, fps=fps, resolution=resolution,
-                                                     timeout=timeout, segmenting=segmenting)):
+                                                     timeout=left, segmenting=segmenting)):
             if n >= given:
                 yield replace(window, read_bytes=size)
 

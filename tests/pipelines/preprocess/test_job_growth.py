@@ -112,8 +112,8 @@ def test_transient_failures_wait_for_retry_failed(tmp_path, ray_cluster):
     quick = lavfi_video(tmp_path / "quick.mp4", duration=2)
     out = tmp_path / "out"
     manifest = write_manifest(tmp_path / "m.jsonl", [row("quick", quick), row("slow", slow)])
-    first = run_preprocess(options(out, manifest, timeout=0.05), log=lambda line: None)
-    # the quick clip may time out too on a busy machine; the slow one always does
+    first = run_preprocess(options(out, manifest, timeout=0.001), log=lambda line: None)
+    # within 1 ms the quick clip may time out too; the slow one always does
     assert "slow" in {f.id for f in first.failures if f.stage == "timeout"}
     plain = run_preprocess(options(out, manifest), log=lambda line: None)
     assert plain.processed == 0 and {f.id for f in plain.failures} == {f.id for f in first.failures}

@@ -14,7 +14,8 @@ from tests.fixtures.video_fixtures import lavfi_video
 
 
 class WorkerKiller:
-    """Kills (SIGKILL) every Ray worker process the moment it runs ffmpeg on a file named `poison`."""
+    """Kills (SIGKILL) every Ray worker process the moment it decodes a file named `poison`: runs ffmpeg on it,
+    or holds it open to decode it in-process."""
 
     def __init__(self, marker: str):
         self.marker, self.kills, self.stop = marker, 0, threading.Event()
@@ -26,9 +27,14 @@ class WorkerKiller:
                 try:
                     if "ffmpeg" in (p.info["name"] or "") and any(self.marker in a for a in p.info["cmdline"] or []):
                         worker = p.parent()
-                        if worker is not None and worker.pid != os.getpid():
-                            worker.send_signal(signal.SIGKILL)
-                            self.kills += 1
+                    elif (p.info["name"] or "").startswith("ray::") and any(self.marker in f.path
+                                                                             for f in p.open_files()):
+                        worker = p
+                    else:
+                        continue
+                    if worker is not None and worker.pid != os.getpid():
+                        worker.send_signal(signal.SIGKILL)
+                        self.kills += 1
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
             time.sleep(0.005)

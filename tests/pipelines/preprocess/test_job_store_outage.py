@@ -11,7 +11,7 @@ from tests.fixtures.video_fixtures import corpus_in_store
 
 pytestmark = pytest.mark.slow    # waits a 30 s outage out
 
-VIDEOS = 16
+VIDEOS = 32
 
 
 def test_a_30_s_outage_of_the_store_mid_run_loses_and_fails_nothing(tmp_path, s3_server, ray_cluster):
@@ -19,13 +19,13 @@ def test_a_30_s_outage_of_the_store_mid_run_loses_and_fails_nothing(tmp_path, s3
     manifest = corpus_in_store(root, tmp_path, VIDEOS, duration=3, size=(64, 48))
     lines, outages = [], []
 
-    def log(line):           # the store goes down a moment after the shard tasks start
+    def log(line):           # the store goes down once the first shard is done, with 31 shards to go one by one
         lines.append(line)
-        if "shards to make" in line:
-            outages.append(s3_server.outage(after_s=1.0, for_s=30))
+        if "videos done" in line and not outages:
+            outages.append(s3_server.outage(after_s=0, for_s=30))
     try:
         report = run_preprocess(PreprocessOptions(out=root.child("shards").uri, manifest=manifest,
-                                                  frames=4, resolution=32, samples_per_shard=2, decoders=2,
+                                                  frames=4, resolution=32, samples_per_shard=1, decoders=1,
                                                   progress_every=0), log=log)
     finally:
         for outage in outages:
