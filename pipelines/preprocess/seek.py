@@ -9,9 +9,9 @@ before the boundary and decoding forward to it. Only the first and the last grou
 to place the slots (where the stream starts and ends), and only the picks are scaled and cropped, by the
 same filters as the sequential path, rotation included.
 
-PyAV (libav* in its wheels) does the demuxing and decoding on one thread; a file-like object (a seekable file
-on an object store) works as well as a path, so a remote video is read in ranges around the picks.
-`probe` says whether this video can be trusted to seek (`Untrusted` says why not) and what each way costs.
+PyAV (libav* in its wheels) does the demuxing and decoding on one thread, from a seekable file-like object
+(on an object store, ranged reads around the picks). `probe` says whether a video can be trusted to seek
+(`Untrusted` says why not), `slots` which frames each window keeps, `costs` what each way would decode.
 """
 from __future__ import annotations
 
