@@ -21,6 +21,7 @@ Frames come out as uint8 (a quarter of float32's size), to be copied (pinned) an
 from __future__ import annotations
 
 import heapq
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterator
 
@@ -213,8 +214,11 @@ def stream_batches(stream: ShardStream, pin_memory: bool = False, workers: int |
     workers = stream.lanes if workers is None else workers
     # Workers start from a clean server process, not a fork of this one: a fork would copy threads that CUDA,
     # Lance and the object-store client run here, which the child cannot use.
+    # The server is started once per process and keeps the environment it started with: the object store's
+    # settings as they are now go to each worker explicitly.
     loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
-                        multiprocessing_context="forkserver" if workers else None)
+                        multiprocessing_context="forkserver" if workers else None,
+                        worker_init_fn=_StoreSettings() if workers else None)
     early, want = {}, stream.skip
     for batch in loader:   # the DataLoader takes turns among its workers much as the lanes do: little waits here
         early[batch["seq"]] = batch
@@ -223,6 +227,16 @@ def stream_batches(stream: ShardStream, pin_memory: bool = False, workers: int |
             want += 1
     if early:
         raise RuntimeError(f"batches {sorted(early)[:5]} of rank {stream.rank} came without batch {want}")
+
+
+class _StoreSettings:
+    """A DataLoader worker's start: the parent's object-store settings (the AWS_* variables) as they are now."""
+
+    def __init__(self):
+        self.settings = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+
+    def __call__(self, worker_id: int) -> None:
+        os.environ.update(self.settings)
 
 
 class _Reader:

@@ -38,41 +38,24 @@ UNSCORED = -1.0             # score of mid-epoch checkpoints: never the best, ke
 SUMMARY_PREFIXES = ("final_", "steady_videos_per_s", "peak_memory_mb_rank")  # metrics logged once, at the end
 FAULT_ENV = "TEMPME_TEST_KILL_WORKER"   # tests only: "rank:step:marker_file" kills that worker once
 SHOWN_METRICS = 8   # metrics a progress line shows (all of them go to MLflow)
+CORRUPT_ARTIFACT = "corrupt_samples.txt"   # the run's list of skipped samples: step, tar, bytes, why
 
 
 def _brief(values: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in list(values.items())[:SHOWN_METRICS])
 
 
-def _gather_to_zero(obj):
-    """Every rank's `obj` on rank 0 (a list in rank order); None elsewhere."""
-    if not distributed():
-        return [obj]
-    out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    dist.gather_object(obj, out, dst=0)
-    return out
-
-
-def _broadcast_from_zero(obj):
-    if not distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def evaluate_split(model, cfg: TrainJobConfig, splits: data.Splits, split: str, rank: int, world: int, amp):
-    """Distributed evaluation: each worker embeds its part, rank 0 ranks everything. EvalResult on all ranks.
-    A corrupt sample is left out of the ranking and logged (a crash would restart the run into it again)."""
+    """Distributed evaluation: each worker embeds its part, then every worker ranks the whole split, the same
+    EvalResult on all ranks: no rank waits inside a collective (under its timeout) while another scores. A
+    corrupt sample is left out of the ranking and logged (a crash would restart the run into it again)."""
     batches = split_batches(splits[split], cfg.train.eval_batch_size, rank, world, cfg.data.loader_workers,
                             pin_memory=model.device.type == "cuda", skip_corrupt=True)
     skipped: list[str] = []
     part = embed_videos(model, batches, amp, skipped)
     for record in skipped:
         log.warning("evaluation on %s left out a corrupt sample: %s", split, record)
-    parts = _gather_to_zero(part)
-    result = score(SplitEmbeddings.concat(parts), split, model.device, cfg.train.v2t_protocol) if parts else None
-    return _broadcast_from_zero(result)
+    return score(SplitEmbeddings.concat(_all_gather(part)), split, model.device, cfg.train.v2t_protocol)
 
 
 def _maybe_inject_fault(rank: int, step: int) -> None:
@@ -88,7 +71,7 @@ def _maybe_inject_fault(rank: int, step: int) -> None:
 
 class CorruptCount:
     """Corrupt samples met by all ranks: each is logged (rank 0 writes its tar and bytes to the run's log and
-    counts it in the metric `corrupt_samples`), and once more than `bound` were met every rank stops at the
+    its artifact `corrupt_samples.txt`, and counts it in the metric `corrupt_samples`), and once more than `bound` were met every rank stops at the
     same step and the run ends with a tag saying why, instead of failing and being restarted into them again."""
 
     STOPPED_TAG = "stopped_because"
@@ -96,6 +79,7 @@ class CorruptCount:
     def __init__(self, bound: int, logger, device: torch.device):
         self.bound, self.logger, self.device = bound, logger, device
         self.mine: list[str] = []
+        self.logged: list[str] = []     # every record so far, the run's `corrupt_samples.txt`
         self.total, self.over = 0, False
 
     def met(self, records) -> None:
@@ -113,6 +97,8 @@ class CorruptCount:
         self.total += len(records)
         for record in records:
             self.logger.say(f"train: skipped a corrupt sample at step {step}: {record}")
+        self.logged += [f"step {step}: {record}" for record in records]
+        self.logger.text("\n".join(self.logged) + "\n", CORRUPT_ARTIFACT)
         self.logger.metrics({"corrupt_samples": self.total}, step=step)
         if self.total > self.bound:
             self.over = True
@@ -170,6 +156,7 @@ def best_checkpoint(candidates):
 
 
 def _all_gather(obj) -> list:
+    """Every rank's `obj` on every rank (a list in rank order)."""
     if not distributed():
         return [obj]
     out = [None] * dist.get_world_size()

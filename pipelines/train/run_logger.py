@@ -49,6 +49,13 @@ class RunLogger:
 
             (mlflow.log_artifacts if Path(path).is_dir() else mlflow.log_artifact)(str(path), artifact_path)
 
+    def text(self, text: str, artifact_file: str) -> None:
+        """A text artifact of the run (written again whole when it grows)."""
+        if self.enabled:
+            import mlflow
+
+            mlflow.log_text(text, artifact_file)
+
     def tags(self, values: dict[str, str]) -> None:
         if self.enabled:
             import mlflow

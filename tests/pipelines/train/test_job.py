@@ -180,6 +180,9 @@ def test_corrupt_samples_are_skipped_and_counted_up_to_a_bound(synthetic_shards,
     run, client = _run(cfg)
     assert run.info.status == "FINISHED" and outcome.steps == 9
     assert client.get_metric_history(run.info.run_id, "corrupt_samples")[-1].value == 6   # 3 captions each
+    listed = Path(client.download_artifacts(run.info.run_id, "corrupt_samples.txt", str(tmp_path))).read_text()
+    assert len(listed.splitlines()) == 6 and all(".tar: the sample of video" in line and " at bytes " in line
+                                                 for line in listed.splitlines())
 
     (tmp_path / "strict").mkdir()
     strict = tiny_config(shards, tmp_path / "strict", "data.max_corrupt=2", "run.name=strict")
