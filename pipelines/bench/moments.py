@@ -125,12 +125,12 @@ def measure_cut(work: Path, pieces: list[dict], model: str, tracking: str, hours
     per_video = windows / len({p["video"] for p in pieces})
     overlapping = [_overlapping(p, seconds, per_video) for p in pieces]
     return {"cut": cut, "segment_seconds": seconds, "windows": windows,
-            "top1": _share(r is not None and r < 1 for r in ranks),
-            "top5": _share(r is not None and r < 5 for r in ranks),
-            "video_top1": _share(found[0][0] == p["video"] for p, found in zip(pieces, ranked)),
-            "chance_top1": _share_of(m / windows for m in overlapping),
-            "chance_top5": _share_of(1 - math.comb(windows - m, 5) / math.comb(windows, 5) if windows >= 5 else 1.0
-                                     for m in overlapping),
+            "top1": _mean(r is not None and r < 1 for r in ranks),
+            "top5": _mean(r is not None and r < 5 for r in ranks),
+            "video_top1": _mean(found[0][0] == p["video"] for p, found in zip(pieces, ranked)),
+            "chance_top1": _mean(m / windows for m in overlapping),
+            "chance_top5": _mean(1 - math.comb(windows - m, 5) / math.comb(windows, 5) if windows >= 5 else 1.0
+                                 for m in overlapping),
             "preprocess_s": preprocess_s, "embed_s": embed_s,
             "preprocess_s_per_hour": preprocess_s / hours, "embed_s_per_hour": embed_s / hours}
 
@@ -158,12 +158,8 @@ def _overlapping(piece: dict, seconds: float | None, per_video: float) -> int:
     return min(last - first, math.ceil(per_video))
 
 
-def _share(found) -> float:
-    found = list(found)
-    return sum(found) / len(found)
-
-
-def _share_of(values) -> float:
+def _mean(values) -> float:
+    """The mean of numbers, or the share of true ones."""
     values = list(values)
     return sum(values) / len(values)
 
