@@ -70,7 +70,8 @@ def plan_embedding(shards: str, done: Iterable[pa.Array], root: Location, run_id
         removed = IdSet([read_removed(folder)["id"]])
         windows = [c for c in WINDOW_COLUMNS if c in ds.schema.names]
         positions, offset = [], 0
-        for batch in ds.to_batches(columns=["id", "error", *windows[:1]]):      # the order `take` counts rows in
+        starts = ["window_start"] if windows else []
+        for batch in ds.to_batches(columns=["id", "error", *starts]):      # the order `take` counts rows in
             wanted = pc.equal(batch["error"], "").to_numpy(zero_copy_only=False)
             wanted &= ~removed.holds(fingerprints(batch["id"]))
             plan.videos += int(wanted.sum())

@@ -168,14 +168,20 @@ class VideoIndex:
         self.dim = ds.schema.field("embedding").type.list_size
         self._rows = self._matrix = self._positions = None
         self.shown = SHOWN + [c for c in MOMENT_SHOWN if c in ds.schema.names]
-        self.windowed = "window_start" in self.shown and bool(ds.count_rows(_windows(self.filter)))
         if self.plan.way == "exact":
             table = ds.to_table(columns=[*self.shown, "embedding"], filter=self.filter)
             emb = table.column("embedding").combine_chunks()
             self._matrix = (emb.values.to_numpy().reshape(-1, self.dim) if len(emb)
                             else np.zeros((0, self.dim), np.float32))
             self._rows = table.drop_columns(["embedding"])
-        elif prewarm:
+        # whether some video has several windows: from the rows in memory, else one query that stops at the first
+        if "window_start" not in self.shown:
+            self.windowed = False
+        elif self._rows is not None:
+            self.windowed = self._rows.column("window_start").null_count < self._rows.num_rows
+        else:
+            self.windowed = ds.to_table(columns=["window_start"], filter=_windows(self.filter), limit=1).num_rows > 0
+        if self._rows is None and prewarm:
             ds.prewarm_index(self.plan.index_name)
 
     def __len__(self) -> int:
