@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipelines.preprocess.compact import compact_shards
-    from pipelines.storage import Location
+    from pipelines.storage.location import Location
     from tempme.errors import UserError
 
     if not 0 <= args.min_removed <= 1:

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.demo import DemoOptions, run_demo
+    from pipelines.demo.end_to_end import DemoOptions, run_demo
 
     options = DemoOptions(workdir=args.workdir, videos=args.videos, epochs=args.epochs, workers=args.workers,
                           pretrained=args.pretrained, preset=args.preset)

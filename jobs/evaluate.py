@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", required=True, help="shard folder written by `tempme preprocess`")
     parser.add_argument("--split", default="test", help="split to evaluate (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="videos per forward pass (default %(default)s)")
-    from pipelines.metrics import V2T_PROTOCOLS
+    from pipelines.evaluate.metrics import V2T_PROTOCOLS
 
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                         help="run on a GPU of the Ray cluster, or on its CPUs (default %(default)s); never in the "
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.evaluate import evaluate_on_cluster, save_recall_plot
+    from pipelines.evaluate.retrieval import evaluate_on_cluster, save_recall_plot
 
     result, resolved = evaluate_on_cluster(
         args.model, args.shards, args.split, gpu=args.device == "gpu", tracking_uri=args.tracking_uri,

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipelines.index import IndexStore, WriterLease
-    from pipelines.lease import run_name
+    from pipelines.storage.lease import run_name
     
     store = IndexStore(args.index)
     store.root.check_usable("index")

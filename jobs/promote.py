@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.model_store import promote
+    from pipelines.model.registry import promote
     from pipelines.tracking import use_store
 
     uri = use_store(args.tracking_uri)

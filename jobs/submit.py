@@ -75,7 +75,7 @@ def _env_vars(pairs: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from pipelines import submit
+    from pipelines.cluster import submit
 
     job, job_args = _split_command(args)
     env_vars = _env_vars(args.env)

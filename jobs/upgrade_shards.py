@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipelines.preprocess.upgrade import upgrade_folder
-    from pipelines.storage import Location
+    from pipelines.storage.location import Location
 
     for folder in args.folders:
         converted = upgrade_folder(Location.of(folder))

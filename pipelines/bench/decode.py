@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.bench import common
-from pipelines.media import ffmpeg_exe
-from pipelines.storage import Location
+from pipelines.preprocess.media import ffmpeg_exe
+from pipelines.storage.location import Location
 
 WORKDIR = "the generated videos"
 EXAMPLE = "tempme bench decode --json"

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args) -> dict:
-    from pipelines.synthetic import make_synthetic_shards
+    from pipelines.demo.synthetic import make_synthetic_shards
 
     counts = common.numbers(args.workers, "--workers")
     with common.scratch(args) as work:
@@ -140,7 +140,7 @@ class _Arrivals:
 
 def make_random_adapter(preset: str, folder: str | Path) -> Path:
     """A random-weight adapter of `preset` (same weights every time): throughput does not depend on training."""
-    from pipelines.model_store import build_model
+    from pipelines.model.registry import build_model
 
     return build_model(preset).save_adapter(Path(folder) / preset)
 
@@ -150,8 +150,8 @@ def plain_loop(shards: str, adapter_dir: Path, batch_size: int) -> tuple[Measure
     import torch
 
     import tempme
-    from pipelines.frames import frames_to_tensor
-    from pipelines.shards import SampleReader, sample_batches
+    from pipelines.shards.frames import frames_to_tensor
+    from pipelines.shards.reader import SampleReader, sample_batches
 
     started = time.perf_counter()
     samples = [(folder.child(r["shard"]).uri, r["start"], r["end"], r["id"])
@@ -202,7 +202,7 @@ def job_run(shards: str, adapter_dir: Path, out: Path, workers: int, batch_size:
 def shard_reads(shards: str, batch_size: int) -> dict:
     """Ranged requests per batch and videos/s of reading the samples alone, one sample at a time against one
     read per run of neighbouring samples (`SampleReader.read_many`, what the embedding job does)."""
-    from pipelines.shards import SampleReader, sample_batches
+    from pipelines.shards.reader import SampleReader, sample_batches
 
     samples = [(folder.child(r["shard"]).uri, r["start"], r["end"])
                for folder, batch in sample_batches(shards, ["shard", "start", "end"]) for r in batch.to_pylist()]

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from pipelines.bench import common
-from pipelines.media import ffmpeg_exe
+from pipelines.preprocess.media import ffmpeg_exe
 
 WORKDIR = "the demo model, the long videos, the shards and the indexes"
 EXAMPLE = "tempme bench moments --videos 3 --pieces 10 --piece-seconds 20 --segments 10,30,60 --json"
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args) -> dict:
-    from pipelines.synthetic import COLOURS, DIRECTIONS, SHAPES
+    from pipelines.demo.synthetic import COLOURS, DIRECTIONS, SHAPES
 
     combos = list(itertools.product(COLOURS, SHAPES, DIRECTIONS))
     if args.videos * args.pieces > len(combos):
@@ -74,7 +74,7 @@ def render(result: dict) -> str:
 def make_library(folder: Path, videos: int, pieces: int, seconds: float, seed: int) -> list[dict]:
     """Long videos `long-N.mp4` in `folder`, each `pieces` pieces of `seconds` (a shape of the demo each); returns
     one record per piece: video id, start, end, caption."""
-    from pipelines.synthetic import COLOURS, DIRECTIONS, SHAPES, SyntheticVideo, render_video
+    from pipelines.demo.synthetic import COLOURS, DIRECTIONS, SHAPES, SyntheticVideo, render_video
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -166,7 +166,7 @@ def _mean(values) -> float:
 
 def _demo_model(folder: Path, say) -> tuple[str, str]:
     """A model trained by the demo's recipe on its short clips: (model URI, MLflow store)."""
-    from pipelines.demo import DemoOptions, run_demo
+    from pipelines.demo.end_to_end import DemoOptions, run_demo
 
     say("training a model by the demo's recipe (its short clips only)")
     result = run_demo(DemoOptions(workdir=str(folder)), say=lambda line: None)

@@ -103,7 +103,7 @@ def _sample_batches(videos: int):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipelines.shard_format import SAMPLE_SCHEMA
+    from pipelines.shards.format import SAMPLE_SCHEMA
 
     for split, first, count in _split_of(videos):
         for start in range(0, count, CHUNK):
@@ -129,7 +129,7 @@ def build_corpus(folder: Path, videos: int) -> None:
     import pyarrow.parquet as pq
 
     from pipelines.preprocess.plan import LEDGER_SCHEMA
-    from pipelines.shard_format import CATALOG_DIR, OPTIONS, PLANS_DIR, SAMPLES, SAMPLE_SCHEMA
+    from pipelines.shards.format import CATALOG_DIR, OPTIONS, PLANS_DIR, SAMPLES, SAMPLE_SCHEMA
 
     shards = folder / "shards"
     (shards / CATALOG_DIR).mkdir(parents=True)
@@ -186,7 +186,7 @@ def _write_index(folder: Path, batches, keep: float) -> None:
     import pyarrow as pa
 
     from pipelines.index.rows import LIVE_KEY, PENDING_KEY, VIDEOS, video_schema
-    from pipelines.model_store import ModelRef
+    from pipelines.model.registry import ModelRef
 
     rows = (_index_rows(b.slice(0, int(b.num_rows * keep)), i) for i, b in enumerate(batches))
     ds = lance.write_dataset(pa.RecordBatchReader.from_batches(video_schema(DIM), rows),
@@ -237,9 +237,9 @@ def _read_bytes() -> int:
 def _case(case: str, folder: Path) -> None:
     from pipelines.embed.job import plan_run
     from pipelines.index import IndexStore
-    from pipelines.model_store import ModelRef
+    from pipelines.model.registry import ModelRef
     from pipelines.preprocess.job import PreprocessOptions, plan_work
-    from pipelines.shards import SampleTable
+    from pipelines.shards.reader import SampleTable
 
     shards = str(folder / "shards")
     base, read, started = _status_mb("VmRSS"), _read_bytes(), time.perf_counter()

@@ -103,7 +103,7 @@ def make_bench_corpus(folder: Path, n_videos: int, lengths: list[float], size: t
     """H.264 MP4s of the given lengths (cycled) from ffmpeg's testsrc2, and their manifest."""
     import ffmpeg
 
-    from pipelines.media import ffmpeg_exe
+    from pipelines.preprocess.media import ffmpeg_exe
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["video,id,captions,split"]
@@ -123,7 +123,7 @@ def plain_ffmpeg_rate(videos: list[Path], processes: int, fps: float, resolution
     """Videos/s of plain ffmpeg processes extracting the frames to JPEG files, `processes` at once."""
     import ffmpeg
 
-    from pipelines.media import ffmpeg_exe
+    from pipelines.preprocess.media import ffmpeg_exe
 
     def extract(video: Path, folder: str) -> None:
         (ffmpeg.input(f"file:{video}", threads=1)["V:0"]

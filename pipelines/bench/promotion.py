@@ -149,7 +149,7 @@ def _wait_for_model(address: str, version: str, change, timeout_s: float) -> flo
 def _promote(location: str, model_dir: str, videos: int, dim: int) -> None:
     """In a process of its own at the lowest priority: the new version embedded, published and indexed."""
     from pipelines.index import IndexStore
-    from pipelines.model_store import resolve_model
+    from pipelines.model.registry import resolve_model
 
     os.nice(19)
     rng = np.random.default_rng(1)

@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def measure(args) -> dict:
     import torch
 
-    from pipelines.storage import is_local_uri
-    from pipelines.synthetic import make_synthetic_shards
+    from pipelines.storage.location import is_local_uri
+    from pipelines.demo.synthetic import make_synthetic_shards
 
     worker_counts = common.numbers(args.workers, "--workers")
     torch.set_num_threads(1)   # DataLoader workers use one thread each; so does the main process here
@@ -72,7 +72,7 @@ def videos_per_second(table, workers: int, batch_size: int, epochs: int, augment
     """Decoded training items (one video each) per second over `epochs` epochs of (video, caption) pairs of the
     SampleTable `table`, in steady state: each epoch's first batch (workers starting, first window read) is not
     counted."""
-    from pipelines.stream import ShardStream, stream_batches
+    from pipelines.shards.stream import ShardStream, stream_batches
 
     done, seconds = 0, 0.0
     for epoch in range(epochs):
@@ -89,8 +89,8 @@ def local_copy(shards: str, into: str) -> str:
     """The shard folder copied to the local folder `into` (indexes, summary and removals with it)."""
     from pyarrow import fs as pafs
 
-    from pipelines.shards import shard_folders
-    from pipelines.storage import Location
+    from pipelines.shards.reader import shard_folders
+    from pipelines.storage.location import Location
 
     source = Location.of(shard_folders(shards)[0])
     pafs.copy_files(source.path, into, source_filesystem=source.fs, destination_filesystem=pafs.LocalFileSystem())
@@ -100,7 +100,7 @@ def local_copy(shards: str, into: str) -> str:
 def measure_sources(sources: list[tuple[str, str]], split: str, worker_counts: list[int], batch_size: int,
                     epochs: int, augment: bool) -> list[ReaderRow]:
     """Each (label, shards) source at each worker count, interleaved so that both see the same machine."""
-    from pipelines.shards import SampleTable
+    from pipelines.shards.reader import SampleTable
 
     tables = {label: SampleTable.build(shards, split) for label, shards in sources}
     return [ReaderRow(label, shards, workers, augment,

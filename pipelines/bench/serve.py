@@ -113,7 +113,7 @@ def bench_model(root: Path, config: str, seed: int = 0):
     logged as an adapter: (its ModelRef, its embedding width)."""
     import torch
 
-    from pipelines.model_store import build_model, resolve_model
+    from pipelines.model.registry import build_model, resolve_model
 
     model = build_model(config)
     noise = torch.Generator().manual_seed(seed)

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args) -> dict:
-    from pipelines.synthetic import make_synthetic_shards
+    from pipelines.demo.synthetic import make_synthetic_shards
 
     presets = common.names(args.presets, "--presets")
     worker_counts = common.numbers(args.workers, "--workers")
@@ -139,7 +139,7 @@ def learning_check(shards: Path, workdir: Path, epochs: int, workers: int = 2) -
     on the training split, no model selection, and evaluate the last model on the held-out test split."""
     import mlflow
 
-    from pipelines.shards import SampleTable
+    from pipelines.shards.reader import SampleTable
     from pipelines.train.job import run_training
 
     cfg = _config(shards, workdir, "learning-check", f"train.epochs={epochs}", f"scaling.num_workers={workers}",
@@ -162,8 +162,8 @@ def replicate_shards(shards: Path, out: Path, videos: int) -> Path:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipelines.shard_format import SAMPLES, SUMMARY, sample_table, shard_name
-    from pipelines.storage import Location
+    from pipelines.shards.format import SAMPLES, SUMMARY, sample_table, shard_name
+    from pipelines.storage.location import Location
 
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(shards / SUMMARY, out / SUMMARY)
@@ -210,8 +210,8 @@ def reader_held_mb(shards: Path) -> float:
 
     import pyarrow as pa
 
-    from pipelines.shards import SampleTable
-    from pipelines.stream import ShardStream
+    from pipelines.shards.reader import SampleTable
+    from pipelines.shards.stream import ShardStream
 
     ShardStream(SampleTable.build(str(shards), "train"), batch_size=4).order()   # first use: caches, not the table
     gc.collect()

@@ -15,8 +15,8 @@ import posixpath
 
 import numpy as np
 
-from pipelines.embed.model import load_from_files
-from pipelines.shards import SampleReader
+from pipelines.model.adapter_bytes import load_from_files
+from pipelines.shards.reader import SampleReader
 
 PASSED_ON = ("video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size", "source", "window_start",
              "window_end", "error")
@@ -25,7 +25,7 @@ PASSED_ON = ("video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size",
 def read_frames(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Ray Data batch function: plan rows (`embed.plan.PLAN_SCHEMA`) -> uint8 frames [T,3,H,W], mask [T], first
     caption, error."""
-    from pipelines.frames import decode_frames
+    from pipelines.shards.frames import decode_frames
 
     reader = SampleReader()
     frames, masks, captions, errors = [], [], [], []
@@ -97,7 +97,7 @@ class VideoEmbedder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from pipelines.frames import normalise
+        from pipelines.shards.frames import normalise
 
         errors = [str(e) for e in batch["error"]]
         for i, e in enumerate(errors):

@@ -25,18 +25,18 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from pipelines import tracking
-from pipelines.cluster import check_stores_from_a_worker, connect, spans_nodes
+from pipelines.cluster.connect import check_stores_from_a_worker, connect, spans_nodes
 from pipelines.embed.encoder import VideoEmbedder, read_frames
-from pipelines.embed.model import adapter_files
+from pipelines.model.adapter_bytes import adapter_files
 from pipelines.embed.options import PART_ROWS
 from pipelines.embed.plan import PLAN_DIR, EmbedPlan, plan_embedding, read_part
 from pipelines.index import IndexStore, ModelRef, write_fragment
 from pipelines.index.table import RETENTION
-from pipelines.model_store import resolve_model
-from pipelines.progress import Progress
-from pipelines.shard_format import read_removed
-from pipelines.shards import read_summary, shard_folders
-from pipelines.storage import Location
+from pipelines.model.registry import resolve_model
+from pipelines.cluster.progress import Progress
+from pipelines.shards.format import read_removed
+from pipelines.shards.reader import read_summary, shard_folders
+from pipelines.storage.location import Location
 from tempme.config import PRECISIONS
 from tempme.errors import UserError
 

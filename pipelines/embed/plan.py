@@ -1,6 +1,6 @@
 """What an embedding run has to do, planned as columns: the sample table less what the index holds.
 
-The anti-join is done on 128-bit fingerprints of the ids (`pipelines.id_set`, 16 bytes a video): the ids
+The anti-join is done on 128-bit fingerprints of the ids (`pipelines.shards.id_set`, 16 bytes a video): the ids
 this model version already has in the index are streamed from it into an `IdSet`, then each
 folder's sample table is streamed (`id`, `error`) and every sample that is neither removed nor done is a row
 position to take. Those rows' few other columns are taken from the table a chunk at a time and written as
@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.id_set import IdSet, fingerprints
-from pipelines.shard_format import read_removed, sample_names
-from pipelines.shards import samples_of, shard_folders
-from pipelines.storage import Location
+from pipelines.shards.id_set import IdSet, fingerprints
+from pipelines.shards.format import read_removed, sample_names
+from pipelines.shards.reader import samples_of, shard_folders
+from pipelines.storage.location import Location
 
 PLAN_DIR = ".plans"          # under the index root: hidden, and only the lease holder writes it
 PLAN_FILE_ROWS = 1_000_000   # rows per plan file

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from pipelines.index import Hit, IndexStore, ModelRef, VideoIndex
-from pipelines.model_store import open_model
+from pipelines.model.registry import open_model
 from tempme.errors import UserError
 
 

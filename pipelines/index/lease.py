@@ -1,10 +1,10 @@
-"""One writer per index at a time: the index's lease (`pipelines.lease`) in `INDEX/lease.lance`."""
+"""One writer per index at a time: the index's lease (`pipelines.storage.lease`) in `INDEX/lease.lance`."""
 from __future__ import annotations
 
 import datetime as dt
 
 from pipelines.index.rows import LEASE, VideoIndexError
-from pipelines.lease import TTL, Busy, Lease
+from pipelines.storage.lease import TTL, Busy, Lease
 
 
 class IndexBusy(VideoIndexError, Busy):

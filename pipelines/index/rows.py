@@ -8,8 +8,8 @@ import datetime as dt
 
 import pyarrow as pa
 
-from pipelines.model_store import ModelRef
-from pipelines.shard_format import sql_text
+from pipelines.model.registry import ModelRef
+from pipelines.shards.format import sql_text
 from tempme.errors import UserError
 
 VIDEOS, FAILURES, LEASE = "videos.lance", "failures.lance", "lease.lance"

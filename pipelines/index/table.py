@@ -14,7 +14,7 @@ from pipelines.index.rows import (FAILURES, LEASE, SERVING_TAG, VIDEOS, IndexNot
                                   VideoIndexError, live_model, model_rows, pending_model)
 from pipelines.index.search import VideoIndex, refresh_ann, search_plan
 from pipelines.index.writer import IndexWriter
-from pipelines.storage import Location, lance_options
+from pipelines.storage.location import Location, lance_options
 
 LEGACY_POINTER = "CURRENT"                # what the Parquet index before Lance kept at its root
 RETENTION = dt.timedelta(days=7)          # old versions kept this long for pinned readers

@@ -18,13 +18,13 @@ import pyarrow.compute as pc
 from lance import LanceOperation
 from lance.fragment import FragmentMetadata, write_fragments
 
-from pipelines.id_set import IdSet, fingerprints
+from pipelines.shards.id_set import IdSet, fingerprints
 from pipelines.index import search
 from pipelines.index.lease import WriterLease
 from pipelines.index.rows import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, ModelRef, live_model, model_rows,
                                   pending_model, sql_text, upgrade, utc_now, video_schema)
-from pipelines.shard_format import sample_names
-from pipelines.storage import lance_options
+from pipelines.shards.format import sample_names
+from pipelines.storage.location import lance_options
 
 
 def write_fragment(batch: dict[str, np.ndarray], uri: str, model: dict) -> dict[str, np.ndarray]:

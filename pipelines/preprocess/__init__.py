@@ -8,7 +8,7 @@ Modules: sources (inputs), plan (the ledger: video -> shard, growth and removals
 sample (tar bytes of one video), writer (a shard streamed to its final place, then its rows of the sample
 table), shard_tasks (the Ray tasks that decode and write shards), summary (summary and failure table), job
 (the run), upgrade (a folder of the catalog era into the sample table). The names in the output folder are
-`pipelines.shard_format`'s; the sample format is documented in `pipelines.shards`.
+`pipelines.shards.format`'s; the sample format is documented in `pipelines.shards.reader`.
 """
 from pipelines.preprocess.job import OptionsError, PreprocessOptions, PreprocessReport, run_preprocess
 

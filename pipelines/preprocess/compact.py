@@ -23,15 +23,15 @@ import pyarrow.compute as pc
 from lance import LanceOperation
 from lance.fragment import FragmentMetadata
 
-from pipelines.cluster import check_stores_from_a_worker, connect
-from pipelines.id_set import IdSet, fingerprints
-from pipelines.lease import Lease, run_name
+from pipelines.cluster.connect import check_stores_from_a_worker, connect
+from pipelines.shards.id_set import IdSet, fingerprints
+from pipelines.storage.lease import Lease, run_name
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.writer import ShardWriter
-from pipelines.shard_format import (RETIRED, RETIRED_SCHEMA, SAMPLE_FILTER, SAMPLES, VERSIONS_KEPT,
+from pipelines.shards.format import (RETIRED, RETIRED_SCHEMA, SAMPLE_FILTER, SAMPLES, VERSIONS_KEPT,
                                     folder_lease, frame_member, next_generation, read_removed, read_retired,
                                     sample_table, sql_text, upgrade_samples, write_small_table)
-from pipelines.storage import Location, lance_options, retrying
+from pipelines.storage.location import Location, lance_options, retrying
 
 COMPACTED = "left the inputs; its bytes were compacted away"
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 from pipelines.preprocess.sampling import DecodedVideo, DecodeError, Segmenting
 from pipelines.preprocess.seek import Untrusted, decode_seeking, open_container, probe, slots, worth_seeking
 from pipelines.preprocess.sequential import decode_sequential
-from pipelines.storage import Location
+from pipelines.storage.location import Location
 
 METHODS = ("auto", "seek", "sequential")
 WHOLE_READ_MAX = 32 << 20     # bytes: an object-store video this small is read in one request, then sought in

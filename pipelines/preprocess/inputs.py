@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.id_set import FINGERPRINT, fingerprints
+from pipelines.shards.id_set import FINGERPRINT, fingerprints
 from pipelines.preprocess.sources import INPUT_SCHEMA, Failure, Rows, VideoInput, validate
 from pipelines.preprocess.spool import ArraySpool, RowSpool
-from pipelines.storage import spool_dir
+from pipelines.storage.location import spool_dir
 
 
 @dataclass

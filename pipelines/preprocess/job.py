@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from pipelines.id_set import IdSet
+from pipelines.shards.id_set import IdSet
 from pipelines.preprocess.inputs import Inputs, collect_inputs
 from pipelines.preprocess.plan import (Ledger, NewShard, PlanError, ShardRef, forget_plans, plan_new,
                                        record_removed, write_plans)
@@ -28,12 +28,12 @@ from pipelines.preprocess.sources import Failure, InputError, read_folder, read_
 from pipelines.preprocess.summary import latest_failures, summarize, write_report
 from pipelines.preprocess.upgrade import upgrade_folder
 from pipelines.preprocess.writer import finished_shards, remove_unfinished
-from pipelines.lease import Lease, run_name
-from pipelines.shard_format import (CATALOG_DIR, KNOWN_SPLITS, OPTIONS, TRANSIENT_STAGES, commit_samples,
+from pipelines.storage.lease import Lease, run_name
+from pipelines.shards.format import (CATALOG_DIR, KNOWN_SPLITS, OPTIONS, TRANSIENT_STAGES, commit_samples,
                                     compact_samples, folder_lease, read_removed, sample_table, sql_text,
                                     upgrade_samples)
-from pipelines.progress import Progress
-from pipelines.storage import Location, StoreError, sweep_spool
+from pipelines.cluster.progress import Progress
+from pipelines.storage.location import Location, StoreError, sweep_spool
 from tempme.errors import UserError
 
 
@@ -258,7 +258,7 @@ def _connect(o: PreprocessOptions, out: Location, buckets: list[tuple[str, str]]
     stores that a worker cannot reach."""
     import ray
 
-    from pipelines.cluster import check_stores_from_a_worker, connect, spans_nodes
+    from pipelines.cluster.connect import check_stores_from_a_worker, connect, spans_nodes
 
     connect(o.ray_address)
     if out.is_local and spans_nodes(ray.nodes()):

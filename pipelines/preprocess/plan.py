@@ -25,13 +25,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.id_set import FINGERPRINT, IdSet, fingerprints
+from pipelines.shards.id_set import FINGERPRINT, IdSet, fingerprints
 from pipelines.preprocess.inputs import Inputs
 from pipelines.preprocess.sources import INPUT_SCHEMA, VideoInput
 from pipelines.preprocess.spool import ArraySpool, RowSpool
-from pipelines.shard_format import (PLANS_DIR, REMOVED, REMOVED_SCHEMA, plan_name, shard_name, shard_number,
+from pipelines.shards.format import (PLANS_DIR, REMOVED, REMOVED_SCHEMA, plan_name, shard_name, shard_number,
                                     write_small_table)
-from pipelines.storage import Location, retrying, spool_dir
+from pipelines.storage.location import Location, retrying, spool_dir
 from tempme.errors import UserError
 
 LEDGER_SCHEMA = pa.schema([("shard", pa.string()), ("split", pa.string()), ("id", pa.string()),

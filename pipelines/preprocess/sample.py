@@ -17,9 +17,9 @@ from pyarrow.fs import FileType
 
 from pipelines.preprocess.decode import decode_windows
 from pipelines.preprocess.sampling import DecodedVideo, DecodeError, Segmenting
-from pipelines.shard_format import CORPUS, META_MEMBER, frame_member, sample_key, window_key
+from pipelines.shards.format import CORPUS, META_MEMBER, frame_member, sample_key, window_key
 from pipelines.preprocess.sources import VideoInput
-from pipelines.storage import Location, retrying
+from pipelines.storage.location import Location, retrying
 
 BLOCK = tarfile.BLOCKSIZE
 
@@ -35,7 +35,7 @@ class DecodeSettings:
 
 
 class StageError(Exception):
-    """Why one input gave no sample, and at which stage (see `pipelines.shard_format.STAGES`)."""
+    """Why one input gave no sample, and at which stage (see `pipelines.shards.format.STAGES`)."""
 
     def __init__(self, stage: str, message: str):
         super().__init__(message)

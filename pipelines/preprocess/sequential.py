@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipelines.media import ffmpeg_exe
+from pipelines.preprocess.media import ffmpeg_exe
 from pipelines.preprocess.sampling import (DecodedVideo, DecodeError, Segmenting, StreamInfo, sample_indices,
                                            window_times)
 

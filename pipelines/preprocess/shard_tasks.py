@@ -24,7 +24,7 @@ from pipelines.preprocess.sequential import MAX_BUFFERED, FrameKeeper
 from pipelines.preprocess.plan import ShardPlan, ShardRef
 from pipelines.preprocess.sample import DecodeSettings, make_sample
 from pipelines.preprocess.writer import ShardWriter
-from pipelines.storage import Location, sweep_spool
+from pipelines.storage.location import Location, sweep_spool
 
 MAX_IN_FLIGHT = 1024     # pending shard tasks without --decoders: demand for up to this many CPUs
 BASE_MEMORY = 384 << 20  # a Python worker with numpy and PIL, and ffmpeg decoding one high-resolution stream

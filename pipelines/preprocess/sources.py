@@ -31,8 +31,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from pipelines.shard_format import CORPUS, KNOWN_SPLITS
-from pipelines.storage import Location, resolve_against
+from pipelines.shards.format import CORPUS, KNOWN_SPLITS
+from pipelines.storage.location import Location, resolve_against
 from tempme.errors import UserError
 
 MSRVTT_DATA = "MSRVTT_data.json"

@@ -15,12 +15,12 @@ from collections import defaultdict
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.id_set import IdSet, fingerprints
+from pipelines.shards.id_set import IdSet, fingerprints
 from pipelines.preprocess.plan import Ledger
 from pipelines.preprocess.sources import Failure
-from pipelines.shard_format import (FAILURE_COLUMNS, FAILURES, FORMAT, SAMPLE_FILTER, SUMMARY, sample_table,
+from pipelines.shards.format import (FAILURE_COLUMNS, FAILURES, FORMAT, SAMPLE_FILTER, SUMMARY, sample_table,
                                     shard_base)
-from pipelines.storage import Location
+from pipelines.storage.location import Location
 
 COUNTS = ("samples", "shards", "bytes", "frames", "captions", "failures", "removed")
 SCANNED = ["id", "split", "shard", "valid", "captions"]

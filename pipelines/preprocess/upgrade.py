@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import lance
 import pyarrow as pa
 
-from pipelines.shard_format import SAMPLE_SCHEMA, SAMPLES, frame_member, legacy_catalogs, sample_table
-from pipelines.storage import Location, lance_options, retrying
+from pipelines.shards.format import SAMPLE_SCHEMA, SAMPLES, frame_member, legacy_catalogs, sample_table
+from pipelines.storage.location import Location, lance_options, retrying
 
 CATALOG_READERS = 32       # catalogs read at once (object-store GETs are latency-bound)
 CATALOGS_PER_BATCH = 256   # catalogs turned into one record batch (memory holds one batch)

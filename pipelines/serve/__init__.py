@@ -21,8 +21,8 @@ def start_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0
 
     from ray import serve
 
-    from pipelines.cluster import connect
-    from pipelines.storage import Location
+    from pipelines.cluster.connect import connect
+    from pipelines.storage.location import Location
     from pipelines.tracking import resolve_tracking_uri
 
     from .app import build

@@ -18,8 +18,8 @@ from urllib.parse import quote
 
 from pipelines.embed.search import TextSearch
 from pipelines.index.search import Hit
-from pipelines.shards import current_thumbnail
-from pipelines.storage import Location, retrying
+from pipelines.shards.reader import current_thumbnail
+from pipelines.storage.location import Location, retrying
 from tempme.errors import UserError
 
 MAX_QUERY_CHARS = 300     # CLIP reads 77 tokens; a longer text is cut by the tokenizer anyway

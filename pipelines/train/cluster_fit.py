@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 
-from pipelines.cluster import spans_nodes
-from pipelines.shard_format import CATALOG_DIR, OPTIONS
-from pipelines.shards import shard_folders
-from pipelines.storage import Location, is_local_uri
+from pipelines.cluster.connect import spans_nodes
+from pipelines.shards.format import CATALOG_DIR, OPTIONS
+from pipelines.shards.reader import shard_folders
+from pipelines.storage.location import Location, is_local_uri
 
 from .config import ConfigError, TrainJobConfig
 

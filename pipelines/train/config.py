@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.metrics import V2T_PROTOCOLS
-from pipelines.shards import BAD_SHARDS
+from pipelines.evaluate.metrics import V2T_PROTOCOLS
+from pipelines.shards.reader import BAD_SHARDS
 from tempme.errors import UserError
 from tempme.config import PRECISIONS
 

@@ -1,6 +1,6 @@
 """What each worker reads, and the step plan every worker follows.
 
-Every rank reads its own contiguous part of the epoch's (video, caption) pairs (`pipelines.stream`: tars in
+Every rank reads its own contiguous part of the epoch's (video, caption) pairs (`pipelines.shards.stream`: tars in
 shuffled order, pairs shuffled within windows of `data.shuffle_window` videos; parts differ by at most one).
 An epoch covers every pair once: it lasts as many steps as the largest part needs, so near the end a rank
 may contribute a smaller batch, or none; the loss gathers whatever the ranks have. The plan is computed once,
@@ -13,9 +13,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
-from pipelines.shards import SampleTable, shard_folders
-from pipelines.storage import Location
-from pipelines.stream import ShardStream, stream_batches
+from pipelines.shards.reader import SampleTable, shard_folders
+from pipelines.storage.location import Location
+from pipelines.shards.stream import ShardStream, stream_batches
 
 from .config import ConfigError, TrainJobConfig
 
@@ -86,7 +86,7 @@ def train_batches(cfg: TrainJobConfig, plan: TrainPlan, table: SampleTable, rank
                   skip: int = 0, pin_memory: bool = False) -> Iterator[dict]:
     """This rank's batches of `epoch` after the first `skip`: exactly `steps_per_epoch - skip` of them.
 
-    A batch is `pipelines.stream`'s dict (video uint8, mask, caption, id); an empty dict once this rank's part
+    A batch is `pipelines.shards.stream`'s dict (video uint8, mask, caption, id); an empty dict once this rank's part
     of the epoch is used up. The order is fixed by (seed, epoch), so skipping (after a restart) continues
     where the interrupted run was, without reading or decoding the skipped items.
     """

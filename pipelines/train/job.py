@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.cluster import connect
-from pipelines.model_store import register_adapter
+from pipelines.cluster.connect import connect
+from pipelines.model.registry import register_adapter
 from pipelines.tracking import activate_run, check_reachable, resolve_tracking_uri, start_or_resume_run
 from tempme.errors import UserError
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pipelines.evaluate import (SplitEmbeddings, embed_videos, save_merge_pictures, save_recall_plot, score,
+from pipelines.evaluate.retrieval import (SplitEmbeddings, embed_videos, save_merge_pictures, save_recall_plot, score,
                                  split_batches)
-from pipelines.progress import Progress
-from pipelines.frames import normalise
+from pipelines.cluster.progress import Progress
+from pipelines.shards.frames import normalise
 
 from . import data
 from .checkpoint import ADAPTER, TrainState, load_checkpoint, save_checkpoint

@@ -7,7 +7,7 @@ import resource
 import torch
 import torch.distributed as dist
 
-from pipelines import model_store
+from pipelines.model import registry
 from tempme.precision import gpu_has_native_bf16
 
 from .config import TrainJobConfig
@@ -33,10 +33,10 @@ def amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def training_model(cfg: TrainJobConfig, device: torch.device):
     """The preset with its pretrained weights, in train mode, the same on every worker.
 
-    Random parts (LoRA A, random-weight tiny backbones) come from a fixed seed (`model_store.build_model`);
+    Random parts (LoRA A, random-weight tiny backbones) come from a fixed seed (`registry.build_model`);
     rank 0's trainable values are broadcast as well, as DDP would, so workers can never start apart.
     """
-    model = model_store.build_model(cfg.model.preset, pretrained=cfg.model.pretrained, device=device)
+    model = registry.build_model(cfg.model.preset, pretrained=cfg.model.pretrained, device=device)
     torch.manual_seed(cfg.train.seed)
     model.train()
     if distributed():

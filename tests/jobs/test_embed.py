@@ -6,7 +6,7 @@ import pytest
 
 from jobs.cli import main
 from pipelines import tracking
-from pipelines.model_store import build_model, register_adapter
+from pipelines.model.registry import build_model, register_adapter
 
 NAME = "tiny-embed"
 

@@ -15,7 +15,7 @@ from pipelines import tracking
 from pipelines.embed import TextSearch, embed_corpus
 from pipelines.embed.options import EmbedOptions
 from pipelines.index import IndexStore
-from pipelines.model_store import register_adapter
+from pipelines.model.registry import register_adapter
 
 NAME = "tempme-synthetic"
 

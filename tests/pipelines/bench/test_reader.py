@@ -4,7 +4,7 @@ import json
 import pytest
 
 from jobs.cli import main
-from tests.pipelines.test_stream import upload
+from tests.pipelines.shards.test_stream import upload
 
 
 @pytest.mark.slow

@@ -2,8 +2,8 @@
 import os
 
 from pipelines.bench.train import replicate_shards
-from pipelines.shards import SampleTable
-from pipelines.stream import ShardStream, stream_batches
+from pipelines.shards.reader import SampleTable
+from pipelines.shards.stream import ShardStream, stream_batches
 
 
 def test_replicated_shards_hold_the_asked_number_of_distinct_videos(synthetic_shards, tmp_path):

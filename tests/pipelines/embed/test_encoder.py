@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from pipelines.embed.encoder import VideoEmbedder, read_frames
-from pipelines.embed.model import adapter_files
-from pipelines.model_store import model_from_adapter, resolve_model
-from pipelines.frames import frames_to_tensor
-from pipelines.shards import SampleReader
+from pipelines.model.adapter_bytes import adapter_files
+from pipelines.model.registry import model_from_adapter, resolve_model
+from pipelines.shards.frames import frames_to_tensor
+from pipelines.shards.reader import SampleReader
 from tests.pipelines.embed.test_plan import planned, rows_of
 
 

@@ -7,14 +7,14 @@ import torch
 
 import tempme
 from pipelines.embed.encoder import VideoEmbedder, read_frames
-from pipelines.embed.model import adapter_files
+from pipelines.model.adapter_bytes import adapter_files
 from pipelines.preprocess.sampling import DecodedVideo, StreamInfo
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.sample import DecodeSettings, encode_sample
 from pipelines.preprocess.sources import VideoInput
 from pipelines.preprocess.writer import write_shard
 from tests.pipelines.embed.test_encoder import rows_of
-from pipelines.storage import Location
+from pipelines.storage.location import Location
 
 pytestmark = pytest.mark.gpu
 

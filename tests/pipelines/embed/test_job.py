@@ -14,7 +14,7 @@ import pytest
 
 from jobs.cli import main
 from pipelines.embed import TextSearch, embed_corpus
-from pipelines.model_store import resolve_model
+from pipelines.model.registry import resolve_model
 from pipelines.index import IndexStore
 from pipelines.index.rows import model_rows
 
@@ -106,8 +106,8 @@ def test_new_model_version_reembeds_everything_while_readers_see_a_complete_inde
 
 def corrupt_one_frame(shards, dst) -> str:
     """Copy the shards and overwrite one JPEG of one sample in place; returns that video's id."""
-    from pipelines.shard_format import sample_table
-    from pipelines.storage import Location
+    from pipelines.shards.format import sample_table
+    from pipelines.storage.location import Location
 
     shutil.copytree(shards, dst)
     sample = sample_table(Location.of(str(dst))).to_table(filter="split = 'train'").to_pylist()[1]
@@ -202,8 +202,8 @@ def test_videos_that_preprocessing_recorded_as_removed_leave_the_index(
     import pyarrow as pa
 
     from pipelines.preprocess.plan import record_removed
-    from pipelines.shard_format import REMOVED_SCHEMA, read_removed
-    from pipelines.storage import Location
+    from pipelines.shards.format import REMOVED_SCHEMA, read_removed
+    from pipelines.storage.location import Location
 
     shards, out = tmp_path / "shards", tmp_path / "index"
     shutil.copytree(synthetic_shards, shards)
@@ -223,8 +223,8 @@ def test_removed_videos_of_every_folder_leave_the_index(trained_index, synthetic
     import pyarrow as pa
 
     from pipelines.preprocess.plan import record_removed
-    from pipelines.shard_format import REMOVED_SCHEMA, read_removed, sample_table
-    from pipelines.storage import Location
+    from pipelines.shards.format import REMOVED_SCHEMA, read_removed, sample_table
+    from pipelines.storage.location import Location
 
     first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "index"
     shutil.copytree(synthetic_shards, first)

@@ -7,8 +7,8 @@ from pipelines.embed import TextSearch, embed_corpus
 from pipelines.index import IndexStore
 from pipelines.preprocess import PreprocessOptions, run_preprocess
 from pipelines.preprocess.job import OptionsError
-from pipelines.shard_format import sample_table
-from pipelines.storage import Location
+from pipelines.shards.format import sample_table
+from pipelines.storage.location import Location
 from tests.fixtures.video_fixtures import lavfi_video
 
 WINDOWS = {"talks/a.mp4": [(0.0, 10.0), (8.0, 18.0), (16.0, 25.0)], "b.mp4": [(0.0, 10.0), (8.0, 12.0)]}

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.embed.plan import plan_embedding, read_part
-from pipelines.storage import Location
+from pipelines.storage.location import Location
 
 
 def planned(shards, folder, done=()):

@@ -11,10 +11,10 @@ import pytest
 
 from jobs.cli import main as tempme
 from pipelines.preprocess import OptionsError, PreprocessOptions, run_preprocess
-from pipelines.shard_format import sample_key, sample_table
-from pipelines.shards import SampleTable
-from pipelines.storage import Location
-from pipelines.stream import split_videos
+from pipelines.shards.format import sample_key, sample_table
+from pipelines.shards.reader import SampleTable
+from pipelines.storage.location import Location
+from pipelines.shards.stream import split_videos
 from tests.fixtures.video_fixtures import run_ffmpeg, lavfi_video
 
 GOOD_NAMES = ["plain", "with space", "quote's \"double\"", "semi;colon", "ünïcødé 视频", "-leading-dash"]
@@ -235,7 +235,7 @@ def test_finished_shards_are_committed_in_batches_the_first_at_once(tmp_path):
 
     from pipelines.preprocess.job import SampleCommits
     from pipelines.preprocess.writer import finished_shards
-    from pipelines.shard_format import SAMPLE_SCHEMA, folder_lease, write_sample_rows
+    from pipelines.shards.format import SAMPLE_SCHEMA, folder_lease, write_sample_rows
 
     out = Location.of(str(tmp_path))
 

@@ -30,7 +30,7 @@ def job(manifest, out, log):
 def finished(out):
     """The shards whose rows the job committed to the sample table."""
     from pipelines.preprocess.writer import finished_shards
-    from pipelines.storage import Location
+    from pipelines.storage.location import Location
 
     return sorted(finished_shards(Location.of(str(out)))) if (out / "_samples.lance" / "_versions").exists() else []
 

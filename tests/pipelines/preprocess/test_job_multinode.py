@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.shards import SampleTable
+from pipelines.shards.reader import SampleTable
 from tests.fixtures.video_fixtures import lavfi_video
 
 DRIVER = r"""
@@ -20,7 +20,7 @@ import json, os, sys, tracemalloc
 import psutil, ray
 from ray.cluster_utils import Cluster
 from pipelines.preprocess import PreprocessOptions, run_preprocess, sources
-from pipelines.storage import Location
+from pipelines.storage.location import Location
 
 def written():
     with open("/proc/self/io") as f:

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from pipelines.shard_format import sample_table
-from pipelines.storage import Location
+from pipelines.shards.format import sample_table
+from pipelines.storage.location import Location
 from tests.fixtures.node_loss import run_losing_a_node
 from tests.fixtures.video_fixtures import corpus_in_store
 

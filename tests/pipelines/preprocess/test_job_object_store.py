@@ -11,10 +11,10 @@ from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.sample import DecodeSettings, make_sample
 from pipelines.preprocess.sources import VideoInput
 from pipelines.preprocess.writer import finished_shards, write_shard
-from pipelines.shard_format import sample_table
-from pipelines.shards import read_summary
-from pipelines.stream import split_videos
-from pipelines.storage import Location
+from pipelines.shards.format import sample_table
+from pipelines.shards.reader import read_summary
+from pipelines.shards.stream import split_videos
+from pipelines.storage.location import Location
 from tests.fixtures.video_fixtures import encode_frames, lavfi_video
 
 

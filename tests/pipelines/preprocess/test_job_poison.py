@@ -9,7 +9,7 @@ import time
 import psutil
 
 from pipelines.preprocess import PreprocessOptions, run_preprocess
-from pipelines.shards import SampleTable
+from pipelines.shards.reader import SampleTable
 from tests.fixtures.video_fixtures import lavfi_video
 
 

@@ -5,8 +5,8 @@ import collections
 import pytest
 
 from pipelines.preprocess import PreprocessOptions, run_preprocess
-from pipelines.shard_format import sample_table
-from pipelines.storage import Location
+from pipelines.shards.format import sample_table
+from pipelines.storage.location import Location
 from tests.fixtures.video_fixtures import corpus_in_store
 
 pytestmark = pytest.mark.slow    # waits a 30 s outage out

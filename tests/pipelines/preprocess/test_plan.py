@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 from pipelines.preprocess import plan
 from pipelines.preprocess.inputs import collect_inputs
 from pipelines.preprocess.sources import read_manifest
-from pipelines.storage import Location
+from pipelines.storage.location import Location
 
 
 def manifest(path, ids, split="train"):

@@ -7,7 +7,7 @@ import pipelines.preprocess.decode as decode_module
 from pipelines.bench.decode import numbered_video, numbers
 from pipelines.preprocess.decode import decode_video, decode_windows
 from pipelines.preprocess.sampling import DecodeError, Segmenting, windows
-from pipelines.storage import Location
+from pipelines.storage.location import Location
 from tests.fixtures.video_fixtures import run_ffmpeg
 
 SAMPLING = dict(frames=12, resolution=112, timeout=120)

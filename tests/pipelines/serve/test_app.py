@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.embed import embed_corpus
 from pipelines.serve import APP_NAME, ServeOptions, start_service
-from pipelines.stream import split_videos
+from pipelines.shards.stream import split_videos
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"

@@ -39,7 +39,7 @@ def test_defaults_and_trimming():
 
 
 def test_a_caption_finds_its_video_with_versions_and_a_thumbnail(state, synthetic_shards):
-    from pipelines.stream import split_videos
+    from pipelines.shards.stream import split_videos
 
     video = next(split_videos(str(synthetic_shards), "test"))
     answer = state.search(video["captions"][0], "3")
@@ -89,7 +89,7 @@ def test_an_index_that_is_not_there_is_unavailable_until_it_appears(trained_inde
 
 def test_a_batch_of_queries_is_answered_as_each_would_be_alone_and_its_thumbnails_need_no_lookup(state,
                                                                                                 synthetic_shards):
-    from pipelines.stream import split_videos
+    from pipelines.shards.stream import split_videos
 
     captions = [v["captions"][0] for v in list(split_videos(str(synthetic_shards), "test"))[:3]]
     alone = [state.search(c, k) for c, k in zip(captions, (1, 4, 2))]

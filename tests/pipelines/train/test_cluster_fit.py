@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from jobs.cli import main
-from pipelines.cluster import spans_nodes
+from pipelines.cluster.connect import spans_nodes
 from pipelines.train.cluster_fit import check_fits_cluster, check_shards_fit_model
 from pipelines.train.config import ConfigError
 

@@ -9,7 +9,7 @@ import pytest
 from ray.train import TrainingFailedError
 
 from jobs.output import QUIET_ENV
-from pipelines.model_store import open_model
+from pipelines.model.registry import open_model
 from pipelines.train.data import plan_training
 from pipelines.train.job import run_training
 from pipelines.train.loop import FAULT_ENV
@@ -156,8 +156,8 @@ def _corrupt_copy(shards: Path, tmp_path: Path, videos: int) -> Path:
     """A copy of the shards whose first `videos` train samples have their first frame's JPEG zeroed."""
     import shutil
 
-    from pipelines.shard_format import sample_table
-    from pipelines.storage import Location
+    from pipelines.shards.format import sample_table
+    from pipelines.storage.location import Location
 
     copy = tmp_path / "shards"
     shutil.copytree(shards, copy)

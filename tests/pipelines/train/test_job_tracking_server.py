@@ -8,7 +8,7 @@ import urllib.request
 import mlflow
 import pytest
 
-from pipelines.model_store import open_model
+from pipelines.model.registry import open_model
 from pipelines.tracking import TrackingUnavailable, check_reachable, start_or_resume_run
 from pipelines.train.job import run_training
 
