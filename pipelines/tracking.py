@@ -12,6 +12,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+
 from tempme.errors import UserError
 
 DEFAULT_DB = "mlflow.db"

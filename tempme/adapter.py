@@ -16,8 +16,8 @@ from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import ModelConfig
-from .errors import NotFound, UserError
+from tempme.config import ModelConfig
+from tempme.errors import NotFound, UserError
 
 WEIGHTS_FILE = "adapter.safetensors"
 CONFIG_FILE = "tempme_config.json"

@@ -18,7 +18,8 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .errors import UserError
+
+from tempme.errors import UserError
 
 KERNELS = ("sdpa", "flex")
 
@@ -34,7 +35,7 @@ class FusedAttention(nn.Module):
         self.proj = nn.Linear(width, width)
 
     @classmethod
-    def from_multihead(cls, mha: nn.MultiheadAttention) -> "FusedAttention":
+    def from_multihead(cls, mha: nn.MultiheadAttention) -> FusedAttention:
         if not mha._qkv_same_embed_dim or mha.in_proj_bias is None or not mha.batch_first:
             raise ValueError("only batch-first self-attention with a packed, biased in-projection is supported")
         fused = cls(mha.embed_dim, mha.num_heads).to(mha.in_proj_weight.dtype)

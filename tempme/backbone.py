@@ -15,8 +15,8 @@ import open_clip
 import torch
 from torch import nn
 
-from .attention import fuse_attention
-from .errors import UserError
+from tempme.attention import fuse_attention
+from tempme.errors import UserError
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(_CONFIG_DIR)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .errors import UserError
+from tempme.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")   # inference precisions (tempme.precision says which runs where)
 
@@ -84,7 +84,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         data = dict(data)
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -97,7 +97,7 @@ class ModelConfig:
             schedule = MergeSchedule(**schedule)
         return cls(schedule=schedule, **data)
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import ModelConfig
-from .model import TempMeModel
+from tempme.config import ModelConfig
+from tempme.model import TempMeModel
 
 _aten = torch.ops.aten
 

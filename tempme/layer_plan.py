@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import MergeSchedule
+from tempme.config import MergeSchedule
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ import torch.nn.functional as F
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from .adapter import add_lora, read_adapter_config, read_adapter_tensors, save_adapter
-from .backbone import create_backbone
-from .config import ModelConfig, get_config
-from .precision import inference_dtype
-from .text import TextEncoder
-from .video import VideoEncoder, VideoEncoding, check_mask
-from .errors import UserError
+from tempme.adapter import add_lora, read_adapter_config, read_adapter_tensors, save_adapter
+from tempme.backbone import create_backbone
+from tempme.config import ModelConfig, get_config
+from tempme.errors import UserError
+from tempme.precision import inference_dtype
+from tempme.text import TextEncoder
+from tempme.video import VideoEncoder, VideoEncoding, check_mask
 
 # CLIP's image normalisation, which frames must be given in.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -78,7 +78,7 @@ class TempMeModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.video.visual.conv1.weight.dtype
 
-    def for_inference(self, precision: str = "auto", compile: bool = False) -> "TempMeModel":
+    def for_inference(self, precision: str = "auto", compile: bool = False) -> TempMeModel:
         """The fast inference form, in place: eval mode, LoRA folded, weights in the inference dtype (`auto`:
         bf16 where the hardware computes it natively), and with `compile` the video encoder compiled into
         one graph (worth it for long jobs: compiling takes seconds to minutes)."""
@@ -92,7 +92,7 @@ class TempMeModel(nn.Module):
     def lora_folded(self) -> bool:
         return any(layer.merged for layer in self._lora_layers())
 
-    def fold_lora(self, fold: bool = True) -> "TempMeModel":
+    def fold_lora(self, fold: bool = True) -> TempMeModel:
         """Fold each LoRA product into its frozen q,k,v weight (inference: one matrix product instead of
         three, same function), or take it back out (`fold=False`). Training always unfolds first."""
         for layer in self._lora_layers():
@@ -102,7 +102,7 @@ class TempMeModel(nn.Module):
                 layer.unmerge()
         return self
 
-    def train(self, mode: bool = True) -> "TempMeModel":
+    def train(self, mode: bool = True) -> TempMeModel:
         if mode:
             self.fold_lora(False)   # gradients must reach the LoRA matrices, not a folded copy
         return super().train(mode)

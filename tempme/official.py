@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from .adapter import save_adapter
-from .backbone import CheckpointError, read_state_dict
-from .config import ModelConfig
-from .model import TempMeModel
+from tempme.adapter import save_adapter
+from tempme.backbone import CheckpointError, read_state_dict
+from tempme.config import ModelConfig
+from tempme.model import TempMeModel
 
 _LORA = re.compile(r"^clip\.(visual\.)?transformer\.resblocks\.(\d+)\.attn\.TVPt_LoRA_([ab])$")
 _POS = re.compile(r"^clip\.visual\.transformer\.resblocks\.(\d+)\.TVPt_Video_Positional_embedding$")

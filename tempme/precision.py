@@ -9,8 +9,8 @@ import functools
 
 import torch
 
-from .config import PRECISIONS
-from .errors import UserError
+from tempme.config import PRECISIONS
+from tempme.errors import UserError
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MergeSchedule
-from .layer_plan import plan_layers
+from tempme.config import MergeSchedule
+from tempme.layer_plan import plan_layers
 
 
 class ReferenceVideoEncoder(nn.Module):

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MergeSchedule
-from .merge import bipartite_soft_matching
-from .layer_plan import plan_layers
+from tempme.config import MergeSchedule
+from tempme.layer_plan import plan_layers
+from tempme.merge import bipartite_soft_matching
 
 
 @dataclass

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .model import CLIP_MEAN, CLIP_STD, TempMeModel
+from tempme.model import CLIP_MEAN, CLIP_STD, TempMeModel
 
 
 def frames_to_model_input(frames: np.ndarray, image_size: int) -> torch.Tensor:

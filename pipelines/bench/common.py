@@ -8,9 +8,9 @@ import importlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-from typing import Callable, Iterator, Sequence
 
 
 def job(name: str) -> SimpleNamespace:

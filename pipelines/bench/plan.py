@@ -129,7 +129,7 @@ def build_corpus(folder: Path, videos: int) -> None:
     import pyarrow.parquet as pq
 
     from pipelines.preprocess.plan import LEDGER_SCHEMA
-    from pipelines.shards.format import CATALOG_DIR, OPTIONS, PLANS_DIR, SAMPLES, SAMPLE_SCHEMA
+    from pipelines.shards.format import CATALOG_DIR, OPTIONS, PLANS_DIR, SAMPLE_SCHEMA, SAMPLES
 
     shards = folder / "shards"
     (shards / CATALOG_DIR).mkdir(parents=True)
@@ -172,7 +172,7 @@ def _index_rows(batch, n: int):
     from pipelines.index.rows import video_schema
 
     emb = np.random.default_rng(n).standard_normal((batch.num_rows, DIM)).astype(np.float32)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return pa.record_batch([batch["id"], pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), DIM),
                             *(pa.array([MODEL[k]] * batch.num_rows) for k in ("name", "version", "uri")),
                             pa.array([now] * batch.num_rows, pa.timestamp("us", tz="UTC")), batch["id"],

@@ -93,7 +93,7 @@ class Load:
         self._pool = ThreadPoolExecutor(64)
         self._thread = threading.Thread(target=self._send, daemon=True)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         self._thread.start()
         return self
 

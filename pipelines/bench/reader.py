@@ -37,8 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def measure(args) -> dict:
     import torch
 
-    from pipelines.storage.location import is_local_uri
     from pipelines.demo.synthetic import make_synthetic_shards
+    from pipelines.storage.location import is_local_uri
 
     worker_counts = common.numbers(args.workers, "--workers")
     torch.set_num_threads(1)   # DataLoader workers use one thread each; so does the main process here

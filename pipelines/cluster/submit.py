@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
 from tempme.errors import UserError
 
 # Never uploaded with the working_dir: environments, VCS data, run outputs (Ray also honours .gitignore).

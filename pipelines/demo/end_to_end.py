@@ -129,12 +129,12 @@ def _search(engine, options: DemoOptions, captions: dict[str, str], say: Callabl
 
 def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
     """Run every stage in order under `options.workdir`, telling `say` what happens; returns what it made."""
+    from pipelines.demo.synthetic import make_synthetic_corpus
     from pipelines.embed.job import embed_corpus
     from pipelines.embed.search import TextSearch
     from pipelines.evaluate.retrieval import evaluate_model
     from pipelines.preprocess import PreprocessOptions, run_preprocess
     from pipelines.shards.format import FAILURES, SUMMARY
-    from pipelines.demo.synthetic import make_synthetic_corpus
     from pipelines.train.config import TINY_CONFIG, load_config
     from pipelines.train.job import run_training
 

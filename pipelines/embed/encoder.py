@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import posixpath
 
-
 import numpy as np
 
 from pipelines.model.adapter_bytes import load_from_files

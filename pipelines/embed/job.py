@@ -26,14 +26,14 @@ import pyarrow as pa
 
 from pipelines import tracking
 from pipelines.cluster.connect import check_stores_from_a_worker, connect, spans_nodes
+from pipelines.cluster.progress import Progress
 from pipelines.embed.encoder import VideoEmbedder, read_frames
-from pipelines.model.adapter_bytes import adapter_files
 from pipelines.embed.options import PART_ROWS
 from pipelines.embed.plan import PLAN_DIR, EmbedPlan, plan_embedding, read_part
 from pipelines.index import IndexStore, ModelRef, write_fragment
 from pipelines.index.table import RETENTION
+from pipelines.model.adapter_bytes import adapter_files
 from pipelines.model.registry import resolve_model
-from pipelines.cluster.progress import Progress
 from pipelines.shards.format import read_removed
 from pipelines.shards.reader import read_summary, shard_folders
 from pipelines.storage.location import Location

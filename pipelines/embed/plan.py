@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.shards.id_set import IdSet, fingerprints
 from pipelines.shards.format import read_removed, sample_names
+from pipelines.shards.id_set import IdSet, fingerprints
 from pipelines.shards.reader import samples_of, shard_folders
 from pipelines.storage.location import Location
 

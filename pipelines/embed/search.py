@@ -55,7 +55,7 @@ class TextSearch:
         ds = IndexStore(self.location).dataset()
         return IndexStore.pinned_version(ds) or ds.version
 
-    def reopened(self, version: int | None = None) -> "TextSearch":
+    def reopened(self, version: int | None = None) -> TextSearch:
         """This search at another version of the index (default the latest), as a new object: the model is
         shared when that version's live model is the same name and version, else the index's new one is
         loaded. The old object keeps answering from its own version, so a query never mixes two."""

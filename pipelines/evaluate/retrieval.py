@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-
-from tempme.errors import UserError
 
 from pipelines.cluster.connect import connect, spans_nodes
 from pipelines.evaluate.metrics import RetrievalRanks, embedding_ranks, rank_metrics, recall_curve
@@ -23,6 +21,7 @@ from pipelines.model.registry import ModelRef, open_model, resolve_model
 from pipelines.shards.frames import normalise
 from pipelines.shards.reader import SampleTable
 from pipelines.shards.stream import ShardStream, stream_batches
+from tempme.errors import UserError
 
 
 @dataclass
@@ -35,7 +34,7 @@ class SplitEmbeddings:
     texts: np.ndarray              # [texts, D] float32, L2-normalised
 
     @classmethod
-    def concat(cls, parts: list["SplitEmbeddings"]) -> "SplitEmbeddings":
+    def concat(cls, parts: list[SplitEmbeddings]) -> SplitEmbeddings:
         """One split from the workers' parts."""
         return cls(video_ids=[v for p in parts for v in p.video_ids],
                    videos=np.concatenate([p.videos for p in parts]),

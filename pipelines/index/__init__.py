@@ -22,8 +22,8 @@ import os
 os.environ.setdefault("LANCE_LOG", "error")   # Lance's warnings (dataset created, ...) are not the user's
 
 from pipelines.index.lease import IndexBusy, WriterLease  # noqa: E402
-from pipelines.index.search import Hit, VideoIndex, refresh_ann  # noqa: E402
 from pipelines.index.rows import IndexNotFound, LegacyIndex, ModelRef, VideoIndexError  # noqa: E402
+from pipelines.index.search import Hit, VideoIndex, refresh_ann  # noqa: E402
 from pipelines.index.table import IndexStore  # noqa: E402
 from pipelines.index.writer import IndexWriter, write_fragment  # noqa: E402
 

@@ -37,7 +37,7 @@ def model_rows(model: ModelRef) -> str:
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def video_schema(dim: int) -> pa.Schema:

@@ -49,7 +49,7 @@ class AnnSettings:
     trained_rows: int = 0    # how many there were
 
     @classmethod
-    def for_rows(cls, rows: int, kind: str) -> "AnnSettings":
+    def for_rows(cls, rows: int, kind: str) -> AnnSettings:
         """The measured defaults (`tempme bench search`, README): a graph per million rows, all of them visited
         (IVF_HNSW_SQ), or sqrt(rows) partitions of which a query probes a quarter (IVF_PQ: on clustered vectors
         a smaller share loses recall fast)."""
@@ -81,7 +81,7 @@ class AnnSettings:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def of(cls, ds) -> "AnnSettings | None":
+    def of(cls, ds) -> AnnSettings | None:
         config = ds.config()
         if config.get(SETTINGS_KEY):
             return cls(**json.loads(config[SETTINGS_KEY]))

@@ -10,8 +10,19 @@ import lance
 import pyarrow as pa
 
 from pipelines.index.lease import WriterLease
-from pipelines.index.rows import (FAILURES, LEASE, SERVING_TAG, VIDEOS, IndexNotFound, LegacyIndex, ModelRef,
-                                  VideoIndexError, live_model, model_rows, pending_model)
+from pipelines.index.rows import (
+    FAILURES,
+    LEASE,
+    SERVING_TAG,
+    VIDEOS,
+    IndexNotFound,
+    LegacyIndex,
+    ModelRef,
+    VideoIndexError,
+    live_model,
+    model_rows,
+    pending_model,
+)
 from pipelines.index.search import VideoIndex, refresh_ann, search_plan
 from pipelines.index.writer import IndexWriter
 from pipelines.storage.location import Location, lance_options

@@ -18,12 +18,24 @@ import pyarrow.compute as pc
 from lance import LanceOperation
 from lance.fragment import FragmentMetadata, write_fragments
 
-from pipelines.shards.id_set import IdSet, fingerprints
 from pipelines.index import search
 from pipelines.index.lease import WriterLease
-from pipelines.index.rows import (FAILURES, LIVE_KEY, PENDING_KEY, VIDEOS, ModelRef, live_model, model_rows,
-                                  pending_model, sql_text, upgrade, utc_now, video_schema)
+from pipelines.index.rows import (
+    FAILURES,
+    LIVE_KEY,
+    PENDING_KEY,
+    VIDEOS,
+    ModelRef,
+    live_model,
+    model_rows,
+    pending_model,
+    sql_text,
+    upgrade,
+    utc_now,
+    video_schema,
+)
 from pipelines.shards.format import sample_names
+from pipelines.shards.id_set import IdSet, fingerprints
 from pipelines.storage.location import lance_options
 
 

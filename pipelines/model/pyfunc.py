@@ -35,7 +35,7 @@ from pipelines.model.pyfunc_files import DEFAULT_CONFIG, INPUTS
 from tempme.errors import UserError
 
 
-def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> "TempMePyfunc":
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> TempMePyfunc:
     """MLflow's entry point: `data_path` is the downloaded model folder, an adapter directory."""
     return TempMePyfunc.load(data_path, model_config)
 
@@ -51,7 +51,7 @@ class TempMePyfunc:
         self.text_batch, self.video_batch = int(text_batch), int(video_batch)
 
     @classmethod
-    def load(cls, adapter_dir: str | Path, model_config: dict[str, Any] | None = None) -> "TempMePyfunc":
+    def load(cls, adapter_dir: str | Path, model_config: dict[str, Any] | None = None) -> TempMePyfunc:
         import torch
 
         from pipelines.model.registry import model_from_adapter

@@ -25,9 +25,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tempme.errors import NotFound, UserError
-
 from pipelines.model.pyfunc_files import PYFUNC_FILES, write_pyfunc_files
+from tempme.errors import NotFound, UserError
 
 MODEL_TYPE = "tempme-adapter"
 RANDOM_INIT_SEED = 0
@@ -215,8 +214,9 @@ def build_model(preset, pretrained: str | None = None, adapter: str | Path | Non
     A backbone without pretrained weights (the tiny presets) is then the same in every process: in each
     training worker and wherever the trained adapter is loaded later, so the adapter means the same thing.
     """
-    import tempme
     import torch
+
+    import tempme
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)

@@ -24,13 +24,26 @@ from lance import LanceOperation
 from lance.fragment import FragmentMetadata
 
 from pipelines.cluster.connect import check_stores_from_a_worker, connect
-from pipelines.shards.id_set import IdSet, fingerprints
-from pipelines.storage.lease import Lease, run_name
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.writer import ShardWriter
-from pipelines.shards.format import (RETIRED, RETIRED_SCHEMA, SAMPLE_FILTER, SAMPLES, VERSIONS_KEPT,
-                                    folder_lease, frame_member, next_generation, read_removed, read_retired,
-                                    sample_table, sql_text, upgrade_samples, write_small_table)
+from pipelines.shards.format import (
+    RETIRED,
+    RETIRED_SCHEMA,
+    SAMPLE_FILTER,
+    SAMPLES,
+    VERSIONS_KEPT,
+    folder_lease,
+    frame_member,
+    next_generation,
+    read_removed,
+    read_retired,
+    sample_table,
+    sql_text,
+    upgrade_samples,
+    write_small_table,
+)
+from pipelines.shards.id_set import IdSet, fingerprints
+from pipelines.storage.lease import Lease, run_name
 from pipelines.storage.location import Location, lance_options, retrying
 
 COMPACTED = "left the inputs; its bytes were compacted away"
@@ -164,7 +177,7 @@ def _swap(out: Location, renamed: dict[str, str], fragments: list[str]) -> None:
 
 
 def _retire(out: Location, shards: list[str]) -> None:
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     table = pa.concat_tables([read_retired(out), pa.table({"shard": shards, "retired_at": [now] * len(shards)},
                                                           schema=RETIRED_SCHEMA)])
     write_small_table(out.child(RETIRED), table)
@@ -175,7 +188,7 @@ def _delete_retired(out: Location, keep: dt.timedelta) -> list[str]:
     table = read_retired(out)
     if not table.num_rows:
         return []
-    cutoff = pa.scalar(dt.datetime.now(dt.timezone.utc) - keep, RETIRED_SCHEMA.field("retired_at").type)
+    cutoff = pa.scalar(dt.datetime.now(dt.UTC) - keep, RETIRED_SCHEMA.field("retired_at").type)
     old = pc.less_equal(table["retired_at"], cutoff)
     names = table.filter(old)["shard"].to_pylist()
     for name in names:

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.shards.id_set import FINGERPRINT, fingerprints
 from pipelines.preprocess.sources import INPUT_SCHEMA, Failure, Rows, VideoInput, validate
 from pipelines.preprocess.spool import ArraySpool, RowSpool
+from pipelines.shards.id_set import FINGERPRINT, fingerprints
 from pipelines.storage.location import spool_dir
 
 

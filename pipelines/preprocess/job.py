@@ -12,30 +12,47 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
-from pipelines.shards.id_set import IdSet
+from pipelines.cluster.progress import Progress
 from pipelines.preprocess.inputs import Inputs, collect_inputs
-from pipelines.preprocess.plan import (Ledger, NewShard, PlanError, ShardRef, forget_plans, plan_new,
-                                       record_removed, write_plans)
+from pipelines.preprocess.plan import (
+    Ledger,
+    NewShard,
+    PlanError,
+    ShardRef,
+    forget_plans,
+    plan_new,
+    record_removed,
+    write_plans,
+)
 from pipelines.preprocess.sample import DecodeSettings
 from pipelines.preprocess.sampling import Segmenting
 from pipelines.preprocess.sources import Failure, InputError, read_folder, read_manifest, read_msrvtt
 from pipelines.preprocess.summary import latest_failures, summarize, write_report
 from pipelines.preprocess.upgrade import upgrade_folder
 from pipelines.preprocess.writer import finished_shards, remove_unfinished
+from pipelines.shards.format import (
+    CATALOG_DIR,
+    KNOWN_SPLITS,
+    OPTIONS,
+    TRANSIENT_STAGES,
+    commit_samples,
+    compact_samples,
+    folder_lease,
+    read_removed,
+    sample_table,
+    sql_text,
+    upgrade_samples,
+)
+from pipelines.shards.id_set import IdSet
 from pipelines.storage.lease import Lease, run_name
-from pipelines.shards.format import (CATALOG_DIR, KNOWN_SPLITS, OPTIONS, TRANSIENT_STAGES, commit_samples,
-                                    compact_samples, folder_lease, read_removed, sample_table, sql_text,
-                                    upgrade_samples)
-from pipelines.cluster.progress import Progress
 from pipelines.storage.location import Location, StoreError, sweep_spool
 from tempme.errors import UserError
-
 
 COMMIT_SHARDS = 64       # finished shards whose rows are committed together ...
 COMMIT_SECONDS = 30.0    # ... or what finished in this long, whichever comes first

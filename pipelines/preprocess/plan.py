@@ -25,12 +25,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.shards.id_set import FINGERPRINT, IdSet, fingerprints
 from pipelines.preprocess.inputs import Inputs
 from pipelines.preprocess.sources import INPUT_SCHEMA, VideoInput
 from pipelines.preprocess.spool import ArraySpool, RowSpool
-from pipelines.shards.format import (PLANS_DIR, REMOVED, REMOVED_SCHEMA, plan_name, shard_name, shard_number,
-                                    write_small_table)
+from pipelines.shards.format import (
+    PLANS_DIR,
+    REMOVED,
+    REMOVED_SCHEMA,
+    plan_name,
+    shard_name,
+    shard_number,
+    write_small_table,
+)
+from pipelines.shards.id_set import FINGERPRINT, IdSet, fingerprints
 from pipelines.storage.location import Location, retrying, spool_dir
 from tempme.errors import UserError
 
@@ -87,7 +94,7 @@ class Ledger:
         self.ids, self.where, self.shard_of, self.shards = ids, where, shard_of, shards
 
     @classmethod
-    def read(cls, out: Location) -> "Ledger":
+    def read(cls, out: Location) -> Ledger:
         """Stream the small columns of every plan file (empty for a new folder)."""
         index: dict[str, int] = {}
         shards: list[list] = []        # [split, name, plan, videos]

@@ -17,8 +17,8 @@ from pyarrow.fs import FileType
 
 from pipelines.preprocess.decode import decode_windows
 from pipelines.preprocess.sampling import DecodedVideo, DecodeError, Segmenting
-from pipelines.shards.format import CORPUS, META_MEMBER, frame_member, sample_key, window_key
 from pipelines.preprocess.sources import VideoInput
+from pipelines.shards.format import CORPUS, META_MEMBER, frame_member, sample_key, window_key
 from pipelines.storage.location import Location, retrying
 
 BLOCK = tarfile.BLOCKSIZE

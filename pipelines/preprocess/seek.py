@@ -25,8 +25,15 @@ import av
 import av.filter
 import numpy as np
 
-from pipelines.preprocess.sampling import (DecodedVideo, DecodeError, Segmenting, StreamInfo, sample_indices,
-                                           window_times, windows)
+from pipelines.preprocess.sampling import (
+    DecodedVideo,
+    DecodeError,
+    Segmenting,
+    StreamInfo,
+    sample_indices,
+    window_times,
+    windows,
+)
 
 SEEKABLE_FORMATS = ("mov", "mp4", "matroska", "webm")   # containers whose index seeking uses
 HEAD_PACKETS = 64          # packets read at the start to find the first frame's timestamp

@@ -21,8 +21,14 @@ from collections.abc import Iterator
 import numpy as np
 
 from pipelines.preprocess.media import ffmpeg_exe
-from pipelines.preprocess.sampling import (DecodedVideo, DecodeError, Segmenting, StreamInfo, sample_indices,
-                                           window_times)
+from pipelines.preprocess.sampling import (
+    DecodedVideo,
+    DecodeError,
+    Segmenting,
+    StreamInfo,
+    sample_indices,
+    window_times,
+)
 
 IMAGE_DEMUXERS = re.compile(r"^(image2|\w+_pipe)$")          # a still picture, not a video
 MAX_BUFFERED = 64   # frames kept besides the likely picks (see FrameKeeper): 9.6 MB at 224 x 224
@@ -91,7 +97,7 @@ def decode_sequential(path: str, *, frames: int, fps: float, resolution: int, ti
         yield _window(start, keeper, fps, info, info.duration or decoded_seconds, segmenting)
 
 
-def _window(start: int, keeper: "FrameKeeper", fps: float, info: StreamInfo, duration: float,
+def _window(start: int, keeper: FrameKeeper, fps: float, info: StreamInfo, duration: float,
             segmenting: Segmenting | None) -> DecodedVideo:
     picks, kept = keeper.pick()
     return DecodedVideo(
@@ -115,7 +121,7 @@ class _WindowKeepers:
         self.open: dict[int, FrameKeeper] = {}
         self.slot = 0
 
-    def offer(self, frame: np.ndarray) -> list[tuple[int, "FrameKeeper"]]:
+    def offer(self, frame: np.ndarray) -> list[tuple[int, FrameKeeper]]:
         """Give the next frame to the open windows; returns the windows it ended, (first slot, keeper)."""
         if self.slot == 0 or (self.step and self.slot % self.step == 0):
             left = self.expected - self.slot if self.expected is not None else None
@@ -129,7 +135,7 @@ class _WindowKeepers:
             del self.open[start]
         return ended
 
-    def finish(self) -> list[tuple[int, "FrameKeeper"]]:
+    def finish(self) -> list[tuple[int, FrameKeeper]]:
         """The windows still open at the end of the video, less those holding nothing an earlier one did not."""
         overlap = self.length - self.step if self.length else 0
         return [(start, k) for start, k in self.open.items() if start == 0 or k.available > overlap]

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import ray
 import ray.exceptions
 
-from pipelines.preprocess.sequential import MAX_BUFFERED, FrameKeeper
 from pipelines.preprocess.plan import ShardPlan, ShardRef
 from pipelines.preprocess.sample import DecodeSettings, make_sample
+from pipelines.preprocess.sequential import MAX_BUFFERED, FrameKeeper
 from pipelines.preprocess.writer import ShardWriter
 from pipelines.storage.location import Location, sweep_spool
 

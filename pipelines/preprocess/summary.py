@@ -15,11 +15,10 @@ from collections import defaultdict
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.shards.id_set import IdSet, fingerprints
 from pipelines.preprocess.plan import Ledger
 from pipelines.preprocess.sources import Failure
-from pipelines.shards.format import (FAILURE_COLUMNS, FAILURES, FORMAT, SAMPLE_FILTER, SUMMARY, sample_table,
-                                    shard_base)
+from pipelines.shards.format import FAILURE_COLUMNS, FAILURES, FORMAT, SAMPLE_FILTER, SUMMARY, sample_table, shard_base
+from pipelines.shards.id_set import IdSet, fingerprints
 from pipelines.storage.location import Location
 
 COUNTS = ("samples", "shards", "bytes", "frames", "captions", "failures", "removed")

@@ -19,8 +19,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.preprocess.plan import ShardPlan
-from pipelines.shards.format import (CATALOG_DIR, PLANS_DIR, SAMPLE_SCHEMA, commit_samples, frame_member,
-                                    sample_table, shard_base, write_sample_rows)
+from pipelines.shards.format import (
+    CATALOG_DIR,
+    PLANS_DIR,
+    SAMPLE_SCHEMA,
+    commit_samples,
+    frame_member,
+    sample_table,
+    shard_base,
+    write_sample_rows,
+)
 from pipelines.storage.location import TEMP_MARK, Location, spool_dir
 
 END_OF_ARCHIVE = b"\0" * (2 * tarfile.BLOCKSIZE)

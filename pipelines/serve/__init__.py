@@ -6,7 +6,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from .state import MAX_K, MAX_QUERY_CHARS, BadQuery, SearchState, ServeOptions, Unavailable, parse_query
+from pipelines.serve.state import MAX_K, MAX_QUERY_CHARS, BadQuery, SearchState, ServeOptions, Unavailable, parse_query
 
 APP_NAME = "tempme-search"
 __all__ = ["APP_NAME", "MAX_K", "MAX_QUERY_CHARS", "BadQuery", "SearchState", "ServeOptions", "Unavailable",
@@ -22,10 +22,9 @@ def start_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0
     from ray import serve
 
     from pipelines.cluster.connect import connect
+    from pipelines.serve.app import build
     from pipelines.storage.location import Location
     from pipelines.tracking import resolve_tracking_uri
-
-    from .app import build
 
     # Replicas run in other processes and folders: give them absolute places.
     options = dataclasses.replace(options, index=Location.of(options.index).uri,

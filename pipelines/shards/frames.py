@@ -6,7 +6,7 @@ plans never loads torch; the processes that decode frames (training, evaluation,
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

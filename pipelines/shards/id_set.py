@@ -61,7 +61,7 @@ class IdSet:
         self.high, self.low = _sorted(prints, np.lexsort((prints["b"], prints["a"])))
 
     @classmethod
-    def ordering(cls, prints: np.ndarray) -> tuple["IdSet", np.ndarray]:
+    def ordering(cls, prints: np.ndarray) -> tuple[IdSet, np.ndarray]:
         """The set of these fingerprints, and the order that sorts them (set position -> position in
         `prints`), for keeping other columns beside the set."""
         order = np.lexsort((prints["b"], prints["a"]))

@@ -72,17 +72,25 @@ import io
 import json
 import logging
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.shards.format import (
+    META_MEMBER,
+    SAMPLE_FILTER,
+    SUMMARY,
+    frame_member,
+    legacy_catalogs,
+    read_removed,
+    sample_table,
+    split_filter,
+    sql_text,
+)
 from pipelines.shards.id_set import IdSet, fingerprints
-from pipelines.shards.format import (META_MEMBER, SAMPLE_FILTER, SUMMARY, frame_member, legacy_catalogs,
-                                    read_removed, sample_table, split_filter, sql_text)
 from pipelines.storage.location import Location
 from tempme.errors import NotFound, UserError
 
@@ -164,7 +172,7 @@ class SampleTable:
     skipped: tuple[str, ...] = ()   # bad shards left out (bad_shards="skip")
 
     @classmethod
-    def build(cls, shards: str, split: str, bad_shards: str = "error") -> "SampleTable":
+    def build(cls, shards: str, split: str, bad_shards: str = "error") -> SampleTable:
         """Read from the sample tables of `shards` in their scan order, where a shard's rows are one run (its
         worker appended them in one commit, in offset order), so no permutation of millions of rows is made."""
         if bad_shards not in BAD_SHARDS:

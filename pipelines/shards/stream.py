@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import heapq
 import os
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -137,7 +137,7 @@ class ShardStream(IterableDataset):
         with _Reader(self.table) as reader:
             yield from heapq.merge(*(self._lane(lane, reader) for lane in mine), key=lambda b: b["seq"])
 
-    def _lane(self, lane: int, reader: "_Reader") -> Iterator[dict]:
+    def _lane(self, lane: int, reader: _Reader) -> Iterator[dict]:
         first_batch, stop_batch = self._lanes()[lane]
         done = 0
         while first_batch + done < stop_batch and self.sequence_number(lane, done) < self.skip:
@@ -247,7 +247,7 @@ class _Reader:
         self.pool = ThreadPoolExecutor(READ_THREADS)
         self.files: dict[int, object] = {}
 
-    def __enter__(self) -> "_Reader":
+    def __enter__(self) -> _Reader:
         return self
 
     def __exit__(self, *exc) -> None:

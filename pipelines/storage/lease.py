@@ -149,7 +149,7 @@ class Lease:
         return self._table().to_table().to_pylist()[0]
 
     def _message(self, row: dict) -> str:
-        until = dt.datetime.fromtimestamp(row["expires_at_ms"] / 1000, dt.timezone.utc)
+        until = dt.datetime.fromtimestamp(row["expires_at_ms"] / 1000, dt.UTC)
         return (f"{self.place}: {self.what} {row['holder']} (on {row['host']}) is writing {self.target}; its "
                 f"lease runs until {until:%Y-%m-%d %H:%M:%S} UTC by its clock and is renewed while it runs. Wait "
                 f"for it to finish (a killed run's lease is taken over once it has been silent for "

@@ -18,12 +18,14 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
 
 import pyarrow as pa
 from pyarrow import fs as pafs
+
 from tempme.errors import UserError
 
 TEMP_MARK = ".partial-"  # temporary files are hidden (leading dot) and carry this mark
@@ -77,7 +79,7 @@ class Location:
     uri: str
 
     @classmethod
-    def of(cls, uri: str | os.PathLike) -> "Location":
+    def of(cls, uri: str | os.PathLike) -> Location:
         text = os.fspath(uri)
         if "://" not in text:
             path = os.path.abspath(os.path.expanduser(text))
@@ -93,7 +95,7 @@ class Location:
     def name(self) -> str:
         return posixpath.basename(self.path.rstrip("/"))
 
-    def child(self, *names: str) -> "Location":
+    def child(self, *names: str) -> Location:
         if self.is_local:
             path = os.path.join(self.path, *names)
             return Location(self.fs, path, path)
@@ -122,7 +124,7 @@ class Location:
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")
 
-    def list(self, pattern: str = "*") -> list["Location"]:
+    def list(self, pattern: str = "*") -> list[Location]:
         """Direct children whose name matches `pattern` (fnmatch), sorted by name; [] if no folder."""
         if not self.is_dir():
             return []
@@ -141,12 +143,12 @@ class Location:
     def delete(self) -> None:
         self.fs.delete_file(self.path)
 
-    def temp_sibling(self) -> "Location":
+    def temp_sibling(self) -> Location:
         """A hidden name beside this one: same folder, so the final rename stays inside one directory."""
         parent = self.parent()
         return parent.child(f".{self.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}")
 
-    def parent(self) -> "Location":
+    def parent(self) -> Location:
         if self.is_local:
             path = os.path.dirname(self.path)
             return Location(self.fs, path, path)
@@ -165,7 +167,7 @@ class Location:
         with self.fs.open_output_stream(self.path) as f:
             f.write(data)
 
-    def _publish(self, upload: Callable[["Location"], None], size: int) -> None:
+    def _publish(self, upload: Callable[[Location], None], size: int) -> None:
         """Object stores: upload under a hidden temporary name, check that all of it arrived, then copy it to
         the final name (a copy inside the store, which appears whole or not at all) and drop the temporary.
         An upload cut short (pyarrow completes a multipart upload even when closed by an exception, as when

@@ -14,8 +14,7 @@ from pipelines.cluster.connect import spans_nodes
 from pipelines.shards.format import CATALOG_DIR, OPTIONS
 from pipelines.shards.reader import shard_folders
 from pipelines.storage.location import Location, is_local_uri
-
-from .config import ConfigError, TrainJobConfig
+from pipelines.train.config import ConfigError, TrainJobConfig
 
 
 def check_fits_cluster(cfg: TrainJobConfig, tracking_uri: str, nodes: list[dict]) -> None:

@@ -16,8 +16,8 @@ import yaml
 
 from pipelines.evaluate.metrics import V2T_PROTOCOLS
 from pipelines.shards.reader import BAD_SHARDS
-from tempme.errors import UserError
 from tempme.config import PRECISIONS
+from tempme.errors import UserError
 
 # The shipped recipes (the paper's MS-R&VTT runs and a tiny CPU one); `--config NAME` finds one by name.
 CONFIGS = Path(__file__).resolve().parent / "configs"

@@ -10,14 +10,13 @@ splits' sample tables once (`Splits`) and keeps them for all its epochs and eval
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
 
 from pipelines.shards.reader import SampleTable, shard_folders
-from pipelines.storage.location import Location
 from pipelines.shards.stream import ShardStream, stream_batches
-
-from .config import ConfigError, TrainJobConfig
+from pipelines.storage.location import Location
+from pipelines.train.config import ConfigError, TrainJobConfig
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,12 @@ from pathlib import Path
 from pipelines.cluster.connect import connect
 from pipelines.model.registry import register_adapter
 from pipelines.tracking import activate_run, check_reachable, resolve_tracking_uri, start_or_resume_run
+from pipelines.train import data
+from pipelines.train.checkpoint import ADAPTER
+from pipelines.train.cluster_fit import check_fits_cluster, check_shards_fit_model
+from pipelines.train.config import ConfigError, TrainJobConfig, check_config
+from pipelines.train.loop import FAULT_ENV, SCORE, SUMMARY_PREFIXES, CorruptCount, best_checkpoint, train_worker
 from tempme.errors import UserError
-
-from . import data
-from .checkpoint import ADAPTER
-from .cluster_fit import check_fits_cluster, check_shards_fit_model
-from .config import ConfigError, TrainJobConfig, check_config
-from .loop import FAULT_ENV, SCORE, SUMMARY_PREFIXES, CorruptCount, best_checkpoint, train_worker
 
 log = logging.getLogger(__name__)
 

@@ -18,18 +18,23 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from pipelines.evaluate.retrieval import (SplitEmbeddings, embed_videos, save_merge_pictures, save_recall_plot, score,
-                                 split_batches)
 from pipelines.cluster.progress import Progress
+from pipelines.evaluate.retrieval import (
+    SplitEmbeddings,
+    embed_videos,
+    save_merge_pictures,
+    save_recall_plot,
+    score,
+    split_batches,
+)
 from pipelines.shards.frames import normalise
-
-from . import data
-from .checkpoint import ADAPTER, TrainState, load_checkpoint, save_checkpoint
-from .config import TrainJobConfig, config_from_dict
-from .loss import all_reduce_gradients, global_contrastive_loss
-from .optim import build_optimizer, build_lr_scheduler
-from .run_logger import RunLogger
-from .runtime import amp_dtype, distributed, peak_memory_mb, training_model
+from pipelines.train import data
+from pipelines.train.checkpoint import ADAPTER, TrainState, load_checkpoint, save_checkpoint
+from pipelines.train.config import TrainJobConfig, config_from_dict
+from pipelines.train.loss import all_reduce_gradients, global_contrastive_loss
+from pipelines.train.optim import build_lr_scheduler, build_optimizer
+from pipelines.train.run_logger import RunLogger
+from pipelines.train.runtime import amp_dtype, distributed, peak_memory_mb, training_model
 
 log = logging.getLogger(__name__)
 

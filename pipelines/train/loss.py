@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .runtime import distributed
+from pipelines.train.runtime import distributed
 
 
 def gather_with_local_grad(local: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from .config import OptimSection
+from pipelines.train.config import OptimSection
 
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimSection) -> torch.optim.AdamW:

@@ -17,7 +17,7 @@ class RunLogger:
         self._run_id, self._uri, self._interval = run_id, tracking_uri, system_metrics_interval_s
         self._run = None
 
-    def __enter__(self) -> "RunLogger":
+    def __enter__(self) -> RunLogger:
         if self.enabled:
             if self._interval is not None:
                 import mlflow

@@ -8,9 +8,8 @@ import torch
 import torch.distributed as dist
 
 from pipelines.model import registry
+from pipelines.train.config import TrainJobConfig
 from tempme.precision import gpu_has_native_bf16
-
-from .config import TrainJobConfig
 
 _AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

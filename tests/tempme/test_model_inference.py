@@ -7,7 +7,6 @@ from tempme.attention import set_attention_kernel
 from tempme.precision import cpu_has_native_bf16, inference_dtype
 
 
-
 @pytest.fixture(autouse=True)
 def _fresh_compiler():
     """Each test compiles its own models: no guards or recompile counts carried over from another test."""

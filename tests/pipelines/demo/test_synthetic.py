@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from pipelines.preprocess.decode import decode_video
 from pipelines.demo.synthetic import COLOURS, make_synthetic_corpus, plan_corpus
+from pipelines.preprocess.decode import decode_video
 
 RGB = {"red": (224, 48, 48), "green": (48, 192, 64), "blue": (48, 96, 224), "yellow": (224, 208, 48)}
 

@@ -49,7 +49,6 @@ def test_decoding_runs_in_tasks_of_its_own_not_inside_the_model_actors(ray_clust
     import ray
 
     from pipelines.embed.job import _pipeline
-
     from pipelines.index import IndexStore
 
     plan, _ = planned(synthetic_shards, tmp_path / "plan")

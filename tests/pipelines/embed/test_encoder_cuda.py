@@ -8,13 +8,13 @@ import torch
 import tempme
 from pipelines.embed.encoder import VideoEmbedder, read_frames
 from pipelines.model.adapter_bytes import adapter_files
-from pipelines.preprocess.sampling import DecodedVideo, StreamInfo
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.sample import DecodeSettings, encode_sample
+from pipelines.preprocess.sampling import DecodedVideo, StreamInfo
 from pipelines.preprocess.sources import VideoInput
 from pipelines.preprocess.writer import write_shard
-from tests.pipelines.embed.test_encoder import rows_of
 from pipelines.storage.location import Location
+from tests.pipelines.embed.test_encoder import rows_of
 
 pytestmark = pytest.mark.gpu
 

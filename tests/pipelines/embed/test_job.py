@@ -14,9 +14,9 @@ import pytest
 
 from jobs.cli import main
 from pipelines.embed import TextSearch, embed_corpus
-from pipelines.model.registry import resolve_model
 from pipelines.index import IndexStore
 from pipelines.index.rows import model_rows
+from pipelines.model.registry import resolve_model
 
 VIDEOS = 16          # the synthetic_shards fixture
 

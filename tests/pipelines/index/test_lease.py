@@ -6,8 +6,7 @@ import time
 import pytest
 
 from pipelines.index import IndexBusy, IndexStore
-
-from .indexes import EMB, IDS, V1, build, commit
+from tests.pipelines.index.indexes import EMB, IDS, V1, build, commit
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lease(tmp_path):

@@ -3,8 +3,7 @@ import numpy as np
 
 from pipelines.index import IndexStore, refresh_ann
 from pipelines.index import search as index_search
-
-from .indexes import EMB, IDS, V1, V2, build, commit, unit_vectors
+from tests.pipelines.index.indexes import EMB, IDS, V1, V2, build, commit, unit_vectors
 
 
 def test_search_is_exact_and_shows_caption_and_thumbnail(tmp_path):

@@ -7,8 +7,7 @@ import pytest
 from pipelines.index import IndexStore, refresh_ann
 from pipelines.index import search as index_search
 from pipelines.index.search import AnnSettings, IndexNotReady, VideoIndex, ann_index
-
-from .indexes import V1, commit, unit_vectors
+from tests.pipelines.index.indexes import V1, commit, unit_vectors
 
 N, DIM = 1600, 16
 

@@ -4,8 +4,7 @@ import datetime as dt
 import pytest
 
 from pipelines.index import IndexNotFound, IndexStore, LegacyIndex, VideoIndexError
-
-from .indexes import EMB, IDS, V1, build, commit
+from tests.pipelines.index.indexes import EMB, IDS, V1, build, commit
 
 
 def test_no_index_is_a_clear_error(tmp_path):

@@ -2,8 +2,7 @@
 import pyarrow as pa
 
 from pipelines.index import IndexStore, write_fragment
-
-from .indexes import EMB, IDS, V1, V2, V3, batch, build, commit, unit_vectors
+from tests.pipelines.index.indexes import EMB, IDS, V1, V2, V3, batch, build, commit, unit_vectors
 
 
 def test_rerun_with_the_same_model_finds_everything_done_and_commits_nothing(tmp_path):
@@ -87,7 +86,7 @@ def test_a_failure_table_of_a_row_per_failure_is_folded_once(tmp_path):
     import lance
 
     store = IndexStore(tmp_path)
-    day = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    day = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     old = pa.Table.from_pylist([{"video_id": IDS[1], "error": f"e{n}", "source": "t.tar", "run_id": f"r{n}",
                                  "model_version": "1", "failed_at": day + dt.timedelta(days=n)} for n in range(3)])
     lance.write_dataset(old, store.uri("failures.lance"))

@@ -19,9 +19,8 @@ import pytest
 import torch
 import yaml
 
-from pipelines.model.registry import (NOT_ADAPTER_FILES, build_model, open_model, register_adapter,
-                                   resolve_model)
 from pipelines.model.pyfunc_files import LOADER_MODULE, PYFUNC_FILES
+from pipelines.model.registry import NOT_ADAPTER_FILES, build_model, open_model, register_adapter, resolve_model
 from pipelines.shards.frames import normalise
 from pipelines.tracking import get_or_create_experiment, resolve_tracking_uri
 

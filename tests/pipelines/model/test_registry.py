@@ -5,8 +5,15 @@ import torch
 
 import tempme
 from jobs.cli import main
-from pipelines.model.registry import (NOT_ADAPTER_FILES, UnknownModel, build_model, open_model, promote,
-                                   register_adapter, resolve_model)
+from pipelines.model.registry import (
+    NOT_ADAPTER_FILES,
+    UnknownModel,
+    build_model,
+    open_model,
+    promote,
+    register_adapter,
+    resolve_model,
+)
 from pipelines.tracking import get_or_create_experiment, resolve_tracking_uri
 
 

@@ -9,8 +9,8 @@ import torch
 from pipelines.preprocess import run_preprocess
 from pipelines.preprocess.compact import compact_shards
 from pipelines.shards.reader import SampleTable, current_thumbnail
-from pipelines.storage.location import Location
 from pipelines.shards.stream import split_videos
+from pipelines.storage.location import Location
 from tests.pipelines.preprocess.test_job_growth import clips, options, row, write_manifest  # noqa: F401
 
 quiet = {"log": lambda line: None}

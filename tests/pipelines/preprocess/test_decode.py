@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from pipelines.preprocess.decode import decode_video
+from pipelines.preprocess.sample import DecodeSettings, make_sample
 from pipelines.preprocess.sampling import DecodeError, sample_indices
 from pipelines.preprocess.sequential import FrameKeeper, decode_sequential
-from pipelines.preprocess.sample import DecodeSettings, make_sample
 from tests.fixtures.video_fixtures import encode_frames, gray_level, gray_steps, lavfi_video, run_ffmpeg
 
 

@@ -13,9 +13,9 @@ from jobs.cli import main as tempme
 from pipelines.preprocess import OptionsError, PreprocessOptions, run_preprocess
 from pipelines.shards.format import sample_key, sample_table
 from pipelines.shards.reader import SampleTable
-from pipelines.storage.location import Location
 from pipelines.shards.stream import split_videos
-from tests.fixtures.video_fixtures import run_ffmpeg, lavfi_video
+from pipelines.storage.location import Location
+from tests.fixtures.video_fixtures import lavfi_video, run_ffmpeg
 
 GOOD_NAMES = ["plain", "with space", "quote's \"double\"", "semi;colon", "ünïcødé 视频", "-leading-dash"]
 

@@ -13,8 +13,8 @@ from pipelines.preprocess.upgrade import upgrade_folder
 from pipelines.shards.format import CATALOG_DIR, SAMPLES, sample_table
 from pipelines.shards.frames import normalise
 from pipelines.shards.reader import BadShards, LegacyShards, SampleReader, SampleTable, read_summary, sample_batches
-from pipelines.storage.location import Location
 from pipelines.shards.stream import split_videos
+from pipelines.storage.location import Location
 from tempme import CLIP_MEAN, CLIP_STD
 from tests.fixtures.video_fixtures import encode_frames, gray_level, gray_steps
 

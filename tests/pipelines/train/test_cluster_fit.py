@@ -8,8 +8,7 @@ from jobs.cli import main
 from pipelines.cluster.connect import spans_nodes
 from pipelines.train.cluster_fit import check_fits_cluster, check_shards_fit_model
 from pipelines.train.config import ConfigError
-
-from .conftest import TINY, tiny_config
+from tests.pipelines.train.conftest import TINY, tiny_config
 
 
 def node(cpus, alive=True, gpus=0):

@@ -4,8 +4,7 @@ import shutil
 import pytest
 
 from jobs.cli import main
-
-from .conftest import TINY
+from tests.pipelines.train.conftest import TINY
 
 
 @pytest.mark.parametrize("overrides, key", [

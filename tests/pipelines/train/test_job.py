@@ -13,8 +13,7 @@ from pipelines.model.registry import open_model
 from pipelines.train.data import plan_training
 from pipelines.train.job import run_training
 from pipelines.train.loop import FAULT_ENV
-
-from .conftest import TINY, tiny_config
+from tests.pipelines.train.conftest import TINY, tiny_config
 
 REPO = Path(__file__).resolve().parents[3]
 

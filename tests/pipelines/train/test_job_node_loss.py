@@ -7,10 +7,9 @@ import pytest
 
 from jobs.output import QUIET_ENV
 from tests.fixtures.node_loss import run_losing_a_node
-
-from .conftest import TINY, tiny_config
-from .test_job import REPO, _run, _steps
-from .test_job_tracking_server import mlflow_server  # noqa: F401  (a cluster of several nodes needs a server)
+from tests.pipelines.train.conftest import TINY, tiny_config
+from tests.pipelines.train.test_job import REPO, _run, _steps
+from tests.pipelines.train.test_job_tracking_server import mlflow_server  # noqa: F401  (a cluster of several nodes needs a server)
 
 pytestmark = pytest.mark.slow    # a Ray cluster of three nodes in a process of its own
 

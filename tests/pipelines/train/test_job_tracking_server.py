@@ -11,10 +11,8 @@ import pytest
 from pipelines.model.registry import open_model
 from pipelines.tracking import TrackingUnavailable, check_reachable, start_or_resume_run
 from pipelines.train.job import run_training
-
 from tests.fixtures.servers import stop
-
-from .conftest import tiny_config
+from tests.pipelines.train.conftest import tiny_config
 
 
 def _free_port() -> int:

@@ -7,7 +7,7 @@ import torch.distributed as dist
 
 from pipelines.train.config import TrainJobConfig
 from pipelines.train.loop import _train_step
-from pipelines.train.optim import build_optimizer, build_lr_scheduler
+from pipelines.train.optim import build_lr_scheduler, build_optimizer
 from pipelines.train.runtime import amp_dtype, training_model
 
 pytestmark = pytest.mark.gpu

@@ -10,7 +10,7 @@ import torch
 
 from pipelines.train.config import TINY_CONFIG, load_config
 from pipelines.train.loop import _train_step
-from pipelines.train.optim import build_optimizer, build_lr_scheduler
+from pipelines.train.optim import build_lr_scheduler, build_optimizer
 from pipelines.train.runtime import amp_dtype, training_model
 
 TINY = TINY_CONFIG
