@@ -11,6 +11,10 @@ import argparse
 import importlib
 import sys
 
+from jobs.output import configure_output
+from pipelines.bench import common
+from tempme.errors import UserError
+
 # subcommand -> (module under jobs/, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("preprocess", "decode a video corpus into WebDataset shards (Ray tasks)"),
@@ -58,7 +62,6 @@ def _module(name: str):
 
 def _benchmark(name: str):
     """`pipelines.bench.<name>` as a job: its own options and the shared ones, run by `pipelines.bench.common`."""
-    from pipelines.bench import common
 
     return common.job(name)
 
@@ -118,8 +121,6 @@ def run_module(module_name: str) -> int:
 def _run(run, args: argparse.Namespace, name: str) -> int:
     """Run a job; a mistake in its input (`UserError`) is one line on stderr and exit status 2, the way
     argparse reports a bad option, and anything else keeps its traceback."""
-    from jobs.output import configure_output
-    from tempme.errors import UserError
 
     configure_output(args.verbose)
     try:

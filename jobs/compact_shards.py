@@ -6,6 +6,8 @@ import datetime as dt
 import sys
 
 import jobs.cli
+from pipelines.storage.location import Location
+from tempme.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipelines.preprocess.compact import compact_shards
-    from pipelines.storage.location import Location
-    from tempme.errors import UserError
 
     if not 0 <= args.min_removed <= 1:
         raise UserError(f"--min-removed must be from 0 to 1, got {args.min_removed}")

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 import jobs.cli
+from pipelines.demo.end_to_end import DemoOptions, run_demo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.demo.end_to_end import DemoOptions, run_demo
 
     options = DemoOptions(workdir=args.workdir, videos=args.videos, epochs=args.epochs, workers=args.workers,
                           pretrained=args.pretrained, preset=args.preset)

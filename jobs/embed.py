@@ -7,6 +7,7 @@ import sys
 
 import jobs.cli
 from jobs.options import add_options, from_args
+from pipelines.embed import embed_corpus
 from pipelines.embed.options import EmbedOptions
 
 
@@ -22,7 +23,6 @@ def run(args) -> int:
 
 def embed(options: EmbedOptions) -> int:
     """Run the embedding job with `options`, printing its progress lines and then its summary."""
-    from pipelines.embed import embed_corpus
 
     report = embed_corpus(**dataclasses.asdict(options), log=lambda line: print(line, flush=True))
     print(report.summary())

@@ -6,10 +6,10 @@ import json
 import sys
 
 import jobs.cli
+from tempme.config import PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tempme.config import PRECISIONS
 
     parser.add_argument("--model", required=True,
                         help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/<path> or an adapter dir")

@@ -6,6 +6,7 @@ import json
 import sys
 
 import jobs.cli
+import tempme
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import tempme
     from tempme.flops import complexity_report, format_report
 
     for name in args.preset:

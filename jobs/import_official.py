@@ -5,6 +5,7 @@ import argparse
 import sys
 
 import jobs.cli
+import tempme
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import tempme
     from tempme.official import import_official
 
     config = tempme.get_config(args.preset)

@@ -21,9 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder or URI; re-running over it completes it")
     parser.add_argument("--frames", type=int, default=12, help="frames per video (default %(default)s)")
     parser.add_argument("--fps", type=float, default=1.0,
-                        help="rate frames are taken at before spreading --frames of them uniformly (default %(default)s)")
+                        help="rate frames are taken at before spreading --frames of them uniformly (default "
+                             "%(default)s)")
     parser.add_argument("--resolution", type=int, default=224,
-                        help="frame side: short side scaled (bicubic) and centre-cropped by ffmpeg (default %(default)s)")
+                        help="frame side: short side scaled (bicubic) and centre-cropped by ffmpeg (default "
+                             "%(default)s)")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality 1-100 (default %(default)s)")
     parser.add_argument("--samples-per-shard", type=int, default=256, help="videos per shard (default %(default)s)")
     parser.add_argument("--decoders", type=int, help="most shards decoded at once, one CPU each (default: no cap; "
@@ -46,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "  tempme preprocess --manifest corpus/manifest.csv --out s3://bucket/shards --decoders 16\n"
                      "  tempme preprocess --videos s3://bucket/library --out s3://bucket/library-shards\n"
                      "Re-running over the same --out after the corpus changed decodes only the new videos into new\n"
-                     "shards and records the videos that left (OUT/_removed.parquet); finished shards stay as they are.\n"
+                     "shards and records the videos that left (OUT/_removed.parquet); finished shards stay as they "
+                     "are.\n"
                      "Exit status: 0 all inputs made it into shards, 1 some failed (see OUT/_failures.csv), "
                      "2 bad options.")
 

@@ -5,6 +5,8 @@ import argparse
 import sys
 
 import jobs.cli
+from pipelines.model.registry import promote
+from pipelines.tracking import use_store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.model.registry import promote
-    from pipelines.tracking import use_store
 
     uri = use_store(args.tracking_uri)
     version = promote(args.model, args.alias)

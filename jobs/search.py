@@ -6,10 +6,11 @@ import json
 import sys
 
 import jobs.cli
+from tempme.config import PRECISIONS
+from tempme.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tempme.config import PRECISIONS
 
     parser.add_argument("query", nargs="+", help="text query (several queries: one search each)")
     parser.add_argument("--index", required=True, help="index directory or URI written by `tempme embed`")
@@ -29,7 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipelines.embed.search import TextSearch
-    from tempme.errors import UserError
 
     if args.k < 1:
         raise UserError(f"-k must be at least 1, got {args.k}")

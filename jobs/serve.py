@@ -5,10 +5,11 @@ import argparse
 import sys
 
 import jobs.cli
+from tempme.config import PRECISIONS
+from tempme.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tempme.config import PRECISIONS
 
     parser.add_argument("--index", required=True, help="index directory or URI written by `tempme embed`")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default %(default)s)")
@@ -29,7 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipelines.serve import ServeOptions, run_service
-    from tempme.errors import UserError
 
     if args.replicas < 1 or args.refresh_s <= 0 or not 0 < args.port < 65536:
         raise UserError("--replicas must be >= 1, --refresh-s > 0 and --port a port number")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import jobs.cli
+from pipelines.cluster import submit
 from tempme.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +76,6 @@ def _env_vars(pairs: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from pipelines.cluster import submit
 
     job, job_args = _split_command(args)
     env_vars = _env_vars(args.env)

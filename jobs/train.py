@@ -5,6 +5,7 @@ import argparse
 import sys
 
 import jobs.cli
+from pipelines.tracking import check_reachable, resolve_tracking_uri
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.tracking import check_reachable, resolve_tracking_uri
     from pipelines.train.config import check_config, load_config
     from pipelines.train.data import plan_training
     from pipelines.train.job import run_training

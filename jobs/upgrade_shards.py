@@ -5,6 +5,7 @@ import argparse
 import sys
 
 import jobs.cli
+from pipelines.storage.location import Location
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipelines.preprocess.upgrade import upgrade_folder
-    from pipelines.storage.location import Location
 
     for folder in args.folders:
         converted = upgrade_folder(Location.of(folder))

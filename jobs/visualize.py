@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 import jobs.cli
+import tempme
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,9 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
 
-    import tempme
     from pipelines.preprocess.decode import decode_video
     from tempme.visualize import render_groups, token_groups
 

@@ -8,6 +8,7 @@ worker an hour later. A job that restarts finds its run again by name (`start_or
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import urllib.error
 import urllib.request
@@ -68,7 +69,6 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
 def _create_sqlite_store(db: Path, uri: str) -> None:
     """Create the SQLite store's tables under a file lock: two jobs started at once on a fresh store would
     otherwise both run MLflow's schema creation, and the second dies half-way."""
-    import fcntl
 
     import mlflow
 

@@ -5,10 +5,10 @@ into `qkv` + `proj` Linears holds the same weights and computes the same functio
 log(size) of each key to the attention logits (proportional attention for merged tokens) and returns the
 keys averaged over heads, the metric for merges done after attention.
 
-Two kernels compute the size bias: `sdpa` passes it as an additive mask to `scaled_dot_product_attention`
-(on CUDA a kernel that takes one, such as the memory-efficient kernel; the fused kernel on CPU), `flex` (CUDA) adds it in a FlexAttention
-score modification, which compiles into one kernel with the attention (`set_attention_kernel` picks one; `tempme
-bench model --attention` measures both). Layers without a bias (no merge yet) always use SDPA, whose flash
+Two kernels compute the size bias: `sdpa` passes it as an additive mask to `scaled_dot_product_attention` (on CUDA a
+kernel that takes one, such as the memory-efficient kernel; the fused kernel on CPU), `flex` (CUDA) adds it in a
+FlexAttention score modification, which compiles into one kernel with the attention (`set_attention_kernel` picks one;
+`tempme bench model --attention` measures both). Layers without a bias (no merge yet) always use SDPA, whose flash
 kernel is the fastest where there is nothing to add.
 """
 from __future__ import annotations

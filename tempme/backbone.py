@@ -13,13 +13,14 @@ from pathlib import Path
 
 import open_clip
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from tempme.attention import fuse_attention
+from tempme.config import BACKBONE_CONFIGS
 from tempme.errors import UserError
 
-_CONFIG_DIR = Path(__file__).parent / "model_configs"
-open_clip.add_model_config(_CONFIG_DIR)
+open_clip.add_model_config(BACKBONE_CONFIGS)
 
 # Entries some checkpoints carry that are not parameters of the model.
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -35,7 +36,6 @@ def _read_file(path: Path) -> dict:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
         try:
             return load_file(str(path))
         except Exception as exc:
@@ -81,7 +81,10 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         if unexpected:
             problems.append(f"{len(unexpected)} unexpected keys ({show(unexpected)})")
         if wrong_shape:
-            problems.append(f"wrong shapes for {show([f'{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}' for k in wrong_shape])}")
+            problems.append(
+                f"wrong shapes for "
+                f"{show([f'{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}' for k in wrong_shape])}"
+            )
         raise CheckpointError(f"{path}: not a checkpoint of this backbone: " + "; ".join(problems))
     model.load_state_dict(state)
 
@@ -90,6 +93,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 def _random_on_purpose():
     """Drop open_clip's warning (on the root logger) that the model it builds has random weights: here they
     were asked for, or a file's weights are loaded next."""
+
     def keep(record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("No pretrained weights loaded")
 

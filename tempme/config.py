@@ -6,11 +6,14 @@ users write their own `ModelConfig` (or a YAML/dict of the same fields) for othe
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tempme.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")   # inference precisions (tempme.precision says which runs where)
+BACKBONE_CONFIGS = Path(__file__).parent / "model_configs"   # open_clip configs of the project's own backbones
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,30 @@ class ModelConfig:
                              f"{self.schedule.clip_groups}; use a multiple of {multiple}")
         if self.lora_rank < 1:
             raise UserError(f"model config {self.name!r}: lora_rank must be >= 1, got {self.lora_rank}")
+
+    def backbone_config(self) -> dict:
+        """The backbone's open_clip config (`embed_dim`, `vision_cfg`, `text_cfg`), read, not built: the
+        project's own file in model_configs/, else open_clip's table."""
+        own = BACKBONE_CONFIGS / f"{self.backbone}.json"
+        if own.is_file():
+            return json.loads(own.read_text())
+        import open_clip
+
+        found = open_clip.get_model_config(self.backbone)
+        if found is None:
+            raise UserError(f"model config {self.name!r}: backbone {self.backbone!r} is neither one of "
+                            f"open_clip's models nor a file in {BACKBONE_CONFIGS}")
+        return found
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square frames the video encoder takes."""
+        return int(self.backbone_config()["vision_cfg"]["image_size"])
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the embeddings the model makes."""
+        return int(self.backbone_config()["embed_dim"])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -23,8 +23,10 @@ from tempme.merge import bipartite_soft_matching
 class VideoEncoding:
     embedding: torch.Tensor                   # [B, D] L2-normalised video embeddings
     frame_embeddings: torch.Tensor            # [B, T, D] L2-normalised per-frame (CLS) embeddings
-    layer_shapes: list[tuple[int, int]] = field(default_factory=list)  # (sequences per video, tokens) entering each layer's attention
-    source: torch.Tensor | None = None        # [B, final tokens, T*N0]: input patches behind each final token (trace=True)
+    # (sequences per video, tokens) entering each layer's attention
+    layer_shapes: list[tuple[int, int]] = field(default_factory=list)
+    # [B, final tokens, T*N0]: input patches behind each final token (trace=True)
+    source: torch.Tensor | None = None
 
 
 def _regroup(t: torch.Tensor, videos: int, join: int, cls: int) -> torch.Tensor:

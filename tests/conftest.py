@@ -1,3 +1,5 @@
+import pytest
+
 """Shared fixtures live in tests/fixtures/, one module per area, registered here."""
 pytest_plugins = [
     "tests.fixtures.ray_fixtures",
@@ -15,7 +17,6 @@ SLOW_FIXTURES = {"ray_cluster", "ray_head", "s3_server", "mlflow_server"}
 
 def pytest_collection_modifyitems(config, items):
     """Fixture-implied `slow` markers; `gpu` tests run only where CUDA is present."""
-    import pytest
     import torch
 
     for item in items:

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.bench import common
+from pipelines.preprocess.decode import decode_video
 from pipelines.preprocess.media import ffmpeg_exe
 from pipelines.storage.location import Location
+from tempme.errors import UserError
 
 WORKDIR = "the generated videos"
 EXAMPLE = "tempme bench decode --json"
@@ -39,7 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args) -> dict:
-    from pipelines.preprocess.decode import decode_video
 
     say = common.progress(args)
     settings = dict(frames=args.frames, fps=args.fps, resolution=args.resolution, timeout=3600)
@@ -145,7 +146,6 @@ def numbers(frames: np.ndarray) -> list[int]:
 
 
 def _case(case: str) -> tuple[str, float, str]:
-    from tempme.errors import UserError
 
     try:
         size, seconds, keys = case.split(":")

@@ -24,7 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+import tempme
 from pipelines.bench import common
+from pipelines.model.registry import build_model
+from pipelines.tracking import get_or_create_experiment
+from tempme.errors import UserError
 
 WORKDIR = "the corpus, the model and the indexes"
 EXAMPLE = "tempme bench embed --videos 64 --preset tempme-tiny-12f --batch-size 8"
@@ -77,7 +81,8 @@ def render(result: dict) -> str:
         "each job actor has 1 CPU and 1 thread",
         common.table(["videos/s", *RATES.values()], rows),
         f"embeddings: every job index equals the plain loop's (largest difference {result['max_difference']:.1e})",
-        "reading a batch's samples: {per_sample_requests:.1f} requests a sample at a time ({per_sample_videos_per_s:.0f} "
+        "reading a batch's samples: {per_sample_requests:.1f} requests a sample at a time "
+        "({per_sample_videos_per_s:.0f} "
         "videos/s), {coalesced_requests:.1f} a run of neighbours at a time as the job reads "
         "({coalesced_videos_per_s:.0f} videos/s)".format(**result["reads"]),
         "end-to-end: the whole call, the Ray cluster being up already\n"
@@ -140,7 +145,6 @@ class _Arrivals:
 
 def make_random_adapter(preset: str, folder: str | Path) -> Path:
     """A random-weight adapter of `preset` (same weights every time): throughput does not depend on training."""
-    from pipelines.model.registry import build_model
 
     return build_model(preset).save_adapter(Path(folder) / preset)
 
@@ -149,7 +153,6 @@ def plain_loop(shards: str, adapter_dir: Path, batch_size: int) -> tuple[Measure
     """Embed every video of `shards` in this process with one torch thread: (measurement, id -> embedding)."""
     import torch
 
-    import tempme
     from pipelines.shards.frames import frames_to_tensor
     from pipelines.shards.reader import SampleReader, sample_batches
 
@@ -250,8 +253,6 @@ def run_benchmark(shards: str | Path, adapter_dir: str | Path, workdir: str | Pa
     the MLflow store go under `workdir`."""
     import ray
 
-    from pipelines.tracking import get_or_create_experiment
-    from tempme.errors import UserError
 
     if batch_size < 1 or not worker_counts or min(worker_counts) < 1:
         raise UserError(f"batch size and worker counts must be at least 1 (got {batch_size} and {worker_counts})")

@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
+import gc
+import logging
+import multiprocessing
+import os
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import tempme
 from pipelines.bench import common
+from tempme.errors import UserError
 
 WORKDIR = None
 EXAMPLE = ("tempme bench model --presets lora,tome,tempme --backbone ViT-B-16 --frames 12 --modes eager,compiled "
@@ -31,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--presets", default="lora,tome,tempme", help="methods to compare, comma-separated")
     parser.add_argument("--backbone", default="ViT-B-16", choices=sorted(BACKBONE_KEYS))
     parser.add_argument("--frames", type=int, default=12, choices=[12, 64])
-    parser.add_argument("--batch", type=int, default=None, help="videos per forward pass (default: 64 on a GPU, 4 on CPU)")
+    parser.add_argument("--batch", type=int, default=None, help="videos per forward pass (default: 64 on a GPU, 4 on "
+                                                                "CPU)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (the median is reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds before timing")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
@@ -52,13 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args) -> dict:
-    import logging
 
     import torch
 
-    import tempme
     from tempme.attention import KERNELS, set_attention_kernel
-    from tempme.errors import UserError
     from tempme.flops import complexity_report
 
     logging.getLogger().setLevel(logging.ERROR)
@@ -178,7 +184,6 @@ def _reference_encoders(args, key, device, dtype) -> dict:
     import open_clip
     import torch
 
-    import tempme
     import tempme.backbone  # noqa: F401  (registers the project's backbone configs with open_clip)
     from tempme.reference import ReferenceVideoEncoder
 
@@ -196,7 +201,6 @@ def _reference_encoders(args, key, device, dtype) -> dict:
 def _cpu_memory_per_video(preset: str, precision: str, batch: int) -> float:
     """MB of resident memory one forward pass adds per video, in a fresh child process per preset (so that
     no other model's pages count)."""
-    import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(_child_memory, (preset, precision, batch))
@@ -205,14 +209,9 @@ def _cpu_memory_per_video(preset: str, precision: str, batch: int) -> float:
 def _child_memory(preset: str, precision: str, batch: int) -> float:
     """Peak RSS during one forward pass above the RSS just before it, sampled every millisecond; freed heap
     is handed back to the system first so that loading the model does not hide the pass's own peak."""
-    import ctypes
-    import gc
-    import os
-    import threading
 
     import torch
 
-    import tempme
 
     def rss() -> int:
         with open("/proc/self/statm") as f:

@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 from pipelines.bench import common
+from pipelines.demo.synthetic import COLOURS, DIRECTIONS, SHAPES, SyntheticVideo, render_video
+from pipelines.embed import TextSearch, embed_corpus
+from pipelines.preprocess import PreprocessOptions, run_preprocess
 from pipelines.preprocess.media import ffmpeg_exe
 
 WORKDIR = "the demo model, the long videos, the shards and the indexes"
@@ -28,7 +31,8 @@ SIDE, FPS = 128, 8          # the demo's clips
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=3, help="long videos (default %(default)s)")
     parser.add_argument("--pieces", type=int, default=10, help="pieces per long video; videos x pieces of the 32 "
-                        "(colour, shape, direction) at most, so that each caption names one piece (default %(default)s)")
+                        "(colour, shape, direction) at most, so that each caption names one piece (default "
+                        "%(default)s)")
     parser.add_argument("--piece-seconds", type=float, default=20.0, help="length of a piece (default %(default)s)")
     parser.add_argument("--segments", default="10,30,60", help="window lengths in seconds to compare with whole "
                         "videos (default %(default)s)")
@@ -38,7 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args) -> dict:
-    from pipelines.demo.synthetic import COLOURS, DIRECTIONS, SHAPES
 
     combos = list(itertools.product(COLOURS, SHAPES, DIRECTIONS))
     if args.videos * args.pieces > len(combos):
@@ -74,7 +77,6 @@ def render(result: dict) -> str:
 def make_library(folder: Path, videos: int, pieces: int, seconds: float, seed: int) -> list[dict]:
     """Long videos `long-N.mp4` in `folder`, each `pieces` pieces of `seconds` (a shape of the demo each); returns
     one record per piece: video id, start, end, caption."""
-    from pipelines.demo.synthetic import COLOURS, DIRECTIONS, SHAPES, SyntheticVideo, render_video
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -100,8 +102,6 @@ def make_library(folder: Path, videos: int, pieces: int, seconds: float, seed: i
 def measure_cut(work: Path, pieces: list[dict], model: str, tracking: str, hours: float, seconds: float | None,
                 say) -> dict:
     """Preprocess and embed the library cut into windows of `seconds` (None: whole), then search each piece."""
-    from pipelines.embed import TextSearch, embed_corpus
-    from pipelines.preprocess import PreprocessOptions, run_preprocess
 
     cut = "whole videos" if seconds is None else f"{seconds:g} s windows"
     name = "whole" if seconds is None else f"{seconds:g}s"

@@ -19,6 +19,7 @@ case found to do (videos to decode or embed).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import subprocess
@@ -26,7 +27,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from pipelines.bench import common
+from pipelines.model.registry import ModelRef
 
 WORKDIR = "the synthetic corpora (about 150 bytes per video on disk, plus the index)"
 EXAMPLE = "tempme bench plan --videos 1000000,10000000 --json"
@@ -91,17 +98,12 @@ def _split_of(n: int):
 
 
 def _ids(first: int, count: int):
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     numbers = pa.array(range(first, first + count), pa.int64())
     return pc.utf8_lpad(pc.cast(numbers, pa.string()), 10, "0")
 
 
 def _sample_batches(videos: int):
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     from pipelines.shards.format import SAMPLE_SCHEMA
 
@@ -124,9 +126,6 @@ def _sample_batches(videos: int):
 def build_corpus(folder: Path, videos: int) -> None:
     """The shard folder (sample table, ledger, options, sparse tars), the grown manifest and the 99% index."""
     import lance
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from pipelines.preprocess.plan import LEDGER_SCHEMA
     from pipelines.shards.format import CATALOG_DIR, OPTIONS, PLANS_DIR, SAMPLE_SCHEMA, SAMPLES
@@ -164,10 +163,7 @@ def build_corpus(folder: Path, videos: int) -> None:
 
 
 def _index_rows(batch, n: int):
-    import datetime as dt
 
-    import numpy as np
-    import pyarrow as pa
 
     from pipelines.index.rows import video_schema
 
@@ -183,10 +179,8 @@ def _index_rows(batch, n: int):
 def _write_index(folder: Path, batches, keep: float) -> None:
     """The index of the first `keep` of every batch's videos for the bench model version."""
     import lance
-    import pyarrow as pa
 
     from pipelines.index.rows import LIVE_KEY, PENDING_KEY, VIDEOS, video_schema
-    from pipelines.model.registry import ModelRef
 
     rows = (_index_rows(b.slice(0, int(b.num_rows * keep)), i) for i, b in enumerate(batches))
     ds = lance.write_dataset(pa.RecordBatchReader.from_batches(video_schema(DIM), rows),
@@ -197,7 +191,6 @@ def _write_index(folder: Path, batches, keep: float) -> None:
 def complete_index(folder: Path, videos: int) -> None:
     """Add the 1% the index lacked: now it holds every video of the shards."""
     import lance
-    import pyarrow as pa
 
     from pipelines.index.rows import VIDEOS, video_schema
 
@@ -237,7 +230,6 @@ def _read_bytes() -> int:
 def _case(case: str, folder: Path) -> None:
     from pipelines.embed.job import plan_run
     from pipelines.index import IndexStore
-    from pipelines.model.registry import ModelRef
     from pipelines.preprocess.job import PreprocessOptions, plan_work
     from pipelines.shards.reader import SampleTable
 

@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import ffmpeg
+
 from pipelines.bench import common
 
 WORKDIR = "the corpus and the shards"
@@ -34,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=12, help="frames per video (default %(default)s)")
     parser.add_argument("--resolution", type=int, default=224, help="frame side (default %(default)s)")
     parser.add_argument("--shards-per-decoder", type=int, default=3,
-                        help="shards per decoder at the most decoders (a real corpus has thousands; default %(default)s)")
+                        help="shards per decoder at the most decoders (a real corpus has thousands; default "
+                             "%(default)s)")
     parser.add_argument("--growth", default="200,20", help="BASE,ADDED: a corpus of BASE short videos grown by "
                         "ADDED, re-run against ADDED alone; empty to skip (default %(default)s)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each measurement; the best counts")
@@ -101,7 +104,6 @@ def render(result: dict) -> str:
 
 def make_bench_corpus(folder: Path, n_videos: int, lengths: list[float], size: tuple[int, int], fps: int) -> Path:
     """H.264 MP4s of the given lengths (cycled) from ffmpeg's testsrc2, and their manifest."""
-    import ffmpeg
 
     from pipelines.preprocess.media import ffmpeg_exe
 
@@ -121,7 +123,6 @@ def make_bench_corpus(folder: Path, n_videos: int, lengths: list[float], size: t
 
 def plain_ffmpeg_rate(videos: list[Path], processes: int, fps: float, resolution: int) -> float:
     """Videos/s of plain ffmpeg processes extracting the frames to JPEG files, `processes` at once."""
-    import ffmpeg
 
     from pipelines.preprocess.media import ffmpeg_exe
 

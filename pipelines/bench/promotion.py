@@ -23,6 +23,7 @@ import numpy as np
 from pipelines.bench import common
 from pipelines.bench.search import build, corpus
 from pipelines.bench.serve import QUERIES, bench_model, over_http
+from pipelines.model.registry import resolve_model
 
 WORKDIR = "the models and the index"
 EXAMPLE = "tempme bench promotion --videos 1000000 --rate 20 --json"
@@ -30,9 +31,11 @@ EXAMPLE = "tempme bench promotion --videos 1000000 --rate 20 --json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=1_000_000, help="videos in the index (default %(default)s)")
-    parser.add_argument("--model", default="tempme-tiny-12f", help="model config of both versions (default %(default)s)")
+    parser.add_argument("--model", default="tempme-tiny-12f", help="model config of both versions (default "
+                                                                   "%(default)s)")
     parser.add_argument("--rate", type=float, default=20.0, help="queries per second (default %(default)s)")
-    parser.add_argument("--before-s", type=float, default=30.0, help="seconds of load before the change (default %(default)s)")
+    parser.add_argument("--before-s", type=float, default=30.0, help="seconds of load before the change (default "
+                                                                     "%(default)s)")
     parser.add_argument("--timeout-s", type=float, default=3600.0, help="the change's time limit (default %(default)s)")
     parser.add_argument("--port", type=int, default=8124, help="port on 127.0.0.1 (default %(default)s)")
 
@@ -149,7 +152,6 @@ def _wait_for_model(address: str, version: str, change, timeout_s: float) -> flo
 def _promote(location: str, model_dir: str, videos: int, dim: int) -> None:
     """In a process of its own at the lowest priority: the new version embedded, published and indexed."""
     from pipelines.index import IndexStore
-    from pipelines.model.registry import resolve_model
 
     os.nice(19)
     rng = np.random.default_rng(1)

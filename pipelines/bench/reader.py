@@ -6,7 +6,10 @@ import argparse
 import time
 from dataclasses import asdict, dataclass
 
+from pyarrow import fs as pafs
+
 from pipelines.bench import common
+from pipelines.storage.location import Location, is_local_uri
 
 WORKDIR = "the generated corpus and the local copy of the shards"
 EXAMPLE = "tempme bench reader --shards s3://bucket/shards --json"
@@ -38,7 +41,6 @@ def measure(args) -> dict:
     import torch
 
     from pipelines.demo.synthetic import make_synthetic_shards
-    from pipelines.storage.location import is_local_uri
 
     worker_counts = common.numbers(args.workers, "--workers")
     torch.set_num_threads(1)   # DataLoader workers use one thread each; so does the main process here
@@ -87,10 +89,8 @@ def videos_per_second(table, workers: int, batch_size: int, epochs: int, augment
 
 def local_copy(shards: str, into: str) -> str:
     """The shard folder copied to the local folder `into` (indexes, summary and removals with it)."""
-    from pyarrow import fs as pafs
 
     from pipelines.shards.reader import shard_folders
-    from pipelines.storage.location import Location
 
     source = Location.of(shard_folders(shards)[0])
     pafs.copy_files(source.path, into, source_filesystem=source.fs, destination_filesystem=pafs.LocalFileSystem())

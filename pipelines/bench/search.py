@@ -14,6 +14,8 @@ import argparse
 import contextlib
 import shutil
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -127,7 +129,6 @@ def _latencies(index, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.
 
 def sweep(settings) -> list:
     """The query settings tried on one built index: probes and refinement (IVF_PQ) or probes and ef (HNSW)."""
-    from dataclasses import replace
 
     if settings.kind == "IVF_PQ":
         probes = sorted({max(4, settings.partitions * share // 100) for share in (3, 10, 25)})
@@ -137,7 +138,6 @@ def sweep(settings) -> list:
 
 
 def _index_bytes(location: str) -> int:
-    from pathlib import Path
 
     return sum(f.stat().st_size for f in Path(location, "videos.lance", "_indices").rglob("*") if f.is_file())
 

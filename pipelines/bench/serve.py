@@ -20,6 +20,7 @@ import numpy as np
 
 from pipelines.bench import common
 from pipelines.bench.search import build, corpus
+from pipelines.model.registry import build_model, resolve_model
 
 WORKDIR = "the model and the indexes"
 EXAMPLE = "tempme bench serve --sizes 100000 --replicas 1,2 --seconds 10 --json"
@@ -29,12 +30,14 @@ QUERIES = ("a red square moving left", "a man is cooking", "two dogs play in the
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", default="100000,1000000", help="videos in the synthetic indexes (default %(default)s)")
+    parser.add_argument("--sizes", default="100000,1000000", help="videos in the synthetic indexes (default "
+                                                                  "%(default)s)")
     parser.add_argument("--replicas", default="1,2", help="replica counts (default %(default)s)")
     parser.add_argument("--model", default="tempme-tiny-12f",
                         help="model config whose text encoder (random weights) encodes the queries, e.g. "
                              "tempme-b32-12f for a real-size one (default %(default)s)")
-    parser.add_argument("--seconds", type=float, default=15.0, help="load per measurement, at most (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="load per measurement, at most (default "
+                                                                    "%(default)s)")
     parser.add_argument("--max-requests", type=int, default=5000, help="requests per measurement, at most")
     parser.add_argument("--clients", default="8", help="concurrent clients, comma-separated (default %(default)s)")
     parser.add_argument("--port", type=int, default=8123, help="port on 127.0.0.1 (default %(default)s)")
@@ -113,7 +116,6 @@ def bench_model(root: Path, config: str, seed: int = 0):
     logged as an adapter: (its ModelRef, its embedding width)."""
     import torch
 
-    from pipelines.model.registry import build_model, resolve_model
 
     model = build_model(config)
     noise = torch.Generator().manual_seed(seed)

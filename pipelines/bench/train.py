@@ -4,12 +4,18 @@ workers, MLflow run) in the scratch folder, read back from what the job logged."
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
+import tracemalloc
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipelines.bench import common
+from pipelines.storage.location import Location
 
 WORKDIR = "the synthetic corpus and the runs"
 EXAMPLE = "tempme bench train --workers 1,2 --steps 12 --learn"
@@ -159,11 +165,8 @@ def replicate_shards(shards: Path, out: Path, videos: int) -> Path:
     links under new names, their ids made unique in the sample table, other splits as they are. What grows with
     the corpus can be measured without decoding thousands of videos first."""
     import lance
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     from pipelines.shards.format import SAMPLES, SUMMARY, sample_table, shard_name
-    from pipelines.storage.location import Location
 
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(shards / SUMMARY, out / SUMMARY)
@@ -205,10 +208,7 @@ def measure_memory(shards: Path, workdir: Path, video_counts: list[int], steps: 
 
 def reader_held_mb(shards: Path) -> float:
     """MiB the training split's sample table and one epoch's order keep allocated (Python and Arrow)."""
-    import gc
-    import tracemalloc
 
-    import pyarrow as pa
 
     from pipelines.shards.reader import SampleTable
     from pipelines.shards.stream import ShardStream

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from pipelines.storage.location import Location, StoreError
+
 # Object-store settings a worker needs to reach the driver's store; never credentials.
 STORE_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 WORKER_CHECK_TIMEOUT_S = 600.0    # an autoscaler may have to start the first worker node
@@ -32,7 +34,6 @@ def check_stores_from_a_worker(places: list[tuple[str, str]]) -> None:
     """Raise StoreError if a worker (a task needing one CPU) cannot use one of `places` ((what, URI) pairs)."""
     import ray
 
-    from pipelines.storage.location import StoreError
 
     remote = [(what, uri) for what, uri in places if "://" in uri and not uri.startswith("file://")]
     if not remote:
@@ -53,7 +54,6 @@ def check_stores_from_a_worker(places: list[tuple[str, str]]) -> None:
 def _check_here(places: list[tuple[str, str]]) -> tuple[str, str]:
     import ray
 
-    from pipelines.storage.location import Location, StoreError
 
     node = ray.get_runtime_context().get_node_id()
     try:

@@ -13,6 +13,8 @@ with the real ViT-B/32 preset; otherwise the tiny random-weight preset, and the 
 """
 from __future__ import annotations
 
+import csv
+import json
 import os
 import socket
 import time
@@ -20,6 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tempme
+from pipelines.demo.synthetic import make_synthetic_corpus
+from pipelines.embed.job import embed_corpus
+from pipelines.embed.search import TextSearch
+from pipelines.evaluate.retrieval import evaluate_model
+from pipelines.preprocess import PreprocessOptions, run_preprocess
+from pipelines.shards.format import FAILURES, SUMMARY
+from pipelines.train.config import TINY_CONFIG, load_config
+from pipelines.train.job import run_training
 from tempme.errors import NotFound, UserError
 
 RANDOM_PRESET = "tempme-tiny-12f"
@@ -86,7 +97,6 @@ def choose_weights(requested: str, say: Callable[[str], None]) -> str | None:
 
 def _load_weights_once(preset: str, pretrained: str, say: Callable[[str], None]) -> bool:
     """Fetch (or read) the weights in the driver, so workers find them cached; False if that fails."""
-    import tempme
 
     try:
         tempme.load_model(preset, pretrained=pretrained)
@@ -97,8 +107,6 @@ def _load_weights_once(preset: str, pretrained: str, say: Callable[[str], None])
 
 
 def _captions(manifest: Path) -> dict[str, str]:
-    import csv
-    import json
 
     with manifest.open(newline="") as f:
         return {row["id"]: json.loads(row["captions"])[0] for row in csv.DictReader(f)}
@@ -129,14 +137,6 @@ def _search(engine, options: DemoOptions, captions: dict[str, str], say: Callabl
 
 def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoResult:
     """Run every stage in order under `options.workdir`, telling `say` what happens; returns what it made."""
-    from pipelines.demo.synthetic import make_synthetic_corpus
-    from pipelines.embed.job import embed_corpus
-    from pipelines.embed.search import TextSearch
-    from pipelines.evaluate.retrieval import evaluate_model
-    from pipelines.preprocess import PreprocessOptions, run_preprocess
-    from pipelines.shards.format import FAILURES, SUMMARY
-    from pipelines.train.config import TINY_CONFIG, load_config
-    from pipelines.train.job import run_training
 
     if options.videos < 8 or options.epochs < 1 or options.workers < 1:
         raise UserError("the demo needs at least 8 videos, 1 epoch and 1 worker, got "

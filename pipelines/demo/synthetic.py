@@ -20,6 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import ffmpeg
+
+from pipelines.preprocess import PreprocessOptions, run_preprocess
 from pipelines.preprocess.media import ffmpeg_exe
 
 COLOURS = {"red": "0xE03030", "green": "0x30C040", "blue": "0x3060E0", "yellow": "0xE0D030"}
@@ -91,7 +94,6 @@ def make_synthetic_corpus(out_dir: str | Path, n_videos: int = 24, *, seed: int 
 
 def render_video(path: Path, video: SyntheticVideo, *, side: int, fps: int, lane: float = 0.5) -> None:
     """Encode one video with ffmpeg's lavfi colour sources and an overlay whose position follows time."""
-    import ffmpeg
 
     fw, fh = SHAPES[video.shape]
     w, h = (fh, fw) if video.direction in ("up", "down") else (fw, fh)   # bars travel lengthwise
@@ -115,7 +117,6 @@ def render_video(path: Path, video: SyntheticVideo, *, side: int, fps: int, lane
 def make_synthetic_shards(workdir: str | Path, n_videos: int, seed: int = 0, samples_per_shard: int = 4) -> Path:
     """The synthetic corpus made under `workdir/corpus` and preprocessed into `workdir/shards` (benchmarks and
     learning checks start here); uses the running Ray cluster, or starts a local one."""
-    from pipelines.preprocess import PreprocessOptions, run_preprocess
 
     workdir = Path(workdir)
     manifest = make_synthetic_corpus(workdir / "corpus", n_videos=n_videos, seed=seed)

@@ -8,10 +8,10 @@ ranked by its best caption (the other captions of the same video never count aga
 - `per_caption`: every caption of every other video.
 With one caption per video the two are the same.
 
-Similarities are float32 and ranked a block of texts at a time, on the device that holds the embeddings, so
-a split of any size needs block x videos of memory. Ties count against the target: a rank is 1 + the number
-of wrong candidates scoring at least as high as the target. A model whose embeddings collapsed to one point (every score tied) therefore scores R@1 = 0 instead
-of a perfect 100, which an optimistic tie rule would give it.
+Similarities are float32 and ranked a block of texts at a time, on the device that holds the embeddings, so a split of
+any size needs block x videos of memory. Ties count against the target: a rank is 1 + the number of wrong candidates
+scoring at least as high as the target. A model whose embeddings collapsed to one point (every score tied) therefore
+scores R@1 = 0 instead of a perfect 100, which an optimistic tie rule would give it.
 """
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from pipelines.shards.frames import normalise
 from pipelines.shards.reader import SampleTable
 from pipelines.shards.stream import ShardStream, stream_batches
 from tempme.errors import UserError
+from tempme.visualize import visualize_merges
 
 
 @dataclass
@@ -96,8 +97,8 @@ def embed_videos(model, batches: Iterable[dict], amp_dtype: torch.dtype | None =
 def score(embeddings: SplitEmbeddings, split: str = "evaluation", device="cpu",
           v2t_protocol: str = "per_video") -> EvalResult:
     """Rank every caption against every video of the split, in blocks on `device`: both directions'
-    retrieval metrics, video-to-text by `v2t_protocol` (default the authors'). NaN or infinite embeddings are an error naming the split and the videos, never a
-    silent hit."""
+    retrieval metrics, video-to-text by `v2t_protocol` (default the authors'). NaN or infinite embeddings are an error
+    naming the split and the videos, never a silent hit."""
     if not embeddings.text_video_ids:
         raise UserError(f"the {split} split has no captions to rank")
     broken = sorted({vid for vid, row in zip(embeddings.video_ids, embeddings.videos) if not np.isfinite(row).all()}
@@ -145,11 +146,11 @@ def save_recall_plot(ranks: RetrievalRanks, path: str | Path, title: str) -> Pat
 
 def save_merge_pictures(model, batches: Iterable[dict], count: int, out_dir: str | Path) -> list[Path]:
     """PNG pictures of which patches each final token merged, for the first `count` videos of `batches`."""
-    from tempme.visualize import visualize_merges
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    videos = ((video, mask, vid) for batch in batches for video, mask, vid in zip(batch["video"], batch["mask"], batch["id"]))
+    videos = ((video, mask, vid) for batch in batches for video, mask, vid in zip(batch["video"], batch["mask"],
+                                                                                  batch["id"]))
     paths = []
     for video, mask, video_id in itertools.islice(videos, count):
         picture = visualize_merges(model, video.permute(0, 2, 3, 1).numpy(), valid=int(mask.sum()))

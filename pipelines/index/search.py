@@ -251,7 +251,8 @@ class VideoIndex:
     def _nearest(self, q: np.ndarray, k: int) -> list[list[Hit]]:
         """One Lance query for the whole batch (`query_index` says whose row each result is)."""
         table = self.ds.to_table(columns=[*self.shown, "_distance"], filter=self.filter,
-                                 prefilter=self.filter is not None, disable_scoring_autoprojection=True, nearest=self.plan.settings.query(q if len(q) > 1 else q[0], k),
+                                 prefilter=self.filter is not None, disable_scoring_autoprojection=True,
+                                 nearest=self.plan.settings.query(q if len(q) > 1 else q[0], k),
                                  fast_search=self.plan.unindexed > UNINDEXED_MAX)
         results: list[list[Hit]] = [[] for _ in range(len(q))]
         owners = table.column("query_index").to_pylist() if "query_index" in table.column_names else [0] * len(table)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from pipelines.model.registry import model_from_adapter
+
 
 def adapter_files(adapter_dir: Path) -> dict[str, bytes]:
     return {p.relative_to(adapter_dir).as_posix(): p.read_bytes() for p in adapter_dir.rglob("*") if p.is_file()}
@@ -16,7 +18,6 @@ def adapter_files(adapter_dir: Path) -> dict[str, bytes]:
 
 def load_from_files(files: dict[str, bytes]):
     """The tempme model of an adapter given as {relative path: bytes}, in eval mode."""
-    from pipelines.model.registry import model_from_adapter
 
     with tempfile.TemporaryDirectory(prefix="tempme-adapter-") as tmp:
         for rel, data in files.items():

@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pipelines.model.pyfunc_files import DEFAULT_CONFIG, INPUTS
+from pipelines.model.registry import model_from_adapter
 from tempme.errors import UserError
 
 
@@ -54,7 +56,6 @@ class TempMePyfunc:
     def load(cls, adapter_dir: str | Path, model_config: dict[str, Any] | None = None) -> TempMePyfunc:
         import torch
 
-        from pipelines.model.registry import model_from_adapter
 
         options = {**DEFAULT_CONFIG, **(model_config or {})}
         unknown = sorted(set(options) - set(DEFAULT_CONFIG))
@@ -160,7 +161,6 @@ class TempMePyfunc:
 
 def _texts(model_input) -> list:
     """The list of texts in any of the accepted text inputs (checked by `_check_texts`)."""
-    import pandas as pd
 
     if isinstance(model_input, pd.DataFrame):
         if "text" not in model_input.columns:

@@ -8,6 +8,9 @@ import platform
 from pathlib import Path
 
 import numpy as np
+import yaml
+
+import tempme
 
 LOADER_MODULE = "pipelines.model.pyfunc"   # MLflow imports it to load the model
 DEFAULT_CONFIG = {"device": "auto", "precision": "auto", "text_batch": 256, "video_batch": 8}
@@ -24,18 +27,6 @@ INPUTS = ("texts: a DataFrame column 'text' or a list of strings; videos: {'fram
           "[N, T, 3, H, W], 'mask': bool [N, T]}")
 
 
-def embedding_dim(config) -> int | None:
-    """D of the embeddings a model of `config` (a tempme ModelConfig) makes, from its backbone's open_clip
-    config, without building the model (None if open_clip does not know the backbone)."""
-    import open_clip
-
-    import tempme.backbone  # noqa: F401  (registers the project's own backbone configs with open_clip)
-
-    backbone = open_clip.get_model_config(config.backbone) or {}
-    dim = backbone.get("embed_dim")
-    return int(dim) if dim else None
-
-
 def _versions(names) -> dict[str, str]:
     out = {}
     for name in names:
@@ -49,19 +40,17 @@ def _versions(names) -> dict[str, str]:
 def write_pyfunc_files(directory: str | Path, *, model_id: str | None = None, run_id: str | None = None,
                        artifact_path: str | None = None) -> Path:
     """Make the adapter directory `directory` an MLflow pyfunc model in place: write MLmodel (loader
-    `pipelines.model.pyfunc`, output signature float32 [-1, D], default loading options) and the environment files next to the
-    adapter files, replacing earlier ones. `model_id`/`run_id`/`artifact_path`: the logged model's."""
+    `pipelines.model.pyfunc`, output signature float32 [-1, D], default loading options) and the environment
+    files next to the adapter files, replacing earlier ones. `model_id`/`run_id`/`artifact_path`: the logged model's."""
     import mlflow
-    import yaml
     from mlflow.models import Model, ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    import tempme
 
     directory = Path(directory)
     config = tempme.read_adapter_config(directory)       # refuses anything that is not an adapter directory
-    dim = embedding_dim(config)
-    signature = ModelSignature(outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, dim or -1), "embedding")]))
+    dim = config.embed_dim
+    signature = ModelSignature(outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, dim), "embedding")]))
     ids = {"model_uuid": model_id, "model_id": model_id} if model_id else {}
     model = Model(artifact_path=artifact_path, run_id=run_id, signature=signature,
                   metadata={"tempme_preset": config.name, "embedding_dim": dim, "inputs": INPUTS}, **ids)

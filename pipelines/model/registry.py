@@ -25,7 +25,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import tempme
 from pipelines.model.pyfunc_files import PYFUNC_FILES, write_pyfunc_files
+from pipelines.tracking import use_store
 from tempme.errors import NotFound, UserError
 
 MODEL_TYPE = "tempme-adapter"
@@ -72,7 +74,6 @@ def register_adapter(adapter_dir: str | Path, name: str, alias: str) -> str:
     """
     import mlflow
 
-    import tempme
 
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():
@@ -171,7 +172,6 @@ def resolve_model(uri: str, dst: str | Path | None = None,
         return ModelRef(adapter_dir.name, _content_hash(adapter_dir), str(adapter_dir)), adapter_dir
     import mlflow
 
-    from pipelines.tracking import use_store
 
     store = use_store(tracking_uri or mlflow.get_tracking_uri())
     try:
@@ -203,7 +203,6 @@ def open_model(uri: str, dst: str | Path | None = None, tracking_uri: str | None
 
 def model_from_adapter(adapter_dir: str | Path):
     """The tempme model a local adapter folder describes, in eval mode."""
-    import tempme
 
     return build_model(tempme.read_adapter_config(adapter_dir), adapter=adapter_dir).eval()
 
@@ -216,7 +215,6 @@ def build_model(preset, pretrained: str | None = None, adapter: str | Path | Non
     """
     import torch
 
-    import tempme
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from pipelines.cluster.connect import check_stores_from_a_worker, connect, spans_nodes
 from pipelines.cluster.progress import Progress
 from pipelines.preprocess.inputs import Inputs, collect_inputs
 from pipelines.preprocess.plan import (
@@ -275,7 +276,6 @@ def _connect(o: PreprocessOptions, out: Location, buckets: list[tuple[str, str]]
     stores that a worker cannot reach."""
     import ray
 
-    from pipelines.cluster.connect import check_stores_from_a_worker, connect, spans_nodes
 
     connect(o.ray_address)
     if out.is_local and spans_nodes(ray.nodes()):

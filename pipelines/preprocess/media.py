@@ -8,12 +8,13 @@ from __future__ import annotations
 import functools
 import shutil
 
+import imageio_ffmpeg
+
 
 @functools.lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
     system = shutil.which("ffmpeg")
     if system:
         return system
-    import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from pyarrow.fs import FileType
 
 from pipelines.preprocess.decode import decode_windows
@@ -120,7 +121,6 @@ def encode_sample(video: VideoInput, decoded: DecodedVideo, settings: DecodeSett
 
 
 def jpeg(frame: np.ndarray, quality: int) -> bytes:
-    from PIL import Image
 
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="JPEG", quality=quality)

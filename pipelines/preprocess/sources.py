@@ -22,7 +22,7 @@ import posixpath
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -101,7 +101,7 @@ class ArrowRows:
     base: Location             # the folder relative video paths start from
 
 
-Rows = Union[ArrowRows, list[RawRow]]   # a batch of inputs: typed columns, or rows parsed one by one
+Rows = ArrowRows | list[RawRow]   # a batch of inputs: typed columns, or rows parsed one by one
 
 
 def read_msrvtt(annotations: str, videos: str) -> list[RawRow]:

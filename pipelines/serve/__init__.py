@@ -2,11 +2,17 @@
 `tempme serve` and the demo start."""
 from __future__ import annotations
 
+import dataclasses
+import signal
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
 
+from pipelines.cluster.connect import connect
 from pipelines.serve.state import MAX_K, MAX_QUERY_CHARS, BadQuery, SearchState, ServeOptions, Unavailable, parse_query
+from pipelines.storage.location import Location
+from pipelines.tracking import resolve_tracking_uri
 
 APP_NAME = "tempme-search"
 __all__ = ["APP_NAME", "MAX_K", "MAX_QUERY_CHARS", "BadQuery", "SearchState", "ServeOptions", "Unavailable",
@@ -17,14 +23,10 @@ def start_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0
                   ray_address: str | None = None, ready_timeout_s: float = 300.0) -> str:
     """Deploy the application on Ray (this process's, else `ray_address`, else a local one), listening on
     `host:port`, and wait until every replica has started; returns the service's address."""
-    import dataclasses
 
     from ray import serve
 
-    from pipelines.cluster.connect import connect
     from pipelines.serve.app import build
-    from pipelines.storage.location import Location
-    from pipelines.tracking import resolve_tracking_uri
 
     # Replicas run in other processes and folders: give them absolute places.
     options = dataclasses.replace(options, index=Location.of(options.index).uri,
@@ -46,8 +48,6 @@ def start_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0
 def run_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0.1", port: int = 8000,
                 ray_address: str | None = None, say: Callable[[str], None] = print) -> None:
     """`start_service`, say where it is, and keep it up until Ctrl-C (or SIGTERM); then take it down."""
-    import signal
-    import threading
 
     from ray import serve
 

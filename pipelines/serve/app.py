@@ -2,9 +2,10 @@
 of each video at `GET /thumbnail/<video_id>`.
 
 Each replica loads the text encoder once (bf16 where the hardware computes it) and follows the index
-(`state.SearchState`). Concurrent queries to a replica are gathered (`@serve.batch`) into one pass of the text
-encoder and one index query, computed off the event loop, which meanwhile gathers the next batch. `build({"index": ..., "replicas": N})` makes the application, for `tempme serve` and for
-a RayService's `import_path: pipelines.serve.app:build`.
+(`state.SearchState`). Concurrent queries to a replica are gathered (`@serve.batch`) into one pass of the text encoder
+and one index query, computed off the event loop, which meanwhile gathers the next batch. `build({"index": ...,
+"replicas": N})` makes the application, for `tempme serve` and for a RayService's `import_path:
+pipelines.serve.app:build`.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The search page served at `/`: a box, then the top-k videos as thumbnails with caption and score. The
 query comes from the page's own address (`/?q=...&k=...`), so a link or a headless browser shows a search."""
 
-PAGE = """<!doctype html>
+PAGE = r"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">

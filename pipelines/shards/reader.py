@@ -199,7 +199,8 @@ class SampleTable:
         if not rows:
             raise NotFound(f"{shards}: no finished shards of split {split!r} "
                            f"(is it the output folder of `tempme preprocess`?)")
-        shard, start, end, captions, ids = shard[:rows], start[:rows], end[:rows], captions[:rows], pa.chunked_array(ids)
+        shard, start, end, captions = shard[:rows], start[:rows], end[:rows], captions[:rows]
+        ids = pa.chunked_array(ids)
         if len(shard_folders(shards)) > 1 and len(pc.unique(ids)) != len(ids):   # one folder's ledger keeps ids unique
             counts = pc.value_counts(ids)
             twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()

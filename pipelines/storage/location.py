@@ -3,9 +3,10 @@
 Stages read inputs and write outputs through `Location`, so the same code serves a laptop folder and a
 bucket. Writes that must never be seen half-done go through `write_atomic` or `put_file`: on a local disk a
 temporary name, then a rename; on an object store a temporary object, checked whole, then copied to its final
-name inside the store (an object store has no rename, and a cut upload must never appear under a final name). Object stores are found through the
-standard AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_REGION, ...), which pyarrow reads, so one
-command runs against AWS S3, MinIO or SeaweedFS alike. Their transient errors are retried (`retrying`).
+name inside the store (an object store has no rename, and a cut upload must never appear under a final name).
+Object stores are found through the standard AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_REGION,
+...), which pyarrow reads, so one command runs against AWS S3, MinIO or SeaweedFS alike. Their transient
+errors are retried (`retrying`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import quote
 
+import fsspec
 import pyarrow as pa
 from pyarrow import fs as pafs
 
@@ -280,7 +282,6 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
                 break
             if candidate != uri:
                 raise
-    import fsspec
 
     fs, path = fsspec.core.url_to_fs(uri)
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path

@@ -54,7 +54,8 @@ def read_train_state(directory: str | Path) -> TrainState:
 
 
 def load_checkpoint(directory: str | Path, model, optimizer, lr_scheduler, scaler) -> TrainState:
-    """Restore the adapter and the optimiser, learning-rate scheduler and scaler state; returns the saved `TrainState`."""
+    """Restore the adapter and the optimiser, learning-rate scheduler and scaler state; returns the saved "
+    "`TrainState`."""
     directory = Path(directory)
     model.load_adapter(directory / ADAPTER)
     state = torch.load(directory / STATE, map_location="cpu", weights_only=True)

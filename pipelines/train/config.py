@@ -16,7 +16,7 @@ import yaml
 
 from pipelines.evaluate.metrics import V2T_PROTOCOLS
 from pipelines.shards.reader import BAD_SHARDS
-from tempme.config import PRECISIONS
+from tempme.config import PRECISIONS, get_config
 from tempme.errors import UserError
 
 # The shipped recipes (the paper's MS-R&VTT runs and a tiny CPU one); `--config NAME` finds one by name.
@@ -243,7 +243,6 @@ def config_from_dict(data: dict) -> TrainJobConfig:
 
 def check_config(cfg: TrainJobConfig) -> None:
     """Settings that cannot run, found before any worker starts (the shards are checked in `data`)."""
-    from tempme.config import get_config
 
     try:
         get_config(cfg.model.preset)

@@ -2,9 +2,9 @@
 
 Everything that can be known wrong is found before a worker starts: the config (`check_config`), the shards
 and splits (`data.plan_training`), what the shards hold and where they, the checkpoints and the tracking
-store are against the cluster (`cluster_fit`), and the tracking store itself (`check_reachable`). The Ray Train run and the
-MLflow run are both named `run.name`, so re-running the same command after the whole job died continues
-both: Ray Train from the latest checkpoint under `run.storage_path`, MLflow in the same run.
+store are against the cluster (`cluster_fit`), and the tracking store itself (`check_reachable`). The Ray Train
+run and the MLflow run are both named `run.name`, so re-running the same command after the whole job died
+continues both: Ray Train from the latest checkpoint under `run.storage_path`, MLflow in the same run.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pipelines.train.checkpoint import ADAPTER
 from pipelines.train.cluster_fit import check_fits_cluster, check_shards_fit_model
 from pipelines.train.config import ConfigError, TrainJobConfig, check_config
 from pipelines.train.loop import FAULT_ENV, SCORE, SUMMARY_PREFIXES, CorruptCount, best_checkpoint, train_worker
+from tempme.config import get_config
 from tempme.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -92,17 +93,6 @@ def _trainer(cfg: TrainJobConfig, plan: data.TrainPlan, run_id: str, uri: str):
     )
 
 
-def _model_input(preset: str) -> tuple[int, int]:
-    """(frames, image size) the preset's video encoder takes, from its configs alone (no weights built)."""
-    import open_clip
-
-    import tempme.backbone  # noqa: F401  (registers the project's backbone configs with open_clip)
-    from tempme.config import get_config
-
-    config = get_config(preset)
-    return config.frames, open_clip.get_model_config(config.backbone)["vision_cfg"]["image_size"]
-
-
 def run_training(cfg: TrainJobConfig, ray_address: str | None = None) -> TrainOutcome:
     """Train `cfg` with Ray Train, tracked in MLflow.
 
@@ -113,7 +103,8 @@ def run_training(cfg: TrainJobConfig, ray_address: str | None = None) -> TrainOu
     import ray
 
     check_config(cfg)
-    check_shards_fit_model(cfg, *_model_input(cfg.model.preset))
+    model = get_config(cfg.model.preset)
+    check_shards_fit_model(cfg, model.frames, model.image_size)
     plan = data.plan_training(cfg)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     check_reachable(uri)

@@ -76,8 +76,9 @@ def _maybe_inject_fault(rank: int, step: int) -> None:
 
 class CorruptCount:
     """Corrupt samples met by all ranks: each is logged (rank 0 writes its tar and bytes to the run's log and
-    its artifact `corrupt_samples.txt`, and counts it in the metric `corrupt_samples`), and once more than `bound` were met every rank stops at the
-    same step and the run ends with a tag saying why, instead of failing and being restarted into them again."""
+    its artifact `corrupt_samples.txt`, and counts it in the metric `corrupt_samples`), and once more than
+    `bound` were met every rank stops at the same step and the run ends with a tag saying why, instead of failing
+    and being restarted into them again."""
 
     STOPPED_TAG = "stopped_because"
 
@@ -217,7 +218,8 @@ def train_worker(loop_config: dict) -> None:
                                          skip=done_in_epoch, pin_memory=device.type == "cuda")
             for batch in batches:
                 corrupt.met(batch.pop("corrupt", ()))
-                loss, global_batch = _train_step(model, batch, params, optimizer, lr_scheduler, scaler, cfg, amp, embed_dim)
+                loss, global_batch = _train_step(model, batch, params, optimizer, lr_scheduler, scaler, cfg, amp,
+                                                 embed_dim)
                 state.step += 1
                 meter.add(global_batch)
                 loss_sum, loss_steps = loss_sum + loss.detach(), loss_steps + 1

@@ -173,7 +173,8 @@ def test_nightly_embedding_follows_the_champion_of_what_training_registers():
     (raycron,) = of_kind("RayCronJob")
     (cron,) = of_kind("CronJob")
     nightly = {"RayCronJob": _model_option(shlex.split(raycron["spec"]["jobTemplate"]["entrypoint"])),
-               "CronJob": _model_option(cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]),
+               "CronJob": _model_option(
+                   cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]),
                "tempme nightly": jobs.nightly.DEFAULT_MODEL}
     assert nightly == dict.fromkeys(nightly, champion)
 
@@ -230,7 +231,8 @@ def test_mlflow_server_has_a_database_and_an_object_store():
     db_env = _env(postgres["spec"]["template"]["spec"]["containers"][0])
     assert url.username == db_env["POSTGRES_USER"]["value"] and url.path == "/" + db_env["POSTGRES_DB"]["value"]
     server_env = _env(pod["containers"][0])
-    assert server_env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == db_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    secret_of = lambda env, name: env[name]["valueFrom"]["secretKeyRef"]   # noqa: E731
+    assert secret_of(server_env, "PGPASSWORD") == secret_of(db_env, "POSTGRES_PASSWORD")
     assert services["mlflow"]["spec"]["selector"].items() <= mlflow["spec"]["template"]["metadata"]["labels"].items()
 
 
@@ -238,7 +240,8 @@ def test_in_cluster_services_resolve():
     """Every *.svc.cluster.local URL the manifests use names a Service (or a KubeRay head service)."""
     names = {s["metadata"]["name"] for s in of_kind("Service")}
     names |= {f"{c['metadata']['name']}-head-svc" for c in of_kind("RayCluster") + of_kind("RayService")}
-    names |= {s["spec"]["serveService"]["metadata"]["name"] for s in of_kind("RayService") if "serveService" in s["spec"]}
+    names |= {s["spec"]["serveService"]["metadata"]["name"] for s in of_kind("RayService")
+              if "serveService" in s["spec"]}
     text = "\n".join(p.read_text() for p in INFRA.rglob("*.yaml"))
     used = set(re.findall(r"([a-z0-9-]+)\.tempme\.svc\.cluster\.local", text))
     assert used and used <= names, used - names

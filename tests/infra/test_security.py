@@ -7,6 +7,7 @@ import configparser
 import copy
 import importlib.util
 import re
+from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,7 +19,8 @@ INFRA = REPO / "infra"
 MANIFESTS = sorted(INFRA.rglob("*.yaml"))
 DOCS = [(path, d) for path in MANIFESTS for d in yaml.safe_load_all(path.read_text()) if d is not None]
 
-WORKLOAD_IDENTITY = ("eks.amazonaws.com/role-arn", "iam.gke.io/gcp-service-account", "azure.workload.identity/client-id")
+WORKLOAD_IDENTITY = ("eks.amazonaws.com/role-arn", "iam.gke.io/gcp-service-account",
+                     "azure.workload.identity/client-id")
 STATIC_KEYS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS",
                "AZURE_STORAGE_KEY", "AZURE_CLIENT_SECRET", "AZURE_STORAGE_CONNECTION_STRING"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|CREDENTIAL|API_KEY|PRIVATE_KEY", re.I)
@@ -82,12 +84,15 @@ def secret_problems(docs) -> list[str]:
         if doc["kind"] == "Secret" and (doc.get("data") or doc.get("stringData")):
             problems.append(f"{name_of(path, doc)} commits values: the operator creates it")
         for where, node in walk(doc):
-            if isinstance(node, dict) and isinstance(node.get("name"), str) and ("value" in node or "valueFrom" in node):
+            if isinstance(node, dict) and isinstance(node.get("name"),
+                                                     str) and ("value" in node or "valueFrom" in node):
                 env = node["name"]
                 if env in STATIC_KEYS:
                     problems.append(f"{name_of(path, doc, where)}: {env} is a static cloud key (use workload identity)")
-                elif SECRET_NAME.search(env) and ("value" in node or "secretKeyRef" not in (node.get("valueFrom") or {})):
-                    problems.append(f"{name_of(path, doc, where)}: {env} is not read from a Secret (valueFrom.secretKeyRef)")
+                elif SECRET_NAME.search(env) and ("value" in node
+                                                  or "secretKeyRef" not in (node.get("valueFrom") or {})):
+                    problems.append(f"{name_of(path, doc, where)}: {env} is not read from a Secret "
+                                    f"(valueFrom.secretKeyRef)")
             if isinstance(node, str):
                 if URI_WITH_PASSWORD.search(node):
                     problems.append(f"{name_of(path, doc, where)}: a URI with a password")
@@ -181,7 +186,6 @@ def _read_auth_config(path: Path, env: dict, monkeypatch):
 
 
 def test_mlflow_server_runs_the_basic_auth_app(tmp_path, monkeypatch):
-    from importlib import metadata
 
     pod = _mlflow_pod()
     container = pod["containers"][0]
@@ -225,7 +229,8 @@ def test_mlflow_server_runs_the_basic_auth_app(tmp_path, monkeypatch):
 def test_ray_pods_log_to_mlflow_as_a_user_from_a_secret():
     for path, doc in DOCS:
         for where, spec in ray_cluster_specs(doc):
-            pods = [spec["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in spec["workerGroupSpecs"]]
+            pods = ([spec["headGroupSpec"]["template"]["spec"]]
+                    + [g["template"]["spec"] for g in spec["workerGroupSpecs"]])
             for pod in pods:
                 env = {e["name"]: e for e in pod["containers"][0].get("env", [])}
                 for name, key in (("MLFLOW_TRACKING_USERNAME", "username"), ("MLFLOW_TRACKING_PASSWORD", "password")):
@@ -261,7 +266,8 @@ def identity_problems(docs) -> list[str]:
         here = name_of(path, doc, where)
         account = accounts.get(pod.get("serviceAccountName"))
         if account is None:
-            problems.append(f"{here}: serviceAccountName {pod.get('serviceAccountName')!r} is not a ServiceAccount here")
+            problems.append(f"{here}: serviceAccountName {pod.get('serviceAccountName')!r} is not a ServiceAccount "
+                            f"here")
             continue
         annotations = account["metadata"].get("annotations") or {}
         identity = {k: v for k, v in annotations.items() if k in WORKLOAD_IDENTITY}
@@ -413,7 +419,8 @@ def admits(docs, target: dict, port: int, source: dict | None, namespace: dict |
                 if source is None:
                     continue
                 if "namespaceSelector" in peer:
-                    in_namespace = _selects(peer["namespaceSelector"], namespace or {"kubernetes.io/metadata.name": "tempme"})
+                    in_namespace = _selects(peer["namespaceSelector"],
+                                            namespace or {"kubernetes.io/metadata.name": "tempme"})
                 else:
                     in_namespace = namespace is None
                 if in_namespace and _selects(peer.get("podSelector") or {}, source):
@@ -467,7 +474,8 @@ def test_network_policies_keep_the_ray_ports_inside():
 def test_network_check_would_catch_an_open_door():
     open_rule = _mutated("NetworkPolicy", lambda d: d["spec"]["ingress"].append({}))
     assert "head GCS from outside the cluster: admitted" in network_problems(open_rule)
-    no_head_policy = [(p, d) for p, d in DOCS if not (d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "ray-head")]
+    no_head_policy = [(p, d) for p,
+                      d in DOCS if not (d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "ray-head")]
     assert "head dashboard/job API from another namespace: admitted" in network_problems(no_head_policy)
     everywhere = _mutated("NetworkPolicy", lambda d: [r.setdefault("from", [{}])[0].setdefault("namespaceSelector", {})
                                                       for r in d["spec"]["ingress"] if "ports" in r])

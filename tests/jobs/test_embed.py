@@ -1,4 +1,5 @@
 """`tempme embed` refuses a tracking store or a model it cannot use with one message, before writing anything."""
+import multiprocessing
 import socket
 
 import mlflow
@@ -82,7 +83,6 @@ def _first_use(uri, results):
 
 @pytest.mark.slow      # two whole embedding jobs, each with its own Ray
 def test_two_jobs_starting_at_once_on_a_fresh_sqlite_store_both_get_it(tmp_path):
-    import multiprocessing
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     context = multiprocessing.get_context("spawn")

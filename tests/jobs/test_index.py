@@ -5,6 +5,7 @@ import numpy as np
 
 from jobs.cli import main
 from pipelines.index import IndexStore, ModelRef, write_fragment
+from pipelines.index.lease import WriterLease
 
 MODEL = ModelRef("tiny", "4", "models:/tiny/4")
 
@@ -40,7 +41,6 @@ def test_info_prints_versions_rows_model_and_search(tmp_path, capsys):
 
 
 def test_compact_and_cleanup_wait_for_no_writer(tmp_path, capsys):
-    from pipelines.index.lease import WriterLease
 
     make_index(tmp_path / "index")
     with WriterLease(IndexStore(tmp_path / "index"), "nightly"):

@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import inspect
 import shlex
+import tempfile
 
 import mlflow
 import pytest
@@ -34,7 +35,6 @@ def registry(tmp_path, monkeypatch):
 
 def test_nightly_run_follows_the_alias(ray_cluster, synthetic_shards, trained_adapter, untrained_adapter,
                                        registry, tmp_path, monkeypatch):
-    import tempfile
 
     out, scratch = tmp_path / "index", tmp_path / "scratch"
     scratch.mkdir()

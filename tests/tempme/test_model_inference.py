@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import tempme
-from tempme.attention import set_attention_kernel
+from tempme.attention import _size_bias, set_attention_kernel
 from tempme.precision import cpu_has_native_bf16, inference_dtype
 
 
@@ -118,7 +118,6 @@ def test_flex_score_modification_adds_log_size_of_each_key():
     import torch.nn.functional as F
     from torch.nn.attention.flex_attention import flex_attention
 
-    from tempme.attention import _size_bias
 
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(3, 2, 37, 16, generator=generator) for _ in range(3))

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from pipelines.embed.encoder import VideoEmbedder, read_frames
+from pipelines.embed.job import _pipeline
+from pipelines.index import IndexStore
 from pipelines.model.adapter_bytes import adapter_files
 from pipelines.model.registry import model_from_adapter, resolve_model
 from pipelines.shards.frames import frames_to_tensor
@@ -48,8 +50,6 @@ def test_decoding_runs_in_tasks_of_its_own_not_inside_the_model_actors(ray_clust
                                                                         trained_adapter, tmp_path):
     import ray
 
-    from pipelines.embed.job import _pipeline
-    from pipelines.index import IndexStore
 
     plan, _ = planned(synthetic_shards, tmp_path / "plan")
     model, _ = resolve_model(str(trained_adapter))

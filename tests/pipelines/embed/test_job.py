@@ -10,6 +10,7 @@ import time
 
 import mlflow
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from jobs.cli import main
@@ -17,6 +18,9 @@ from pipelines.embed import TextSearch, embed_corpus
 from pipelines.index import IndexStore
 from pipelines.index.rows import model_rows
 from pipelines.model.registry import resolve_model
+from pipelines.preprocess.plan import record_removed
+from pipelines.shards.format import REMOVED_SCHEMA, read_removed, sample_table
+from pipelines.storage.location import Location
 
 VIDEOS = 16          # the synthetic_shards fixture
 
@@ -106,8 +110,6 @@ def test_new_model_version_reembeds_everything_while_readers_see_a_complete_inde
 
 def corrupt_one_frame(shards, dst) -> str:
     """Copy the shards and overwrite one JPEG of one sample in place; returns that video's id."""
-    from pipelines.shards.format import sample_table
-    from pipelines.storage.location import Location
 
     shutil.copytree(shards, dst)
     sample = sample_table(Location.of(str(dst))).to_table(filter="split = 'train'").to_pylist()[1]
@@ -199,11 +201,7 @@ def test_embed_command_reports_progress_into_an_object_store_index_that_search_r
 
 def test_videos_that_preprocessing_recorded_as_removed_leave_the_index(
         trained_index, synthetic_shards, trained_adapter, tmp_path):
-    import pyarrow as pa
 
-    from pipelines.preprocess.plan import record_removed
-    from pipelines.shards.format import REMOVED_SCHEMA, read_removed
-    from pipelines.storage.location import Location
 
     shards, out = tmp_path / "shards", tmp_path / "index"
     shutil.copytree(synthetic_shards, shards)
@@ -220,11 +218,7 @@ def test_videos_that_preprocessing_recorded_as_removed_leave_the_index(
 
 def test_removed_videos_of_every_folder_leave_the_index(trained_index, synthetic_shards, trained_adapter, tmp_path):
     """`--shards a,b`: each folder's removed-video table counts (not that of a folder named "a,b")."""
-    import pyarrow as pa
 
-    from pipelines.preprocess.plan import record_removed
-    from pipelines.shards.format import REMOVED_SCHEMA, read_removed, sample_table
-    from pipelines.storage.location import Location
 
     first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "index"
     shutil.copytree(synthetic_shards, first)

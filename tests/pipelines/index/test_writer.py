@@ -1,4 +1,6 @@
 """The writer: fragments committed by a run, model versions published whole, deletions, failures."""
+import datetime as dt
+
 import pyarrow as pa
 
 from pipelines.index import IndexStore, write_fragment
@@ -81,7 +83,6 @@ def test_a_video_that_fails_every_night_keeps_one_row(tmp_path):
 
 
 def test_a_failure_table_of_a_row_per_failure_is_folded_once(tmp_path):
-    import datetime as dt
 
     import lance
 

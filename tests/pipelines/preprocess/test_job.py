@@ -7,11 +7,15 @@ import subprocess
 import tarfile
 
 import numpy as np
+import pyarrow as pa
 import pytest
+import webdataset as wds
 
 from jobs.cli import main as tempme
 from pipelines.preprocess import OptionsError, PreprocessOptions, run_preprocess
-from pipelines.shards.format import sample_key, sample_table
+from pipelines.preprocess.job import SampleCommits
+from pipelines.preprocess.writer import finished_shards
+from pipelines.shards.format import SAMPLE_SCHEMA, folder_lease, sample_key, sample_table, write_sample_rows
 from pipelines.shards.reader import SampleTable
 from pipelines.shards.stream import split_videos
 from pipelines.storage.location import Location
@@ -121,7 +125,8 @@ def test_layout_summary_and_progress(shards):
     out, _, report, lines = shards
     names = sorted(os.listdir(out))
     # train-000001 planned bad-random, bad-still and bad-truncated only: all failed, so it has no tar
-    assert [n for n in names if n.endswith(".tar")] == ["test-000000.tar"] + [f"train-{i:06d}.tar" for i in (0, 2, 3, 4)]
+    assert [n for n in names if n.endswith(".tar")] == ["test-000000.tar"] + [f"train-{i:06d}.tar" for i in (0, 2, 3,
+                                                                                                             4)]
     assert not [n for n in names + os.listdir(out / "_index") if ".partial-" in n]
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["splits"]["test"]["samples"] == 2 and summary["splits"]["train"]["samples"] == 8
@@ -144,7 +149,6 @@ def test_plain_tar_lists_the_shards(shards):
 
 
 def test_webdataset_and_ray_data_read_the_folder(shards, ray_cluster):
-    import webdataset as wds
 
     out, _, _, _ = shards
     urls = sorted(str(out / n) for n in os.listdir(out) if n.startswith("train-"))
@@ -217,7 +221,8 @@ def test_msrvtt_layout_through_the_command(tmp_path, ray_cluster):
     videos.mkdir(parents=True)
     for vid in ("video0", "video1", "video7010"):
         lavfi_video(videos / f"{vid}.mp4", duration=2)
-    sentences = [{"video_id": v, "caption": f"{v} caption {i}", "sen_id": i} for v in ("video0", "video1") for i in range(3)]
+    sentences = [{"video_id": v, "caption": f"{v} caption {i}", "sen_id": i} for v in ("video0",
+                                                                                       "video1") for i in range(3)]
     (ann / "MSRVTT_data.json").write_text(json.dumps({"videos": [], "sentences": sentences}))
     (ann / "MSRVTT_train.9k.csv").write_text("video_id\nvideo0\nvideo1\n")
     (ann / "MSRVTT_JSFUSION_test.csv").write_text("key,vid_key,video_id,sentence\nret0,msr7010,video7010,a test\n")
@@ -231,11 +236,7 @@ def test_msrvtt_layout_through_the_command(tmp_path, ray_cluster):
 
 
 def test_finished_shards_are_committed_in_batches_the_first_at_once(tmp_path):
-    import pyarrow as pa
 
-    from pipelines.preprocess.job import SampleCommits
-    from pipelines.preprocess.writer import finished_shards
-    from pipelines.shards.format import SAMPLE_SCHEMA, folder_lease, write_sample_rows
 
     out = Location.of(str(tmp_path))
 

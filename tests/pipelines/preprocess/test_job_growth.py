@@ -10,8 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.preprocess import OptionsError, PreprocessOptions, run_preprocess
+from pipelines.preprocess.inputs import collect_inputs
+from pipelines.preprocess.plan import plan_new, write_plans
+from pipelines.preprocess.sources import read_manifest
+from pipelines.shards.format import CATALOG_DIR, OPTIONS
 from pipelines.shards.reader import SampleTable
 from pipelines.shards.stream import split_videos
+from pipelines.storage.location import Location
 from tests.fixtures.video_fixtures import lavfi_video
 
 
@@ -154,11 +159,6 @@ def test_inputs_that_are_all_rejected_give_the_failure_table(tmp_path, ray_clust
 
 def test_a_plan_whose_shards_never_finished_is_made_again_from_the_new_inputs(tmp_path, clips, ray_cluster):
     """Killed after planning, before any shard: the next run may change inputs and options freely."""
-    from pipelines.preprocess.inputs import collect_inputs
-    from pipelines.preprocess.plan import plan_new, write_plans
-    from pipelines.preprocess.sources import read_manifest
-    from pipelines.shards.format import CATALOG_DIR, OPTIONS
-    from pipelines.storage.location import Location
 
     out = tmp_path / "out"
     (out / CATALOG_DIR).mkdir(parents=True)

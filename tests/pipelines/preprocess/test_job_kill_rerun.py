@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from pipelines.preprocess.writer import finished_shards
+from pipelines.storage.location import Location
 from tests.fixtures.video_fixtures import lavfi_video
 
 pytestmark = pytest.mark.slow   # two whole preprocessing jobs, each with its own Ray
@@ -29,8 +31,6 @@ def job(manifest, out, log):
 
 def finished(out):
     """The shards whose rows the job committed to the sample table."""
-    from pipelines.preprocess.writer import finished_shards
-    from pipelines.storage.location import Location
 
     return sorted(finished_shards(Location.of(str(out)))) if (out / "_samples.lance" / "_versions").exists() else []
 

@@ -7,6 +7,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 
 import pytest
@@ -75,7 +76,6 @@ def test_search_health_and_thumbnails(service, first_test_video):
 
 
 def test_concurrent_queries_are_gathered_into_batches_and_each_gets_its_own_answer(service, synthetic_shards):
-    from concurrent.futures import ThreadPoolExecutor
 
     address, _, _ = service
     videos = list(split_videos(str(synthetic_shards), "test"))

@@ -5,7 +5,9 @@ import shutil
 import pytest
 
 from pipelines.embed import embed_corpus
+from pipelines.index.search import Hit
 from pipelines.serve import MAX_K, MAX_QUERY_CHARS, BadQuery, SearchState, ServeOptions, Unavailable, parse_query
+from pipelines.serve.state import _hit_json
 
 
 @pytest.fixture
@@ -108,8 +110,6 @@ def test_a_batch_of_queries_is_answered_as_each_would_be_alone_and_its_thumbnail
 
 
 def test_a_hit_of_a_moment_says_when_and_its_thumbnail_is_of_that_window():
-    from pipelines.index.search import Hit
-    from pipelines.serve.state import _hit_json
 
     moment = Hit("talks/a.mp4", 0.5, "a.mp4", ("s3://b/corpus-000000.tar", 10, 20), "https://x/a.mp4", 8.0, 18.0,
                  ((16.0, 25.0, 0.4),))

@@ -16,7 +16,8 @@ def test_fingerprints_tell_ids_apart_and_agree_across_batches():
 
 def test_a_set_holds_what_it_was_given():
     ids = IdSet([pa.array(["a", "b"]), pa.chunked_array([["c"], ["d"]])])
-    assert len(ids) == 4 and ids.holds(fingerprints(pa.array(["b", "z", "d", ""]))).tolist() == [True, False, True, False]
+    assert len(ids) == 4 and ids.holds(fingerprints(pa.array(["b", "z", "d", ""]))).tolist() == [True, False, True,
+                                                                                                 False]
     assert not IdSet([]).holds(fingerprints(pa.array(["a"]))).any()
 
 

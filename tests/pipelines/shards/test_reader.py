@@ -5,12 +5,14 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from pipelines.preprocess import PreprocessOptions, run_preprocess
 from pipelines.preprocess.upgrade import upgrade_folder
-from pipelines.shards.format import CATALOG_DIR, SAMPLES, sample_table
+from pipelines.shards.format import CATALOG_DIR, REMOVED, REMOVED_SCHEMA, SAMPLES, sample_table
 from pipelines.shards.frames import normalise
 from pipelines.shards.reader import BadShards, LegacyShards, SampleReader, SampleTable, read_summary, sample_batches
 from pipelines.shards.stream import split_videos
@@ -131,10 +133,7 @@ def test_several_folders_read_as_one_split(synthetic_shards, pattern_shards):
 
 
 def test_removed_videos_are_an_anti_join(synthetic_shards, tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from pipelines.shards.format import REMOVED, REMOVED_SCHEMA
 
     copy = tmp_path / "shards"
     shutil.copytree(synthetic_shards, copy)

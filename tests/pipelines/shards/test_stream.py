@@ -4,11 +4,14 @@ from collections import Counter
 
 import pytest
 import torch
+from pyarrow import fs as pafs
 
 import pipelines.shards.reader as shards_module
 import pipelines.shards.stream as stream_module
+from pipelines.evaluate.retrieval import embed_videos, split_batches
 from pipelines.shards.reader import SampleTable
 from pipelines.shards.stream import ShardStream, split_videos, stream_batches
+from pipelines.storage.location import Location
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +129,7 @@ def test_two_ray_workers_split_the_split(synthetic_shards, ray_cluster):
 
 
 def upload(local, uri: str) -> str:
-    from pyarrow import fs as pafs
 
-    from pipelines.storage.location import Location
 
     target = Location.of(uri)
     pafs.copy_files(str(local), target.path, destination_filesystem=target.fs)
@@ -166,7 +167,6 @@ def test_several_loader_workers_read_an_object_store_the_parent_already_uses(syn
 def test_evaluation_during_training_leaves_a_corrupt_sample_out_and_names_it(train, monkeypatch):
     """A corrupt sample of the evaluation split is left out of the ranking and named, not raised: raised, it
     would fail the worker and Ray Train would restart the run into it again."""
-    from pipelines.evaluate.retrieval import embed_videos, split_batches
 
     real = stream_module.parse_sample
     first = train.ids[0].as_py()

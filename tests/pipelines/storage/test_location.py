@@ -1,6 +1,9 @@
 """Object-store writes and retries against a real S3 server: cut uploads never appear, outages pass,
 permanent errors are not retried."""
+import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -75,9 +78,6 @@ def test_a_missing_bucket_is_one_clear_error(s3_server):
 
 
 def test_a_killed_process_s_local_files_are_swept_and_a_live_one_s_kept(tmp_path):
-    import os
-    import subprocess
-    import sys
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)                                   # a process that has ended

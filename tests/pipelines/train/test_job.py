@@ -1,5 +1,6 @@
 """The training job end to end: 2 Ray Train workers (gloo, CPU) over real shards, a real MLflow SQLite store."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,12 @@ from ray.train import TrainingFailedError
 
 from jobs.output import QUIET_ENV
 from pipelines.model.registry import open_model
+from pipelines.shards.format import sample_table
+from pipelines.storage.location import Location
 from pipelines.train.data import plan_training
 from pipelines.train.job import run_training
 from pipelines.train.loop import FAULT_ENV
+from tempme.errors import UserError
 from tests.pipelines.train.conftest import TINY, tiny_config
 
 REPO = Path(__file__).resolve().parents[3]
@@ -153,10 +157,7 @@ def test_the_command_joins_the_ray_cluster_at_ray_address(synthetic_shards, tmp_
 
 def _corrupt_copy(shards: Path, tmp_path: Path, videos: int) -> Path:
     """A copy of the shards whose first `videos` train samples have their first frame's JPEG zeroed."""
-    import shutil
 
-    from pipelines.shards.format import sample_table
-    from pipelines.storage.location import Location
 
     copy = tmp_path / "shards"
     shutil.copytree(shards, copy)
@@ -171,7 +172,6 @@ def _corrupt_copy(shards: Path, tmp_path: Path, videos: int) -> Path:
 def test_corrupt_samples_are_skipped_and_counted_up_to_a_bound(synthetic_shards, tmp_path):
     """Two corrupt videos (6 of the 36 pairs): skipped and counted under the bound; past it, every worker
     stops at the same step and the job says why, once (no restart into the same samples)."""
-    from tempme.errors import UserError
 
     shards = _corrupt_copy(synthetic_shards, tmp_path, videos=2)
     cfg = tiny_config(shards, tmp_path, "data.max_corrupt=10", "run.name=tolerant", "tracking.visualize_videos=0")

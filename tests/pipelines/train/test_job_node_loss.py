@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow    # a Ray cluster of three nodes in a process of 
 def test_a_worker_node_lost_mid_training_resumes_from_a_step_checkpoint(synthetic_shards, tmp_path,
                                                                        mlflow_server):  # noqa: F811
     cfg = tiny_config(synthetic_shards, tmp_path, f"tracking.uri={mlflow_server}", "train.checkpoint_every=2",
-                      "train.epochs=2", "scaling.max_failures=2", "scaling.shared_filesystem=true", "tracking.visualize_videos=0",
-                      "tracking.system_metrics=false", "run.name=node-lost")
+                      "train.epochs=2", "scaling.max_failures=2", "scaling.shared_filesystem=true",
+                      "tracking.visualize_videos=0", "tracking.system_metrics=false", "run.name=node-lost")
     argv = ["--config", str(TINY)] + [arg for key, value in cfg.flat().items() if value is not None
                                       for arg in ("--set", f"{key}={value}")]
     command = [sys.executable, "-m", "jobs.train", *argv]
