@@ -1,12 +1,12 @@
 # The two commands a newcomer needs: `make demo` (the whole pipeline) and `make test` (the suite);
-# `make test-fast` is the edit-test loop (every test not marked slow).
+# `make test-fast` is the edit-test loop (every test not marked slow); both run `make lint` first.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env browser demo test test-fast
+.PHONY: env browser demo lint test test-fast
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ browser:
 demo: env
 	$(VENV)/bin/tempme demo --workdir demo_out
 
-test: env browser
+# ruff's rules are in pyproject.toml; where imports may sit is tests/test_layout.py's.
+lint: env
+	$(VENV)/bin/ruff check .
+
+test: env browser lint
 	$(PY) -m pytest -q tests
 
-test-fast: env
+test-fast: env lint
 	$(PY) -m pytest -q -m "not slow and not gpu" tests
