@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 import jobs.cli
@@ -24,7 +23,7 @@ def run(args) -> int:
 def embed(options: EmbedOptions) -> int:
     """Run the embedding job with `options`, printing its progress lines and then its summary."""
 
-    report = embed_corpus(**dataclasses.asdict(options), log=lambda line: print(line, flush=True))
+    report = embed_corpus(options, log=lambda line: print(line, flush=True))
     print(report.summary())
     return 0
 

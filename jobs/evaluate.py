@@ -4,45 +4,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 
 import jobs.cli
-from tempme.config import PRECISIONS
+from jobs.options import add_options, from_args
+from pipelines.evaluate.options import EvaluateOptions
+from pipelines.options import option
+
+
+@dataclass
+class Output:
+    plot: str | None = option(None, "also save the recall-at-K plot to this PNG file")
+    json: bool = option(False, "print JSON instead of a table")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-
-    parser.add_argument("--model", required=True,
-                        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/<path> or an adapter dir")
-    parser.add_argument("--shards", required=True, help="shard folder written by `tempme preprocess`")
-    parser.add_argument("--split", default="test", help="split to evaluate (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=16, help="videos per forward pass (default %(default)s)")
-    from pipelines.evaluate.metrics import V2T_PROTOCOLS
-
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
-                        help="run on a GPU of the Ray cluster, or on its CPUs (default %(default)s); never in the "
-                             "driver")
-    parser.add_argument("--v2t-protocol", choices=V2T_PROTOCOLS, default="per_video",
-                        help="video-to-text: other videos count once, by their best caption (the authors'), or "
-                             "with every caption (default %(default)s)")
-    parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="inference precision; auto: bf16 where the CPU or GPU computes it natively "
-                             "(default %(default)s)")
-    parser.add_argument("--loader-workers", type=int, default=0, help="decoding processes (default %(default)s)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ URIs "
-                                               "(default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    parser.add_argument("--plot", help="also save the recall-at-K plot to this PNG file")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_options(parser, EvaluateOptions)
+    add_options(parser, Output)
     parser.epilog = "Example: tempme evaluate --model models:/tempme-msrvtt-b32@candidate --shards data/msrvtt/shards"
 
 
 def run(args) -> int:
     from pipelines.evaluate.retrieval import evaluate_on_cluster, save_recall_plot
 
-    result, resolved = evaluate_on_cluster(
-        args.model, args.shards, args.split, gpu=args.device == "gpu", tracking_uri=args.tracking_uri,
-        ray_address=args.ray_address, batch_size=args.batch_size, loader_workers=args.loader_workers,
-        precision=args.precision, v2t_protocol=args.v2t_protocol)
+    result, resolved = evaluate_on_cluster(from_args(EvaluateOptions, args))
     if args.plot:
         save_recall_plot(result.ranks, args.plot, f"{resolved.name} v{resolved.version}, {args.split}")
     if args.json:

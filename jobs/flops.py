@@ -4,15 +4,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 
 import jobs.cli
 import tempme
+from jobs.options import add_options
+from pipelines.options import option
+
+
+@dataclass
+class FlopsOptions:
+    preset: list[str] = option(help="preset name (repeatable), e.g. tempme-b32-12f", repeat=True)
+    json: bool = option(False, "print one JSON object per preset")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", action="append", required=True,
-                        help="preset name (repeatable), e.g. tempme-b32-12f")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per preset")
+    add_options(parser, FlopsOptions)
     parser.epilog = "Example: tempme flops --preset tempme-b32-12f --preset lora-b32-12f"
 
 

@@ -3,17 +3,24 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 import jobs.cli
 import tempme
+from jobs.options import add_options
+from pipelines.options import option
+
+
+@dataclass
+class ImportOptions:
+    checkpoint: str = option(help="state dict saved by the authors' code (.pth/.bin)", positional=True)
+    preset: str = option(help="the preset it was trained as, e.g. tempme-b32-12f")
+    out: str = option(help="adapter directory to write")
+    pretrained: str | None = option(None, "backbone weights to record in the adapter: 'openai' or a local CLIP file")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="state dict saved by the authors' code (.pth/.bin)")
-    parser.add_argument("--preset", required=True, help="the preset it was trained as, e.g. tempme-b32-12f")
-    parser.add_argument("--pretrained", default=None,
-                        help="backbone weights to record in the adapter: 'openai' or a local CLIP file")
-    parser.add_argument("--out", required=True, help="adapter directory to write")
+    add_options(parser, ImportOptions)
     parser.epilog = ("Example: tempme import-official ckpt_msrvtt.pth --preset tempme-b32-12f "
                      "--pretrained openai --out adapters/tempme-b32")
 

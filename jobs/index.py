@@ -5,8 +5,12 @@ import argparse
 import datetime as dt
 import json
 import sys
+from dataclasses import dataclass
 
 import jobs.cli
+from jobs.options import add_options, from_args
+from pipelines.index.table import VERSIONS_SHOWN
+from pipelines.options import option
 
 
 def _duration(text: str) -> dt.timedelta:
@@ -17,18 +21,21 @@ def _duration(text: str) -> dt.timedelta:
     return dt.timedelta(**{units[text[-1]]: int(text[:-1])})
 
 
+@dataclass
+class IndexOptions:
+    action: str = option(help="info: versions, rows, model, how each version is searched; compact: merge small "
+                              "fragments, fold new rows into the ANN index (or build it); cleanup: delete versions "
+                              "older than --older-than (never the latest)", positional=True,
+                         choices=("info", "compact", "cleanup"))
+    index: str = option(help="index directory or URI written by `tempme embed`", positional=True)
+    older_than: dt.timedelta = option(dt.timedelta(days=7), "cleanup: keep versions younger than this, for "
+                                                            "readers pinned to them", parse=_duration)
+    versions: int = option(VERSIONS_SHOWN, "info: how many of the latest versions to describe")
+    json: bool = option(False, "print JSON")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["info", "compact", "cleanup"],
-                        help="info: versions, rows, model, how each version is searched; compact: merge small "
-                             "fragments, fold new rows into the ANN index (or build it); "
-                             "cleanup: delete versions older than --older-than (never the latest)")
-    parser.add_argument("index", help="index directory or URI written by `tempme embed`")
-    parser.add_argument("--older-than", type=_duration, default=dt.timedelta(days=7),
-                        help="cleanup: keep versions younger than this, for readers pinned to them "
-                             "(default 7d)")
-    parser.add_argument("--versions", type=int, default=10,
-                        help="info: how many of the latest versions to describe (default %(default)s)")
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_options(parser, IndexOptions)
     parser.epilog = "Example: tempme index info outputs/index; tempme index cleanup s3://bucket/index --older-than 3d"
 
 
@@ -36,6 +43,7 @@ def run(args) -> int:
     from pipelines.index import IndexStore, WriterLease
     from pipelines.storage.lease import run_name
     
+    args = from_args(IndexOptions, args)
     store = IndexStore(args.index)
     store.root.check_usable("index")
     action = {"info": lambda: store.info(args.versions), "compact": store.compact,

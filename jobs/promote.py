@@ -3,18 +3,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 import jobs.cli
+from jobs.options import add_options
 from pipelines.model.registry import promote
+from pipelines.options import TrackingOptions, option
 from pipelines.tracking import use_store
 
 
+@dataclass
+class PromoteOptions(TrackingOptions):
+    model: str = option(help="the version to promote: models:/<name>@<alias> (e.g. the candidate training "
+                             "registered) or models:/<name>/<version> (e.g. an older one, to roll back)",
+                        positional=True, metavar="MODEL_URI")
+    alias: str = option(help="the alias to move to that version, e.g. champion")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL_URI",
-                        help="the version to promote: models:/<name>@<alias> (e.g. the candidate training "
-                             "registered) or models:/<name>/<version> (e.g. an older one, to roll back)")
-    parser.add_argument("--alias", required=True, help="the alias to move to that version, e.g. champion")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    add_options(parser, PromoteOptions)
     parser.epilog = ("Training registers each new version as <registered_model>@candidate; promote it once its "
                      "metrics are checked (`tempme evaluate`). The next nightly run re-embeds with it.\n"
                      "Example: tempme promote models:/tempme-msrvtt-b32@candidate --alias champion")

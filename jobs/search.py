@@ -4,35 +4,40 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 
 import jobs.cli
-from tempme.config import PRECISIONS
+from jobs.options import add_options, from_args
+from pipelines.index.search import DEFAULT_K
+from pipelines.options import TrackingOptions, option, precision_option
 from tempme.errors import UserError
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+@dataclass
+class SearchOptions(TrackingOptions):
+    query: list[str] = option(help="text query (several queries: one search each)", positional=True, nargs="+")
+    index: str = option(help="index directory or URI written by `tempme embed`")
+    k: int = option(DEFAULT_K, "videos per query", names=("-k",))
+    model: str | None = option(None, "model URI to encode queries with; must be the index's model version "
+                                     "(default: the model the index records)")
+    precision: str = precision_option("text-encoder precision")
+    version: int | None = option(None, "index version to search (default the latest; see `tempme index info`)")
+    json: bool = option(False, "print JSON instead of a table")
 
-    parser.add_argument("query", nargs="+", help="text query (several queries: one search each)")
-    parser.add_argument("--index", required=True, help="index directory or URI written by `tempme embed`")
-    parser.add_argument("-k", type=int, default=10, help="videos per query (default %(default)s)")
-    parser.add_argument("--model", help="model URI to encode queries with; must be the index's model version "
-                                        "(default: the model the index records)")
-    parser.add_argument("--tracking-uri", help="MLflow store holding a models:/ or runs:/ model "
-                                               "(default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="text-encoder precision; auto: bf16 where the CPU or GPU computes it natively "
-                             "(default %(default)s)")
-    parser.add_argument("--version", type=int, help="index version to search (default the latest; see "
-                                                    "`tempme index info`)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    def __post_init__(self):
+        if self.k < 1:
+            raise UserError(f"-k must be at least 1, got {self.k}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_options(parser, SearchOptions)
     parser.epilog = 'Example: tempme search "a man is cooking" --index outputs/index -k 10 --json'
 
 
 def run(args) -> int:
     from pipelines.embed.search import TextSearch
 
-    if args.k < 1:
-        raise UserError(f"-k must be at least 1, got {args.k}")
+    args = from_args(SearchOptions, args)
     searcher = TextSearch(args.index, args.model, args.tracking_uri, args.precision, args.version)
     results = searcher.search(args.query, args.k)
     ref = searcher.index_model

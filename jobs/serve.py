@@ -5,37 +5,21 @@ import argparse
 import sys
 
 import jobs.cli
-from tempme.config import PRECISIONS
-from tempme.errors import UserError
+from jobs.options import add_options, from_args
+from pipelines.serve.options import ServeOptions, ServiceOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-
-    parser.add_argument("--index", required=True, help="index directory or URI written by `tempme embed`")
-    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default %(default)s; 0.0.0.0 inside a cluster pod)")
-    parser.add_argument("--replicas", type=int, default=1, help="replicas, each with its own text encoder "
-                                                                "(default %(default)s)")
-    parser.add_argument("--tracking-uri", help="MLflow store holding the index's models:/ model "
-                                               "(default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="text-encoder precision; auto: bf16 where the hardware computes it natively")
-    parser.add_argument("--refresh-s", type=float, default=10.0,
-                        help="seconds between looks for a new index version (default %(default)s)")
-    parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
+    add_options(parser, ServeOptions)
+    add_options(parser, ServiceOptions)
     parser.epilog = ("Example: tempme serve --index outputs/index --port 8000 --replicas 2   "
                      "then open http://127.0.0.1:8000/ or GET /search?q=a+dog&k=10")
 
 
 def run(args) -> int:
-    from pipelines.serve import ServeOptions, run_service
+    from pipelines.serve import run_service
 
-    if args.replicas < 1 or args.refresh_s <= 0 or not 0 < args.port < 65536:
-        raise UserError("--replicas must be >= 1, --refresh-s > 0 and --port a port number")
-    options = ServeOptions(index=args.index, tracking_uri=args.tracking_uri, precision=args.precision,
-                           refresh_s=args.refresh_s)
-    run_service(options, args.replicas, args.host, args.port, args.ray_address)
+    run_service(from_args(ServeOptions, args), from_args(ServiceOptions, args))
     return 0
 
 

@@ -4,32 +4,36 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import jobs.cli
+from jobs.options import add_options
 from pipelines.cluster import submit
+from pipelines.options import option
 from tempme.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default="http://127.0.0.1:8265",
-                        help="the cluster's dashboard / job API (default %(default)s)")
-    parser.add_argument("--follow", action="store_true", help="stream the job's logs and exit with its status")
-    parser.add_argument("--working-dir", default=str(REPO_ROOT),
-                        help="code uploaded as the runtime env's working_dir (default: this checkout)")
-    parser.add_argument("--pip", action="append", default=[], metavar="REQUIREMENT",
-                        help="extra package for the job's runtime env (repeatable)")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment variable for the job, e.g. MLFLOW_TRACKING_URI=http://mlflow:5000")
-    parser.add_argument("--submission-id", help="a fixed id (submitting the same id twice is refused)")
-    parser.add_argument("--token", help="cluster auth token (default: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, "
-                                        "~/.ray/auth_token)")
+@dataclass
+class SubmitOptions:
+    address: str = option("http://127.0.0.1:8265", "the cluster's dashboard / job API")
+    follow: bool = option(False, "stream the job's logs and exit with its status")
+    working_dir: str = option(str(REPO_ROOT), "code uploaded as the runtime env's working_dir (default: this "
+                                              "checkout)")
+    pip: list[str] = option(help="extra package for the job's runtime env (repeatable)", repeat=True,
+                            metavar="REQUIREMENT", default_factory=list)
+    env: list[str] = option(help="environment variable for the job (repeatable), e.g. "
+                                 "MLFLOW_TRACKING_URI=http://mlflow:5000", repeat=True, metavar="KEY=VALUE",
+                            default_factory=list)
+    submission_id: str | None = option(None, "a fixed id (submitting the same id twice is refused)")
+    token: str | None = option(None, "cluster auth token (default: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, "
+                                     "~/.ray/auth_token)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_options(parser)
+    add_options(parser, SubmitOptions)
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="JOB [-- JOB OPTIONS]",
                         help=f"one of: {', '.join(_submittable())}; its options after --")
     parser.epilog = ("Example: tempme submit embed --address http://head:8265 --follow -- "
@@ -51,7 +55,7 @@ def _split_command(args: argparse.Namespace) -> tuple[str, list[str]]:
     own, job_args = (rest[: rest.index("--")], rest[rest.index("--") + 1:]) if "--" in rest else (rest, [])
     if own:
         own_parser = argparse.ArgumentParser(prog="tempme submit", add_help=False)
-        _add_options(own_parser)
+        add_options(own_parser, SubmitOptions)
         own_parser.parse_args(own, namespace=args)   # options given after the job name
     if job not in _submittable():
         raise UserError(f"unknown job {job!r}; one of: {', '.join(_submittable())}")

@@ -3,20 +3,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 import jobs.cli
+from jobs.options import add_options
+from pipelines.options import ClusterOptions, option
 from pipelines.tracking import check_reachable, resolve_tracking_uri
 
 
+@dataclass
+class TrainOptions(ClusterOptions):
+    config: str = option(help="YAML config file, or the name of a shipped recipe (tiny, msrvtt-tempme-b32, ...: "
+                              "pipelines/train/configs/)")
+    set: list[str] = option(help="override one config value by dotted key (repeatable), e.g. optim.lr=3e-4",
+                            repeat=True, metavar="KEY=VALUE", default_factory=list)
+    check: bool = option(False, "check the config, shards and tracking store, print the plan, and stop")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True,
-                        help="YAML config file, or the name of a shipped recipe (tiny, msrvtt-tempme-b32, ...: "
-                             "pipelines/train/configs/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value by dotted key (repeatable), e.g. optim.lr=3e-4")
-    parser.add_argument("--check", action="store_true",
-                        help="check the config, shards and tracking store, print the plan, and stop")
-    parser.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
+    add_options(parser, TrainOptions)
     parser.epilog = ("Example: tempme train --config pipelines/train/configs/tiny.yaml "
                      "--set data.shards=outputs/synthetic/shards --set train.epochs=2")
 
@@ -26,7 +31,7 @@ def run(args) -> int:
     from pipelines.train.data import plan_training
     from pipelines.train.job import run_training
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.set)
     print(f"# resolved config\n{cfg.to_yaml()}", flush=True)
     if args.check:
         check_config(cfg)

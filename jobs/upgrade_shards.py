@@ -3,13 +3,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 import jobs.cli
+from jobs.options import add_options
+from pipelines.options import option
 from pipelines.storage.location import Location
 
 
+@dataclass
+class UpgradeOptions:
+    folders: list[str] = option(help="shard folders or URIs (tempme preprocess --out)", positional=True,
+                                nargs="+", metavar="FOLDER")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folders", nargs="+", metavar="FOLDER", help="shard folders or URIs (tempme preprocess --out)")
+    add_options(parser, UpgradeOptions)
     parser.epilog = ("Training, evaluation and embedding read the sample table (FOLDER/_samples.lance) that\n"
                      "`tempme preprocess` writes; a folder written by an older version has one catalog per shard\n"
                      "instead. This writes its sample table in one commit; the catalogs stay and are no longer read.\n"

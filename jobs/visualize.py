@@ -3,20 +3,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
 import jobs.cli
 import tempme
+from jobs.options import add_options
+from pipelines.options import option
+
+
+@dataclass
+class VisualizeOptions:
+    video: str = option(help="a video file", positional=True)
+    preset: str = option("tempme-b32-12f", "model preset")
+    pretrained: str | None = option(None, "backbone weights: 'openai' or a local CLIP file")
+    adapter: str | None = option(None, "a trained adapter directory")
+    fps: float = option(1.0, "sampling rate before picking frames")
+    out: str = option("merge.png", "PNG to write")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("video", help="a video file")
-    parser.add_argument("--preset", default="tempme-b32-12f", help="model preset (default: tempme-b32-12f)")
-    parser.add_argument("--pretrained", default=None, help="backbone weights: 'openai' or a local CLIP file")
-    parser.add_argument("--adapter", default=None, help="a trained adapter directory")
-    parser.add_argument("--fps", type=float, default=1.0, help="sampling rate before picking frames")
-    parser.add_argument("--out", default="merge.png", help="PNG to write (default: merge.png)")
+    add_options(parser, VisualizeOptions)
     parser.epilog = "Example: tempme visualize cooking.mp4 --preset tempme-b32-12f --pretrained openai --out merge.png"
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from tempme.errors import UserError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")   # inference precisions (tempme.precision says which runs where)
+DEFAULT_PRECISION = "auto"    # bf16 where the hardware computes it natively (tempme.precision says where)
+PRECISIONS = (DEFAULT_PRECISION, "fp32", "bf16", "fp16")   # inference precisions
 BACKBONE_CONFIGS = Path(__file__).parent / "model_configs"   # open_clip configs of the project's own backbones
 
 

@@ -185,15 +185,15 @@ def plain_loop(shards: str, adapter_dir: Path, batch_size: int) -> tuple[Measure
 def job_run(shards: str, adapter_dir: Path, out: Path, workers: int, batch_size: int,
             tracking_uri: str) -> Measurement:
     """One `embed_corpus` run on CPU actors with one CPU (one torch thread) each, into the empty folder `out`."""
-    from pipelines.embed.job import embed_corpus
+    from pipelines.embed import EmbedOptions, embed_corpus
 
     if out.exists():
         raise FileExistsError(f"{out} exists: each measured run needs a fresh index folder")
     arrivals = _Arrivals()
     started = time.perf_counter()
-    report = embed_corpus(shards, str(adapter_dir), str(out), workers=workers, batch_size=batch_size,
-                          device="cpu", cpus_per_worker=1, tracking_uri=tracking_uri, experiment=EXPERIMENT,
-                          progress=arrivals)
+    report = embed_corpus(EmbedOptions(shards=shards, model=str(adapter_dir), out=str(out), workers=workers,
+                                       batch_size=batch_size, device="cpu", cpus_per_worker=1,
+                                       tracking_uri=tracking_uri, experiment=EXPERIMENT), progress=arrivals)
     seconds = time.perf_counter() - started
     if report.failed or report.already_done:
         raise RuntimeError(f"{out}: the job embedded {report.embedded} of {report.videos} videos "

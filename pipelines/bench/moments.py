@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipelines.bench import common
 from pipelines.demo.synthetic import COLOURS, DIRECTIONS, SHAPES, SyntheticVideo, render_video
-from pipelines.embed import TextSearch, embed_corpus
+from pipelines.embed import EmbedOptions, TextSearch, embed_corpus
 from pipelines.preprocess import PreprocessOptions, run_preprocess
 from pipelines.preprocess.media import ffmpeg_exe
 
@@ -114,8 +114,8 @@ def measure_cut(work: Path, pieces: list[dict], model: str, tracking: str, hours
         raise RuntimeError(f"preprocessing the long videos failed: {report.failures[:3]}")
     say(f"{cut}: embedding")
     started = time.perf_counter()
-    embed_corpus(str(work / f"shards-{name}"), model, str(work / f"index-{name}"), workers=1, batch_size=8,
-                 tracking_uri=tracking)
+    embed_corpus(EmbedOptions(shards=str(work / f"shards-{name}"), model=model, out=str(work / f"index-{name}"),
+                              workers=1, batch_size=8, tracking_uri=tracking))
     embed_s = time.perf_counter() - started
     search = TextSearch(work / f"index-{name}", tracking_uri=tracking)
     windows = len(search.index)
@@ -166,7 +166,8 @@ def _mean(values) -> float:
 
 def _demo_model(folder: Path, say) -> tuple[str, str]:
     """A model trained by the demo's recipe on its short clips: (model URI, MLflow store)."""
-    from pipelines.demo.end_to_end import DemoOptions, run_demo
+    from pipelines.demo.end_to_end import run_demo
+    from pipelines.demo.options import DemoOptions
 
     say("training a model by the demo's recipe (its short clips only)")
     result = run_demo(DemoOptions(workdir=str(folder)), say=lambda line: None)

@@ -44,7 +44,7 @@ def measure(args) -> dict:
     from ray import serve
 
     from pipelines.index import IndexStore
-    from pipelines.serve import ServeOptions, start_service
+    from pipelines.serve import ServeOptions, ServiceOptions, start_service
 
     log = common.progress(args)
     with common.scratch(args) as root:
@@ -56,7 +56,7 @@ def measure(args) -> dict:
         build(location, args.videos, corpus(rng, args.videos, dim), rng, old)
         IndexStore(location).refresh_search()
         common.start_ray()
-        address = start_service(ServeOptions(index=location, refresh_s=1.0), 1, port=args.port)
+        address = start_service(ServeOptions(index=location, refresh_s=1.0), ServiceOptions(port=args.port))
         try:
             with Load(over_http(address), args.rate) as load:
                 time.sleep(args.before_s)

@@ -52,7 +52,7 @@ def measure(args) -> dict:
     from ray import serve
 
     from pipelines.index import IndexStore
-    from pipelines.serve import APP_NAME, SearchState, ServeOptions, start_service
+    from pipelines.serve import APP_NAME, SearchState, ServeOptions, ServiceOptions, start_service
 
     sizes, replica_counts = common.numbers(args.sizes, "--sizes"), common.numbers(args.replicas, "--replicas")
     clients = common.numbers(args.clients, "--clients")
@@ -76,8 +76,8 @@ def measure(args) -> dict:
             state.close()
             del state
             for replicas in replica_counts:
-                address = start_service(ServeOptions(index=location, refresh_s=args.refresh_s), replicas,
-                                        port=args.port)
+                address = start_service(ServeOptions(index=location, refresh_s=args.refresh_s),
+                                        ServiceOptions(port=args.port, replicas=replicas))
                 for count in clients:
                     load(over_http(address), min(args.seconds, 3.0), args.max_requests, count)   # warm up
                     rows.append({"videos": n, "path": "HTTP", "replicas": replicas, "clients": count,

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tempme
+from pipelines.demo.options import PRETRAINED_PRESET, RANDOM_PRESET, DemoOptions
 from pipelines.demo.synthetic import make_synthetic_corpus
-from pipelines.embed.job import embed_corpus
+from pipelines.embed import EmbedOptions, embed_corpus
 from pipelines.embed.search import TextSearch
+from pipelines.evaluate.options import EvaluateOptions
 from pipelines.evaluate.retrieval import evaluate_model
 from pipelines.preprocess import PreprocessOptions, run_preprocess
 from pipelines.shards.format import FAILURES, SUMMARY
@@ -33,24 +35,9 @@ from pipelines.train.config import TINY_CONFIG, load_config
 from pipelines.train.job import run_training
 from tempme.errors import NotFound, UserError
 
-RANDOM_PRESET = "tempme-tiny-12f"
-PRETRAINED_PRESET = "tempme-b32-12f"
 # Where the OpenAI `clip` package caches ViT-B/32, and the hub open_clip downloads "openai" weights from.
 OPENAI_CACHE = Path("~/.cache/clip/ViT-B-32.pt").expanduser()
 HUB = ("huggingface.co", 443)
-DEFAULT_QUERIES = ("a red square moving left", "a blue bar moving up", "the green square moves down")
-
-
-@dataclass
-class DemoOptions:
-    workdir: str = "demo_out"
-    videos: int = 96                  # size of the generated corpus (a quarter held out for test)
-    epochs: int = 12
-    workers: int = 2                  # Ray Train workers, and embedding actors
-    pretrained: str = "auto"          # auto | none | openai | /path/to/ViT-B-32.pt
-    preset: str | None = None         # default: tempme-b32-12f with weights, tempme-tiny-12f without
-    queries: tuple[str, ...] = DEFAULT_QUERIES
-    top_k: int = 3
 
 
 @dataclass
@@ -169,7 +156,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
     say(f"      registered {outcome.model_uri} = version {outcome.version} (MLflow run {outcome.run_id})")
 
     say("[4/6] evaluating the registered model on the held-out test split")
-    result, _ = evaluate_model(outcome.model_uri, str(shards), "test", tracking_uri=tracking_uri)
+    result, _ = evaluate_model(EvaluateOptions(model=outcome.model_uri, shards=str(shards), split="test",
+                                               tracking_uri=tracking_uri))
     chance = 100.0 / result.videos
     say(f"      {result.videos} test videos: text->video R@1 {result.metrics['t2v_r1']:.1f} "
         f"R@5 {result.metrics['t2v_r5']:.1f}, video->text R@1 {result.metrics['v2t_r1']:.1f} "
@@ -177,8 +165,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
 
     say(f"[5/6] embedding the whole corpus with {options.workers} actors (Ray Data)")
     index = work / "index"
-    report = embed_corpus(str(shards), outcome.model_uri, str(index), workers=options.workers,
-                          tracking_uri=tracking_uri)
+    report = embed_corpus(EmbedOptions(shards=str(shards), model=outcome.model_uri, out=str(index),
+                                       workers=options.workers, tracking_uri=tracking_uri))
     say("      " + report.summary().replace("\n", "\n      "))
 
     say("[6/6] searching the index")

@@ -16,6 +16,7 @@ import numpy as np
 
 from pipelines.model.adapter_bytes import load_from_files
 from pipelines.shards.reader import SampleReader
+from tempme.config import DEFAULT_PRECISION
 
 PASSED_ON = ("video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size", "source", "window_start",
              "window_end", "error")
@@ -68,7 +69,8 @@ def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
 class VideoEmbedder:
     """Callable class for `Dataset.map_batches`: uint8 frames -> embedding (plus the columns passed on)."""
 
-    def __init__(self, adapter: dict[str, bytes], threads: int = 1, use_gpu: bool = False, precision: str = "auto",
+    def __init__(self, adapter: dict[str, bytes], threads: int = 1, use_gpu: bool = False,
+                 precision: str = DEFAULT_PRECISION,
                  compile_batch: int | None = None):
         """`compile_batch`: compile the video encoder for batches of exactly this many videos; shorter
         batches are padded to it, so that one graph serves every call."""

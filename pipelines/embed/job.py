@@ -28,7 +28,7 @@ from pipelines import tracking
 from pipelines.cluster.connect import check_stores_from_a_worker, connect, spans_nodes
 from pipelines.cluster.progress import Progress
 from pipelines.embed.encoder import VideoEmbedder, read_frames
-from pipelines.embed.options import PART_ROWS
+from pipelines.embed.options import EmbedOptions
 from pipelines.embed.plan import PLAN_DIR, EmbedPlan, plan_embedding, read_part
 from pipelines.index import IndexStore, ModelRef, write_fragment
 from pipelines.index.table import RETENTION
@@ -110,15 +110,14 @@ def decode_memory(shards: str, batch_size: int) -> int:
     return DECODE_WORKER_BYTES + 2 * batch_size * frames * 3 * side * side
 
 
-def _pipeline(ray, shards: str, plan: EmbedPlan, adapter: dict[str, bytes], index_uri: str,
-              model: ModelRef, workers: tuple[int, int], batch_size: int, device: str, cpus_per_worker: int,
-              precision: str, compile: bool, part_rows: int):
+def _pipeline(ray, o: EmbedOptions, plan: EmbedPlan, adapter: dict[str, bytes], index_uri: str, model: ModelRef):
     """Rows of the videos to embed -> frames (CPU tasks) -> embeddings (actor pool) -> fragments (CPU tasks)."""
-    num_cpus, num_gpus = _actor_resources(ray, device, cpus_per_worker)
+    batch_size = o.batch_size
+    num_cpus, num_gpus = _actor_resources(ray, o.device, o.cpus_per_worker)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = context.print_on_execution_start = False   # the job prints its own progress
     blocks = max(1, min(math.ceil(plan.todo / batch_size), MAX_BLOCKS))
-    least, most = workers
+    least, most = o.min_workers, o.workers
     most = min(most, blocks, _fitting_actors(ray, num_cpus))
     parts = plan.parts(blocks)
     ds = ray.data.from_items(parts, override_num_blocks=len(parts)).map_batches(
@@ -126,16 +125,16 @@ def _pipeline(ray, shards: str, plan: EmbedPlan, adapter: dict[str, bytes], inde
     # Declaring the memory a decode task holds also keeps Ray Data from fusing this stage into the model
     # actors (it fuses stages whose resource requests are equal), which would make the model wait for decoding.
     frames = ds.map_batches(read_frames, batch_size=batch_size, batch_format="numpy", num_cpus=1,
-                            memory=decode_memory(shards, batch_size))
+                            memory=decode_memory(o.shards, batch_size))
     embedded = frames.map_batches(
         VideoEmbedder,
-        fn_constructor_kwargs={"adapter": adapter, "threads": cpus_per_worker, "use_gpu": num_gpus > 0,
-                               "precision": precision, "compile_batch": batch_size if compile else None},
+        fn_constructor_kwargs={"adapter": adapter, "threads": o.cpus_per_worker, "use_gpu": num_gpus > 0,
+                               "precision": o.precision, "compile_batch": batch_size if o.compile else None},
         batch_size=batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=min(least, most), max_size=most),
         num_cpus=num_cpus, num_gpus=num_gpus)
     return embedded.map_batches(write_fragment, fn_kwargs={"uri": index_uri, "model": model.__dict__},
-                                batch_size=part_rows, batch_format="numpy", num_cpus=0.5)
+                                batch_size=o.part_rows, batch_format="numpy", num_cpus=0.5)
 
 
 def _start_run(uri: str, experiment: str, model: ModelRef, location: str) -> str:
@@ -172,54 +171,50 @@ def _finish_run(uri: str, run_id: str, report: EmbedReport, options: dict) -> No
     client.set_terminated(run_id, "FINISHED")
 
 
-def embed_corpus(shards: str, model: str, out: str, *, workers: int = 1, min_workers: int = 1,
-                 batch_size: int = 16, device: str = "auto", precision: str = "auto", compile: bool = False,
-                 cpus_per_worker: int = 1, ray_address: str | None = None,
-                 tracking_uri: str | None = None, experiment: str = "tempme-embed", part_rows: int = PART_ROWS,
-                 progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] | None = None,
-                 progress_every: float = 10.0) -> EmbedReport:
-    """Embed the videos of `shards` that `out` does not hold yet for the version `model` (a URI) names;
-    publish atomically. The keywords are the fields of `EmbedOptions`, which the command lines give.
+def embed_corpus(options: EmbedOptions, progress: Callable[[int, int], None] | None = None,
+                 log: Callable[[str], None] | None = None) -> EmbedReport:
+    """Embed the videos of `options.shards` that `options.out` does not hold yet for the version `options.model`
+    (a URI) names; publish atomically.
 
     The model stage is an actor pool of `min_workers` to `workers` actors that Ray Data grows with the work.
 
     `log` gets a line when embedding starts and then at most every `progress_every` seconds (videos done,
     failed, videos/s); `progress(done, total)` is called after every batch. `precision` is the actors'
     inference precision (`auto`: bf16 where the hardware computes it natively); `compile` compiles each
-    actor's video encoder once for the batch size. A tracking store that does not
-    answer (`tracking.TrackingUnavailable`) or a model it does not hold (ValueError) is found before anything
-    is written."""
+    actor's video encoder once for the batch size. A tracking store that does not answer
+    (`tracking.TrackingUnavailable`) or a model it does not hold (ValueError) is found before anything is
+    written."""
     import mlflow
     import ray
 
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if workers < 1 or batch_size < 1 or cpus_per_worker < 1:
+    o = options
+    if not (o.shards and o.model and o.out):
+        raise UserError("the embedding job needs shards, model and out")
+    if o.precision not in PRECISIONS:
+        raise UserError(f"unknown precision {o.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if o.workers < 1 or o.batch_size < 1 or o.cpus_per_worker < 1:
         raise UserError(f"workers, batch_size and cpus_per_worker must be at least 1 "
-                         f"(got {workers}, {batch_size}, {cpus_per_worker})")
-    if not 1 <= min_workers <= workers:
-        raise UserError(f"min_workers must be between 1 and workers ({workers}), got {min_workers}")
-    uri = tracking.use_store(tracking_uri)
-    store = IndexStore(out)
+                         f"(got {o.workers}, {o.batch_size}, {o.cpus_per_worker})")
+    if not 1 <= o.min_workers <= o.workers:
+        raise UserError(f"min_workers must be between 1 and workers ({o.workers}), got {o.min_workers}")
+    uri = tracking.use_store(o.tracking_uri)
+    store = IndexStore(o.out)
     store.root.check_usable("--out")
     store.check()
     with tempfile.TemporaryDirectory(prefix="tempme-adapter-") as tmp:   # pinned: the version the alias names now
-        ref, adapter_dir = resolve_model(model, tmp, tracking_uri=uri)
+        ref, adapter_dir = resolve_model(o.model, tmp, tracking_uri=uri)
         adapter = adapter_files(adapter_dir)
     with store.writer(ref, run_id=uuid.uuid4().hex[:12]) as writer:   # a busy index stops here, untouched
-        run_id = _start_run(uri, experiment, ref, str(out))
+        run_id = _start_run(uri, o.experiment, ref, str(o.out))
         writer.run_id = run_id
         try:
-            report = _embed(ray, writer, shards, ref, adapter, str(out), (min_workers, workers),
-                            batch_size, device, cpus_per_worker, precision, compile, part_rows, progress,
-                            log or logger.info, progress_every, ray_address)
+            report = _embed(ray, writer, o, ref, adapter, progress, log or logger.info)
         except BaseException:
             mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED")
             raise
     report.mlflow_run_id = run_id
-    _finish_run(uri, run_id, report, {"workers": workers, "min_workers": min_workers, "batch_size": batch_size,
-                                      "device": device, "precision": precision, "compile": compile,
-                                      "cpus_per_worker": cpus_per_worker, "shards": shards})
+    _finish_run(uri, run_id, report, {key: getattr(o, key) for key in (
+        "workers", "min_workers", "batch_size", "device", "precision", "compile", "cpus_per_worker", "shards")})
     return report
 
 
@@ -236,21 +231,19 @@ def plan_run(writer, shards: str, batch_size: int) -> tuple[EmbedPlan, int]:
     return plan, removed
 
 
-def _embed(ray, writer, shards, model, adapter, out, workers, batch_size, device, cpus_per_worker, precision,
-           compile, part_rows, progress, log, progress_every, ray_address) -> EmbedReport:
-    store = writer.store
-    plan, removed = plan_run(writer, shards, batch_size)
+def _embed(ray, writer, o: EmbedOptions, model: ModelRef, adapter: dict[str, bytes], progress, log) -> EmbedReport:
+    store, shards, out = writer.store, o.shards, str(o.out)
+    plan, removed = plan_run(writer, shards, o.batch_size)
     log(f"embed: {plan.videos} videos in the shards, {plan.videos - plan.todo} already in {out}, "
         f"{plan.todo} to embed with {model.name} v{model.version}" + (f", {removed} removed" if removed else ""))
-    counter = Progress("embed", plan.todo, progress_every, log)
+    counter = Progress("embed", plan.todo, o.progress_every, log)
     start = time.perf_counter()
     changed = bool(plan.todo or removed or writer.replacing or store.serving() is not None)
     if changed:
-        connect(ray_address)
+        connect(o.ray_address)
         check_stores_from_a_worker([("--shards", folder) for folder in shard_folders(shards)] + [("--out", out)])
     if plan.todo:
-        pipeline = _pipeline(ray, shards, plan, adapter, writer.uri, model, workers, batch_size, device,
-                             cpus_per_worker, precision, compile, part_rows)
+        pipeline = _pipeline(ray, o, plan, adapter, writer.uri, model)
         for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
             writer.commit([str(f) for f in batch["fragments"] if f])
             failures = [{"video_id": str(v), "error": str(e), "source": str(src)}

@@ -10,7 +10,9 @@ import os
 import numpy as np
 
 from pipelines.index import Hit, IndexStore, ModelRef, VideoIndex
+from pipelines.index.search import DEFAULT_K
 from pipelines.model.registry import open_model
+from tempme.config import DEFAULT_PRECISION
 from tempme.errors import UserError
 
 
@@ -40,7 +42,7 @@ class TextSearch:
     """An opened index and its model: encode queries, return the top-k videos (reuse it across queries)."""
 
     def __init__(self, index: str | os.PathLike, model_uri: str | None = None, tracking_uri: str | None = None,
-                 precision: str = "auto", version: int | None = None, prewarm: bool = False):
+                 precision: str = DEFAULT_PRECISION, version: int | None = None, prewarm: bool = False):
         """`precision`: of the text encoder (auto: bf16 where the hardware computes it natively); `version`: the
         index version to search (default the latest; `tempme index info` lists them); `prewarm`: load the ANN
         index now, and on every reopen (a service that answers many queries)."""
@@ -80,7 +82,7 @@ class TextSearch:
         with torch.inference_mode():
             return self.model.encode_text(list(queries)).float().cpu().numpy()
 
-    def search(self, queries: str | list[str], k: int = 10, moments: int = 0) -> list[list[Hit]]:
+    def search(self, queries: str | list[str], k: int = DEFAULT_K, moments: int = 0) -> list[list[Hit]]:
         """Top-k videos per query, best first (a single string gives a one-element list); a video cut into
         windows by its best window, with its next `moments` best."""
         queries = [queries] if isinstance(queries, str) else list(queries)
@@ -89,7 +91,8 @@ class TextSearch:
         return self.index.search(self.encode(queries), k, moments)
 
 
-def search(index: str | os.PathLike, queries: str | list[str], k: int = 10, model_uri: str | None = None,
-           tracking_uri: str | None = None, precision: str = "auto", version: int | None = None) -> list[list[Hit]]:
+def search(index: str | os.PathLike, queries: str | list[str], k: int = DEFAULT_K, model_uri: str | None = None,
+           tracking_uri: str | None = None, precision: str = DEFAULT_PRECISION, version: int | None = None
+           ) -> list[list[Hit]]:
     """One-shot search (loads the index and the model each call; keep a TextSearch for many queries)."""
     return TextSearch(index, model_uri, tracking_uri, precision, version).search(queries, k)

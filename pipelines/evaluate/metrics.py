@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipelines.evaluate.options import V2T_PROTOCOLS
+
 RECALL_KS = (1, 5, 10, 50)
-V2T_PROTOCOLS = ("per_video", "per_caption")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ ranks every caption against every video of the split.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -17,6 +18,7 @@ import torch
 
 from pipelines.cluster.connect import connect, spans_nodes
 from pipelines.evaluate.metrics import RetrievalRanks, embedding_ranks, rank_metrics, recall_curve
+from pipelines.evaluate.options import DEFAULT_V2T_PROTOCOL, EvaluateOptions
 from pipelines.model.registry import ModelRef, open_model, resolve_model
 from pipelines.shards.frames import normalise
 from pipelines.shards.reader import SampleTable
@@ -52,8 +54,8 @@ class EvalResult:
     v2t_protocol: str       # how video-to-text counted other videos' captions (`metrics.V2T_PROTOCOLS`)
 
 
-def split_batches(table: SampleTable, batch_size: int, rank: int = 0, world_size: int = 1,
-                  loader_workers: int = 0, pin_memory: bool = False, skip_corrupt: bool = False) -> Iterator[dict]:
+def split_batches(table: SampleTable, batch_size: int, rank: int = 0, world_size: int = 1, *, loader_workers: int,
+                  pin_memory: bool = False, skip_corrupt: bool = False) -> Iterator[dict]:
     """The videos of a split (this rank's part), each once, in batches: video [B,T,3,H,W] uint8, mask [B,T],
     captions [[str]], id [str]; with `skip_corrupt`, a sample that cannot be read is left out and named in its
     batch's `corrupt` (else it raises)."""
@@ -95,7 +97,7 @@ def embed_videos(model, batches: Iterable[dict], amp_dtype: torch.dtype | None =
 
 
 def score(embeddings: SplitEmbeddings, split: str = "evaluation", device="cpu",
-          v2t_protocol: str = "per_video") -> EvalResult:
+          v2t_protocol: str = DEFAULT_V2T_PROTOCOL) -> EvalResult:
     """Rank every caption against every video of the split, in blocks on `device`: both directions'
     retrieval metrics, video-to-text by `v2t_protocol` (default the authors'). NaN or infinite embeddings are an error
     naming the split and the videos, never a silent hit."""
@@ -159,42 +161,41 @@ def save_merge_pictures(model, batches: Iterable[dict], count: int, out_dir: str
     return paths
 
 
-def evaluate_model(model_uri: str, shards: str, split: str, batch_size: int = 16, device: str = "cpu",
-                   loader_workers: int = 0, precision: str = "auto", v2t_protocol: str = "per_video",
-                   tracking_uri: str | None = None) -> tuple[EvalResult, ModelRef]:
-    """Open a model from any adapter URI (`model_store.open_model`) and evaluate it on a split, in this
-    process, in its inference form (`precision` auto: bf16 where the hardware computes it natively)."""
-    table = SampleTable.build(shards, split)
-    model, resolved = open_model(model_uri, tracking_uri=tracking_uri)
-    model.to(device).for_inference(precision)
-    batches = split_batches(table, batch_size, loader_workers=loader_workers, pin_memory=model.device.type == "cuda")
+def evaluate_model(options: EvaluateOptions, torch_device: str = "cpu") -> tuple[EvalResult, ModelRef]:
+    """Open a model from any adapter URI (`registry.open_model`) and evaluate it on a split, in this process on
+    `torch_device`, in its inference form (`precision` auto: bf16 where the hardware computes it natively)."""
+    o = options
+    table = SampleTable.build(o.shards, o.split)
+    model, resolved = open_model(o.model, tracking_uri=o.tracking_uri)
+    model.to(torch_device).for_inference(o.precision)
+    batches = split_batches(table, o.batch_size, loader_workers=o.loader_workers,
+                            pin_memory=model.device.type == "cuda")
     embeddings = embed_videos(model, batches)
-    return score(embeddings, split, model.device, v2t_protocol), resolved
+    return score(embeddings, o.split, model.device, o.v2t_protocol), resolved
 
 
-def evaluate_on_cluster(model_uri: str, shards: str, split: str, *, gpu: bool = False, tracking_uri: str | None = None,
-                        ray_address: str | None = None, **options) -> tuple[EvalResult, ModelRef]:
-    """`evaluate_model` as one Ray task: on a GPU of the cluster when `gpu` (an autoscaler adds one), else on
-    its CPUs, never in the driver (which runs on the head when the job is submitted). `options` are
-    `evaluate_model`'s batch_size, loader_workers, precision and v2t_protocol. The driver pins the model
-    version first (an unknown model or a store that does not answer is told here), and the task opens it."""
+def evaluate_on_cluster(options: EvaluateOptions) -> tuple[EvalResult, ModelRef]:
+    """`evaluate_model` as one Ray task: on a GPU of the cluster when `device` is gpu (an autoscaler adds one),
+    else on its CPUs, never in the driver (which runs on the head when the job is submitted). The driver pins
+    the model version first (an unknown model or a store that does not answer is told here), and the task
+    opens it."""
     import mlflow
     import ray
 
-
-    SampleTable.build(shards, split)     # a missing split or bad shards: told here, before any task
+    o, gpu = options, options.device == "gpu"
+    SampleTable.build(o.shards, o.split)     # a missing split or bad shards: told here, before any task
     with tempfile.TemporaryDirectory(prefix="tempme-evaluate-") as tmp:
-        pinned, _ = resolve_model(model_uri, tmp, tracking_uri)     # so is an unknown model or a silent store
-    store = mlflow.get_tracking_uri() if model_uri.startswith(("models:/", "runs:/")) else None
-    connect(ray_address)
+        pinned, _ = resolve_model(o.model, tmp, o.tracking_uri)     # so is an unknown model or a silent store
+    store = mlflow.get_tracking_uri() if o.model.startswith(("models:/", "runs:/")) else None
+    connect(o.ray_address)
     if gpu and ray.cluster_resources().get("GPU", 0) < 1 and not spans_nodes(ray.nodes()):
         raise UserError("--device gpu, but this Ray cluster has no GPUs and no autoscaler to add them")
+    in_task = dataclasses.replace(o, model=pinned.uri, tracking_uri=store)
 
     def evaluate() -> tuple[EvalResult, ModelRef]:
-        return evaluate_model(pinned.uri, shards, split, device="cuda" if gpu else "cpu", tracking_uri=store,
-                              **options)
+        return evaluate_model(in_task, "cuda" if gpu else "cpu")
 
-    task = ray.remote(num_cpus=max(options.get("loader_workers", 0), 1), num_gpus=int(gpu), max_retries=0)(evaluate)
+    task = ray.remote(num_cpus=max(o.loader_workers, 1), num_gpus=int(gpu), max_retries=0)(evaluate)
     try:
         return ray.get(task.remote())
     except ray.exceptions.RayTaskError as err:   # the task's own error (a bad model URI), without Ray's wrapping

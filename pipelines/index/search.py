@@ -25,6 +25,7 @@ REBUILD_SHARE = 0.2     # retrain the ANN index (new centroids) once this share 
 FOLD_ROWS = 20_000      # rows a writer lets pile up outside the ANN index before it folds them in
 UNINDEXED_MAX = 100_000  # more rows than this outside the index (a fold failed): queries skip them, not scan
 DEFAULT_KIND = "IVF_HNSW_SQ"
+DEFAULT_K = 10          # videos a query asks for, unless it says
 SETTINGS_KEY = "tempme.ann"
 LEGACY_MODEL_KEY, LEGACY_PROBES_KEY = "tempme.ann_model", "tempme.ann_probes"   # what older versions recorded
 SHOWN = ["video_id", "caption", "thumb_shard", "thumb_offset", "thumb_size"]
@@ -215,7 +216,7 @@ class VideoIndex:
         rows = self.ds.to_table(columns=self.shown, filter=" AND ".join(where), limit=1).to_pylist()
         return _hit(rows[0], 0.0) if rows else None
 
-    def search(self, queries: np.ndarray, k: int = 10, moments: int = 0) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int = DEFAULT_K, moments: int = 0) -> list[list[Hit]]:
         """Top-k videos by cosine for each row of `queries` [n, dim] (or one vector [dim]). A video cut into
         windows counts once, by its best window; `moments`: how many of its next best windows each hit also
         names."""

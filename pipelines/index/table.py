@@ -29,6 +29,7 @@ from pipelines.storage.location import Location, lance_options
 
 LEGACY_POINTER = "CURRENT"                # what the Parquet index before Lance kept at its root
 RETENTION = dt.timedelta(days=7)          # old versions kept this long for pinned readers
+VERSIONS_SHOWN = 10                      # latest versions `info` describes
 
 _session = None
 
@@ -129,7 +130,7 @@ class IndexStore:
         ds = self.dataset(table=FAILURES)
         return ds.to_table() if ds is not None else pa.table({})
 
-    def info(self, versions: int = 10) -> dict:
+    def info(self, versions: int = VERSIONS_SHOWN) -> dict:
         """Rows, models, and for the last `versions` versions how a query to each is answered (exact, ANN and
         how much of it the index covers, or not searchable yet), for `tempme index info`."""
         ds = self._existing()

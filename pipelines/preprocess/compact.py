@@ -24,6 +24,7 @@ from lance import LanceOperation
 from lance.fragment import FragmentMetadata
 
 from pipelines.cluster.connect import check_stores_from_a_worker, connect
+from pipelines.options import ClusterOptions, option
 from pipelines.preprocess.plan import ShardPlan
 from pipelines.preprocess.writer import ShardWriter
 from pipelines.shards.format import (
@@ -45,6 +46,7 @@ from pipelines.shards.format import (
 from pipelines.shards.id_set import IdSet, fingerprints
 from pipelines.storage.lease import Lease, run_name
 from pipelines.storage.location import Location, lance_options, retrying
+from tempme.errors import UserError
 
 COMPACTED = "left the inputs; its bytes were compacted away"
 
@@ -56,12 +58,28 @@ class CompactReport:
     deleted: list[str]              # retired tars deleted (retired longer than `keep`)
 
 
-def compact_shards(out: Location, min_share: float = 0.25, keep: dt.timedelta = VERSIONS_KEPT,
-                   log: Callable[[str], None] = print, ray_address: str | None = None) -> CompactReport:
-    """Write again every shard whose removed samples are at least `min_share` of its samples, holding the
+@dataclass
+class CompactOptions(ClusterOptions):
+    folder: str = option(help="a shard folder or URI (tempme preprocess --out)", positional=True, metavar="FOLDER")
+    min_removed: float = option(0.25, "write a shard again when at least this share of its samples is removed "
+                                      "(0: any shard with a removed video)", metavar="SHARE")
+    keep_days: float = option(VERSIONS_KEPT.days, "delete the tars retired by earlier compactions after this many "
+                                                  "days (as old versions of the sample table)")
+
+    def __post_init__(self):
+        if not 0 <= self.min_removed <= 1:
+            raise UserError(f"--min-removed must be from 0 to 1, got {self.min_removed}")
+        if self.keep_days < 0:
+            raise UserError(f"--keep-days must be 0 or more, got {self.keep_days}")
+
+
+def compact_shards(options: CompactOptions, log: Callable[[str], None] = print) -> CompactReport:
+    """Write again every shard whose removed samples are at least `min_removed` of its samples, holding the
     folder's lease (no preprocess run writes it meanwhile)."""
+    out = Location.of(options.folder)
     with folder_lease(out, run_name(), "compact-shards run") as lease:
-        return _compact(out, min_share, keep, log, ray_address, lease)
+        return _compact(out, options.min_removed, dt.timedelta(days=options.keep_days), log, options.ray_address,
+                        lease)
 
 
 def _compact(out: Location, min_share: float, keep: dt.timedelta, log: Callable[[str], None],

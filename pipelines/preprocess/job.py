@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from pipelines.cluster.connect import check_stores_from_a_worker, connect, spans_nodes
 from pipelines.cluster.progress import Progress
+from pipelines.options import ClusterOptions, comma_list, option
 from pipelines.preprocess.inputs import Inputs, collect_inputs
 from pipelines.preprocess.plan import (
     Ledger,
@@ -58,6 +59,7 @@ from tempme.errors import UserError
 COMMIT_SHARDS = 64       # finished shards whose rows are committed together ...
 COMMIT_SECONDS = 30.0    # ... or what finished in this long, whichever comes first
 COMPACT_EVERY = 50       # commits between compactions of the sample table during a run
+INPUTS = "input (one of)"
 
 
 class OptionsError(UserError):
@@ -65,24 +67,37 @@ class OptionsError(UserError):
 
 
 @dataclass
-class PreprocessOptions:
-    out: str
-    msrvtt: str | None = None          # folder with MSRVTT_data.json, MSRVTT_train.9k.csv, MSRVTT_JSFUSION_test.csv
-    videos: str | None = None          # a folder of videos (alone), or of {video_id}.mp4 (with msrvtt)
-    manifest: str | None = None        # CSV / JSONL / Parquet: video, and optionally id, captions, split
-    frames: int = 12
-    fps: float = 1.0
-    resolution: int = 224
-    quality: int = 90
-    samples_per_shard: int = 256
-    decoders: int | None = None        # most decode tasks at once; None: as many as the cluster will run
-    splits: tuple[str, ...] | None = None
-    timeout: float = 600.0             # seconds one video may take
-    progress_every: float = 10.0       # seconds between progress lines
-    ray_address: str | None = None     # None: RAY_ADDRESS, else a local Ray started here
-    retry_failed: bool = False         # plan again the videos whose failure was transient (read, timeout, worker)
-    segment_seconds: float | None = None   # cut corpus videos into windows of this many seconds (moments)
-    segment_overlap: float = 0.0       # seconds each window shares with the one before
+class PreprocessOptions(ClusterOptions):
+    out: str = option(help="output folder or URI; re-running over it completes it")
+    msrvtt: str | None = option(None, "folder with MSRVTT_data.json, MSRVTT_train.9k.csv and "
+                                      "MSRVTT_JSFUSION_test.csv (9k train and 1k-A test splits)",
+                                metavar="DIR", group=INPUTS)
+    videos: str | None = option(None, "a folder or bucket prefix walked for video files, each a corpus video named "
+                                      "by its path under DIR; with --msrvtt: the folder of {video_id}.mp4",
+                                metavar="DIR", group=INPUTS)
+    manifest: str | None = option(None, "CSV, JSONL or Parquet with a column video (path or URI, relative to the "
+                                        "manifest) and optionally id (default: the video's path), captions (list, "
+                                        "or in CSV a JSON list or one caption; needed in train, val and test), "
+                                        "split (train, val, test or corpus, the default: embedded and searched, "
+                                        "never trained on)", metavar="FILE", group=INPUTS)
+    frames: int = option(12, "frames per video")
+    fps: float = option(1.0, "rate frames are taken at before spreading --frames of them uniformly")
+    resolution: int = option(224, "frame side: short side scaled (bicubic) and centre-cropped")
+    quality: int = option(90, "JPEG quality 1-100")
+    samples_per_shard: int = option(256, "videos per shard")
+    decoders: int | None = option(None, "most shards decoded at once, one CPU each (default: no cap; every "
+                                        "unfinished shard is asked for, so an autoscaling cluster grows to the work)")
+    retry_failed: bool = option(False, "decode again, into new shards, the videos whose last failure was "
+                                       "transient (read error, timeout, worker lost)")
+    splits: tuple[str, ...] | None = option(None, "only these splits, comma-separated (train, val, test, corpus; "
+                                                  "default all)", parse=comma_list)
+    segment_seconds: float | None = option(None, "cut each corpus video into windows of S seconds (the last one "
+                                                 "shorter), each a sample searched on its own, so a hit says where "
+                                                 "in a long video the match is (default: a video is one sample)",
+                                           metavar="S")
+    segment_overlap: float = option(0.0, "seconds each window shares with the one before", metavar="O")
+    timeout: float = option(600.0, "seconds one video may take")
+    progress_every: float = option(10.0, "seconds between progress lines")
 
     def shape(self) -> dict:
         """The options that decide what the shards hold; a resumed job must use the same. Segmenting is named

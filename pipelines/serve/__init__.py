@@ -10,19 +10,20 @@ import urllib.request
 from collections.abc import Callable
 
 from pipelines.cluster.connect import connect
-from pipelines.serve.state import MAX_K, MAX_QUERY_CHARS, BadQuery, SearchState, ServeOptions, Unavailable, parse_query
+from pipelines.serve.options import ServeOptions, ServiceOptions
+from pipelines.serve.state import MAX_K, MAX_QUERY_CHARS, BadQuery, SearchState, Unavailable, parse_query
 from pipelines.storage.location import Location
 from pipelines.tracking import resolve_tracking_uri
 
 APP_NAME = "tempme-search"
-__all__ = ["APP_NAME", "MAX_K", "MAX_QUERY_CHARS", "BadQuery", "SearchState", "ServeOptions", "Unavailable",
-           "parse_query", "start_service", "run_service"]
+__all__ = ["APP_NAME", "MAX_K", "MAX_QUERY_CHARS", "BadQuery", "SearchState", "ServeOptions", "ServiceOptions",
+           "Unavailable", "parse_query", "start_service", "run_service"]
 
 
-def start_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0.1", port: int = 8000,
-                  ray_address: str | None = None, ready_timeout_s: float = 300.0) -> str:
-    """Deploy the application on Ray (this process's, else `ray_address`, else a local one), listening on
-    `host:port`, and wait until every replica has started; returns the service's address."""
+def start_service(options: ServeOptions, service: ServiceOptions | None = None, ready_timeout_s: float = 300.0
+                  ) -> str:
+    """Deploy the application on Ray (this process's, else `service.ray_address`, else a local one), listening
+    on `service.host:port`, and wait until every replica has started; returns the service's address."""
 
     from ray import serve
 
@@ -31,10 +32,12 @@ def start_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0
     # Replicas run in other processes and folders: give them absolute places.
     options = dataclasses.replace(options, index=Location.of(options.index).uri,
                                   tracking_uri=resolve_tracking_uri(options.tracking_uri))
-    connect(ray_address)
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build({**vars(options), "replicas": replicas}), name=APP_NAME, route_prefix="/", blocking=False)
-    address = f"http://{host}:{port}/"
+    service = service or ServiceOptions()
+    connect(service.ray_address)
+    serve.start(http_options={"host": service.host, "port": service.port})
+    serve.run(build({**vars(options), "replicas": service.replicas}), name=APP_NAME, route_prefix="/",
+              blocking=False)
+    address = f"http://{service.host}:{service.port}/"
     deadline = time.monotonic() + ready_timeout_s
     while True:
         status = serve.status().applications.get(APP_NAME)
@@ -45,13 +48,13 @@ def start_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0
         time.sleep(0.5)
 
 
-def run_service(options: ServeOptions, replicas: int = 1, host: str = "127.0.0.1", port: int = 8000,
-                ray_address: str | None = None, say: Callable[[str], None] = print) -> None:
+def run_service(options: ServeOptions, service: ServiceOptions | None = None, say: Callable[[str], None] = print
+                ) -> None:
     """`start_service`, say where it is, and keep it up until Ctrl-C (or SIGTERM); then take it down."""
 
     from ray import serve
 
-    address = start_service(options, replicas, host, port, ray_address)
+    address = start_service(options, service)
     try:
         with urllib.request.urlopen(address + "healthz", timeout=30) as reply:
             say(f"search service at {address} ({reply.read().decode()}); Ctrl-C stops it")

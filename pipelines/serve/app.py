@@ -15,8 +15,9 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 
+from pipelines.serve.options import ServeOptions
 from pipelines.serve.page import PAGE
-from pipelines.serve.state import BadQuery, SearchState, ServeOptions, Unavailable, parse_query
+from pipelines.serve.state import BadQuery, SearchState, Unavailable, parse_query
 from tempme.errors import UserError
 
 BATCH = 16              # queries gathered into one pass at most

@@ -13,11 +13,11 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from urllib.parse import quote
 
 from pipelines.embed.search import TextSearch
 from pipelines.index.search import Hit
+from pipelines.serve.options import ServeOptions
 from pipelines.shards.reader import current_thumbnail
 from pipelines.storage.location import Location, retrying
 from tempme.errors import UserError
@@ -25,7 +25,6 @@ from tempme.errors import UserError
 MAX_QUERY_CHARS = 300     # CLIP reads 77 tokens; a longer text is cut by the tokenizer anyway
 MAX_K = 100
 DEFAULT_K = 10
-REFRESH_S = 10.0
 MAX_THUMBNAILS_KEPT = 10_000   # where the thumbnails of recent hits lie, so that the page's requests look up nothing
 MOMENTS_SHOWN = 2               # next best windows a hit of a video cut into moments also names
 log = logging.getLogger(__name__)
@@ -37,14 +36,6 @@ class BadQuery(UserError):
 
 class Unavailable(RuntimeError):
     """The index cannot be searched now (HTTP 503)."""
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    index: str
-    tracking_uri: str | None = None
-    precision: str = "auto"
-    refresh_s: float = REFRESH_S
 
 
 def parse_query(q: str | None, k: str | int | None) -> tuple[str, int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.evaluate.metrics import V2T_PROTOCOLS
+from pipelines.evaluate.options import DEFAULT_V2T_PROTOCOL, V2T_PROTOCOLS
 from pipelines.shards.reader import BAD_SHARDS
 from tempme.config import PRECISIONS, get_config
 from tempme.errors import UserError
@@ -73,7 +73,8 @@ class TrainSection:
     seed: int = 0
     precision: str = "auto"             # auto (bf16 on GPUs that compute it natively, fp16 on older ones,
                                         # fp32 on CPU), fp32, bf16, fp16
-    v2t_protocol: str = "per_video"     # video-to-text: other videos count by their best caption (the authors')
+    # video-to-text: other videos count by their best caption (the authors')
+    v2t_protocol: str = DEFAULT_V2T_PROTOCOL
                                         # or "per_caption" (each caption counts); metrics are tagged with it
     log_every: int = 10                 # steps between logged loss / lr / throughput / memory
     checkpoint_every: int = 200         # steps between mid-epoch checkpoints: at most this much work is lost

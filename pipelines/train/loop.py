@@ -54,7 +54,8 @@ def evaluate_split(model, cfg: TrainJobConfig, splits: data.Splits, split: str, 
     """Distributed evaluation: each worker embeds its part, then every worker ranks the whole split, the same
     EvalResult on all ranks: no rank waits inside a collective (under its timeout) while another scores. A
     corrupt sample is left out of the ranking and logged (a crash would restart the run into it again)."""
-    batches = split_batches(splits[split], cfg.train.eval_batch_size, rank, world, cfg.data.loader_workers,
+    batches = split_batches(splits[split], cfg.train.eval_batch_size, rank, world,
+                            loader_workers=cfg.data.loader_workers,
                             pin_memory=model.device.type == "cuda", skip_corrupt=True)
     skipped: list[str] = []
     part = embed_videos(model, batches, amp, skipped)
@@ -319,6 +320,7 @@ def _final_artifacts(model, cfg: TrainJobConfig, splits, result, split: str, log
                                 f"{cfg.model.preset}, {split} split ({result.videos} videos)")
         logger.artifact(plot, "plots")
         if cfg.tracking.visualize_videos:
-            shown = split_batches(splits[cfg.data.eval_split or split], cfg.tracking.visualize_videos)
+            shown = split_batches(splits[cfg.data.eval_split or split], cfg.tracking.visualize_videos,
+                                  loader_workers=0)
             save_merge_pictures(model, shown, cfg.tracking.visualize_videos, Path(tmp) / "merges")
             logger.artifact(Path(tmp) / "merges", "merge_visualization")

@@ -94,7 +94,7 @@ def training_config(entrypoint: str) -> TrainJobConfig:
     args = parser.parse_args(words[3:])
     config = REPO / args.config.removeprefix("/home/ray/tempme/")
     assert config.is_file(), args.config
-    cfg = load_config(config, args.overrides)
+    cfg = load_config(config, args.set)
     check_config(cfg)
     return cfg
 

@@ -2,7 +2,6 @@
 line spells out every embedding option."""
 import argparse
 import dataclasses
-import inspect
 import shlex
 import tempfile
 
@@ -13,7 +12,7 @@ from jobs.cli import main
 from jobs.nightly import DEFAULT_MODEL, add_arguments
 from jobs.options import from_args, to_argv
 from pipelines import tracking
-from pipelines.embed import TextSearch, embed_corpus
+from pipelines.embed import TextSearch
 from pipelines.embed.options import EmbedOptions
 from pipelines.index import IndexStore
 from pipelines.model.registry import register_adapter
@@ -117,6 +116,3 @@ def test_the_cron_line_parses_back_into_every_option_given(capsys):
     assert _cron_options(capsys, to_argv(given)) == given
 
 
-def test_embed_options_are_the_embedding_jobs_parameters():
-    parameters = set(inspect.signature(embed_corpus).parameters) - {"progress", "log"}
-    assert {f.name for f in dataclasses.fields(EmbedOptions)} == parameters

@@ -10,7 +10,8 @@ import json
 import mlflow
 import pytest
 
-from pipelines.demo.end_to_end import DemoOptions, choose_weights, run_demo
+from pipelines.demo.end_to_end import choose_weights, run_demo
+from pipelines.demo.options import DemoOptions
 from pipelines.index import IndexStore
 
 QUERIES = ("a red square moving left", "a blue bar moving up")

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from jobs.cli import main
-from pipelines.embed import TextSearch, embed_corpus
+from pipelines.embed import EmbedOptions, TextSearch, embed_corpus
 from pipelines.index import IndexStore
 from pipelines.index.rows import model_rows
 from pipelines.model.registry import resolve_model
@@ -30,8 +30,8 @@ def tracking(tmp_path):
 
 
 def embed(shards, adapter, out, tmp_path, workers, **kw):
-    return embed_corpus(str(shards), str(adapter), str(out), workers=workers, batch_size=4,
-                        tracking_uri=tracking(tmp_path), **kw)
+    return embed_corpus(EmbedOptions(shards=str(shards), model=str(adapter), out=str(out), workers=workers,
+                                     batch_size=4, tracking_uri=tracking(tmp_path), **kw))
 
 
 def index_rows(out):
@@ -57,8 +57,8 @@ def test_embed_then_rerun_embeds_nothing_new(trained_index, synthetic_shards, tr
 
     out = tmp_path / "index"
     shutil.copytree(index, out)
-    second = embed_corpus(str(synthetic_shards), str(trained_adapter), str(out), workers=1, batch_size=4,
-                          tracking_uri=uri)
+    second = embed_corpus(EmbedOptions(shards=str(synthetic_shards), model=str(trained_adapter), out=str(out),
+                                       workers=1, batch_size=4, tracking_uri=uri))
     assert (second.already_done, second.embedded) == (VIDEOS, 0)
     assert second.index["version"] == first.index["version"]      # nothing changed: no commit at all
     # the first run had finished, so the second is a run of its own (only an unfinished run is continued)

@@ -3,7 +3,7 @@ embedded window by window, searched by video with the matching window's time; in
 import numpy as np
 import pytest
 
-from pipelines.embed import TextSearch, embed_corpus
+from pipelines.embed import EmbedOptions, TextSearch, embed_corpus
 from pipelines.index import IndexStore
 from pipelines.preprocess import PreprocessOptions, run_preprocess
 from pipelines.preprocess.job import OptionsError
@@ -42,8 +42,8 @@ def test_a_folder_of_long_videos_is_searched_by_moment(ray_cluster, untrained_ad
     assert {r["split"] for r in samples} == {"corpus"} and len({r["key"] for r in samples}) == 5
     assert windows_of([{**r, "video_id": r["id"]} for r in samples]) == WINDOWS
 
-    first = embed_corpus(str(out), str(untrained_adapter), str(index), workers=1, batch_size=4,
-                         tracking_uri=tracking)
+    first = embed_corpus(EmbedOptions(shards=str(out), model=str(untrained_adapter), out=str(index), workers=1,
+                                      batch_size=4, tracking_uri=tracking))
     assert (first.embedded, first.failed) == (5, 0)
     rows = IndexStore(index).dataset().to_table().to_pylist()
     assert windows_of(rows) == WINDOWS
@@ -61,12 +61,14 @@ def test_a_folder_of_long_videos_is_searched_by_moment(ray_cluster, untrained_ad
     best = max(rows, key=lambda r: float(np.dot(r["embedding"], query)))
     assert (hits[0].video_id, hits[0].start) == (best["video_id"], best["window_start"])
 
-    again = embed_corpus(str(out), str(untrained_adapter), str(index), workers=1, batch_size=4, tracking_uri=tracking)
+    again = embed_corpus(EmbedOptions(shards=str(out), model=str(untrained_adapter), out=str(index), workers=1,
+                                      batch_size=4, tracking_uri=tracking))
     assert (again.already_done, again.embedded) == (5, 0)      # incremental by window
 
     (library / "b.mp4").unlink()
     assert preprocess(library, out).removed == 1
-    embed_corpus(str(out), str(untrained_adapter), str(index), workers=1, batch_size=4, tracking_uri=tracking)
+    embed_corpus(EmbedOptions(shards=str(out), model=str(untrained_adapter), out=str(index), workers=1, batch_size=4,
+                              tracking_uri=tracking))
     assert windows_of(IndexStore(index).dataset().to_table().to_pylist()) == {"talks/a.mp4": WINDOWS["talks/a.mp4"]}
 
     with pytest.raises(OptionsError, match="segment_seconds"):

@@ -1,6 +1,9 @@
 """bf16, the default inference precision where the CPU computes it natively, changes no retrieval result."""
+import dataclasses
+
 import numpy as np
 
+from pipelines.evaluate.options import EvaluateOptions
 from pipelines.evaluate.retrieval import embed_videos, evaluate_model, score, split_batches
 from pipelines.model.registry import open_model
 from pipelines.shards.reader import SampleTable
@@ -9,7 +12,7 @@ from pipelines.shards.reader import SampleTable
 def _embed(adapter, shards, precision):
     model, _ = open_model(str(adapter))
     model.for_inference(precision)
-    return embed_videos(model, split_batches(SampleTable.build(str(shards), "test"), batch_size=4))
+    return embed_videos(model, split_batches(SampleTable.build(str(shards), "test"), batch_size=4, loader_workers=0))
 
 
 def test_bf16_embeddings_stay_close_to_fp32_and_keep_every_rank(trained_adapter, synthetic_shards):
@@ -23,6 +26,7 @@ def test_bf16_embeddings_stay_close_to_fp32_and_keep_every_rank(trained_adapter,
 
 
 def test_evaluate_runs_in_the_asked_precision(trained_adapter, synthetic_shards):
-    auto, _ = evaluate_model(str(trained_adapter), str(synthetic_shards), "test")
-    exact, _ = evaluate_model(str(trained_adapter), str(synthetic_shards), "test", precision="fp32")
+    options = EvaluateOptions(model=str(trained_adapter), shards=str(synthetic_shards), split="test")
+    auto, _ = evaluate_model(options)
+    exact, _ = evaluate_model(dataclasses.replace(options, precision="fp32"))
     assert auto.metrics == exact.metrics

@@ -1,5 +1,4 @@
 """Compacting a folder: shards with removed videos written again without their bytes, swapped in one commit."""
-import datetime as dt
 import os
 import tarfile
 
@@ -7,10 +6,9 @@ import pyarrow.parquet as pq
 import torch
 
 from pipelines.preprocess import run_preprocess
-from pipelines.preprocess.compact import compact_shards
+from pipelines.preprocess.compact import CompactOptions, compact_shards
 from pipelines.shards.reader import SampleTable, current_thumbnail
 from pipelines.shards.stream import split_videos
-from pipelines.storage.location import Location
 from tests.pipelines.preprocess.test_job_growth import clips, options, row, write_manifest  # noqa: F401
 
 quiet = {"log": lambda line: None}
@@ -24,7 +22,7 @@ def test_removed_videos_leave_the_bytes_and_the_rest_reads_the_same(tmp_path, cl
     kept = [r for r in everyone if r["id"] not in ("a1", "a3")]
     run_preprocess(options(out, write_manifest(manifest, kept)), **quiet)
 
-    report = compact_shards(Location.of(str(out)), min_share=0.5, **quiet)
+    report = compact_shards(CompactOptions(folder=str(out), min_removed=0.5), **quiet)
     assert report.shards == {"train-000000.tar": "train-000000.g1.tar", "train-000001.tar": "train-000001.g1.tar"}
     with tarfile.open(out / "train-000000.g1.tar") as tar:
         assert {m.name.split(".")[0] for m in tar.getmembers()} == {"a0"}           # a1's bytes are gone
@@ -39,7 +37,7 @@ def test_removed_videos_leave_the_bytes_and_the_rest_reads_the_same(tmp_path, cl
     assert again.ok and again.processed == 0
 
     # the old tars go once retired for longer than `keep`; a reader told the old tar finds the new one
-    compact_shards(Location.of(str(out)), min_share=0.5, keep=dt.timedelta(0), **quiet)
+    compact_shards(CompactOptions(folder=str(out), min_removed=0.5, keep_days=0), **quiet)
     assert not os.path.exists(out / "train-000000.tar") and os.path.exists(out / "train-000002.tar")
     moved = current_thumbnail(str(out / "train-000000.tar"), "a0")
     assert moved is not None and moved[0] == str(out / "train-000000.g1.tar")

@@ -12,8 +12,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from pipelines.embed import embed_corpus
-from pipelines.serve import APP_NAME, ServeOptions, start_service
+from pipelines.embed import EmbedOptions, embed_corpus
+from pipelines.serve import APP_NAME, ServeOptions, ServiceOptions, start_service
 from pipelines.shards.stream import split_videos
 
 pytestmark = pytest.mark.slow
@@ -46,8 +46,8 @@ def service(ray_cluster, trained_index, tmp_path_factory):
     index, _, uri = trained_index
     served = tmp_path_factory.mktemp("served") / "index"
     shutil.copytree(index, served)
-    address = start_service(ServeOptions(index=str(served), tracking_uri=uri, refresh_s=0.5), replicas=1,
-                            port=free_port())
+    address = start_service(ServeOptions(index=str(served), tracking_uri=uri, refresh_s=0.5),
+                            ServiceOptions(port=free_port()))
     try:
         yield address, served, uri
     finally:
@@ -125,8 +125,8 @@ def test_the_page_in_headless_chromium_shows_the_captioned_video_first(service, 
 def test_a_published_version_is_served_without_a_restart(service, synthetic_shards, untrained_adapter):
     address, served, uri = service
     _, before = get_json(address + "healthz")
-    embed_corpus(str(synthetic_shards), str(untrained_adapter), str(served), workers=1, batch_size=4,
-                 tracking_uri=uri)
+    embed_corpus(EmbedOptions(shards=str(synthetic_shards), model=str(untrained_adapter), out=str(served), workers=1,
+                              batch_size=4, tracking_uri=uri))
     deadline, seen = time.monotonic() + 120, [before["index_version"]]
     while time.monotonic() < deadline:      # the run's intermediate versions still have the old live model
         status, answer = get_json(address + "search?q=a+red+square&k=3")

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from pipelines.embed import embed_corpus
+from pipelines.embed import EmbedOptions, embed_corpus
 from pipelines.index.search import Hit
 from pipelines.serve import MAX_K, MAX_QUERY_CHARS, BadQuery, SearchState, ServeOptions, Unavailable, parse_query
 from pipelines.serve.state import _hit_json
@@ -61,8 +61,9 @@ def test_a_new_index_version_and_model_are_followed_and_never_mixed(state, serve
     index, uri = served_index
     before = state.snapshot
     assert not state.refresh()                                  # nothing new yet
-    embed_corpus(str(synthetic_shards), str(untrained_adapter), str(index), workers=1, batch_size=4,
-                 tracking_uri=uri)                               # another model version, published
+    embed_corpus(EmbedOptions(shards=str(synthetic_shards), model=str(untrained_adapter), out=str(index), workers=1,
+                              # another model version, published
+                              batch_size=4, tracking_uri=uri))
     assert state.refresh()
     after = state.snapshot
     assert after.index.version > before.index.version

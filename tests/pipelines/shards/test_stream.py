@@ -191,6 +191,7 @@ def test_evaluation_during_training_leaves_a_corrupt_sample_out_and_names_it(tra
             return torch.ones(len(captions), 4)
 
     skipped = []
-    found = embed_videos(Model(), split_batches(train, batch_size=1, skip_corrupt=True), skipped=skipped)
+    found = embed_videos(Model(), split_batches(train, batch_size=1, loader_workers=0, skip_corrupt=True),
+                         skipped=skipped)
     assert broken["n"] == 1 and len(skipped) == 1 and repr(first) in skipped[0]
     assert first not in found.video_ids and len(found.video_ids) == len(train) - 1

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from pipelines.preprocess import run_preprocess
-from pipelines.preprocess.compact import compact_shards
+from pipelines.preprocess.compact import CompactOptions, compact_shards
 from pipelines.shards.format import FolderBusy, folder_lease
 from pipelines.storage.location import Location
 from tests.pipelines.preprocess.test_job_growth import clips, options, row, write_manifest  # noqa: F401
@@ -17,7 +17,7 @@ def test_a_second_run_on_a_folder_being_written_stops_naming_the_first(tmp_path,
         with pytest.raises(FolderBusy, match="preprocess run first-run .* is writing this shard folder"):
             run_preprocess(options(out, manifest), log=lambda line: None)
         with pytest.raises(FolderBusy, match="first-run"):
-            compact_shards(Location.of(str(out)), log=lambda line: None)
+            compact_shards(CompactOptions(folder=str(out)), log=lambda line: None)
         assert os.listdir(out) == ["_lease.lance"]              # nothing else was touched
 
 
