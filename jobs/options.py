@@ -66,6 +66,7 @@ def to_argv(options) -> list[str]:
     """Flags that parse back into `options`: every field that is set, so nothing relies on a default; the
     switches come last."""
     values = [(f.name, getattr(options, f.name)) for f in dataclasses.fields(options)]
+    text = lambda value: ",".join(value) if isinstance(value, tuple) else str(value)   # noqa: E731
     return ([word for name, value in values if value is not None and not isinstance(value, bool)
-             for word in (_flag(name), str(value))]
+             for word in (_flag(name), text(value))]
             + [_flag(name) for name, value in values if value is True])

@@ -158,7 +158,7 @@ def plain_loop(shards: str, adapter_dir: Path, batch_size: int) -> tuple[Measure
 
     started = time.perf_counter()
     samples = [(folder.child(r["shard"]).uri, r["start"], r["end"], r["id"])
-               for folder, batch in sample_batches(shards, ["id", "shard", "start", "end"])
+               for folder, batch in sample_batches([shards], ["id", "shard", "start", "end"])
                for r in batch.to_pylist()]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -208,7 +208,7 @@ def shard_reads(shards: str, batch_size: int) -> dict:
     from pipelines.shards.reader import SampleReader, sample_batches
 
     samples = [(folder.child(r["shard"]).uri, r["start"], r["end"])
-               for folder, batch in sample_batches(shards, ["shard", "start", "end"]) for r in batch.to_pylist()]
+               for folder, batch in sample_batches([shards], ["shard", "start", "end"]) for r in batch.to_pylist()]
     batches = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
     result = {}
     for way in ("per_sample", "coalesced"):

@@ -242,11 +242,11 @@ def _case(case: str, folder: Path) -> None:
         todo = sum(p.videos for p in work.pending) + sum(len(s.rows) for s in work.added)
     elif case.startswith("embed"):
         with IndexStore(folder / "index").writer(ModelRef(**MODEL), "bench") as writer:
-            plan, _ = plan_run(writer, shards, 16)
+            plan, _ = plan_run(writer, [shards], 16)
             plan.remove()
         todo = plan.todo
     elif case == "train-table":
-        SampleTable.build(shards, "train")
+        SampleTable.build([shards], "train")
     else:
         IndexStore(folder / "index").open()
     seconds = time.perf_counter() - started

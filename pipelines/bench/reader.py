@@ -89,10 +89,7 @@ def videos_per_second(table, workers: int, batch_size: int, epochs: int, augment
 
 def local_copy(shards: str, into: str) -> str:
     """The shard folder copied to the local folder `into` (indexes, summary and removals with it)."""
-
-    from pipelines.shards.reader import shard_folders
-
-    source = Location.of(shard_folders(shards)[0])
+    source = Location.of(shards)
     pafs.copy_files(source.path, into, source_filesystem=source.fs, destination_filesystem=pafs.LocalFileSystem())
     return into
 
@@ -102,7 +99,7 @@ def measure_sources(sources: list[tuple[str, str]], split: str, worker_counts: l
     """Each (label, shards) source at each worker count, interleaved so that both see the same machine."""
     from pipelines.shards.reader import SampleTable
 
-    tables = {label: SampleTable.build(shards, split) for label, shards in sources}
+    tables = {label: SampleTable.build([shards], split) for label, shards in sources}
     return [ReaderRow(label, shards, workers, augment,
                       videos_per_second(tables[label], workers, batch_size, epochs, augment))
             for workers in worker_counts for label, shards in sources]

@@ -153,7 +153,7 @@ def learning_check(shards: Path, workdir: Path, epochs: int, workers: int = 2) -
     outcome = run_training(cfg)
     run = mlflow.MlflowClient(outcome.tracking_uri).get_run(outcome.run_id)
     seconds = (run.info.end_time - run.info.start_time) / 1000
-    test_videos = len(SampleTable.build(str(shards), "test"))
+    test_videos = len(SampleTable.build([str(shards)], "test"))
     prefix = "final_test_"
     metrics = {k[len(prefix):]: v for k, v in outcome.summary.items() if k.startswith(prefix)}
     return LearningCheck(preset=cfg.model.preset, steps=outcome.steps, seconds=seconds, test_videos=test_videos,
@@ -213,12 +213,12 @@ def reader_held_mb(shards: Path) -> float:
     from pipelines.shards.reader import SampleTable
     from pipelines.shards.stream import ShardStream
 
-    ShardStream(SampleTable.build(str(shards), "train"), batch_size=4).order()   # first use: caches, not the table
+    ShardStream(SampleTable.build([str(shards)], "train"), batch_size=4).order()   # first use: caches, not the table
     gc.collect()
     arrow_before = pa.total_allocated_bytes()
     tracemalloc.start()
     try:
-        stream = ShardStream(SampleTable.build(str(shards), "train"), batch_size=4)
+        stream = ShardStream(SampleTable.build([str(shards)], "train"), batch_size=4)
         order = stream.order()
         gc.collect()
         held = tracemalloc.get_traced_memory()[0] + pa.total_allocated_bytes() - arrow_before

@@ -19,7 +19,7 @@ import math
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -35,7 +35,7 @@ from pipelines.index.table import RETENTION
 from pipelines.model.adapter_bytes import adapter_files
 from pipelines.model.registry import resolve_model
 from pipelines.shards.format import read_removed
-from pipelines.shards.reader import read_summary, shard_folders
+from pipelines.shards.reader import read_summary
 from pipelines.storage.location import Location
 from tempme.config import PRECISIONS
 from tempme.errors import UserError
@@ -99,7 +99,7 @@ def _fitting_actors(ray, cpus_per_actor: int) -> int:
     return fitting
 
 
-def decode_memory(shards: str, batch_size: int) -> int:
+def decode_memory(shards: Sequence[str], batch_size: int) -> int:
     """Bytes a decode task holds: its worker process (torch imported) and a batch of uint8 frames twice
     (decoded, then stacked) at the shards' size."""
     try:
@@ -218,16 +218,16 @@ def embed_corpus(options: EmbedOptions, progress: Callable[[int, int], None] | N
     return report
 
 
-def plan_run(writer, shards: str, batch_size: int) -> tuple[EmbedPlan, int]:
+def plan_run(writer, shards: Sequence[str], batch_size: int) -> tuple[EmbedPlan, int]:
     """The driver's planning, holding the lease: (what to embed, written as plan files; how many rows of
     videos removed from the shards' folders it deleted from the index)."""
     plans = writer.store.root.child(PLAN_DIR)
     plans.fs.delete_dir_contents(plans.path, missing_dir_ok=True)   # a killed run's (the lease is ours now)
     plan = plan_embedding(shards, writer.done_ids(), writer.store.root, writer.run_id, batch_size)
     if not plan.videos:
-        raise EmbedError(f"{shards}: no finished shards (is it the output folder of `tempme preprocess`?)")
+        raise EmbedError(f"{','.join(shards)}: no finished shards (is it the output folder of `tempme preprocess`?)")
     removed = writer.remove(pa.concat_arrays([read_removed(Location.of(f))["id"].combine_chunks()
-                                              for f in shard_folders(shards)]))
+                                              for f in shards]))
     return plan, removed
 
 
@@ -241,7 +241,7 @@ def _embed(ray, writer, o: EmbedOptions, model: ModelRef, adapter: dict[str, byt
     changed = bool(plan.todo or removed or writer.replacing or store.serving() is not None)
     if changed:
         connect(o.ray_address)
-        check_stores_from_a_worker([("--shards", folder) for folder in shard_folders(shards)] + [("--out", out)])
+        check_stores_from_a_worker([("--shards", folder) for folder in shards] + [("--out", out)])
     if plan.todo:
         pipeline = _pipeline(ray, o, plan, adapter, writer.uri, model)
         for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):

@@ -6,13 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines.options import ClusterOptions, TrackingOptions, option, precision_option
+from pipelines.shards.reader import shard_folders
 
 PART_ROWS = 10_000   # rows per written fragment: at most this much work per writer task is lost when a run is killed
 
 
 @dataclass
 class EmbedOptions(ClusterOptions, TrackingOptions):
-    shards: str | None = option(None, "shard directory or URI written by `tempme preprocess`")
+    shards: tuple[str, ...] | None = option(None, "shard folder or URI written by `tempme preprocess` (several: "
+                                                  "comma-separated)", parse=shard_folders)
     out: str | None = option(None, "index directory or URI (created if missing)")
     model: str | None = option(None, "models:/<name>@<alias>, models:/<name>/<version>, runs:/<run_id>/<path> or "
                                      "an adapter directory")
@@ -29,3 +31,7 @@ class EmbedOptions(ClusterOptions, TrackingOptions):
                                        "when a run is killed")
     progress_every: float = option(10.0, "seconds between progress lines")
     experiment: str = option("tempme-embed", "MLflow experiment")
+
+    def __post_init__(self):
+        if isinstance(self.shards, str):          # given as the command line gives it
+            self.shards = shard_folders(self.shards)

@@ -12,7 +12,7 @@ and when nothing is new it has read two columns of each table and written nothin
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from pipelines.shards.format import read_removed, sample_names
 from pipelines.shards.id_set import IdSet, fingerprints
-from pipelines.shards.reader import samples_of, shard_folders
+from pipelines.shards.reader import samples_of
 from pipelines.storage.location import Location
 
 PLAN_DIR = ".plans"          # under the index root: hidden, and only the lease holder writes it
@@ -56,14 +56,14 @@ class EmbedPlan:
         self.folder.fs.delete_dir_contents(self.folder.path, missing_dir_ok=True)
 
 
-def plan_embedding(shards: str, done: Iterable[pa.Array], root: Location, run_id: str, group_rows: int
+def plan_embedding(shards: Sequence[str], done: Iterable[pa.Array], root: Location, run_id: str, group_rows: int
                    ) -> EmbedPlan:
     """Write the samples of `shards` whose name (`sample_names`: a video's id, or a window's) is not among
     `done` (batches of names) as plan files under `root/.plans/run_id`, in row groups of `group_rows`."""
     plan = EmbedPlan(root.child(PLAN_DIR, run_id))
     known = IdSet(done)
     writer = None
-    for folder in map(Location.of, shard_folders(shards)):
+    for folder in map(Location.of, shards):
         ds = samples_of(folder)
         if ds is None:
             continue

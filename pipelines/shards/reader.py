@@ -47,15 +47,16 @@ Reading
     from pipelines.shards.reader import SampleTable
     from pipelines.shards.stream import ShardStream, stream_batches
 
-    table = SampleTable.build("shards/", "train")          # once per process: the split, column-wise
+    table = SampleTable.build(["shards/"], "train")        # once per process: the split, column-wise
     stream = ShardStream(table, batch_size=32, mode="pairs", rank=rank, world_size=world_size,
                          lanes=2, augment=True, seed=0, epoch=epoch)
     for batch in stream_batches(stream, pin_memory=True):  # uint8 video [B,T,3,H,W], mask [B,T], caption, id
         video = frames.normalise(batch["video"].to(device, non_blocking=True), batch["mask"])
 
-`shards` may name several folders, comma-separated (a corpus grown in several places); a video id may be in
-only one of them. `SampleTable` holds a split's samples as numpy and Arrow columns (a few dozen bytes per
-video, read from the sample table batch by batch), checked against the tar files it names: a missing or
+The readers take a sequence of shard folders (a corpus grown in several places; `shard_folders` parses the
+comma-separated `--shards` value once, where it comes in); a video id may be in only one of them.
+`SampleTable` holds a split's samples as numpy and Arrow columns (a few dozen bytes per video, read from the
+sample table batch by batch), checked against the tar files it names: a missing or
 truncated shard is an error listing them, or skipped and counted with `bad_shards="skip"`. `ShardStream`
 (pipelines.shards.stream) reads whole runs of samples with one ranged read each, shuffles within windows and deals
 out batches.
@@ -106,9 +107,15 @@ class LegacyShards(UserError):
     """A shard folder written before the sample table."""
 
 
-def shard_folders(shards: str) -> list[str]:
-    """The folders `shards` names: one, or several separated by commas."""
-    folders = [f.strip() for f in str(shards).split(",") if f.strip()]
+def shard_folders(text: str) -> tuple[str, ...]:
+    """The folders a `--shards` value names: one, or several separated by commas. Parsed once, where the value
+    comes in (an options record, the training config); the readers take the folders."""
+    return tuple(f.strip() for f in text.split(",") if f.strip())
+
+
+def _given(folders: Sequence[str]) -> Sequence[str]:
+    if isinstance(folders, str):
+        raise TypeError(f"shard folders are a sequence of names, not the text {folders!r} (see shard_folders)")
     if not folders:
         raise UserError("no shard folder given")
     return folders
@@ -124,13 +131,13 @@ def samples_of(folder: Location):
     return ds
 
 
-def sample_batches(shards: str, columns: Sequence[str], split: str | None = None
+def sample_batches(folders: Sequence[str], columns: Sequence[str], split: str | None = None
                    ) -> Iterator[tuple[Location, pa.RecordBatch]]:
-    """(folder, batch of `columns`) of the samples of `split` (default: every split) in every folder that
-    `shards` names, less the videos recorded as removed; one batch at a time, so a reader of millions of
-    videos holds what it keeps, not the table."""
+    """(folder, batch of `columns`) of the samples of `split` (default: every split) in every one of the shard
+    `folders`, less the videos recorded as removed; one batch at a time, so a reader of millions of videos
+    holds what it keeps, not the table."""
     wanted = list(dict.fromkeys(["id", *columns]))
-    for folder in map(Location.of, shard_folders(shards)):
+    for folder in map(Location.of, _given(folders)):
         ds = samples_of(folder)
         if ds is None:
             continue
@@ -172,21 +179,22 @@ class SampleTable:
     skipped: tuple[str, ...] = ()   # bad shards left out (bad_shards="skip")
 
     @classmethod
-    def build(cls, shards: str, split: str, bad_shards: str = "error") -> SampleTable:
-        """Read from the sample tables of `shards` in their scan order, where a shard's rows are one run (its
+    def build(cls, folders: Sequence[str], split: str, bad_shards: str = "error") -> SampleTable:
+        """Read from the sample tables of the shard `folders` in their scan order, where a shard's rows are one run (its
         worker appended them in one commit, in offset order), so no permutation of millions of rows is made."""
         if bad_shards not in BAD_SHARDS:
             raise UserError(f"bad_shards must be one of {', '.join(BAD_SHARDS)}, got {bad_shards!r}")
         tars: dict[str, int] = {}          # tar URI -> its number in order of appearance, one entry per shard
-        places: dict[str, tuple] = {}      # tar URI -> (its folder's place among `shards`, its name)
-        folders: dict[str, int] = {}       # folder URI -> its place among `shards`
-        n = sum(ds.count_rows(split_filter(split)) for f in shard_folders(shards)
+        places: dict[str, tuple] = {}      # tar URI -> (its folder's place among `folders`, its name)
+        place_of: dict[str, int] = {}      # folder URI -> its place among `folders`
+        shards = ",".join(_given(folders))   # how messages name them
+        n = sum(ds.count_rows(split_filter(split)) for f in folders
                 if (ds := samples_of(Location.of(f))) is not None)
         shard, start, end = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
         captions, ids, rows = np.empty(n, np.int32), [], 0
-        for folder, batch in sample_batches(shards, ["shard", "start", "end", "captions", "id"], split):
+        for folder, batch in sample_batches(folders, ["shard", "start", "end", "captions", "id"], split):
             names = pc.unique(batch["shard"])
-            place = folders.setdefault(folder.uri, len(folders))
+            place = place_of.setdefault(folder.uri, len(place_of))
             uris = [folder.child(n).uri for n in names.to_pylist()]
             places.update({uri: (place, uri) for uri in uris})
             numbers = np.array([tars.setdefault(uri, len(tars)) for uri in uris], np.int32)
@@ -201,7 +209,7 @@ class SampleTable:
                            f"(is it the output folder of `tempme preprocess`?)")
         shard, start, end, captions = shard[:rows], start[:rows], end[:rows], captions[:rows]
         ids = pa.chunked_array(ids)
-        if len(shard_folders(shards)) > 1 and len(pc.unique(ids)) != len(ids):   # one folder's ledger keeps ids unique
+        if len(folders) > 1 and len(pc.unique(ids)) != len(ids):   # one folder's ledger keeps ids unique
             counts = pc.value_counts(ids)
             twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
             raise UserError(f"{shards}: video {twice!r} of split {split!r} is in more than one shard folder")
@@ -264,9 +272,9 @@ def _check_tars(tars: list[str], shard: np.ndarray, end: np.ndarray, what: str, 
     return sorted(bad)
 
 
-def read_summary(shards: str) -> dict:
-    """The summary of `shards` (of its first folder when it names several)."""
-    return json.loads(Location.of(shard_folders(shards)[0]).child(SUMMARY).read_text())
+def read_summary(folders: Sequence[str]) -> dict:
+    """The summary of the first of the shard `folders`."""
+    return json.loads(Location.of(_given(folders)[0]).child(SUMMARY).read_text())
 
 
 GAP = 1 << 20            # samples of a tar less than this apart are read in one request ...

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -301,10 +301,10 @@ def _item_seed(seed: int, epoch: int, row: int, caption: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, row, caption + 1]).generate_state(1)[0])
 
 
-def split_videos(shards: str, split: str) -> Iterator[dict]:
+def split_videos(folders: Sequence[str], split: str) -> Iterator[dict]:
     """Every video of a split once, in shard order, read in this process: dicts of video [T,3,H,W] uint8,
     mask [T], id, captions (for tools, notebooks and checks)."""
-    stream = ShardStream(SampleTable.build(shards, split), batch_size=8, mode="videos")
+    stream = ShardStream(SampleTable.build(folders, split), batch_size=8, mode="videos")
     for batch in stream_batches(stream, workers=0):
         for i, video_id in enumerate(batch["id"]):
             yield {"video": batch["video"][i], "mask": batch["mask"][i], "id": video_id,

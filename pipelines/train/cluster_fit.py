@@ -12,7 +12,6 @@ import json
 
 from pipelines.cluster.connect import spans_nodes
 from pipelines.shards.format import CATALOG_DIR, OPTIONS
-from pipelines.shards.reader import shard_folders
 from pipelines.storage.location import Location, is_local_uri
 from pipelines.train.config import ConfigError, TrainJobConfig
 
@@ -20,7 +19,7 @@ from pipelines.train.config import ConfigError, TrainJobConfig
 def check_fits_cluster(cfg: TrainJobConfig, tracking_uri: str, nodes: list[dict]) -> None:
     """Raise ConfigError naming the setting that cannot work on this cluster (`ray.nodes()`)."""
     if spans_nodes(nodes):
-        places = [("data.shards", folder) for folder in shard_folders(cfg.data.shards)]
+        places = [("data.shards", folder) for folder in cfg.data.shards]
         local = [] if cfg.scaling.shared_filesystem else [
             (key, value) for key, value in places + [("run.storage_path", cfg.run.storage_path)] if is_local_uri(value)]
         if local:
@@ -47,7 +46,7 @@ def check_fits_cluster(cfg: TrainJobConfig, tracking_uri: str, nodes: list[dict]
 def check_shards_fit_model(cfg: TrainJobConfig, frames: int, image_size: int) -> None:
     """Raise ConfigError if the shards' frames or resolution (each folder's `_index/options.json`) are not
     the preset's `frames` and `image_size`."""
-    for folder in shard_folders(cfg.data.shards):
+    for folder in cfg.data.shards:
         loc = Location.of(folder).child(CATALOG_DIR, OPTIONS)
         if not loc.exists():
             continue   # shards not made by `tempme preprocess`

@@ -7,6 +7,7 @@ run before any worker starts. Every error is a `ConfigError` that names the key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,8 +16,8 @@ from pathlib import Path
 import yaml
 
 from pipelines.evaluate.options import DEFAULT_V2T_PROTOCOL, V2T_PROTOCOLS
-from pipelines.shards.reader import BAD_SHARDS
-from tempme.config import PRECISIONS, get_config
+from pipelines.shards.reader import BAD_SHARDS, shard_folders
+from tempme.config import PRECISIONS, ModelConfig, get_config
 from tempme.errors import UserError
 
 # The shipped recipes (the paper's MS-R&VTT runs and a tiny CPU one); `--config NAME` finds one by name.
@@ -37,10 +38,18 @@ class ModelSection:
     preset: str = "tempme-tiny-12f"     # a tempme preset name (`tempme flops` lists them)
     pretrained: str | None = None       # "openai", a local CLIP checkpoint, or None (the preset's random init)
 
+    @functools.cached_property
+    def config(self) -> ModelConfig:
+        """The preset resolved, once for the run; no such preset is a ConfigError naming model.preset."""
+        try:
+            return get_config(self.preset)
+        except ValueError as err:
+            raise ConfigError("model.preset", str(err)) from None
+
 
 @dataclass
 class DataSection:
-    shards: str = ""                    # the preprocessing job's output folder (several: comma-separated)
+    shards: tuple[str, ...] = ()        # the preprocessing job's output folders (a list, or comma-separated)
     train_split: str = "train"
     eval_split: str | None = "val"      # evaluated every epoch; the best checkpoint is chosen on it
     test_split: str | None = "test"     # evaluated once with the best adapter at the end
@@ -119,7 +128,9 @@ class TrainJobConfig:
     tracking: TrackingSection = field(default_factory=TrackingSection)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain YAML/JSON values: lists for tuples."""
+        return dataclasses.asdict(self, dict_factory=lambda items: {k: list(v) if isinstance(v, tuple) else v
+                                                                   for k, v in items})
 
     def flat(self) -> dict[str, typing.Any]:
         """`{"optim.lr": 0.0006, ...}`: the resolved config as MLflow params."""
@@ -139,6 +150,12 @@ def _coerce(key: str, value, hint):
         (hint,) = [a for a in args if a is not type(None)]
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
+    if typing.get_origin(hint) is tuple:        # tuple[str, ...]: a list, or one comma-separated text
+        if isinstance(value, str):
+            return shard_folders(value)
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(key, f"expected a list of strings or a comma-separated string, got {value!r}")
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -245,10 +262,7 @@ def config_from_dict(data: dict) -> TrainJobConfig:
 def check_config(cfg: TrainJobConfig) -> None:
     """Settings that cannot run, found before any worker starts (the shards are checked in `data`)."""
 
-    try:
-        get_config(cfg.model.preset)
-    except ValueError as err:
-        raise ConfigError("model.preset", str(err)) from None
+    cfg.model.config     # resolving the preset is the check
     positive = {"train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
                 "train.eval_batch_size": cfg.train.eval_batch_size, "train.log_every": cfg.train.log_every,
                 "scaling.num_workers": cfg.scaling.num_workers, "scaling.cpus_per_worker": cfg.scaling.cpus_per_worker,

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from pipelines.shards.reader import SampleTable, shard_folders
+from pipelines.shards.reader import SampleTable
 from pipelines.shards.stream import ShardStream, stream_batches
 from pipelines.storage.location import Location
 from pipelines.train.config import ConfigError, TrainJobConfig
@@ -40,18 +40,19 @@ def _split_table(cfg: TrainJobConfig, key: str) -> SampleTable:
     try:
         table = SampleTable.build(cfg.data.shards, split, cfg.data.bad_shards)
     except FileNotFoundError:
-        raise ConfigError(f"data.{key}", f"split {split!r} has no samples in {cfg.data.shards}") from None
+        raise ConfigError(f"data.{key}", f"split {split!r} has no samples in {','.join(cfg.data.shards)}") from None
     except ValueError as err:
         raise ConfigError("data.shards", str(err)) from None
     if not table.pairs:
-        raise ConfigError(f"data.{key}", f"split {split!r} of {cfg.data.shards} has no captions: training and "
-                          "evaluation need captioned videos (a corpus split is only embedded and searched)")
+        raise ConfigError(f"data.{key}", f"split {split!r} of {','.join(cfg.data.shards)} has no captions: "
+                          "training and evaluation need captioned videos (a corpus split is only embedded and "
+                          "searched)")
     return table
 
 
 def plan_training(cfg: TrainJobConfig) -> TrainPlan:
     """Check the shard folders and every split the config names; the steps of the whole run."""
-    for folder in shard_folders(cfg.data.shards):
+    for folder in cfg.data.shards:
         if not Location.of(folder).exists():
             raise ConfigError("data.shards", f"no such folder {folder}")
     for key in ("eval_split", "test_split"):

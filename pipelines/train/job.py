@@ -21,7 +21,6 @@ from pipelines.train.checkpoint import ADAPTER
 from pipelines.train.cluster_fit import check_fits_cluster, check_shards_fit_model
 from pipelines.train.config import ConfigError, TrainJobConfig, check_config
 from pipelines.train.loop import FAULT_ENV, SCORE, SUMMARY_PREFIXES, CorruptCount, best_checkpoint, train_worker
-from tempme.config import get_config
 from tempme.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -103,8 +102,7 @@ def run_training(cfg: TrainJobConfig, ray_address: str | None = None) -> TrainOu
     import ray
 
     check_config(cfg)
-    model = get_config(cfg.model.preset)
-    check_shards_fit_model(cfg, model.frames, model.image_size)
+    check_shards_fit_model(cfg, cfg.model.config.frames, cfg.model.config.image_size)
     plan = data.plan_training(cfg)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     check_reachable(uri)

@@ -35,7 +35,7 @@ def training_model(cfg: TrainJobConfig, device: torch.device):
     Random parts (LoRA A, random-weight tiny backbones) come from a fixed seed (`registry.build_model`);
     rank 0's trainable values are broadcast as well, as DDP would, so workers can never start apart.
     """
-    model = registry.build_model(cfg.model.preset, pretrained=cfg.model.pretrained, device=device)
+    model = registry.build_model(cfg.model.config, pretrained=cfg.model.pretrained, device=device)
     torch.manual_seed(cfg.train.seed)
     model.train()
     if distributed():

@@ -125,7 +125,8 @@ def training_job_problems(spec: dict) -> list[str]:
         problems.append(f"scaling.num_workers={cfg.scaling.num_workers} GPU workers, but the cluster has {gpus} GPUs")
     if cfg.scaling.use_gpu and pod_cpus < cfg.scaling.cpus_per_worker:
         problems.append(f"scaling.cpus_per_worker={cfg.scaling.cpus_per_worker}, but GPU pods have {pod_cpus} CPUs")
-    for key, location in (("data.shards", cfg.data.shards), ("run.storage_path", cfg.run.storage_path)):
+    places = [("data.shards", folder) for folder in cfg.data.shards] + [("run.storage_path", cfg.run.storage_path)]
+    for key, location in places:
         if not _is_shared_storage(location):
             problems.append(f"{key}={location!r} is local to one node")
     env_uri = yaml.safe_load(spec.get("runtimeEnvYAML") or "{}").get("env_vars", {}).get("MLFLOW_TRACKING_URI")

@@ -5,6 +5,7 @@ import torch
 
 from pipelines.embed.encoder import VideoEmbedder, read_frames
 from pipelines.embed.job import _pipeline
+from pipelines.embed.options import EmbedOptions
 from pipelines.index import IndexStore
 from pipelines.model.adapter_bytes import adapter_files
 from pipelines.model.registry import model_from_adapter, resolve_model
@@ -50,11 +51,12 @@ def test_decoding_runs_in_tasks_of_its_own_not_inside_the_model_actors(ray_clust
                                                                         trained_adapter, tmp_path):
     import ray
 
-
     plan, _ = planned(synthetic_shards, tmp_path / "plan")
     model, _ = resolve_model(str(trained_adapter))
-    pipeline = _pipeline(ray, str(synthetic_shards), plan, adapter_files(trained_adapter),
-                         IndexStore(tmp_path).uri("videos.lance"), model, (1, 1), 2, "cpu", 1, "fp32", False, 4)
+    options = EmbedOptions(shards=str(synthetic_shards), model=str(trained_adapter), out=str(tmp_path), batch_size=2,
+                           device="cpu", precision="fp32", part_rows=4)
+    pipeline = _pipeline(ray, options, plan, adapter_files(trained_adapter), IndexStore(tmp_path).uri("videos.lance"),
+                         model)
     rows = sum(len(b["video_id"]) for b in pipeline.iter_batches(batch_size=None, batch_format="numpy"))
     stats = pipeline.stats()
     assert rows == plan.todo == 16

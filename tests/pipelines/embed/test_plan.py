@@ -9,7 +9,7 @@ from pipelines.storage.location import Location
 
 def planned(shards, folder, done=()):
     """The embedding plan of `shards` (less the ids in `done`) and its rows as a Ray Data batch would hold them."""
-    plan = plan_embedding(str(shards), [pa.array(list(done), pa.string())], Location.of(folder), "test", 4)
+    plan = plan_embedding([str(shards)], [pa.array(list(done), pa.string())], Location.of(folder), "test", 4)
     table = pa.concat_tables([t for t in read_part(pa.Table.from_pylist(plan.parts(100)))])
     return plan, {k: np.asarray(table[k].to_pylist(), dtype=object) for k in table.column_names}
 

@@ -34,7 +34,7 @@ def test_evaluate_command_reports_all_metrics(adapter_dir, synthetic_shards, tmp
 def test_split_parts_together_equal_the_whole(adapter_dir, synthetic_shards):
     """What two workers embed, concatenated, scores exactly like one process over the split."""
     model = build_model("tempme-tiny-12f", adapter=adapter_dir)
-    table = SampleTable.build(str(synthetic_shards), "test")
+    table = SampleTable.build([str(synthetic_shards)], "test")
     whole = embed_videos(model, split_batches(table, 4, loader_workers=0))
     parts = [embed_videos(model, split_batches(table, 4, rank, 2, loader_workers=1)) for rank in (0, 1)]
     joined = SplitEmbeddings.concat(parts)

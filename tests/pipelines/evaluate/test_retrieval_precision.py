@@ -12,7 +12,7 @@ from pipelines.shards.reader import SampleTable
 def _embed(adapter, shards, precision):
     model, _ = open_model(str(adapter))
     model.for_inference(precision)
-    return embed_videos(model, split_batches(SampleTable.build(str(shards), "test"), batch_size=4, loader_workers=0))
+    return embed_videos(model, split_batches(SampleTable.build([str(shards)], "test"), batch_size=4, loader_workers=0))
 
 
 def test_bf16_embeddings_stay_close_to_fp32_and_keep_every_rank(trained_adapter, synthetic_shards):

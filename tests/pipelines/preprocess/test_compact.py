@@ -18,7 +18,7 @@ def test_removed_videos_leave_the_bytes_and_the_rest_reads_the_same(tmp_path, cl
     out, manifest = tmp_path / "out", tmp_path / "m.jsonl"
     everyone = [row(f"a{i}", clips[i % 4]) for i in range(6)]            # shards of two: a0 a1 | a2 a3 | a4 a5
     run_preprocess(options(out, write_manifest(manifest, everyone)), **quiet)
-    before = {item["id"]: item["video"] for item in split_videos(str(out), "train")}
+    before = {item["id"]: item["video"] for item in split_videos([str(out)], "train")}
     kept = [r for r in everyone if r["id"] not in ("a1", "a3")]
     run_preprocess(options(out, write_manifest(manifest, kept)), **quiet)
 
@@ -26,10 +26,10 @@ def test_removed_videos_leave_the_bytes_and_the_rest_reads_the_same(tmp_path, cl
     assert report.shards == {"train-000000.tar": "train-000000.g1.tar", "train-000001.tar": "train-000001.g1.tar"}
     with tarfile.open(out / "train-000000.g1.tar") as tar:
         assert {m.name.split(".")[0] for m in tar.getmembers()} == {"a0"}           # a1's bytes are gone
-    after = {item["id"]: item["video"] for item in split_videos(str(out), "train")}
+    after = {item["id"]: item["video"] for item in split_videos([str(out)], "train")}
     assert sorted(after) == ["a0", "a2", "a4", "a5"]
     assert all(torch.equal(after[k], before[k]) for k in after)                   # the same bytes, moved
-    assert SampleTable.build(str(out), "train").video_ids() == ["a0", "a2", "a4", "a5"]
+    assert SampleTable.build([str(out)], "train").video_ids() == ["a0", "a2", "a4", "a5"]
     retired = pq.read_table(out / "_retired.parquet")["shard"].to_pylist()
     assert retired == ["train-000000.tar", "train-000001.tar"] and os.path.exists(out / "train-000000.tar")
 
@@ -50,4 +50,4 @@ def test_removed_videos_leave_the_bytes_and_the_rest_reads_the_same(tmp_path, cl
     assert [(f.id, f.stage) for f in back.failures] == [("a1", "compacted")]
     retried = run_preprocess(options(out, manifest, retry_failed=True), **quiet)
     assert retried.ok and retried.processed == 1
-    assert sorted(SampleTable.build(str(out), "train").video_ids()) == ["a0", "a1", "a2", "a4", "a5"]
+    assert sorted(SampleTable.build([str(out)], "train").video_ids()) == ["a0", "a1", "a2", "a4", "a5"]

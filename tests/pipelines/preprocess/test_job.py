@@ -230,9 +230,9 @@ def test_msrvtt_layout_through_the_command(tmp_path, ray_cluster):
     status = tempme(["preprocess", "--msrvtt", str(ann), "--videos", str(videos), "--out", str(out),
                      "--frames", "2", "--resolution", "32", "--decoders", "2"])
     assert status == 0
-    test = list(split_videos(str(out), "test"))
+    test = list(split_videos([str(out)], "test"))
     assert [(t["id"], t["captions"]) for t in test] == [("video7010", ["a test"])]
-    assert SampleTable.build(str(out), "train").pairs == 6
+    assert SampleTable.build([str(out)], "train").pairs == 6
 
 
 def test_finished_shards_are_committed_in_batches_the_first_at_once(tmp_path):

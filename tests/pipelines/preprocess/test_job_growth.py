@@ -62,7 +62,7 @@ def test_grow_then_shrink_decodes_only_new_videos_and_rewrites_nothing(tmp_path,
     assert report.shards_written == ["train-000003.tar", "train-000004.tar"]
     assert {n: t for n, t in stamps(out).items() if n in before} == before        # nothing finished was touched
     assert len(os.listdir(out / "_plans")) == 2
-    ids = SampleTable.build(str(out), "train").video_ids()
+    ids = SampleTable.build([str(out)], "train").video_ids()
     assert ids == ["a0", "a1", "a2", "a3", "a4", "a05", "b0", "b1"]              # appended after the last shard
 
     # two videos leave the corpus: recorded, skipped by readers, nothing rewritten
@@ -73,7 +73,7 @@ def test_grow_then_shrink_decodes_only_new_videos_and_rewrites_nothing(tmp_path,
     assert stamps(out) == after_growth
     assert pq.read_table(out / "_removed.parquet").to_pylist() == [{"id": "a1", "split": "train"},
                                                                   {"id": "b0", "split": "train"}]
-    assert [item["id"] for item in split_videos(str(out), "train")] == [
+    assert [item["id"] for item in split_videos([str(out)], "train")] == [
         "a0", "a2", "a3", "a4", "a05", "b1"]
     train = report.summary["splits"]["train"]
     assert (train["samples"], train["removed"]) == (6, 2)
@@ -87,7 +87,7 @@ def test_grow_then_shrink_decodes_only_new_videos_and_rewrites_nothing(tmp_path,
     # a removed video that comes back is visible again, without decoding
     back = run_preprocess(options(out, write_manifest(manifest, shrunk + [row("a1", clips[1])])),
                           log=lambda line: None)
-    assert back.processed == 0 and "a1" in SampleTable.build(str(out), "train").video_ids()
+    assert back.processed == 0 and "a1" in SampleTable.build([str(out)], "train").video_ids()
 
 
 def test_an_id_that_comes_back_with_another_video_is_refused(tmp_path, clips, ray_cluster):
@@ -125,7 +125,7 @@ def test_transient_failures_wait_for_retry_failed(tmp_path, ray_cluster):
     retried = run_preprocess(options(out, manifest, retry_failed=True), log=lambda line: None)
     assert retried.ok and retried.processed == len(first.failures)
     assert retried.shards_written == ["train-000001.tar"]
-    assert sorted(SampleTable.build(str(out), "train").video_ids()) == ["quick", "slow"]
+    assert sorted(SampleTable.build([str(out)], "train").video_ids()) == ["quick", "slow"]
     with open(out / "_failures.csv", newline="") as f:
         assert list(csv.DictReader(f)) == []
 
@@ -140,7 +140,7 @@ def test_a_run_over_some_splits_keeps_what_the_other_splits_removed(tmp_path, cl
                    log=lambda line: None)
     assert pq.read_table(out / "_removed.parquet").to_pylist() == [{"id": "a", "split": "train"},
                                                                   {"id": "u", "split": "test"}]
-    assert SampleTable.build(str(out), "test").video_ids() == ["t"]
+    assert SampleTable.build([str(out)], "test").video_ids() == ["t"]
 
 
 def test_an_id_that_moves_to_another_split_is_refused(tmp_path, clips, ray_cluster):
@@ -168,4 +168,4 @@ def test_a_plan_whose_shards_never_finished_is_made_again_from_the_new_inputs(tm
     manifest = write_manifest(tmp_path / "m.jsonl", [row("x", clips[1]), row("y", clips[2])])
     report = run_preprocess(options(out, manifest), log=lambda line: None)
     assert report.ok and report.processed == 2 and os.listdir(out / "_plans") == ["plan-000000.parquet"]
-    assert SampleTable.build(str(out), "train").video_ids() == ["x", "y"]
+    assert SampleTable.build([str(out)], "train").video_ids() == ["x", "y"]

@@ -87,4 +87,4 @@ def test_worker_nodes_write_the_shards_and_the_driver_stays_small(tmp_path, s3_s
           f"{small['python_peak'] / 1e6:.1f} / {large['python_peak'] / 1e6:.1f} MB, RSS {small['rss'] / 1e6:.0f} / "
           f"{large['rss'] / 1e6:.0f} MB at 200 / 2,000 videos ({new_bytes / 1e6:.0f} MB of new shards, "
           f"{per_video:.0f} B of Python peak per added video)")
-    assert len(SampleTable.build(out, "train")) == 2000
+    assert len(SampleTable.build([out], "train")) == 2000

@@ -38,7 +38,7 @@ def test_decode_write_and_read_on_an_object_store(tmp_path, s3_server):
     assert finished_shards(out) == {"train-000000.tar"}
     failed = sample_table(out).to_table(filter="error != ''").to_pylist()
     assert [(f["id"], f["error"]) for f in failed] == [("gone", "missing file")]
-    item, = split_videos(out.uri, "train")
+    item, = split_videos([out.uri], "train")
     assert item["id"] == "green" and item["mask"].tolist() == [True, True, False, False]
     assert item["video"][:2, 1].float().mean() > 230 and item["video"][:2, 0].float().mean() < 25   # green survives
     assert not [loc for loc in out.list() if ".partial-" in loc.name]
@@ -54,8 +54,8 @@ def test_job_with_file_uris_and_spaces(tmp_path, ray_cluster):
     report = run_preprocess(PreprocessOptions(out=f"{uri}/shards out", manifest=f"{uri}/m.jsonl", frames=2,
                                               resolution=32, decoders=1), log=lambda line: None)
     assert report.ok and (folder / "shards out" / "train-000000.tar").exists()
-    assert read_summary(str(folder / "shards out"))["splits"]["train"]["samples"] == 1
-    assert isinstance(next(split_videos(f"{uri}/shards out", "train"))["video"], torch.Tensor)
+    assert read_summary([str(folder / "shards out")])["splits"]["train"]["samples"] == 1
+    assert isinstance(next(split_videos([f"{uri}/shards out"], "train"))["video"], torch.Tensor)
 
 
 def test_a_missing_bucket_or_refused_credentials_stop_the_job_before_any_decoding(tmp_path, s3_server,

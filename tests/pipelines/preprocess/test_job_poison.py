@@ -66,11 +66,11 @@ def test_a_video_that_kills_its_worker_is_one_failure_row(tmp_path, ray_cluster)
         assert killer.kills >= 2          # the shard's task, then the poison's own task in isolation
     assert [(f.id, f.stage) for f in report.failures] == [("poison", "worker")]
     assert "died" in report.failures[0].error and report.shards_written == ["train-000000.tar"]
-    assert sorted(SampleTable.build(options.out, "train").video_ids()) == ["ok0", "ok1", "ok2"]
+    assert sorted(SampleTable.build([options.out], "train").video_ids()) == ["ok0", "ok1", "ok2"]
 
     again = run_preprocess(options, log=lambda line: None)           # not tried again unless asked
     assert again.processed == 0 and [f.id for f in again.failures] == ["poison"]
 
     retried = run_preprocess(PreprocessOptions(**{**options.__dict__, "retry_failed": True}), log=lambda line: None)
     assert retried.ok and retried.processed == 1 and retried.shards_written == ["train-000001.tar"]
-    assert sorted(SampleTable.build(options.out, "train").video_ids()) == ["ok0", "ok1", "ok2", "poison"]
+    assert sorted(SampleTable.build([options.out], "train").video_ids()) == ["ok0", "ok1", "ok2", "poison"]

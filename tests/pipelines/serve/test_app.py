@@ -56,7 +56,7 @@ def service(ray_cluster, trained_index, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first_test_video(synthetic_shards):
-    return next(split_videos(str(synthetic_shards), "test"))
+    return next(split_videos([str(synthetic_shards)], "test"))
 
 
 def test_search_health_and_thumbnails(service, first_test_video):
@@ -78,7 +78,7 @@ def test_search_health_and_thumbnails(service, first_test_video):
 def test_concurrent_queries_are_gathered_into_batches_and_each_gets_its_own_answer(service, synthetic_shards):
 
     address, _, _ = service
-    videos = list(split_videos(str(synthetic_shards), "test"))
+    videos = list(split_videos([str(synthetic_shards)], "test"))
     asked = [(v["captions"][0], 1 + i % 3) for i, v in enumerate(videos * 4)]
     with ThreadPoolExecutor(len(asked)) as pool:
         answers = list(pool.map(lambda qk: get_json(f"{address}search?q={urllib.request.quote(qk[0])}&k={qk[1]}"),

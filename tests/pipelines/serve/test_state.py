@@ -43,7 +43,7 @@ def test_defaults_and_trimming():
 def test_a_caption_finds_its_video_with_versions_and_a_thumbnail(state, synthetic_shards):
     from pipelines.shards.stream import split_videos
 
-    video = next(split_videos(str(synthetic_shards), "test"))
+    video = next(split_videos([str(synthetic_shards)], "test"))
     answer = state.search(video["captions"][0], "3")
     assert answer["hits"][0]["video_id"] == video["id"] and len(answer["hits"]) == 3
     assert answer["index_version"] == state.snapshot.index.version
@@ -94,7 +94,7 @@ def test_a_batch_of_queries_is_answered_as_each_would_be_alone_and_its_thumbnail
                                                                                                 synthetic_shards):
     from pipelines.shards.stream import split_videos
 
-    captions = [v["captions"][0] for v in list(split_videos(str(synthetic_shards), "test"))[:3]]
+    captions = [v["captions"][0] for v in list(split_videos([str(synthetic_shards)], "test"))[:3]]
     alone = [state.search(c, k) for c, k in zip(captions, (1, 4, 2))]
     together = state.search_many(list(zip(captions, (1, 4, 2))))
     assert [len(a["hits"]) for a in together] == [1, 4, 2] and {a["batch"] for a in together} == {3}

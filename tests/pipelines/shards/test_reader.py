@@ -14,7 +14,15 @@ from pipelines.preprocess import PreprocessOptions, run_preprocess
 from pipelines.preprocess.upgrade import upgrade_folder
 from pipelines.shards.format import CATALOG_DIR, REMOVED, REMOVED_SCHEMA, SAMPLES, sample_table
 from pipelines.shards.frames import normalise
-from pipelines.shards.reader import BadShards, LegacyShards, SampleReader, SampleTable, read_summary, sample_batches
+from pipelines.shards.reader import (
+    BadShards,
+    LegacyShards,
+    SampleReader,
+    SampleTable,
+    read_summary,
+    sample_batches,
+    shard_folders,
+)
 from pipelines.shards.stream import split_videos
 from pipelines.storage.location import Location
 from tempme import CLIP_MEAN, CLIP_STD
@@ -44,7 +52,7 @@ def pattern_shards(tmp_path_factory, ray_cluster):
 
 
 def test_round_trip_keeps_colour_sampling_and_mask(pattern_shards):
-    items = {it["id"]: it for it in split_videos(str(pattern_shards), "train")}
+    items = {it["id"]: it for it in split_videos([str(pattern_shards)], "train")}
     red = items["red"]
     assert red["video"].shape == (12, 3, 64, 64) and red["video"].dtype == torch.uint8
     assert red["mask"].tolist() == [True] * 3 + [False] * 9
@@ -60,7 +68,7 @@ def test_round_trip_keeps_colour_sampling_and_mask(pattern_shards):
 
 
 def test_a_sample_reads_back_by_its_span(pattern_shards):
-    table = SampleTable.build(str(pattern_shards), "train")
+    table = SampleTable.build([str(pattern_shards)], "train")
     row = table.ids.to_pylist().index("steps")
     reader = SampleReader()
     meta, jpegs = reader.read(table.tars[table.shard[row]], table.start[row], table.end[row])
@@ -70,7 +78,7 @@ def test_a_sample_reads_back_by_its_span(pattern_shards):
 
 
 def test_a_batch_of_samples_is_read_one_request_per_run_of_neighbours(synthetic_shards):
-    table = SampleTable.build(str(synthetic_shards), "train")
+    table = SampleTable.build([str(synthetic_shards)], "train")
     rows = list(np.random.default_rng(0).permutation(len(table.start)))      # the order a batch asks in
     tars, starts, ends = [table.tars[table.shard[r]] for r in rows], table.start[rows], table.end[rows]
     reader = SampleReader()
@@ -86,8 +94,8 @@ def test_a_batch_of_samples_is_read_one_request_per_run_of_neighbours(synthetic_
 
 
 def test_the_table_is_columns_in_shard_order(synthetic_shards):
-    table = SampleTable.build(str(synthetic_shards), "train")
-    rows_read = sorted((r for _, b in sample_batches(str(synthetic_shards), ["id", "shard", "start"], "train")
+    table = SampleTable.build([str(synthetic_shards)], "train")
+    rows_read = sorted((r for _, b in sample_batches([str(synthetic_shards)], ["id", "shard", "start"], "train")
                         for r in b.to_pylist()), key=lambda r: (r["shard"], r["start"]))
     in_tar_order = table.rows(np.arange(len(table.tars)))
     assert table.ids.take(in_tar_order).to_pylist() == [r["id"] for r in rows_read] and table.pairs == 12 * 3
@@ -99,10 +107,10 @@ def test_the_table_is_columns_in_shard_order(synthetic_shards):
 
 def test_clear_errors(synthetic_shards):
     with pytest.raises(FileNotFoundError, match="no finished shards of split 'val'"):
-        SampleTable.build(str(synthetic_shards), "val")
+        SampleTable.build([str(synthetic_shards)], "val")
     with pytest.raises(ValueError, match="bad_shards must be one of"):
-        SampleTable.build(str(synthetic_shards), "train", bad_shards="ignore")
-    assert [p.rsplit("/", 1)[1] for p in SampleTable.build(str(synthetic_shards), "train").tars] == \
+        SampleTable.build([str(synthetic_shards)], "train", bad_shards="ignore")
+    assert [p.rsplit("/", 1)[1] for p in SampleTable.build([str(synthetic_shards)], "train").tars] == \
         ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
 
 
@@ -113,23 +121,26 @@ def test_missing_and_truncated_shards_are_listed_or_skipped(synthetic_shards, tm
     with open(copy / "train-000001.tar", "r+b") as f:
         f.truncate(1000)
     with pytest.raises(BadShards) as told:
-        SampleTable.build(str(copy), "train")
+        SampleTable.build([str(copy)], "train")
     message = str(told.value)
     assert "2 bad shards of split 'train'" in message and "train-000000.tar: missing" in message
     assert "train-000001.tar: truncated (1000 of" in message and "data.bad_shards=skip" in message
-    table = SampleTable.build(str(copy), "train", bad_shards="skip")
+    table = SampleTable.build([str(copy)], "train", bad_shards="skip")
     assert len(table) == 4 and len(table.skipped) == 2                  # the one good shard, two counted
-    assert SampleTable.build(str(copy), "test").video_ids() == \
-        SampleTable.build(str(synthetic_shards), "test").video_ids()    # other splits are untouched
+    assert SampleTable.build([str(copy)], "test").video_ids() == \
+        SampleTable.build([str(synthetic_shards)], "test").video_ids()    # other splits are untouched
 
 
 def test_several_folders_read_as_one_split(synthetic_shards, pattern_shards):
-    both = f"{synthetic_shards},{pattern_shards}"
+    both = shard_folders(f"{synthetic_shards},{pattern_shards}")
+    assert both == (str(synthetic_shards), str(pattern_shards))
     table = SampleTable.build(both, "train")
     assert len(table) == 12 + 2 and table.video_ids()[-2:] == ["red", "steps"]
-    assert read_summary(both) == read_summary(str(synthetic_shards))
+    assert read_summary(both) == read_summary([str(synthetic_shards)])
+    with pytest.raises(TypeError, match="not the text"):
+        SampleTable.build(str(synthetic_shards), "train")     # a text is parsed where it comes in, not here
     with pytest.raises(ValueError, match="is in more than one shard folder"):
-        SampleTable.build(f"{synthetic_shards}, {synthetic_shards}", "train")
+        SampleTable.build(shard_folders(f"{synthetic_shards}, {synthetic_shards}"), "train")
 
 
 def test_removed_videos_are_an_anti_join(synthetic_shards, tmp_path):
@@ -137,9 +148,9 @@ def test_removed_videos_are_an_anti_join(synthetic_shards, tmp_path):
 
     copy = tmp_path / "shards"
     shutil.copytree(synthetic_shards, copy)
-    before = SampleTable.build(str(copy), "train").video_ids()
+    before = SampleTable.build([str(copy)], "train").video_ids()
     pq.write_table(pa.table({"id": before[:2], "split": ["train"] * 2}, schema=REMOVED_SCHEMA), copy / REMOVED)
-    assert SampleTable.build(str(copy), "train").video_ids() == before[2:]
+    assert SampleTable.build([str(copy)], "train").video_ids() == before[2:]
 
 
 def legacy_copy(shards, folder):
@@ -163,9 +174,9 @@ def test_a_folder_of_the_catalog_era_is_refused_then_converted_once(synthetic_sh
     old = tmp_path / "old"
     legacy_copy(synthetic_shards, old)
     with pytest.raises(LegacyShards, match=f"tempme upgrade-shards {old}"):
-        SampleTable.build(str(old), "train")
+        SampleTable.build([str(old)], "train")
     catalogs = len(list((old / CATALOG_DIR).glob("*-*.json")))
     assert catalogs == 4 and upgrade_folder(Location.of(old)) == catalogs and upgrade_folder(Location.of(old)) == 0
     for split in ("train", "test"):
-        now, then = SampleTable.build(str(old), split), SampleTable.build(str(synthetic_shards), split)
+        now, then = SampleTable.build([str(old)], split), SampleTable.build([str(synthetic_shards)], split)
         assert now.video_ids() == then.video_ids() and sorted(now.start) == sorted(then.start)

@@ -16,7 +16,7 @@ from pipelines.storage.location import Location
 
 @pytest.fixture(scope="module")
 def train(synthetic_shards):
-    return SampleTable.build(str(synthetic_shards), "train")      # 12 videos of 3 captions in 3 tars
+    return SampleTable.build([str(synthetic_shards)], "train")      # 12 videos of 3 captions in 3 tars
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def pairs_of(batches):
 
 @pytest.mark.parametrize("lanes,workers", [(1, 0), (2, 2), (3, 0)])
 def test_an_epoch_is_every_pair_once_across_ranks_and_workers(train, synthetic_shards, lanes, workers):
-    expected = Counter((v["id"], c) for v in split_videos(str(synthetic_shards), "train") for c in v["captions"])
+    expected = Counter((v["id"], c) for v in split_videos([str(synthetic_shards)], "train") for c in v["captions"])
     seen, per_rank = Counter(), []
     for rank in range(2):
         stream = ShardStream(train, batch_size=5, rank=rank, world_size=2, lanes=lanes, seed=3, epoch=1, window=4)
@@ -60,7 +60,7 @@ def test_the_order_is_fixed_by_seed_and_epoch_and_shuffled_within_windows(train)
 
 
 def test_videos_mode_in_shard_order_as_uint8_batches(synthetic_shards):
-    table = SampleTable.build(str(synthetic_shards), "test")
+    table = SampleTable.build([str(synthetic_shards)], "test")
     batches = list(stream_batches(ShardStream(table, batch_size=3, mode="videos", lanes=2)))
     assert batches[0]["video"].shape == (3, 12, 3, 224, 224) and batches[0]["video"].dtype == torch.uint8
     assert batches[0]["mask"].dtype == torch.bool
@@ -118,12 +118,12 @@ def test_two_ray_workers_split_the_split(synthetic_shards, ray_cluster):
 
     @ray.remote(num_cpus=1)
     def read_rank(rank):
-        table = SampleTable.build(str(synthetic_shards), "train")
+        table = SampleTable.build([str(synthetic_shards)], "train")
         stream = ShardStream(table, batch_size=2, mode="videos", rank=rank, world_size=2)
         return [i for b in stream_batches(stream) for i in b["id"]]
 
     parts = ray.get([read_rank.remote(r) for r in range(2)])
-    everything = SampleTable.build(str(synthetic_shards), "train").video_ids()
+    everything = SampleTable.build([str(synthetic_shards)], "train").video_ids()
     assert not set(parts[0]) & set(parts[1])
     assert sorted(parts[0] + parts[1]) == sorted(everything) and len(everything) == 12
 
@@ -138,7 +138,7 @@ def upload(local, uri: str) -> str:
 
 def test_shards_on_an_object_store_read_like_local_ones(synthetic_shards, s3_server, reads):
     uri = upload(synthetic_shards, f"{s3_server.prefix('stream')}/shards")
-    remote, local = SampleTable.build(uri, "train"), SampleTable.build(str(synthetic_shards), "train")
+    remote, local = SampleTable.build([uri], "train"), SampleTable.build([str(synthetic_shards)], "train")
     assert remote.tars[0].startswith("s3://") and remote.ids == local.ids
 
     def epoch(table):
@@ -154,7 +154,7 @@ def test_several_loader_workers_read_an_object_store_the_parent_already_uses(syn
     """The parent has the S3 client's threads running (it built the table from the store); two DataLoader
     workers, started from a clean server process rather than forked from it, read the same batches."""
     uri = upload(synthetic_shards, f"{s3_server.prefix('workers')}/shards")
-    remote, local = SampleTable.build(uri, "train"), SampleTable.build(str(synthetic_shards), "train")
+    remote, local = SampleTable.build([uri], "train"), SampleTable.build([str(synthetic_shards)], "train")
 
     def epoch(table, workers):
         stream = ShardStream(table, batch_size=4, lanes=2, seed=1, window=4)
