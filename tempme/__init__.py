@@ -6,7 +6,8 @@
     text_emb = model.encode_text(["a man is cooking"])  # -> [1, 512]
     logits = model.similarity(text_emb, video_emb)
 
-The model depends on torch, open_clip and peft (and safetensors, huggingface_hub for weights).
+The library imports torch, open_clip, peft and safetensors (numpy and Pillow for `tempme.visualize`; open_clip
+fetches hub weights through huggingface_hub); never Ray or MLflow, which are the pipelines'.
 """
 import importlib
 

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from jobs.cli import main
-from tests.pipelines.serve.test_app import free_port
+from tests.fixtures.servers import free_port
 
 
 @pytest.mark.slow

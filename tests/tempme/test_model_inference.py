@@ -6,13 +6,8 @@ import tempme
 from tempme.attention import _size_bias, set_attention_kernel
 from tempme.precision import cpu_has_native_bf16, inference_dtype
 
+pytestmark = pytest.mark.usefixtures("fresh_compiler")   # each test compiles its own models
 
-@pytest.fixture(autouse=True)
-def _fresh_compiler():
-    """Each test compiles its own models: no guards or recompile counts carried over from another test."""
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def _trained_like(preset="tempme-tiny-12f", seed=1):

@@ -5,16 +5,9 @@ import torch
 import tempme
 from tempme.attention import set_attention_kernel
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("fresh_compiler")]
 
 
-
-@pytest.fixture(autouse=True)
-def _fresh_compiler():
-    """Each test compiles its own models: no guards or recompile counts carried over from another test."""
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
 
 
 def _video(batch, seed=0, device="cuda"):

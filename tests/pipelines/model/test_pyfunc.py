@@ -3,7 +3,6 @@ by `mlflow.pyfunc.load_model`, the same as the model's own encoders; `mlflow mod
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pipelines.model.pyfunc_files import LOADER_MODULE, PYFUNC_FILES
 from pipelines.model.registry import NOT_ADAPTER_FILES, build_model, open_model, register_adapter, resolve_model
 from pipelines.shards.frames import normalise
 from pipelines.tracking import get_or_create_experiment, resolve_tracking_uri
+from tests.fixtures.servers import free_port
 
 NAME = "tiny-pyfunc"
 TEXTS = ["a red square moving left", "a blue circle grows", "two green triangles swap places"]
@@ -234,11 +234,6 @@ def test_registering_something_that_is_not_an_adapter_logs_nothing(registry, tmp
     assert logged() == before
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _post(url: str, payload: dict, timeout: float = 60) -> tuple[int, dict]:
     request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
@@ -254,7 +249,7 @@ def _post(url: str, payload: dict, timeout: float = 60) -> tuple[int, dict]:
 def served(registry, tmp_path):
     """`mlflow models serve` of version 1 in a subprocess (its own process group); the URL once /ping answers.
     Always stopped afterwards."""
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "serve.log"
     # The venv's bin first, as an activated venv has it: the server runs its `uvicorn` from the PATH.
     env = {**os.environ, "MLFLOW_TRACKING_URI": registry.uri,

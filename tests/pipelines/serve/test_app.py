@@ -2,7 +2,6 @@
 real headless Chromium, a new index version followed without a restart, an unreachable index answered 503."""
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -15,15 +14,11 @@ import pytest
 from pipelines.embed import EmbedOptions, embed_corpus
 from pipelines.serve import APP_NAME, ServeOptions, ServiceOptions, start_service
 from pipelines.shards.stream import split_videos
+from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str) -> tuple[int, bytes, str]:

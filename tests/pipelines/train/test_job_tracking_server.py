@@ -1,5 +1,4 @@
 """The training job against a real `mlflow server` on 127.0.0.1, and a clear error when it is not there."""
-import socket
 import subprocess
 import sys
 import time
@@ -11,20 +10,14 @@ import pytest
 from pipelines.model.registry import open_model
 from pipelines.tracking import TrackingUnavailable, check_reachable, start_or_resume_run
 from pipelines.train.job import run_training
-from tests.fixtures.servers import stop
+from tests.fixtures.servers import free_port, stop
 from tests.pipelines.train.conftest import tiny_config
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def mlflow_server(tmp_path):
     """`mlflow server` with a SQLite store and proxied artifacts under tmp_path; its URL once it answers."""
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -72,7 +65,7 @@ def test_training_logs_to_a_server_and_registers_there(synthetic_shards, tmp_pat
 
 
 def test_unreachable_server_fails_before_training(synthetic_shards, tmp_path):
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TrackingUnavailable, match="unreachable"):
         check_reachable(dead, timeout_s=2)
     cfg = tiny_config(synthetic_shards, tmp_path, f"tracking.uri={dead}")

@@ -1,5 +1,4 @@
 """One bf16 training step of the paper's ViT-B/16 TempMe in an NCCL process group on one GPU."""
-import socket
 
 import pytest
 import torch
@@ -9,20 +8,16 @@ from pipelines.train.config import TrainJobConfig
 from pipelines.train.loop import _train_step
 from pipelines.train.optim import build_lr_scheduler, build_optimizer
 from pipelines.train.runtime import amp_dtype, training_model
+from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.gpu
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def nccl_group():
     torch.cuda.set_device(0)
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
 

@@ -1,6 +1,5 @@
 """The global-batch InfoNCE: two gloo processes must get exactly the one-process gradient."""
 import os
-import socket
 
 import pytest
 import torch
@@ -8,6 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pipelines.train.loss import all_reduce_gradients, global_contrastive_loss, symmetric_infonce
+from tests.fixtures.servers import free_port
 
 
 def _batch(n: int, seed: int = 0):
@@ -52,11 +52,6 @@ def _worker(rank: int, world: int, port: int, out, average_over: int, clip: floa
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.slow      # two worker processes joined by gloo
 @pytest.mark.parametrize("average_over, clip", [(1, 0.0), (4, 0.05)], ids=["global-gradient", "authors-4-gpus"])
@@ -65,7 +60,7 @@ def test_two_workers_match_one_process(average_over, clip):
     then clipped, as one process computes it, whatever the worker count."""
     # spawn, not fork: forking a process that already runs torch threads (and a Ray cluster) can deadlock
     ctx = mp.get_context("spawn")
-    queue, port = ctx.Queue(), _free_port()
+    queue, port = ctx.Queue(), free_port()
     procs = [ctx.Process(target=_worker, args=(rank, 2, port, queue, average_over, clip), daemon=True)
              for rank in (0, 1)]
     for p in procs:
