@@ -26,7 +26,7 @@ from tests.fixtures.servers import free_port
 
 NAME = "tiny-pyfunc"
 TEXTS = ["a red square moving left", "a blue circle grows", "two green triangles swap places"]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"     # where the pyfunc model's device "auto" puts it
 
 
