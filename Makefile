@@ -11,7 +11,8 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	@# the build backend's notes on editable installs are not the user's business
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -c constraints.txt -e ".[test]"
 	touch $@
 
 env: $(VENV)/.installed
