@@ -1,12 +1,13 @@
 """What a job prints: its own progress lines and summary, without the libraries' chatter (unless --verbose).
 
-The chatter comes from Ray (start-up, Ray Train's and Ray Data's INFO logs, the model-building INFO lines of
-open_clip that Ray Train's worker logging lets through), MLflow (database set-up, "Downloading artifacts"
-bars) and a few warnings about our own deliberate choices. Python logging quiets it in this process;
-environment variables quiet it in the processes a local Ray starts from here, and the RAY_TRAIN_* ones are
-handed by Ray Train to its controller and workers on any cluster. Our stages' lines still come through:
-preprocessing and embedding log from this process under `pipelines`, training prints from rank 0 of its
-workers (on stderr, which Ray forwards).
+The chatter comes from Ray (start-up, token authentication, Ray Train's, Ray Data's and Ray Serve's INFO logs,
+the model-building INFO lines of open_clip that Ray Train's worker logging lets through), MLflow (database
+set-up, "Downloading artifacts" bars, "Successfully registered") and a few warnings about our own deliberate
+choices. Python logging quiets it in this process; environment variables quiet it in the processes a local Ray
+starts from here, and the RAY_TRAIN_* ones are handed by Ray Train to its controller and workers on any
+cluster; Serve's components follow this process's level (`pipelines.serve`). Our stages' lines still come
+through: preprocessing and embedding log from this process under `pipelines`, training prints from rank 0 of
+its workers (on stderr, which Ray forwards).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ QUIET_ENV = {
 }
 # Loggers of libraries already imported when the job starts (the variables above cover later imports).
 QUIET_LOGGERS = {"ray": logging.WARNING, "ray.data": logging.ERROR, "ray.train": logging.WARNING,
+                 "ray._private.authentication": logging.ERROR,   # "token authentication is enabled"
                  "mlflow": logging.WARNING, "alembic": logging.WARNING, "open_clip": logging.WARNING,
                  "urllib3": logging.WARNING, "filelock": logging.WARNING}
 HANDLER = "tempme"   # the name of our stderr handler, so that a second call does not add another

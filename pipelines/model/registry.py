@@ -17,9 +17,11 @@ another alias (`champion`, which the nightly embedding follows) to a version onc
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -93,9 +95,25 @@ def register_adapter(adapter_dir: str | Path, name: str, alias: str) -> str:
         client.finalize_logged_model(logged.model_id, "FAILED")
         raise
     client.finalize_logged_model(logged.model_id, "READY")
-    version = mlflow.register_model(logged.model_uri, name).version
+    with _quiet_mlflow_prints():
+        version = mlflow.register_model(logged.model_uri, name).version
     client.set_registered_model_alias(name, alias, version)
     return str(version)
+
+
+@contextlib.contextmanager
+def _quiet_mlflow_prints():
+    """MLflow prints "Successfully registered model" and "Created version" itself, past its logger; unless the
+    `mlflow` logger is set to INFO (a job's --verbose), they are left out: the caller says what it registered."""
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    before = stream.enabled
+    stream.enabled = before and logging.getLogger("mlflow").getEffectiveLevel() <= logging.INFO
+    try:
+        yield
+    finally:
+        stream.enabled = before
 
 
 def _content_hash(directory: Path) -> str:

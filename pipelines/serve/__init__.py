@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal
 import threading
 import time
@@ -34,9 +35,10 @@ def start_service(options: ServeOptions, service: ServiceOptions | None = None, 
                                   tracking_uri=resolve_tracking_uri(options.tracking_uri))
     service = service or ServiceOptions()
     connect(service.ray_address)
-    serve.start(http_options={"host": service.host, "port": service.port})
+    logging_config = _serve_logging()
+    serve.start(http_options={"host": service.host, "port": service.port}, logging_config=logging_config)
     serve.run(build({**vars(options), "replicas": service.replicas}), name=APP_NAME, route_prefix="/",
-              blocking=False)
+              blocking=False, logging_config=logging_config)
     address = f"http://{service.host}:{service.port}/"
     deadline = time.monotonic() + ready_timeout_s
     while True:
@@ -46,6 +48,16 @@ def start_service(options: ServeOptions, service: ServiceOptions | None = None, 
         if status is not None and status.status == "DEPLOY_FAILED" or time.monotonic() > deadline:
             raise RuntimeError(f"the search service did not start: {status.message if status else 'no status'}")
         time.sleep(0.5)
+
+
+def _serve_logging() -> dict:
+    """Serve logs as loud as this process's root logger lets through: a quiet job (`jobs.output`) gets Serve's
+    warnings only, from its driver-side logger (which importing Serve set to INFO) and its components
+    (controller, proxy, replicas), and no access log; --verbose gets everything."""
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        return {"log_level": "INFO"}
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    return {"log_level": "WARNING", "enable_access_log": False}
 
 
 def run_service(options: ServeOptions, service: ServiceOptions | None = None, say: Callable[[str], None] = print

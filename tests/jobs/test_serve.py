@@ -1,7 +1,8 @@
 """`tempme serve` as its users start it: a process that says where the service is, answers there, and stops
-cleanly on Ctrl-C; bad flags are refused before anything starts."""
+cleanly on Ctrl-C, printing its own lines only; bad flags are refused before anything starts."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,6 +39,10 @@ def test_serve_answers_where_it_says_and_stops_on_ctrl_c(trained_index, tmp_path
         process.send_signal(signal.SIGINT)
         rest = process.communicate(timeout=120)[0]
         assert process.returncode == 0 and "stopping the search service" in rest
+        # Only the job's own lines: no Serve INFO logs or access log, no Ray warnings, no C++ notes on Ctrl-C.
+        noise = [line for line in lines + rest.splitlines()
+                 if re.search(r"\bINFO\b|WARNING|\(raylet\)|core_worker|GET /healthz", line)]
+        assert noise == [], noise
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
