@@ -253,7 +253,6 @@ def run_benchmark(shards: str | Path, adapter_dir: str | Path, workdir: str | Pa
     the MLflow store go under `workdir`."""
     import ray
 
-
     if batch_size < 1 or not worker_counts or min(worker_counts) < 1:
         raise UserError(f"batch size and worker counts must be at least 1 (got {batch_size} and {worker_counts})")
     cpus = ray.cluster_resources().get("CPU", 0)

@@ -212,7 +212,6 @@ def _child_memory(preset: str, precision: str, batch: int) -> float:
 
     import torch
 
-
     def rss() -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -163,8 +163,6 @@ def build_corpus(folder: Path, videos: int) -> None:
 
 
 def _index_rows(batch, n: int):
-
-
     from pipelines.index.rows import video_schema
 
     emb = np.random.default_rng(n).standard_normal((batch.num_rows, DIM)).astype(np.float32)

@@ -116,7 +116,6 @@ def bench_model(root: Path, config: str, seed: int = 0):
     logged as an adapter: (its ModelRef, its embedding width)."""
     import torch
 
-
     model = build_model(config)
     noise = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -209,7 +209,6 @@ def measure_memory(shards: Path, workdir: Path, video_counts: list[int], steps: 
 def reader_held_mb(shards: Path) -> float:
     """MiB the training split's sample table and one epoch's order keep allocated (Python and Arrow)."""
 
-
     from pipelines.shards.reader import SampleTable
     from pipelines.shards.stream import ShardStream
 

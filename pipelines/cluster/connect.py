@@ -34,7 +34,6 @@ def check_stores_from_a_worker(places: list[tuple[str, str]]) -> None:
     """Raise StoreError if a worker (a task needing one CPU) cannot use one of `places` ((what, URI) pairs)."""
     import ray
 
-
     remote = [(what, uri) for what, uri in places if "://" in uri and not uri.startswith("file://")]
     if not remote:
         return
@@ -53,7 +52,6 @@ def check_stores_from_a_worker(places: list[tuple[str, str]]) -> None:
 
 def _check_here(places: list[tuple[str, str]]) -> tuple[str, str]:
     import ray
-
 
     node = ray.get_runtime_context().get_node_id()
     try:

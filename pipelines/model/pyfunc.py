@@ -56,7 +56,6 @@ class TempMePyfunc:
     def load(cls, adapter_dir: str | Path, model_config: dict[str, Any] | None = None) -> TempMePyfunc:
         import torch
 
-
         options = {**DEFAULT_CONFIG, **(model_config or {})}
         unknown = sorted(set(options) - set(DEFAULT_CONFIG))
         if unknown:

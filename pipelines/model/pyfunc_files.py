@@ -46,7 +46,6 @@ def write_pyfunc_files(directory: str | Path, *, model_id: str | None = None, ru
     from mlflow.models import Model, ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-
     directory = Path(directory)
     config = tempme.read_adapter_config(directory)       # refuses anything that is not an adapter directory
     dim = config.embed_dim

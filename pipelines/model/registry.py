@@ -76,7 +76,6 @@ def register_adapter(adapter_dir: str | Path, name: str, alias: str) -> str:
     """
     import mlflow
 
-
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():
         raise NotFound(f"adapter directory {adapter_dir} does not exist")
@@ -190,7 +189,6 @@ def resolve_model(uri: str, dst: str | Path | None = None,
         return ModelRef(adapter_dir.name, _content_hash(adapter_dir), str(adapter_dir)), adapter_dir
     import mlflow
 
-
     store = use_store(tracking_uri or mlflow.get_tracking_uri())
     try:
         ref = None
@@ -232,7 +230,6 @@ def build_model(preset, pretrained: str | None = None, adapter: str | Path | Non
     training worker and wherever the trained adapter is loaded later, so the adapter means the same thing.
     """
     import torch
-
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)

@@ -291,7 +291,6 @@ def _connect(o: PreprocessOptions, out: Location, buckets: list[tuple[str, str]]
     stores that a worker cannot reach."""
     import ray
 
-
     connect(o.ray_address)
     if out.is_local and spans_nodes(ray.nodes()):
         raise OptionsError(f"--out {o.out} is a local folder, but this Ray cluster spans several nodes, which "

@@ -113,7 +113,6 @@ def test_flex_score_modification_adds_log_size_of_each_key():
     import torch.nn.functional as F
     from torch.nn.attention.flex_attention import flex_attention
 
-
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(3, 2, 37, 16, generator=generator) for _ in range(3))
     size = torch.randint(1, 5, (3, 37), generator=generator).float()

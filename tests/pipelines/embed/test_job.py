@@ -201,8 +201,6 @@ def test_embed_command_reports_progress_into_an_object_store_index_that_search_r
 
 def test_videos_that_preprocessing_recorded_as_removed_leave_the_index(
         trained_index, synthetic_shards, trained_adapter, tmp_path):
-
-
     shards, out = tmp_path / "shards", tmp_path / "index"
     shutil.copytree(synthetic_shards, shards)
     shutil.copytree(trained_index[0], out)
@@ -218,7 +216,6 @@ def test_videos_that_preprocessing_recorded_as_removed_leave_the_index(
 
 def test_removed_videos_of_every_folder_leave_the_index(trained_index, synthetic_shards, trained_adapter, tmp_path):
     """`--shards a,b`: each folder's removed-video table counts (not that of a folder named "a,b")."""
-
 
     first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "index"
     shutil.copytree(synthetic_shards, first)

@@ -236,8 +236,6 @@ def test_msrvtt_layout_through_the_command(tmp_path, ray_cluster):
 
 
 def test_finished_shards_are_committed_in_batches_the_first_at_once(tmp_path):
-
-
     out = Location.of(str(tmp_path))
 
     def shard(n: int) -> tuple[str, ...]:

@@ -144,8 +144,6 @@ def test_several_folders_read_as_one_split(synthetic_shards, pattern_shards):
 
 
 def test_removed_videos_are_an_anti_join(synthetic_shards, tmp_path):
-
-
     copy = tmp_path / "shards"
     shutil.copytree(synthetic_shards, copy)
     before = SampleTable.build([str(copy)], "train").video_ids()

@@ -46,5 +46,5 @@ def test_check_prints_the_plan(synthetic_shards, tmp_path, capsys):
             "--set", f"tracking.uri=sqlite:///{tmp_path}/m.db"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "shards: " + str(synthetic_shards) in out                   # the resolved config is printed
+    assert f"shards:\n  - {synthetic_shards}\n" in out                  # the resolved config is printed
     assert "ok: 36 pairs of 12 videos per epoch, 3 steps of 8 per worker, 9 steps in all" in out

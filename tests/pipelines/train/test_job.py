@@ -158,7 +158,6 @@ def test_the_command_joins_the_ray_cluster_at_ray_address(synthetic_shards, tmp_
 def _corrupt_copy(shards: Path, tmp_path: Path, videos: int) -> Path:
     """A copy of the shards whose first `videos` train samples have their first frame's JPEG zeroed."""
 
-
     copy = tmp_path / "shards"
     shutil.copytree(shards, copy)
     rows = sample_table(Location.of(str(copy))).to_table(filter="split = 'train' AND error = ''").to_pylist()
