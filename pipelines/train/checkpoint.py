@@ -2,7 +2,7 @@
 
     <checkpoint>/adapter/      model.save_adapter: LoRA, clip positional embeddings, model config
     <checkpoint>/state.pt      optimiser, learning-rate scheduler and (fp16) grad-scaler state
-    <checkpoint>/progress.json step and epoch (`TrainState`)
+    <checkpoint>/progress.json step, epoch and corrupt samples met (`TrainState`)
 
 The frozen backbone is never saved. Files are staged in a temporary folder that is renamed into place, so a
 worker killed while writing leaves either the whole checkpoint or none; Ray Train then copies it to storage
@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,10 +26,12 @@ TRAIN_STATE = "progress.json"   # its name from before `TrainState`: older check
 
 @dataclass
 class TrainState:
-    """Where training stands: optimiser steps taken, and the epoch they are in."""
+    """Where training stands: optimiser steps taken, the epoch they are in, and the corrupt samples met so far
+    ("step N: tar, bytes"), so that a restarted run keeps counting them towards `data.max_corrupt`."""
 
     step: int = 0
     epoch: int = 0
+    corrupt: list[str] = field(default_factory=list)
 
 
 def save_checkpoint(directory: str | Path, model, optimizer, lr_scheduler, scaler, state: TrainState) -> Path:
@@ -54,8 +56,8 @@ def read_train_state(directory: str | Path) -> TrainState:
 
 
 def load_checkpoint(directory: str | Path, model, optimizer, lr_scheduler, scaler) -> TrainState:
-    """Restore the adapter and the optimiser, learning-rate scheduler and scaler state; returns the saved "
-    "`TrainState`."""
+    """Restore the adapter and the optimiser, learning-rate scheduler and scaler state; returns the saved
+    `TrainState`."""
     directory = Path(directory)
     model.load_adapter(directory / ADAPTER)
     state = torch.load(directory / STATE, map_location="cpu", weights_only=True)

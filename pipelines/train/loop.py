@@ -79,15 +79,16 @@ class CorruptCount:
     """Corrupt samples met by all ranks: each is logged (rank 0 writes its tar and bytes to the run's log and
     its artifact `corrupt_samples.txt`, and counts it in the metric `corrupt_samples`), and once more than
     `bound` were met every rank stops at the same step and the run ends with a tag saying why, instead of failing
-    and being restarted into them again."""
+    and being restarted into them again. The records are the training state's (`TrainState.corrupt`), so a run
+    restarted from a checkpoint goes on counting from what it had met."""
 
     STOPPED_TAG = "stopped_because"
 
-    def __init__(self, bound: int, logger, device: torch.device):
+    def __init__(self, bound: int, logger, device: torch.device, logged: list[str]):
         self.bound, self.logger, self.device = bound, logger, device
         self.mine: list[str] = []
-        self.logged: list[str] = []     # every record so far, the run's `corrupt_samples.txt`
-        self.total, self.over = 0, False
+        self.logged = logged            # every record so far (kept in checkpoints), the run's `corrupt_samples.txt`
+        self.total, self.over = len(logged), False
 
     def met(self, records) -> None:
         self.mine.extend(records)
@@ -104,7 +105,7 @@ class CorruptCount:
         self.total += len(records)
         for record in records:
             self.logger.say(f"train: skipped a corrupt sample at step {step}: {record}")
-        self.logged += [f"step {step}: {record}" for record in records]
+        self.logged.extend(f"step {step}: {record}" for record in records)
         self.logger.text("\n".join(self.logged) + "\n", CORRUPT_ARTIFACT)
         self.logger.metrics({"corrupt_samples": self.total}, step=step)
         if self.total > self.bound:
@@ -211,7 +212,7 @@ def train_worker(loop_config: dict) -> None:
         epochs = math.ceil(plan.total_steps / plan.steps_per_epoch)
         steps = Progress("train", plan.total_steps, 0, logger.say, unit="steps", done=state.step, failures=False)
         loss_sum, loss_steps = torch.zeros((), device=device), 0
-        corrupt = CorruptCount(cfg.data.max_corrupt, logger, device)
+        corrupt = CorruptCount(cfg.data.max_corrupt, logger, device, state.corrupt)
         while state.step < plan.total_steps and not corrupt.over:
             state.epoch = state.step // plan.steps_per_epoch
             done_in_epoch = state.step - state.epoch * plan.steps_per_epoch
