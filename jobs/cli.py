@@ -62,7 +62,6 @@ def _module(name: str):
 
 def _benchmark(name: str):
     """`pipelines.bench.<name>` as a job: its own options and the shared ones, run by `pipelines.bench.common`."""
-
     return common.job(name)
 
 
@@ -121,7 +120,6 @@ def run_module(module_name: str) -> int:
 def _run(run, args: argparse.Namespace, name: str) -> int:
     """Run a job; a mistake in its input (`UserError`) is one line on stderr and exit status 2, the way
     argparse reports a bad option, and anything else keeps its traceback."""
-
     configure_output(args.verbose)
     try:
         return int(run(args) or 0)

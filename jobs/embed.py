@@ -22,7 +22,6 @@ def run(args) -> int:
 
 def embed(options: EmbedOptions) -> int:
     """Run the embedding job with `options`, printing its progress lines and then its summary."""
-
     report = embed_corpus(options, log=lambda line: print(line, flush=True))
     print(report.summary())
     return 0

@@ -12,14 +12,13 @@ from tempme.config import DEFAULT_PRECISION, PRECISIONS
 def option(default=dataclasses.MISSING, help: str = "", *, default_factory=dataclasses.MISSING, **flag):
     """A field with its help and argparse extras as metadata: `choices`, `names` (more flag names, e.g. "-k"),
     `positional`, `nargs`, `repeat` (once per value), `parse` (text -> value), `metavar`, `group` (a heading in
-    --help). A field without
-    a default is a required option."""
+    --help). A field without a default is a required option."""
     return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help, **flag})
 
 
 def comma_list(text: str) -> tuple[str, ...]:
-    """'a,b,,c' -> ('a', 'b', 'c')."""
-    return tuple(part for part in text.split(",") if part)
+    """'a, b,,c' -> ('a', 'b', 'c')."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def precision_option(what: str = "inference precision"):

@@ -75,7 +75,6 @@ def start_ray(num_cpus: int | None = None) -> None:
 def numbers(text: str, option: str, kind: type = int, sep: str = ",", least: int = 1,
             most: int | None = None) -> list:
     """The numbers of an option such as `--workers 1,2`, between `least` and `most` of them ("" is none)."""
-
     words = [w.strip() for w in text.split(sep) if w.strip()]
     try:
         values = [kind(w) for w in words]
@@ -89,7 +88,6 @@ def numbers(text: str, option: str, kind: type = int, sep: str = ",", least: int
 
 def names(text: str, option: str, allowed: Sequence[str] | None = None) -> list[str]:
     """The comma-separated names of an option such as `--modes eager,folded`: at least one, each `allowed`."""
-
     chosen = [w.strip() for w in text.split(",") if w.strip()]
     bad = [w for w in chosen if allowed is not None and w not in allowed]
     if not chosen:

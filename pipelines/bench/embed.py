@@ -145,7 +145,6 @@ class _Arrivals:
 
 def make_random_adapter(preset: str, folder: str | Path) -> Path:
     """A random-weight adapter of `preset` (same weights every time): throughput does not depend on training."""
-
     return build_model(preset).save_adapter(Path(folder) / preset)
 
 

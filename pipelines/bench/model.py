@@ -201,7 +201,6 @@ def _reference_encoders(args, key, device, dtype) -> dict:
 def _cpu_memory_per_video(preset: str, precision: str, batch: int) -> float:
     """MB of resident memory one forward pass adds per video, in a fresh child process per preset (so that
     no other model's pages count)."""
-
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         return pool.apply(_child_memory, (preset, precision, batch))
 

@@ -77,7 +77,6 @@ def render(result: dict) -> str:
 def make_library(folder: Path, videos: int, pieces: int, seconds: float, seed: int) -> list[dict]:
     """Long videos `long-N.mp4` in `folder`, each `pieces` pieces of `seconds` (a shape of the demo each); returns
     one record per piece: video id, start, end, caption."""
-
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     combos = list(itertools.product(COLOURS, SHAPES, DIRECTIONS))
@@ -102,7 +101,6 @@ def make_library(folder: Path, videos: int, pieces: int, seconds: float, seed: i
 def measure_cut(work: Path, pieces: list[dict], model: str, tracking: str, hours: float, seconds: float | None,
                 say) -> dict:
     """Preprocess and embed the library cut into windows of `seconds` (None: whole), then search each piece."""
-
     cut = "whole videos" if seconds is None else f"{seconds:g} s windows"
     name = "whole" if seconds is None else f"{seconds:g}s"
     say(f"{cut}: preprocessing")

@@ -129,7 +129,6 @@ def _latencies(index, queries: np.ndarray, k: int) -> tuple[list[list[str]], np.
 
 def sweep(settings) -> list:
     """The query settings tried on one built index: probes and refinement (IVF_PQ) or probes and ef (HNSW)."""
-
     if settings.kind == "IVF_PQ":
         probes = sorted({max(4, settings.partitions * share // 100) for share in (3, 10, 25)})
         return [replace(settings, probes=p, refine=r) for p in probes for r in (10, 30)]

@@ -46,7 +46,6 @@ def decode_sequential(path: str, *, frames: int, fps: float, resolution: int, ti
     ffmpeg's frames are read one at a time as they come; only those that can still be picked are kept (see
     `FrameKeeper`), so memory does not grow with the video's length. `max_buffered=None` keeps every frame
     (the reference the bounded path is tested against)."""
-
     graph = (
         ffmpeg.input(f"file:{path}", threads=1)["V:0"]      # first real video stream (not cover art)
         .filter("fps", fps=fps, eof_action="pass")          # 'pass' keeps a frame of sub-second videos

@@ -80,6 +80,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.options import comma_list
 from pipelines.shards.format import (
     META_MEMBER,
     SAMPLE_FILTER,
@@ -110,7 +111,7 @@ class LegacyShards(UserError):
 def shard_folders(text: str) -> tuple[str, ...]:
     """The folders a `--shards` value names: one, or several separated by commas. Parsed once, where the value
     comes in (an options record, the training config); the readers take the folders."""
-    return tuple(f.strip() for f in text.split(",") if f.strip())
+    return comma_list(text)
 
 
 def _given(folders: Sequence[str]) -> Sequence[str]:

@@ -261,7 +261,6 @@ def config_from_dict(data: dict) -> TrainJobConfig:
 
 def check_config(cfg: TrainJobConfig) -> None:
     """Settings that cannot run, found before any worker starts (the shards are checked in `data`)."""
-
     cfg.model.config     # resolving the preset is the check
     positive = {"train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
                 "train.eval_batch_size": cfg.train.eval_batch_size, "train.log_every": cfg.train.log_every,
