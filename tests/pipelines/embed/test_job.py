@@ -110,7 +110,6 @@ def test_new_model_version_reembeds_everything_while_readers_see_a_complete_inde
 
 def corrupt_one_frame(shards, dst) -> str:
     """Copy the shards and overwrite one JPEG of one sample in place; returns that video's id."""
-
     shutil.copytree(shards, dst)
     sample = sample_table(Location.of(str(dst))).to_table(filter="split = 'train'").to_pylist()[1]
     with open(dst / sample["shard"], "r+b") as f:
@@ -216,7 +215,6 @@ def test_videos_that_preprocessing_recorded_as_removed_leave_the_index(
 
 def test_removed_videos_of_every_folder_leave_the_index(trained_index, synthetic_shards, trained_adapter, tmp_path):
     """`--shards a,b`: each folder's removed-video table counts (not that of a folder named "a,b")."""
-
     first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "index"
     shutil.copytree(synthetic_shards, first)
     shutil.copytree(synthetic_shards, second)

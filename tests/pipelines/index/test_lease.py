@@ -37,7 +37,6 @@ def test_the_lease_of_a_dead_process_on_this_machine_is_taken_at_once(tmp_path):
 def test_a_silent_lease_is_taken_over_and_its_holder_stops_before_its_next_commit(tmp_path):
     """A holder whose heartbeats stop (a hung or cut-off host) is replaced after a whole ttl of silence,
     watched on the taker's own clock; the old holder then finds it lost the lease and commits nothing."""
-
     store = build(tmp_path)
     ttl = dt.timedelta(seconds=2)
     stale = WriterLease(store, "stale", ttl=ttl)
@@ -59,7 +58,6 @@ def test_a_silent_lease_is_taken_over_and_its_holder_stops_before_its_next_commi
 
 def test_a_live_holder_keeps_its_lease_through_long_work_without_any_commit(tmp_path):
     """The heartbeat renews the lease however long the work between commits takes."""
-
     store = build(tmp_path)
     ttl = dt.timedelta(seconds=1)
     with WriterLease(store, "busy", ttl=ttl) as holder:

@@ -159,7 +159,6 @@ def test_inputs_that_are_all_rejected_give_the_failure_table(tmp_path, ray_clust
 
 def test_a_plan_whose_shards_never_finished_is_made_again_from_the_new_inputs(tmp_path, clips, ray_cluster):
     """Killed after planning, before any shard: the next run may change inputs and options freely."""
-
     out = tmp_path / "out"
     (out / CATALOG_DIR).mkdir(parents=True)
     (out / CATALOG_DIR / OPTIONS).write_text(json.dumps({"frames": 3}))

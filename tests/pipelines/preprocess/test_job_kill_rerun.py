@@ -31,7 +31,6 @@ def job(manifest, out, log):
 
 def finished(out):
     """The shards whose rows the job committed to the sample table."""
-
     return sorted(finished_shards(Location.of(str(out)))) if (out / "_samples.lance" / "_versions").exists() else []
 
 

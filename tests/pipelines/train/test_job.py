@@ -157,7 +157,6 @@ def test_the_command_joins_the_ray_cluster_at_ray_address(synthetic_shards, tmp_
 
 def _corrupt_copy(shards: Path, tmp_path: Path, videos: int) -> Path:
     """A copy of the shards whose first `videos` train samples have their first frame's JPEG zeroed."""
-
     copy = tmp_path / "shards"
     shutil.copytree(shards, copy)
     rows = sample_table(Location.of(str(copy))).to_table(filter="split = 'train' AND error = ''").to_pylist()
@@ -171,7 +170,6 @@ def _corrupt_copy(shards: Path, tmp_path: Path, videos: int) -> Path:
 def test_corrupt_samples_are_skipped_and_counted_up_to_a_bound(synthetic_shards, tmp_path):
     """Two corrupt videos (6 of the 36 pairs): skipped and counted under the bound; past it, every worker
     stops at the same step and the job says why, once (no restart into the same samples)."""
-
     shards = _corrupt_copy(synthetic_shards, tmp_path, videos=2)
     cfg = tiny_config(shards, tmp_path, "data.max_corrupt=10", "run.name=tolerant", "tracking.visualize_videos=0")
     outcome = run_training(cfg)
