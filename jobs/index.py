@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import jobs.cli
 from jobs.options import add_options, from_args
-from pipelines.index.table import VERSIONS_SHOWN
+from pipelines.index.table import RETENTION, VERSIONS_SHOWN
 from pipelines.options import option
 
 
@@ -28,8 +28,8 @@ class IndexOptions:
                               "older than --older-than (never the latest)", positional=True,
                          choices=("info", "compact", "cleanup"))
     index: str = option(help="index directory or URI written by `tempme embed`", positional=True)
-    older_than: dt.timedelta = option(dt.timedelta(days=7), "cleanup: keep versions younger than this, for "
-                                                            "readers pinned to them", parse=_duration)
+    older_than: dt.timedelta = option(RETENTION, "cleanup: keep versions younger than this, for readers pinned "
+                                                 "to them", parse=_duration)
     versions: int = option(VERSIONS_SHOWN, "info: how many of the latest versions to describe")
     json: bool = option(False, "print JSON")
 
