@@ -25,10 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.evaluate.retrieval import evaluate_on_cluster, save_recall_plot
+    from pipelines.evaluate.on_cluster import evaluate_on_cluster
 
     result, resolved = evaluate_on_cluster(from_args(EvaluateOptions, args))
     if args.plot:
+        from pipelines.evaluate.retrieval import save_recall_plot
+
         save_recall_plot(result.ranks, args.plot, f"{resolved.name} v{resolved.version}, {args.split}")
     if args.json:
         print(json.dumps({"model": {"name": resolved.name, "version": resolved.version, "uri": resolved.uri},

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pipelines.train.config import check_config, load_config
-    from pipelines.train.data import plan_training
     from pipelines.train.job import run_training
+    from pipelines.train.plan import plan_training
 
     cfg = load_config(args.config, args.set)
     print(f"# resolved config\n{cfg.to_yaml()}", flush=True)

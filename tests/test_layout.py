@@ -31,11 +31,11 @@ def test_only_the_layout_test_lives_at_the_top():
 
 # Imports sit at the top of a module, except these, which a module may import where it uses them so that a
 # process that never needs them (a planning driver, `tempme --help`, a test collection) never loads them: the
-# heavy libraries, and the project's modules that load one at import (Torch: frames, stream; Ray: shard tasks,
-# the Serve app).
+# heavy libraries, and the project's modules that load one at import (Torch: frames, stream, the training loop,
+# retrieval evaluation; Ray: shard tasks, the Serve app).
 HEAVY = ("ray", "mlflow", "lance", "torch", "torchvision", "open_clip", "matplotlib",
          "pipelines.shards.frames", "pipelines.shards.stream", "pipelines.preprocess.shard_tasks",
-         "pipelines.serve.app")
+         "pipelines.serve.app", "pipelines.train.loop", "pipelines.evaluate.retrieval")
 # A job imports its stage when it runs, so that `tempme --help` and a job's --help load none of it; a benchmark
 # imports in each case what that case measures, in the process that measures it.
 LAZY_FOLDERS = ("jobs", "pipelines/bench")

@@ -10,6 +10,7 @@ peak, the bytes it read (`/proc/self/io` rchar) and the wall time:
     preprocess      `plan_work` of the grown manifest over the corpus (inputs, ledger, what is new, removed)
     embed-nightly   the embedding driver's plan (`embed.job.plan_run`) with 99% of the videos embedded
     embed-nothing   the same once the index holds every video
+    train-plan      the training driver's plan (`train.plan.plan_training`: every split counted and checked)
     train-table     one training worker's `SampleTable` of the train split
     serve-start     the search service opening the index (an IVF_PQ index over it, as above 100k videos)
 
@@ -37,7 +38,7 @@ from pipelines.model.registry import ModelRef
 
 WORKDIR = "the synthetic corpora (about 150 bytes per video on disk, plus the index)"
 EXAMPLE = "tempme bench plan --videos 1000000,10000000 --json"
-CASES = ("preprocess", "embed-nightly", "embed-nothing", "train-table", "serve-start")
+CASES = ("preprocess", "embed-nightly", "embed-nothing", "train-plan", "train-table", "serve-start")
 PER_SHARD, SPAN, DIM, CHUNK = 256, 200_000, 8, 1_000_000
 MODEL = {"name": "bench", "version": "1", "uri": "models:/bench/1"}
 
@@ -151,7 +152,8 @@ def build_corpus(folder: Path, videos: int) -> None:
             uri = pc.binary_join_element_wise("/corpus/videos/", ids, ".mp4", "")
             captions = pa.array([["a person does something in this video"]] * n, pa.list_(pa.string()))
             ledger.write_table(pa.table([batch["shard"], batch["split"], ids, uri, captions,
-                                         pa.array(["manifest.parquet"] * n)], schema=LEDGER_SCHEMA))
+                                         pa.array(["manifest.parquet"] * n)], schema=LEDGER_SCHEMA),
+                               row_group_size=PER_SHARD)       # as the job writes its plans: a group a shard
             manifest.write_table(pa.table({"video": uri, "id": ids, "captions": captions, "split": batch["split"]}))
         for start in range(videos, grown, CHUNK):       # the 1% the corpus grew by: new videos of train
             n = min(CHUNK, grown - start)
@@ -230,6 +232,8 @@ def _case(case: str, folder: Path) -> None:
     from pipelines.index import IndexStore
     from pipelines.preprocess.job import PreprocessOptions, plan_work
     from pipelines.shards.reader import SampleTable
+    from pipelines.train.config import load_config
+    from pipelines.train.plan import plan_training
 
     shards = str(folder / "shards")
     base, read, started = _status_mb("VmRSS"), _read_bytes(), time.perf_counter()
@@ -243,6 +247,9 @@ def _case(case: str, folder: Path) -> None:
             plan, _ = plan_run(writer, [shards], 16)
             plan.remove()
         todo = plan.todo
+    elif case == "train-plan":
+        todo = plan_training(load_config("tiny", [f"data.shards={shards}", "data.eval_split=val",
+                                                  "data.select_on_test=false"])).train_pairs
     elif case == "train-table":
         SampleTable.build([shards], "train")
     else:

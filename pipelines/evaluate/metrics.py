@@ -33,6 +33,17 @@ class RetrievalRanks:
     v2t: np.ndarray
 
 
+@dataclass
+class EvalResult:
+    """A model's retrieval on a split: its metrics and every text's and video's rank."""
+
+    metrics: dict[str, float]
+    ranks: RetrievalRanks
+    videos: int
+    texts: int
+    v2t_protocol: str       # how video-to-text counted other videos' captions (`V2T_PROTOCOLS`)
+
+
 def retrieval_ranks(similarity, text_video, protocol: str = "per_video") -> RetrievalRanks:
     """Ranks of the right video for each text and of the best caption for each captioned video, from a
     [texts, videos] similarity matrix."""

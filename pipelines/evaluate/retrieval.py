@@ -6,9 +6,7 @@ ranks every caption against every video of the split.
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.cluster.connect import connect, spans_nodes
-from pipelines.evaluate.metrics import RetrievalRanks, embedding_ranks, rank_metrics, recall_curve
+from pipelines.evaluate.metrics import EvalResult, RetrievalRanks, embedding_ranks, rank_metrics, recall_curve
 from pipelines.evaluate.options import DEFAULT_V2T_PROTOCOL, EvaluateOptions
-from pipelines.model.registry import ModelRef, open_model, resolve_model
+from pipelines.model.registry import ModelRef, open_model
 from pipelines.shards.frames import normalise
 from pipelines.shards.reader import SampleTable
 from pipelines.shards.stream import ShardStream, stream_batches
@@ -43,15 +40,6 @@ class SplitEmbeddings:
                    videos=np.concatenate([p.videos for p in parts]),
                    text_video_ids=[v for p in parts for v in p.text_video_ids],
                    texts=np.concatenate([p.texts for p in parts]))
-
-
-@dataclass
-class EvalResult:
-    metrics: dict[str, float]
-    ranks: RetrievalRanks
-    videos: int
-    texts: int
-    v2t_protocol: str       # how video-to-text counted other videos' captions (`metrics.V2T_PROTOCOLS`)
 
 
 def split_batches(table: SampleTable, batch_size: int, rank: int = 0, world_size: int = 1, *, loader_workers: int,
@@ -172,31 +160,3 @@ def evaluate_model(options: EvaluateOptions, torch_device: str = "cpu") -> tuple
                             pin_memory=model.device.type == "cuda")
     embeddings = embed_videos(model, batches)
     return score(embeddings, o.split, model.device, o.v2t_protocol), resolved
-
-
-def evaluate_on_cluster(options: EvaluateOptions) -> tuple[EvalResult, ModelRef]:
-    """`evaluate_model` as one Ray task: on a GPU of the cluster when `device` is gpu (an autoscaler adds one),
-    else on its CPUs, never in the driver (which runs on the head when the job is submitted). The driver pins
-    the model version first (an unknown model or a store that does not answer is told here), and the task
-    opens it."""
-    import mlflow
-    import ray
-
-    o, gpu = options, options.device == "gpu"
-    SampleTable.build(o.shards, o.split)     # a missing split or bad shards: told here, before any task
-    with tempfile.TemporaryDirectory(prefix="tempme-evaluate-") as tmp:
-        pinned, _ = resolve_model(o.model, tmp, o.tracking_uri)     # so is an unknown model or a silent store
-    store = mlflow.get_tracking_uri() if o.model.startswith(("models:/", "runs:/")) else None
-    connect(o.ray_address)
-    if gpu and ray.cluster_resources().get("GPU", 0) < 1 and not spans_nodes(ray.nodes()):
-        raise UserError("--device gpu, but this Ray cluster has no GPUs and no autoscaler to add them")
-    in_task = dataclasses.replace(o, model=pinned.uri, tracking_uri=store)
-
-    def evaluate() -> tuple[EvalResult, ModelRef]:
-        return evaluate_model(in_task, "cuda" if gpu else "cpu")
-
-    task = ray.remote(num_cpus=max(o.loader_workers, 1), num_gpus=int(gpu), max_retries=0)(evaluate)
-    try:
-        return ray.get(task.remote())
-    except ray.exceptions.RayTaskError as err:   # the task's own error (a bad model URI), without Ray's wrapping
-        raise err.cause if isinstance(err.cause, Exception) else err from None

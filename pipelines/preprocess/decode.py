@@ -6,7 +6,7 @@ the stream's index and the cheaper way taken. Streams that cannot be trusted to 
 file, timestamps that do not add up, a picture turned by an odd angle) and any seek that does not reach its
 frame are decoded sequentially, which also gives the failure messages for videos that cannot be decoded.
 An object-store video is read in ranges through a seekable file when seeking, and downloaded to the local
-spool (removed afterwards) only when decoded sequentially.
+spool (removed afterwards) only when decoded sequentially, within the local disk a task may use.
 """
 from __future__ import annotations
 
@@ -20,17 +20,19 @@ import pyarrow as pa
 from pipelines.preprocess.sampling import DecodedVideo, DecodeError, Segmenting
 from pipelines.preprocess.seek import Untrusted, decode_seeking, open_container, probe, slots, worth_seeking
 from pipelines.preprocess.sequential import decode_sequential
-from pipelines.storage.location import Location
+from pipelines.storage.location import Location, SpoolFull
 
 METHODS = ("auto", "seek", "sequential")
 WHOLE_READ_MAX = 32 << 20     # bytes: an object-store video this small is read in one request, then sought in
 
 
 def decode_windows(source: str | Location, *, frames: int, fps: float, resolution: int, timeout: float,
-                   segmenting: Segmenting | None = None, method: str = "auto") -> Iterator[DecodedVideo]:
+                   segmenting: Segmenting | None = None, method: str = "auto", spool_limit: int | None = None
+                   ) -> Iterator[DecodedVideo]:
     """Sampled frames of the video at `source` (a path, URI or `Location`), a `DecodedVideo` per window (the
     whole video is one without `segmenting`), or `DecodeError` saying why there are none. `method` forces one
-    way ("seek" fails with `DecodeError` where seeking cannot be trusted)."""
+    way ("seek" fails with `DecodeError` where seeking cannot be trusted). A download for the sequential way
+    that would pass `spool_limit` bytes of local disk is a `DecodeError` of stage "spool"."""
     if method not in METHODS:
         raise ValueError(f"method {method!r}: expected one of {', '.join(METHODS)}")
     loc = source if isinstance(source, Location) else Location.of(source)
@@ -47,7 +49,11 @@ def decode_windows(source: str | Location, *, frames: int, fps: float, resolutio
             if method == "seek":
                 raise DecodeError(f"cannot be sampled by seeking: {e}") from e
     size = loc.info().size
-    with loc.local_file() as path:   # the windows seeking gave already are not given again
+    with contextlib.ExitStack() as stack:   # the windows seeking gave already are not given again
+        try:
+            path = stack.enter_context(loc.local_file(spool_limit))
+        except SpoolFull as e:
+            raise DecodeError(str(e), stage="spool") from None
         left = ends - time.monotonic()
         if left <= 0:
             raise DecodeError(f"decoding took longer than {timeout:g} s", stage="timeout")

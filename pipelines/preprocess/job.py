@@ -97,6 +97,10 @@ class PreprocessOptions(ClusterOptions):
                                            metavar="S")
     segment_overlap: float = option(0.0, "seconds each window shares with the one before", metavar="O")
     timeout: float = option(600.0, "seconds one video may take")
+    spool_gb: int = option(8, "GB of local disk a decode task may use for the shard it writes and the one video "
+                              "it downloads (those decoded whole): a larger video fails as stage spool; asked of "
+                              "Ray as the custom resource spool_gb where the nodes declare it (ray start "
+                              "--resources '{\"spool_gb\": N}'), so a node runs no more tasks than its disk holds")
     progress_every: float = option(10.0, "seconds between progress lines")
 
     def shape(self) -> dict:
@@ -246,8 +250,9 @@ def _run(options: PreprocessOptions, inputs: Inputs, lease: Lease, log: Callable
          ) -> PreprocessReport:
     w = plan_work(options, log, inputs)
     out, ledger = w.out, w.ledger
+    spool = {}
     if w.pending or w.added:
-        _connect(options, out, list(w.inputs.buckets.values()))
+        spool = _connect(options, out, list(w.inputs.buckets.values()))
     pending = w.pending
     lease.check()
     if w.added:
@@ -262,7 +267,7 @@ def _run(options: PreprocessOptions, inputs: Inputs, lease: Lease, log: Callable
         + f", {w.removed.num_rows} removed; {len(pending)} shards to make"
         + (f"; removed {w.stale} unfinished files" if w.stale else ""))
     progress = Progress("preprocess", sum(p.videos for p in pending), options.progress_every, log)
-    done = _make_shards(pending, options, out, progress, lease) if pending else []
+    done = _make_shards(pending, options, out, progress, lease, spool) if pending else []
     written = [d for d in done if not d.error]
     summary, failures = summarize(out, ledger, w.removed, w.inputs.failures,
                                   {**options.shape(), "input": input_name(options)})
@@ -286,10 +291,12 @@ def _transient(failures: list[Failure], inputs: Inputs) -> np.ndarray:
     return IdSet([ids]).holds(inputs.prints)
 
 
-def _connect(o: PreprocessOptions, out: Location, buckets: list[tuple[str, str]]) -> None:
-    """Join (or start) Ray; refuse a local --out that the cluster's nodes would each see as their own, and
-    stores that a worker cannot reach."""
+def _connect(o: PreprocessOptions, out: Location, buckets: list[tuple[str, str]]) -> dict[str, float]:
+    """Join (or start) Ray; refuse a local --out that the cluster's nodes would each see as their own, stores
+    that a worker cannot reach, and a --spool-gb no node has. Returns the spool a task asks Ray for."""
     import ray
+
+    from pipelines.preprocess.shard_tasks import spool_resources
 
     connect(o.ray_address)
     if out.is_local and spans_nodes(ray.nodes()):
@@ -300,14 +307,18 @@ def _connect(o: PreprocessOptions, out: Location, buckets: list[tuple[str, str]]
         check_stores_from_a_worker([("--out", out.uri), *buckets])
     except StoreError as e:
         raise OptionsError(str(e)) from None
+    try:
+        return spool_resources(o.spool_gb, ray.nodes())
+    except ValueError as e:
+        raise OptionsError(f"--spool-gb {o.spool_gb}: {e}") from None
 
 
 def _make_shards(pending: list[ShardRef], o: PreprocessOptions, out: Location, progress: Progress,
-                 lease: Lease) -> list:
+                 lease: Lease, spool: dict[str, float]) -> list:
     """Run the shard tasks, committing their rows of the sample table as they come, in batches."""
     from pipelines.preprocess.shard_tasks import run_shards
 
-    settings = DecodeSettings(o.frames, o.fps, o.resolution, o.quality, o.timeout, o.segmenting())
+    settings = DecodeSettings(o.frames, o.fps, o.resolution, o.quality, o.timeout, o.segmenting(), o.spool_gb << 30)
     commits = SampleCommits(out, lease)
 
     def finished(d) -> None:
@@ -317,7 +328,7 @@ def _make_shards(pending: list[ShardRef], o: PreprocessOptions, out: Location, p
 
     progress.start()
     try:
-        return run_shards(pending, settings, out, o.decoders, on_done=finished)
+        return run_shards(pending, settings, out, o.decoders, on_done=finished, resources=spool)
     finally:
         commits.flush()     # also when interrupted: what finished stays finished
         compact_samples(out)

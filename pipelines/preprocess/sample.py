@@ -33,6 +33,7 @@ class DecodeSettings:
     quality: int
     timeout: float
     segmenting: Segmenting | None = None   # cut corpus videos into windows (captioned splits stay whole)
+    spool_bytes: int | None = None         # local disk a task may use for a download and its shard (None: any)
 
 
 class StageError(Exception):
@@ -83,7 +84,7 @@ def _decode(video: VideoInput, settings: DecodeSettings) -> Iterator[DecodedVide
     segmenting = settings.segmenting if video.split == CORPUS else None
     try:
         yield from decode_windows(loc, frames=settings.frames, fps=settings.fps, resolution=settings.resolution,
-                                  timeout=settings.timeout, segmenting=segmenting)
+                                  timeout=settings.timeout, segmenting=segmenting, spool_limit=settings.spool_bytes)
     except DecodeError as e:
         raise StageError(e.stage, str(e)) from e
     except OSError as e:

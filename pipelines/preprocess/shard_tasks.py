@@ -4,7 +4,8 @@ Why one task per shard (and not Ray Data rows): the shard is the unit of commit,
 decodes a shard's videos is the one that writes it, straight to the output folder, and the driver gets back
 a few numbers per shard, never frame bytes. Tasks are submitted as demand (`run_shards` keeps up to
 `max_in_flight` pending, `--decoders` or MAX_IN_FLIGHT), so an autoscaling cluster sees the queue and grows;
-each task asks for one CPU and the memory a decode needs (`task_memory`).
+each task asks for one CPU, the memory a decode needs (`task_memory`) and, where the nodes declare it, the local
+disk it may use (`spool_resources`).
 
 A task whose worker dies (a video that runs it out of memory or crashes it) is run again in isolation: the
 same shard, but every video decoded in a task of its own, one after the other, so the one that kills its
@@ -28,6 +29,7 @@ from pipelines.storage.location import Location, sweep_spool
 
 MAX_IN_FLIGHT = 1024     # pending shard tasks without --decoders: demand for up to this many CPUs
 BASE_MEMORY = 384 << 20  # a Python worker with numpy and PIL, and ffmpeg decoding one high-resolution stream
+SPOOL_RESOURCE = "spool_gb"   # a node's local disk for decode tasks, in GB, as its `ray start --resources` declares
 NODE_ATTEMPTS = 3        # tries of a shard whose node is lost (pre-empted, scaled down) before it counts as failed
 # The worker process died while it ran: maybe because of one of its videos, so the shard is isolated.
 WORKER_DIED = (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError)
@@ -57,6 +59,21 @@ def task_memory(settings: DecodeSettings) -> int:
     frame = settings.resolution ** 2 * 3
     most_kept = MAX_BUFFERED + (2 * FrameKeeper.WINDOW + 1) * settings.frames
     return BASE_MEMORY + most_kept * frame
+
+
+def spool_resources(spool_gb: int, nodes: list[dict]) -> dict[str, float]:
+    """The local disk a decode task asks Ray for: `spool_gb` of the custom resource `spool_gb` where live nodes
+    declare it, so that no node runs more tasks than its disk holds (nothing where none does: each task still
+    keeps to its limit). ValueError for a size no node declares, which Ray could never schedule."""
+    declared = [n["Resources"].get(SPOOL_RESOURCE, 0) for n in nodes if n.get("Alive")]
+    if spool_gb < 1:
+        raise ValueError("must be at least 1")
+    if not any(declared):
+        return {}
+    if spool_gb > max(declared):
+        raise ValueError(f"no node has that much: the most a node declares is {max(declared):g} "
+                         f"({SPOOL_RESOURCE})")
+    return {SPOOL_RESOURCE: spool_gb}
 
 
 def sample_row(plan: ShardPlan, pos: int) -> dict:
@@ -108,11 +125,13 @@ def make_shard_isolated(ref: ShardRef, settings: DecodeSettings, out_uri: str, m
 
 
 def run_shards(plans: list[ShardRef], settings: DecodeSettings, out: Location, max_in_flight: int | None,
-               on_done: Callable[[ShardDone], None]) -> list[ShardDone]:
-    """Make every shard of `plans`, at most `max_in_flight` tasks pending at once; `on_done` hears of each."""
+               on_done: Callable[[ShardDone], None], resources: dict[str, float] | None = None) -> list[ShardDone]:
+    """Make every shard of `plans`, at most `max_in_flight` tasks pending at once; `on_done` hears of each.
+    Each task asks for `resources` beside its CPU and memory (its spool)."""
     memory = task_memory(settings)
-    normal = make_shard.options(num_cpus=1, memory=memory, max_retries=0)
-    isolated = make_shard_isolated.options(num_cpus=1, max_retries=2)   # Ray frees the CPU while it waits
+    normal = make_shard.options(num_cpus=1, memory=memory, max_retries=0, resources=resources or {})
+    # Ray frees the CPU while it waits for its videos' tasks; the spool it keeps holds the shard being written
+    isolated = make_shard_isolated.options(num_cpus=1, max_retries=2, resources=resources or {})
     limit = max_in_flight or MAX_IN_FLIGHT
     queue = [(plan, "normal", 1) for plan in reversed(plans)]
     running: dict[ray.ObjectRef, tuple[ShardRef, str, int]] = {}

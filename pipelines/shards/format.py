@@ -83,10 +83,11 @@ STAGES = {"source": "the input row itself (no captions, unknown split, repeated 
           "read": "reading it failed after retries (network, object store)",
           "timeout": "ffmpeg ran longer than --timeout",
           "worker": "the process decoding it died (out of memory, crash)",
+          "spool": "it would not fit the local disk a decode task may use (--spool-gb) or the node's free disk",
           "decode": "ffmpeg cannot give frames (not a video, corrupt, truncated)",
           "encode": "making the JPEGs or the tar failed",
           "compacted": "it had left the inputs and its bytes were compacted away (it came back since)"}
-TRANSIENT_STAGES = ("read", "timeout", "worker", "compacted")
+TRANSIENT_STAGES = ("read", "timeout", "worker", "spool", "compacted")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _KEY_CHARS = 80  # keeps every member name under the 100 bytes of a plain ustar header

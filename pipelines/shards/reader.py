@@ -219,7 +219,9 @@ class SampleTable:
             raise BadShards(f"{shards}: the sample table of split {split!r} does not hold each shard's samples "
                             "as one run in offset order; it was not written by `tempme preprocess`")
         names = list(tars)
-        skipped = _check_tars(names, shard, end, f"of split {split!r}", bad_shards)
+        need = np.zeros(len(names), np.int64)
+        np.maximum.at(need, shard, end)
+        skipped = _check_tars(names, need, f"of split {split!r}", bad_shards)
         ordered = sorted(set(names) - set(skipped), key=places.get)   # tars: folders as given, then by name
         renumber = np.full(len(names), -1, np.int32)
         renumber[[tars[t] for t in ordered]] = np.arange(len(ordered), dtype=np.int32)
@@ -249,11 +251,68 @@ class SampleTable:
                               or [np.zeros(0, np.int64)])
 
 
-def _check_tars(tars: list[str], shard: np.ndarray, end: np.ndarray, what: str, bad_shards: str) -> list[str]:
-    """The bad tars skipped: every tar must exist and hold its samples' bytes (one listing per
-    folder); a bad one is an error, or skipped with `bad_shards="skip"`."""
-    need = np.zeros(len(tars), np.int64)
-    np.maximum.at(need, shard, end)
+@dataclass(frozen=True)
+class SplitCount:
+    """How many videos and (video, caption) pairs a split holds, counted as its columns stream by, with one
+    entry per tar and none per video: what a driver planning over millions of videos needs (the step count, the
+    checks), while each worker builds the `SampleTable` it reads. The same checks as `SampleTable.build`: the
+    split exists, its tars are whole (or skipped and counted), a video is in one folder only."""
+
+    videos: int
+    pairs: int
+    tars: int
+    skipped: tuple[str, ...] = ()
+
+    @classmethod
+    def count(cls, folders: Sequence[str], split: str, bad_shards: str = "error") -> SplitCount:
+        if bad_shards not in BAD_SHARDS:
+            raise UserError(f"bad_shards must be one of {', '.join(BAD_SHARDS)}, got {bad_shards!r}")
+        per_tar: dict[str, np.ndarray] = {}        # tar URI -> [videos, pairs, bytes its samples need]
+        several = len(_given(folders)) > 1
+        prints = []                                # 64 bits of each id, only to find one in two folders
+        for folder, batch in sample_batches(folders, ["shard", "end", "captions", "id"], split):
+            grouped = pa.table({"shard": batch["shard"], "end": batch["end"], "captions": batch["captions"]}
+                               ).group_by("shard").aggregate([("end", "count"), ("captions", "sum"), ("end", "max")])
+            for name, videos, pairs, need in zip(*(grouped[c].to_numpy(zero_copy_only=False) for c in
+                                                    ("shard", "end_count", "captions_sum", "end_max"))):
+                entry = per_tar.setdefault(folder.child(name).uri, np.zeros(3, np.int64))
+                entry[:2] += (videos, pairs)
+                entry[2] = max(entry[2], need)
+            if several:
+                prints.append(fingerprints(batch["id"])["a"])
+        shards = ",".join(folders)
+        if not per_tar:
+            raise NotFound(f"{shards}: no finished shards of split {split!r} "
+                           f"(is it the output folder of `tempme preprocess`?)")
+        if several:
+            _refuse_repeated_ids(folders, split, np.concatenate(prints))
+        names = list(per_tar)
+        totals = np.array(list(per_tar.values()))
+        skipped = _check_tars(names, totals[:, 2], f"of split {split!r}", bad_shards)
+        kept = ~np.isin(np.array(names, object), np.array(skipped, object))
+        return cls(videos=int(totals[kept, 0].sum()), pairs=int(totals[kept, 1].sum()), tars=int(kept.sum()),
+                   skipped=tuple(skipped))
+
+
+def _refuse_repeated_ids(folders: Sequence[str], split: str, prints: np.ndarray) -> None:
+    """An error naming a video of `split` that is in more than one of the shard `folders`; `prints` are 64 bits
+    of every id's fingerprint (8 bytes a video), sorted here in place; a shared one is checked on the ids."""
+    prints.sort()
+    shared = prints[1:][prints[1:] == prints[:-1]]
+    if not len(shared):
+        return
+    seen: set[str] = set()        # one folder holds an id once (its ledger), so a second sighting is another's
+    for _, batch in sample_batches(folders, ["id"], split):
+        for video in batch["id"].filter(pa.array(np.isin(fingerprints(batch["id"])["a"], shared))).to_pylist():
+            if video in seen:
+                raise UserError(f"{','.join(folders)}: video {video!r} of split {split!r} is in more than one "
+                                "shard folder")
+            seen.add(video)
+
+
+def _check_tars(tars: list[str], need: np.ndarray, what: str, bad_shards: str) -> list[str]:
+    """The bad tars skipped: every tar must exist and hold the bytes its samples need (`need`, one per tar; one
+    listing per folder); a bad one is an error, or skipped with `bad_shards="skip"`."""
     sizes: dict[str, int] = {}
     for folder in {t.rsplit("/", 1)[0] for t in tars}:
         sizes.update({f"{folder}/{name}": size for name, size in Location.of(folder).sizes("*.tar").items()})

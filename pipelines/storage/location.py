@@ -42,6 +42,10 @@ PERMANENT_ERRORS = ("AccessDenied", "Access Denied", "NoSuchBucket", "InvalidAcc
 T = TypeVar("T")
 
 
+class SpoolFull(Exception):
+    """A download that would pass the local disk a task may use (its spool limit), or the disk's free space."""
+
+
 class StoreError(UserError):
     """A folder or bucket that cannot be used at all (no such bucket, refused credentials)."""
 
@@ -212,11 +216,23 @@ class Location:
             raise StoreError(f"{flag} {self.uri}: bucket {bucket!r} does not exist (create it first)")
 
     @contextlib.contextmanager
-    def local_file(self) -> Iterator[str]:
-        """A local path holding this file's bytes (a download for object stores; ffmpeg needs to seek)."""
+    def local_file(self, limit: int | None = None) -> Iterator[str]:
+        """A local path holding this file's bytes (a download for object stores; ffmpeg needs to seek). With
+        `limit`, SpoolFull is raised before any byte is fetched when the download would take this process's
+        files in the spool folder past `limit` bytes; so is it when the disk has no room for it."""
         if self.is_local:
             yield self.path
             return
+        size = retrying(self.info).size
+        used = spool_use(os.getpid())
+        if limit is not None and used + size > limit:
+            raise SpoolFull(f"{self.uri} is {size / 2**30:.2f} GB: with the {used / 2**30:.2f} GB this task "
+                            f"already holds it would pass the {limit / 2**30:.2f} GB of local disk a task may use "
+                            "(--spool-gb)")
+        free = shutil.disk_usage(spool_dir()).free
+        if size > free:
+            raise SpoolFull(f"{self.uri} is {size / 2**30:.2f} GB, but the spool disk of this node has "
+                            f"{free / 2**30:.2f} GB free")
         suffix = os.path.splitext(self.path)[1]
         with tempfile.NamedTemporaryFile(suffix=suffix, dir=spool_dir(), prefix=f"{os.getpid()}-") as tmp:
             def download():
@@ -236,6 +252,17 @@ def spool_dir() -> str:
     folder = os.path.join(tempfile.gettempdir(), SPOOL_DIR)
     os.makedirs(folder, exist_ok=True)
     return folder
+
+
+def spool_use(pid: int) -> int:
+    """Bytes the files of process `pid` take in the spool folder (its downloads and shards being written)."""
+    used = 0
+    for entry in os.scandir(spool_dir()):
+        if entry.name.split("-", 1)[0] == str(pid):
+            with contextlib.suppress(FileNotFoundError):
+                used += (entry.stat().st_size if entry.is_file() else
+                         sum(f.stat().st_size for f in os.scandir(entry.path) if f.is_file()))
+    return used
 
 
 def sweep_spool() -> int:

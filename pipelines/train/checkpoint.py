@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-ADAPTER = "adapter"
+from pipelines.train.reports import ADAPTER
+
 STATE = "state.pt"
 TRAIN_STATE = "progress.json"   # its name from before `TrainState`: older checkpoints still resume
 

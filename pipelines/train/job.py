@@ -1,7 +1,7 @@
 """The training job as the driver sees it: check everything, start or resume the run, fit, register.
 
 Everything that can be known wrong is found before a worker starts: the config (`check_config`), the shards
-and splits (`data.plan_training`), what the shards hold and where they, the checkpoints and the tracking
+and splits (`plan_training`), what the shards hold and where they, the checkpoints and the tracking
 store are against the cluster (`cluster_fit`), and the tracking store itself (`check_reachable`). The Ray Train
 run and the MLflow run are both named `run.name`, so re-running the same command after the whole job died
 continues both: Ray Train from the latest checkpoint under `run.storage_path`, MLflow in the same run.
@@ -16,11 +16,10 @@ from pathlib import Path
 from pipelines.cluster.connect import connect
 from pipelines.model.registry import register_adapter
 from pipelines.tracking import activate_run, check_reachable, resolve_tracking_uri, start_or_resume_run
-from pipelines.train import data
-from pipelines.train.checkpoint import ADAPTER
 from pipelines.train.cluster_fit import check_fits_cluster, check_shards_fit_model
 from pipelines.train.config import ConfigError, TrainJobConfig, check_config
-from pipelines.train.loop import FAULT_ENV, SCORE, SUMMARY_PREFIXES, CorruptCount, best_checkpoint, train_worker
+from pipelines.train.plan import TrainPlan, plan_training
+from pipelines.train.reports import ADAPTER, FAULT_ENV, SCORE, STOPPED_TAG, SUMMARY_PREFIXES, best_checkpoint
 from tempme.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def _storage_path(path: str) -> str:
     return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
-def _log_config(cfg: TrainJobConfig, plan: data.TrainPlan, resumed: bool) -> None:
+def _log_config(cfg: TrainJobConfig, plan: TrainPlan, resumed: bool) -> None:
     """The resolved config as params and as an artifact; a resumed run must not have changed any of it."""
     import mlflow
 
@@ -65,7 +64,14 @@ def _log_config(cfg: TrainJobConfig, plan: data.TrainPlan, resumed: bool) -> Non
                     "are optimistic", cfg.data.test_split)
 
 
-def _trainer(cfg: TrainJobConfig, plan: data.TrainPlan, run_id: str, uri: str):
+def _train_worker(loop_config: dict) -> None:
+    """Ray Train's worker function, which imports the training loop (torch, the model) in the worker only."""
+    from pipelines.train.loop import train_worker
+
+    train_worker(loop_config)
+
+
+def _trainer(cfg: TrainJobConfig, plan: TrainPlan, run_id: str, uri: str):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -75,7 +81,7 @@ def _trainer(cfg: TrainJobConfig, plan: data.TrainPlan, run_id: str, uri: str):
     if os.environ.get(FAULT_ENV):
         env[FAULT_ENV] = os.environ[FAULT_ENV]
     return TorchTrainer(
-        train_worker,
+        _train_worker,
         train_loop_config={"config": cfg.to_dict(), "plan": plan.to_dict(), "run_id": run_id, "tracking_uri": uri},
         torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo",
                                  timeout_s=cfg.scaling.collective_timeout_s),
@@ -103,7 +109,7 @@ def run_training(cfg: TrainJobConfig, ray_address: str | None = None) -> TrainOu
 
     check_config(cfg)
     check_shards_fit_model(cfg, cfg.model.config.frames, cfg.model.config.image_size)
-    plan = data.plan_training(cfg)
+    plan = plan_training(cfg)
     uri = resolve_tracking_uri(cfg.tracking.uri)
     check_reachable(uri)
     connect(ray_address)
@@ -119,7 +125,7 @@ def run_training(cfg: TrainJobConfig, ray_address: str | None = None) -> TrainOu
         mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED")   # re-running the command resumes it
         raise
 
-    stopped = mlflow.MlflowClient(uri).get_run(run_id).data.tags.get(CorruptCount.STOPPED_TAG)
+    stopped = mlflow.MlflowClient(uri).get_run(run_id).data.tags.get(STOPPED_TAG)
     if stopped:
         mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED")
         raise UserError(f"train: run {cfg.run.name} stopped: {stopped}")

@@ -29,19 +29,17 @@ from pipelines.evaluate.retrieval import (
 )
 from pipelines.shards.frames import normalise
 from pipelines.train import data
-from pipelines.train.checkpoint import ADAPTER, TrainState, load_checkpoint, save_checkpoint
+from pipelines.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from pipelines.train.config import TrainJobConfig, config_from_dict
 from pipelines.train.loss import all_reduce_gradients, global_contrastive_loss
 from pipelines.train.optim import build_lr_scheduler, build_optimizer
+from pipelines.train.plan import TrainPlan
+from pipelines.train.reports import ADAPTER, FAULT_ENV, SCORE, STOPPED_TAG, UNSCORED, best_checkpoint
 from pipelines.train.run_logger import RunLogger
 from pipelines.train.runtime import amp_dtype, distributed, peak_memory_mb, training_model
 
 log = logging.getLogger(__name__)
 
-SCORE = "selection_score"   # the checkpoint metric Ray Train keeps the best of
-UNSCORED = -1.0             # score of mid-epoch checkpoints: never the best, kept only as the latest
-SUMMARY_PREFIXES = ("final_", "steady_videos_per_s", "peak_memory_mb_rank")  # metrics logged once, at the end
-FAULT_ENV = "TEMPME_TEST_KILL_WORKER"   # tests only: "rank:step:marker_file" kills that worker once
 SHOWN_METRICS = 8   # metrics a progress line shows (all of them go to MLflow)
 CORRUPT_ARTIFACT = "corrupt_samples.txt"   # the run's list of skipped samples: step, tar, bytes, why
 
@@ -82,8 +80,6 @@ class CorruptCount:
     and being restarted into them again. The records are the training state's (`TrainState.corrupt`), so a run
     restarted from a checkpoint goes on counting from what it had met."""
 
-    STOPPED_TAG = "stopped_because"
-
     def __init__(self, bound: int, logger, device: torch.device, logged: list[str]):
         self.bound, self.logger, self.device = bound, logger, device
         self.mine: list[str] = []
@@ -113,7 +109,7 @@ class CorruptCount:
             why = (f"{self.total} corrupt samples met, more than data.max_corrupt={self.bound}: the shards need "
                    "`tempme preprocess` again (the log names each one's tar and bytes)")
             self.logger.say(f"train: stopping: {why}")
-            self.logger.tags({self.STOPPED_TAG: why})
+            self.logger.tags({STOPPED_TAG: why})
         return self.over
 
 
@@ -157,12 +153,6 @@ def _report(state: TrainState, rank: int, write, score: float | None) -> None:
                          checkpoint_dir_name=directory.name)
 
 
-def best_checkpoint(candidates):
-    """The (checkpoint, metrics) pair with the best selection score, the latest among equals (and when
-    nothing was scored, the latest)."""
-    return max(candidates, key=lambda cm: (cm[1].get(SCORE, UNSCORED), cm[1].get("step", 0)))
-
-
 def _all_gather(obj) -> list:
     """Every rank's `obj` on every rank (a list in rank order)."""
     if not distributed():
@@ -178,7 +168,7 @@ def train_worker(loop_config: dict) -> None:
     import ray.train.torch
 
     cfg = config_from_dict(loop_config["config"])
-    plan = data.TrainPlan(**loop_config["plan"])
+    plan = TrainPlan(**loop_config["plan"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()

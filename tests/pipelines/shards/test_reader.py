@@ -19,6 +19,7 @@ from pipelines.shards.reader import (
     LegacyShards,
     SampleReader,
     SampleTable,
+    SplitCount,
     read_summary,
     sample_batches,
     shard_folders,
@@ -110,6 +111,12 @@ def test_clear_errors(synthetic_shards):
         SampleTable.build([str(synthetic_shards)], "val")
     with pytest.raises(ValueError, match="bad_shards must be one of"):
         SampleTable.build([str(synthetic_shards)], "train", bad_shards="ignore")
+    for count in (SplitCount.count, lambda *a: SampleTable.build(*a)):
+        with pytest.raises(FileNotFoundError, match="no finished shards of split 'val'"):
+            count([str(synthetic_shards)], "val")
+        with pytest.raises(ValueError, match="bad_shards must be one of"):
+            count([str(synthetic_shards)], "train", "ignore")
+    assert SplitCount.count([str(synthetic_shards)], "train") == SplitCount(videos=12, pairs=36, tars=3)
     assert [p.rsplit("/", 1)[1] for p in SampleTable.build([str(synthetic_shards)], "train").tars] == \
         ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
 
@@ -120,13 +127,15 @@ def test_missing_and_truncated_shards_are_listed_or_skipped(synthetic_shards, tm
     (copy / "train-000000.tar").unlink()
     with open(copy / "train-000001.tar", "r+b") as f:
         f.truncate(1000)
-    with pytest.raises(BadShards) as told:
-        SampleTable.build([str(copy)], "train")
-    message = str(told.value)
-    assert "2 bad shards of split 'train'" in message and "train-000000.tar: missing" in message
-    assert "train-000001.tar: truncated (1000 of" in message and "data.bad_shards=skip" in message
+    for count in (SampleTable.build, SplitCount.count):     # the driver's count checks as the workers' table
+        with pytest.raises(BadShards) as told:
+            count([str(copy)], "train")
+        message = str(told.value)
+        assert "2 bad shards of split 'train'" in message and "train-000000.tar: missing" in message
+        assert "train-000001.tar: truncated (1000 of" in message and "data.bad_shards=skip" in message
     table = SampleTable.build([str(copy)], "train", bad_shards="skip")
     assert len(table) == 4 and len(table.skipped) == 2                  # the one good shard, two counted
+    assert SplitCount.count([str(copy)], "train", "skip") == SplitCount(4, table.pairs, 1, table.skipped)
     assert SampleTable.build([str(copy)], "test").video_ids() == \
         SampleTable.build([str(synthetic_shards)], "test").video_ids()    # other splits are untouched
 
@@ -139,8 +148,10 @@ def test_several_folders_read_as_one_split(synthetic_shards, pattern_shards):
     assert read_summary(both) == read_summary([str(synthetic_shards)])
     with pytest.raises(TypeError, match="not the text"):
         SampleTable.build(str(synthetic_shards), "train")     # a text is parsed where it comes in, not here
-    with pytest.raises(ValueError, match="is in more than one shard folder"):
-        SampleTable.build(shard_folders(f"{synthetic_shards}, {synthetic_shards}"), "train")
+    assert SplitCount.count(both, "train") == SplitCount(videos=14, pairs=table.pairs, tars=len(table.tars))
+    for count in (SampleTable.build, SplitCount.count):
+        with pytest.raises(ValueError, match="is in more than one shard folder"):
+            count(shard_folders(f"{synthetic_shards}, {synthetic_shards}"), "train")
 
 
 def test_removed_videos_are_an_anti_join(synthetic_shards, tmp_path):
@@ -149,6 +160,7 @@ def test_removed_videos_are_an_anti_join(synthetic_shards, tmp_path):
     before = SampleTable.build([str(copy)], "train").video_ids()
     pq.write_table(pa.table({"id": before[:2], "split": ["train"] * 2}, schema=REMOVED_SCHEMA), copy / REMOVED)
     assert SampleTable.build([str(copy)], "train").video_ids() == before[2:]
+    assert SplitCount.count([str(copy)], "train").videos == len(before) - 2
 
 
 def legacy_copy(shards, folder):

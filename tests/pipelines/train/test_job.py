@@ -13,9 +13,9 @@ from jobs.output import QUIET_ENV
 from pipelines.model.registry import open_model
 from pipelines.shards.format import sample_table
 from pipelines.storage.location import Location
-from pipelines.train.data import plan_training
 from pipelines.train.job import run_training
-from pipelines.train.loop import FAULT_ENV
+from pipelines.train.plan import plan_training
+from pipelines.train.reports import FAULT_ENV
 from tempme.errors import UserError
 from tests.pipelines.train.conftest import TINY, tiny_config
 

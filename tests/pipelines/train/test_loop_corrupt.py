@@ -12,6 +12,7 @@ from pipelines.train.checkpoint import TRAIN_STATE, TrainState, load_checkpoint,
 from pipelines.train.config import OptimSection
 from pipelines.train.loop import CORRUPT_ARTIFACT, CorruptCount
 from pipelines.train.optim import build_lr_scheduler, build_optimizer
+from pipelines.train.reports import STOPPED_TAG
 from pipelines.train.run_logger import RunLogger
 
 
@@ -48,4 +49,4 @@ def test_a_restarted_count_goes_on_from_the_checkpoint_and_stops_past_the_bound(
     listed = Path(client.download_artifacts(run_id, CORRUPT_ARTIFACT, str(tmp_path))).read_text().splitlines()
     assert listed == restored.corrupt
     assert [m.value for m in client.get_metric_history(run_id, "corrupt_samples")] == [2, 3]
-    assert "3 corrupt samples met" in client.get_run(run_id).data.tags[CorruptCount.STOPPED_TAG]
+    assert "3 corrupt samples met" in client.get_run(run_id).data.tags[STOPPED_TAG]
