@@ -199,7 +199,7 @@ class Work:
     retried: int                       # videos planned again (--retry-failed)
     added: list[NewShard]              # new shards
     pending: list[ShardRef]            # planned shards not finished (a killed run's)
-    stale: int                         # temporary files of a killed run, removed
+    stale: int                         # temporary files and unfinished uploads of a killed run, removed
 
 
 def plan_work(options: PreprocessOptions, log: Callable[[str], None] = print, inputs: Inputs | None = None
@@ -265,7 +265,7 @@ def _run(options: PreprocessOptions, inputs: Inputs, lease: Lease, log: Callable
         f"already done ({resumed} videos), {w.new} new videos"
         + (f", {w.retried} to retry" if options.retry_failed else "")
         + f", {w.removed.num_rows} removed; {len(pending)} shards to make"
-        + (f"; removed {w.stale} unfinished files" if w.stale else ""))
+        + (f"; removed {w.stale} unfinished files and uploads" if w.stale else ""))
     progress = Progress("preprocess", sum(p.videos for p in pending), options.progress_every, log)
     done = _make_shards(pending, options, out, progress, lease, spool) if pending else []
     written = [d for d in done if not d.error]

@@ -30,6 +30,7 @@ from pipelines.shards.format import (
     write_sample_rows,
 )
 from pipelines.storage.location import TEMP_MARK, Location, spool_dir
+from pipelines.storage.uploads import abort_unfinished_uploads
 
 END_OF_ARCHIVE = b"\0" * (2 * tarfile.BLOCKSIZE)
 
@@ -118,9 +119,10 @@ def finished_shards(out: Location) -> set[str]:
 
 
 def remove_unfinished(out: Location) -> int:
-    """Delete temporary files a killed run left behind; returns how many."""
+    """Delete the temporary files and abort the multipart uploads a killed run left behind (call it holding
+    the folder's lease, before writing); returns how many."""
     folders = (out, out.child(CATALOG_DIR), out.child(PLANS_DIR))
     stale = [loc for folder in folders for loc in folder.list(f".*{TEMP_MARK}*")]
     for loc in stale:
         loc.delete()
-    return len(stale)
+    return len(stale) + abort_unfinished_uploads(out)

@@ -1,7 +1,13 @@
 """URIs instead of local paths: inputs read and shards written and read through pyarrow filesystems."""
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from urllib.parse import quote
 
+import boto3
 import numpy as np
 import pytest
 import torch
@@ -81,3 +87,41 @@ def test_videos_in_a_missing_bucket_are_one_clear_error(tmp_path, s3_server):
         run_preprocess(PreprocessOptions(out=str(tmp_path / "out"), manifest=str(tmp_path / "m.jsonl")),
                        log=lambda line: None)
     assert not (tmp_path / "out").exists()
+
+
+# A process killed in the middle of an upload: its multipart upload is open, nothing is under the final name.
+CUT = textwrap.dedent("""
+    import os, signal, sys
+    from pipelines.storage.location import Location
+    loc = Location.of(sys.argv[1])
+    stream = loc.fs.open_output_stream(loc.path)
+    stream.write(b"x" * (24 << 20))
+    stream.flush()
+    print("written", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def _uploads(out: str) -> list[str]:
+    bucket, _, prefix = out.removeprefix("s3://").partition("/")
+    return [u["Key"] for u in boto3.client("s3").list_multipart_uploads(Bucket=bucket, Prefix=prefix + "/")
+            .get("Uploads", [])]
+
+
+def test_an_upload_cut_by_a_kill_is_aborted_by_the_next_run(tmp_path, s3_server, ray_cluster):
+    out = s3_server.prefix("cut")
+    cut = f"{out}/train-000000.tar"
+    root = Path(__file__).resolve().parents[3]
+    killed = subprocess.run([sys.executable, "-c", CUT, cut], capture_output=True, text=True, timeout=120, cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    assert killed.returncode == -9 and "written" in killed.stdout, killed.stderr[-2000:]
+    assert _uploads(out) == [cut.removeprefix(f"s3://{s3_server.bucket}/")] and not Location.of(cut).exists()
+
+    (tmp_path / "m.jsonl").write_text(json.dumps({"video": str(lavfi_video(tmp_path / "a.mp4", duration=2)),
+                                                  "id": "a", "captions": ["c"], "split": "train"}) + "\n")
+    said = []
+    report = run_preprocess(PreprocessOptions(out=out, manifest=str(tmp_path / "m.jsonl"), frames=2, resolution=32,
+                                              decoders=1, progress_every=0), log=said.append)
+    assert report.ok and _uploads(out) == []          # aborted, not completed: the tar holds the new shard only
+    assert any("removed 1 unfinished files and uploads" in line for line in said), said
+    assert read_summary([out])["splits"]["train"]["samples"] == 1
