@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="100000,1000000", help="videos in the synthetic indexes (default "
                                                                   "%(default)s)")
     parser.add_argument("--replicas", default="1,2", help="replica counts (default %(default)s)")
+    parser.add_argument("--replica-cpus", default="1", help="CPUs (and torch threads) of each replica, "
+                                                            "comma-separated (default %(default)s)")
     parser.add_argument("--model", default="tempme-tiny-12f",
                         help="model config whose text encoder (random weights) encodes the queries, e.g. "
                              "tempme-b32-12f for a real-size one (default %(default)s)")
@@ -56,6 +58,7 @@ def measure(args) -> dict:
 
     sizes, replica_counts = common.numbers(args.sizes, "--sizes"), common.numbers(args.replicas, "--replicas")
     clients = common.numbers(args.clients, "--clients")
+    cpu_counts = common.numbers(args.replica_cpus, "--replica-cpus")
     log = common.progress(args)
     rng = np.random.default_rng(0)
     rows, follow = [], []
@@ -70,20 +73,21 @@ def measure(args) -> dict:
             state = SearchState(ServeOptions(index=location, refresh_s=3600))
             for count in clients:
                 load(direct(state), min(args.seconds, 3.0), args.max_requests, count)
-                rows.append({"videos": n, "path": "in-process", "replicas": None, "clients": count,
+                rows.append({"videos": n, "path": "in-process", "replicas": None, "replica_cpus": None,
+                             "clients": count,
                              **load(direct(state), args.seconds, args.max_requests, count)})
                 log(f"  {rows[-1]}")
             state.close()
             del state
-            for replicas in replica_counts:
+            for replicas, cpus in [(r, c) for r in replica_counts for c in cpu_counts]:
                 address = start_service(ServeOptions(index=location, refresh_s=args.refresh_s),
-                                        ServiceOptions(port=args.port, replicas=replicas))
+                                        ServiceOptions(port=args.port, replicas=replicas, replica_cpus=cpus))
                 for count in clients:
                     load(over_http(address), min(args.seconds, 3.0), args.max_requests, count)   # warm up
-                    rows.append({"videos": n, "path": "HTTP", "replicas": replicas, "clients": count,
-                                 **load(over_http(address), args.seconds, args.max_requests, count)})
+                    rows.append({"videos": n, "path": "HTTP", "replicas": replicas, "replica_cpus": cpus,
+                                 "clients": count, **load(over_http(address), args.seconds, args.max_requests, count)})
                     log(f"  {rows[-1]}")
-                if replicas == replica_counts[-1]:
+                if (replicas, cpus) == (replica_counts[-1], cpu_counts[-1]):
                     before = _version(address)
                     started = time.perf_counter()
                     _publish_one(location, model, rng, dim)
@@ -99,11 +103,11 @@ def measure(args) -> dict:
 
 
 def render(result: dict) -> str:
-    rows = [[r["videos"], r["path"], r["replicas"], r["clients"], r["qps"], r["p50_ms"], r["p99_ms"], r["errors"]]
-            for r in result["load"]]
+    rows = [[r["videos"], r["path"], r["replicas"], r.get("replica_cpus"), r["clients"], r["qps"], r["p50_ms"],
+             r["p99_ms"], r["errors"]] for r in result["load"]]
     lines = [f"queries encoded by {result['model']} (random weights)",
-             common.table(["videos", "path", "replicas", "clients", "QPS", "p50 ms", "p99 ms", "errors"], rows,
-                          left=2)]
+             common.table(["videos", "path", "replicas", "CPUs each", "clients", "QPS", "p50 ms", "p99 ms", "errors"],
+                          rows, left=2)]
     lines += [f"{f['videos']} videos: a published version served after {f['publish_to_served_s']} s "
               f"(the service looks every {f['refresh_s']} s)" if f["publish_to_served_s"] is not None else
               f"{f['videos']} videos: a published version was not served within {FOLLOW_LIMIT_S:.0f} s"

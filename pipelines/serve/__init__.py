@@ -37,7 +37,8 @@ def start_service(options: ServeOptions, service: ServiceOptions | None = None, 
     connect(service.ray_address)
     logging_config = _serve_logging()
     serve.start(http_options={"host": service.host, "port": service.port}, logging_config=logging_config)
-    serve.run(build({**vars(options), "replicas": service.replicas}), name=APP_NAME, route_prefix="/",
+    serve.run(build({**vars(options), "replicas": service.replicas, "replica_cpus": service.replica_cpus}),
+              name=APP_NAME, route_prefix="/",
               blocking=False, logging_config=logging_config)
     address = f"http://{service.host}:{service.port}/"
     deadline = time.monotonic() + ready_timeout_s

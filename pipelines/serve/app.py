@@ -75,10 +75,11 @@ class SearchService:
 
 
 def build(args: dict) -> serve.Application:
-    """The application: `args` has `index` and optionally `replicas`, `tracking_uri`, `precision`, `refresh_s`."""
+    """The application: `args` has `index` and optionally `replicas`, `replica_cpus` (Ray gives a replica's torch
+    as many threads), `tracking_uri`, `precision`, `refresh_s`."""
     args = dict(args)
-    replicas = int(args.pop("replicas", 1))
-    if replicas < 1:
-        raise UserError(f"replicas must be >= 1, got {replicas}")
+    replicas, cpus = int(args.pop("replicas", 1)), int(args.pop("replica_cpus", 1))
+    if replicas < 1 or cpus < 1:
+        raise UserError(f"replicas and replica_cpus must be >= 1, got {replicas} and {cpus}")
     options = ServeOptions(**args)
-    return SearchService.options(num_replicas=replicas).bind(vars(options))
+    return SearchService.options(num_replicas=replicas, ray_actor_options={"num_cpus": cpus}).bind(vars(options))

@@ -26,8 +26,9 @@ class ServiceOptions(ClusterOptions):
     port: int = option(DEFAULT_PORT, "HTTP port")
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0 inside a cluster pod)")
     replicas: int = option(1, "replicas, each with its own text encoder")
+    replica_cpus: int = option(1, "CPUs each replica reserves; its text encoder computes on as many threads")
 
     def __post_init__(self):
-        if self.replicas < 1 or not 0 < self.port < 65536:
-            raise UserError(f"--replicas must be 1 or more and --port a port number, got {self.replicas} and "
-                            f"{self.port}")
+        if self.replicas < 1 or self.replica_cpus < 1 or not 0 < self.port < 65536:
+            raise UserError(f"--replicas and --replica-cpus must be 1 or more and --port a port number, got "
+                            f"{self.replicas}, {self.replica_cpus} and {self.port}")

@@ -42,7 +42,7 @@ def service(ray_cluster, trained_index, tmp_path_factory):
     served = tmp_path_factory.mktemp("served") / "index"
     shutil.copytree(index, served)
     address = start_service(ServeOptions(index=str(served), tracking_uri=uri, refresh_s=0.5),
-                            ServiceOptions(port=free_port()))
+                            ServiceOptions(port=free_port(), replica_cpus=2))
     try:
         yield address, served, uri
     finally:
@@ -52,6 +52,12 @@ def service(ray_cluster, trained_index, tmp_path_factory):
 @pytest.fixture(scope="module")
 def first_test_video(synthetic_shards):
     return next(split_videos([str(synthetic_shards)], "test"))
+
+
+def test_the_replica_reserves_the_cpus_it_was_given(service):
+    import ray
+
+    assert ray.cluster_resources()["CPU"] - ray.available_resources().get("CPU", 0) == 2   # its torch threads
 
 
 def test_search_health_and_thumbnails(service, first_test_video):
