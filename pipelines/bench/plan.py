@@ -10,7 +10,9 @@ peak, the bytes it read (`/proc/self/io` rchar) and the wall time:
     preprocess      `plan_work` of the grown manifest over the corpus (inputs, ledger, what is new, removed)
     embed-nightly   the embedding driver's plan (`embed.job.plan_run`) with 99% of the videos embedded
     embed-nothing   the same once the index holds every video
-    train-plan      the training driver's plan (`train.plan.plan_training`: every split counted and checked)
+    train-plan      the training driver: its plan (`train.plan.plan_training`: every split counted and checked)
+                    with Ray Train's trainer imported, as the driver has it before `fit`
+    evaluate-plan   the evaluation driver (`evaluate.on_cluster`): the test split counted and checked
     train-table     one training worker's `SampleTable` of the train split
     serve-start     the search service opening the index (an IVF_PQ index over it, as above 100k videos)
 
@@ -38,7 +40,7 @@ from pipelines.model.registry import ModelRef
 
 WORKDIR = "the synthetic corpora (about 150 bytes per video on disk, plus the index)"
 EXAMPLE = "tempme bench plan --videos 1000000,10000000 --json"
-CASES = ("preprocess", "embed-nightly", "embed-nothing", "train-plan", "train-table", "serve-start")
+CASES = ("preprocess", "embed-nightly", "embed-nothing", "train-plan", "evaluate-plan", "train-table", "serve-start")
 PER_SHARD, SPAN, DIM, CHUNK = 256, 200_000, 8, 1_000_000
 MODEL = {"name": "bench", "version": "1", "uri": "models:/bench/1"}
 
@@ -231,11 +233,15 @@ def _case(case: str, folder: Path) -> None:
     from pipelines.embed.job import plan_run
     from pipelines.index import IndexStore
     from pipelines.preprocess.job import PreprocessOptions, plan_work
-    from pipelines.shards.reader import SampleTable
+    from pipelines.shards.reader import SampleTable, SplitCount
     from pipelines.train.config import load_config
     from pipelines.train.plan import plan_training
 
     shards = str(folder / "shards")
+    if case == "train-plan":
+        import ray.train.torch  # noqa: F401  (what the driver holds besides its plan)
+    if case == "evaluate-plan":
+        import pipelines.evaluate.on_cluster  # noqa: F401
     base, read, started = _status_mb("VmRSS"), _read_bytes(), time.perf_counter()
     todo = None
     if case == "preprocess":
@@ -250,6 +256,8 @@ def _case(case: str, folder: Path) -> None:
     elif case == "train-plan":
         todo = plan_training(load_config("tiny", [f"data.shards={shards}", "data.eval_split=val",
                                                   "data.select_on_test=false"])).train_pairs
+    elif case == "evaluate-plan":
+        todo = SplitCount.count([shards], "test").videos
     elif case == "train-table":
         SampleTable.build([shards], "train")
     else:
