@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dim", type=int, default=512, help="embedding width (default %(default)s)")
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--queries", type=int, default=100, help="timed single queries per size (default %(default)s)")
+    parser.add_argument("--graph-rows", type=int, default=None,
+                        help="rows per HNSW graph of IVF_HNSW_SQ (default: the index's own, a million)")
 
 
 def measure(args) -> dict:
@@ -46,7 +48,7 @@ def measure(args) -> dict:
     kinds = common.numbers(args.kinds, "--kinds", kind=str)
     with common.scratch(args) as root:
         rows = measure_sizes(sizes, args.dim, args.k, args.queries, tuple(exact), str(root), common.progress(args),
-                             kinds)
+                             kinds, args.graph_rows)
     return {"benchmark": "search", "dim": args.dim, "k": args.k, "queries": args.queries, "rows": rows}
 
 
@@ -154,7 +156,7 @@ def _exact_max(rows: int):
 
 
 def measure_sizes(sizes: list[int], dim: int, k: int, queries: int, exact_sizes: tuple, root: str, log,
-                  kinds: list[str] = ("IVF_PQ",)) -> list[dict]:
+                  kinds: list[str] = ("IVF_PQ",), graph_rows: int | None = None) -> list[dict]:
     """Per size: exact search (for the sizes in `exact_sizes`, which load every vector into memory), then per
     index kind its build seconds and size and, per query setting of `sweep`, p50/p95 ms and recall@k. Each
     index is removed once measured."""
@@ -182,7 +184,7 @@ def measure_sizes(sizes: list[int], dim: int, k: int, queries: int, exact_sizes:
         with _exact_max(0):             # search the ANN index at every size
             for kind in kinds:
                 t0 = time.perf_counter()
-                refresh_ann(store.dataset(), exact_max=0, kind=kind)
+                refresh_ann(store.dataset(), exact_max=0, kind=kind, graph_rows=graph_rows or index_search.GRAPH_ROWS)
                 built = {"build_s": round(time.perf_counter() - t0, 1), "index_mb": _index_bytes(location) / 2**20}
                 log(f"{n:,} videos: {kind} built in {built['build_s']} s")
                 for settings in sweep(index_search.AnnSettings.of(store.dataset())):

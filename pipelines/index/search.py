@@ -25,6 +25,7 @@ REBUILD_SHARE = 0.2     # retrain the ANN index (new centroids) once this share 
 FOLD_ROWS = 20_000      # rows a writer lets pile up outside the ANN index before it folds them in
 UNINDEXED_MAX = 100_000  # more rows than this outside the index (a fold failed): queries skip them, not scan
 DEFAULT_KIND = "IVF_HNSW_SQ"
+GRAPH_ROWS = 1_000_000   # rows per HNSW graph (IVF partition) of IVF_HNSW_SQ
 DEFAULT_K = 10          # videos a query asks for, unless it says
 SETTINGS_KEY = "tempme.ann"
 LEGACY_MODEL_KEY, LEGACY_PROBES_KEY = "tempme.ann_model", "tempme.ann_probes"   # what older versions recorded
@@ -50,12 +51,12 @@ class AnnSettings:
     trained_rows: int = 0    # how many there were
 
     @classmethod
-    def for_rows(cls, rows: int, kind: str) -> AnnSettings:
-        """The measured defaults (`tempme bench search`, README): a graph per million rows, all of them visited
-        (IVF_HNSW_SQ), or sqrt(rows) partitions of which a query probes a quarter (IVF_PQ: on clustered vectors
-        a smaller share loses recall fast)."""
+    def for_rows(cls, rows: int, kind: str, graph_rows: int = GRAPH_ROWS) -> AnnSettings:
+        """The measured defaults (`tempme bench search`, README): a graph per `graph_rows` rows, all of them
+        visited (IVF_HNSW_SQ), or sqrt(rows) partitions of which a query probes a quarter (IVF_PQ: on clustered
+        vectors a smaller share loses recall fast)."""
         if kind == "IVF_HNSW_SQ":
-            partitions = max(1, round(rows / 1_000_000))
+            partitions = max(1, round(rows / graph_rows))
             return cls(kind, partitions, partitions, ef=64, refine=4)
         if kind == "IVF_PQ":
             partitions = max(1, int(math.sqrt(rows)))
@@ -290,12 +291,13 @@ def _windows(live: str | None) -> str:
     return "window_start IS NOT NULL" + (f" AND ({live})" if live else "")
 
 
-def refresh_ann(ds, exact_max: int | None = None, kind: str | None = None) -> str:
+def refresh_ann(ds, exact_max: int | None = None, kind: str | None = None, graph_rows: int = GRAPH_ROWS) -> str:
     """Keep the ANN index fit for the live rows: build it once they pass `exact_max` (with scalar indexes on
     `video_id` and the model columns), fold new rows and the writers' delta indexes into it, and retrain it
     when a `REBUILD_SHARE` of the rows came after its training or it was trained on another model. `kind`:
     the index kind (default: the recorded one, else `DEFAULT_KIND`).
-    `exact_max` (default `EXACT_MAX`): the rows at or below which there is no ANN index.
+    `exact_max` (default `EXACT_MAX`): the rows at or below which there is no ANN index; `graph_rows`: rows per
+    graph of a new IVF_HNSW_SQ index.
     Returns what was done: "exact", "built", "updated" or "current"."""
     model = live_model(ds)
     rows = ds.count_rows()
@@ -309,7 +311,7 @@ def refresh_ann(ds, exact_max: int | None = None, kind: str | None = None) -> st
     stale = (settings is None or settings.model != model.to_json() or (kind and kind != settings.kind)
              or rows * (1 - REBUILD_SHARE) > settings.trained_rows)
     if index is None or stale:
-        chosen = AnnSettings.for_rows(rows, kind or (settings.kind if settings else DEFAULT_KIND))
+        chosen = AnnSettings.for_rows(rows, kind or (settings.kind if settings else DEFAULT_KIND), graph_rows)
         chosen = replace(chosen, model=model.to_json(), trained_rows=rows)
         dim = ds.schema.field("embedding").type.list_size
         ds.create_index("embedding", chosen.kind, metric="dot", replace=True, **chosen.build_params(dim))
