@@ -11,6 +11,7 @@ spool (removed afterwards) only when decoded sequentially, within the local disk
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -48,12 +49,12 @@ def decode_windows(source: str | Location, *, frames: int, fps: float, resolutio
         except Untrusted as e:
             if method == "seek":
                 raise DecodeError(f"cannot be sampled by seeking: {e}") from e
-    size = loc.info().size
     with contextlib.ExitStack() as stack:   # the windows seeking gave already are not given again
         try:
             path = stack.enter_context(loc.local_file(spool_limit))
         except SpoolFull as e:
             raise DecodeError(str(e), stage="spool") from None
+        size = os.path.getsize(path)
         left = ends - time.monotonic()
         if left <= 0:
             raise DecodeError(f"decoding took longer than {timeout:g} s", stage="timeout")

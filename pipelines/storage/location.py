@@ -224,8 +224,7 @@ class Location:
             yield self.path
             return
         size = retrying(self.info).size
-        used = spool_use(os.getpid())
-        if limit is not None and used + size > limit:
+        if limit is not None and (used := spool_use(os.getpid())) + size > limit:
             raise SpoolFull(f"{self.uri} is {size / 2**30:.2f} GB: with the {used / 2**30:.2f} GB this task "
                             f"already holds it would pass the {limit / 2**30:.2f} GB of local disk a task may use "
                             "(--spool-gb)")
