@@ -84,7 +84,12 @@ class CorruptCount:
         self.bound, self.logger, self.device = bound, logger, device
         self.mine: list[str] = []
         self.logged = logged            # every record so far (kept in checkpoints), the run's `corrupt_samples.txt`
-        self.total, self.over = len(logged), False
+        self.over = False
+
+    @property
+    def total(self) -> int:
+        """Corrupt samples met so far by all ranks, before a restart too."""
+        return len(self.logged)
 
     def met(self, records) -> None:
         self.mine.extend(records)
@@ -98,7 +103,6 @@ class CorruptCount:
             return False
         records = [r for part in _all_gather(self.mine) for r in part]
         self.mine = []
-        self.total += len(records)
         for record in records:
             self.logger.say(f"train: skipped a corrupt sample at step {step}: {record}")
         self.logged.extend(f"step {step}: {record}" for record in records)
