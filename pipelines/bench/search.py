@@ -135,7 +135,8 @@ def sweep(settings) -> list:
         probes = sorted({max(4, settings.partitions * share // 100) for share in (3, 10, 25)})
         return [replace(settings, probes=p, refine=r) for p in probes for r in (10, 30)]
     probes = sorted({max(1, settings.partitions // 2), settings.partitions})
-    return [replace(settings, probes=p, ef=ef, refine=r) for p in probes for ef in (64, 150) for r in (0, 4)]
+    return [replace(settings, probes=p, ef=ef, refine=r)
+            for p in probes for ef in (64, 100, 150, 200, 300) for r in (0, 4)]
 
 
 def _index_bytes(location: str) -> int:

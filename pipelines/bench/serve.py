@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="load per measurement, at most (default "
                                                                     "%(default)s)")
     parser.add_argument("--max-requests", type=int, default=5000, help="requests per measurement, at most")
+    parser.add_argument("--ingress", default="haproxy,proxy",
+                        help="how requests reach the replicas, comma-separated (default %(default)s)")
     parser.add_argument("--clients", default="8", help="concurrent clients, comma-separated (default %(default)s)")
     parser.add_argument("--port", type=int, default=8123, help="port on 127.0.0.1 (default %(default)s)")
     parser.add_argument("--refresh-s", type=float, default=10.0,
@@ -48,23 +50,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args) -> dict:
-    """Per index size, replica count and client count: QPS, p50/p99 over HTTP, and of the same queries as
-    direct calls to a replica's search object in this process; per size: seconds from a publish to its being
-    served."""
+    """Per index size: of the same queries as direct calls to a replica's search object in this process, and
+    over HTTP per ingress, replica count and CPUs, per client count: QPS, p50/p99; and the seconds from a
+    publish to its being served."""
+    import ray
     from ray import serve
 
     from pipelines.index import IndexStore
     from pipelines.serve import APP_NAME, SearchState, ServeOptions, ServiceOptions, start_service
+    from pipelines.serve.options import INGRESS_ENV
 
     sizes, replica_counts = common.numbers(args.sizes, "--sizes"), common.numbers(args.replicas, "--replicas")
     clients = common.numbers(args.clients, "--clients")
     cpu_counts = common.numbers(args.replica_cpus, "--replica-cpus")
+    ingresses = common.names(args.ingress, "--ingress", list(INGRESS_ENV))
     log = common.progress(args)
     rng = np.random.default_rng(0)
     rows, follow = [], []
     with common.scratch(args) as root:
         model, dim = bench_model(root, args.model)
-        common.start_ray()
         for n in sizes:
             location = str(root / f"index-{n}")
             log(f"writing an index of {n} videos ...")
@@ -73,38 +77,47 @@ def measure(args) -> dict:
             state = SearchState(ServeOptions(index=location, refresh_s=3600))
             for count in clients:
                 load(direct(state), min(args.seconds, 3.0), args.max_requests, count)
-                rows.append({"videos": n, "path": "in-process", "replicas": None, "replica_cpus": None,
-                             "clients": count,
+                rows.append({"videos": n, "path": "in-process", "ingress": None, "replicas": None,
+                             "replica_cpus": None, "clients": count,
                              **load(direct(state), args.seconds, args.max_requests, count)})
                 log(f"  {rows[-1]}")
             state.close()
             del state
-            for replicas, cpus in [(r, c) for r in replica_counts for c in cpu_counts]:
-                address = start_service(ServeOptions(index=location, refresh_s=args.refresh_s),
-                                        ServiceOptions(port=args.port, replicas=replicas, replica_cpus=cpus))
-                for count in clients:
-                    load(over_http(address), min(args.seconds, 3.0), args.max_requests, count)   # warm up
-                    rows.append({"videos": n, "path": "HTTP", "replicas": replicas, "replica_cpus": cpus,
-                                 "clients": count, **load(over_http(address), args.seconds, args.max_requests, count)})
-                    log(f"  {rows[-1]}")
-                if (replicas, cpus) == (replica_counts[-1], cpu_counts[-1]):
-                    before = _version(address)
-                    started = time.perf_counter()
-                    _publish_one(location, model, rng, dim)
-                    while _version(address) == before and time.perf_counter() - started < FOLLOW_LIMIT_S:
-                        time.sleep(0.05)
-                    served = _version(address) != before
-                    follow.append({"videos": n, "refresh_s": args.refresh_s,
-                                   "publish_to_served_s": round(time.perf_counter() - started, 2) if served else None})
-                    log(f"  {follow[-1]}")
-                serve.delete(APP_NAME)
-            serve.shutdown()
+            for ingress in ingresses:
+                common.start_ray(env=INGRESS_ENV[ingress])     # Serve reads the ingress from its job's environment
+                for replicas, cpus in [(r, c) for r in replica_counts for c in cpu_counts]:
+                    address = start_service(ServeOptions(index=location, refresh_s=args.refresh_s),
+                                            ServiceOptions(port=args.port, replicas=replicas, replica_cpus=cpus,
+                                                           ingress=ingress))
+                    for count in clients:
+                        load(over_http(address), min(args.seconds, 3.0), args.max_requests, count)   # warm up
+                        rows.append({"videos": n, "path": "HTTP", "ingress": ingress, "replicas": replicas,
+                                     "replica_cpus": cpus, "clients": count,
+                                     **load(over_http(address), args.seconds, args.max_requests, count)})
+                        log(f"  {rows[-1]}")
+                    if (ingress, replicas, cpus) == (ingresses[-1], replica_counts[-1], cpu_counts[-1]):
+                        follow.append({"videos": n, "refresh_s": args.refresh_s,
+                                       "publish_to_served_s": _follow(address, location, model, rng, dim)})
+                        log(f"  {follow[-1]}")
+                    serve.delete(APP_NAME)
+                serve.shutdown()
+                ray.shutdown()
     return {"model": args.model, "load": rows, "follow": follow}
 
 
+def _follow(address: str, location: str, model, rng, dim: int) -> float | None:
+    """Seconds from publishing a new version to its being served (None: not within FOLLOW_LIMIT_S)."""
+    before = _version(address)
+    started = time.perf_counter()
+    _publish_one(location, model, rng, dim)
+    while _version(address) == before and time.perf_counter() - started < FOLLOW_LIMIT_S:
+        time.sleep(0.05)
+    return round(time.perf_counter() - started, 2) if _version(address) != before else None
+
+
 def render(result: dict) -> str:
-    rows = [[r["videos"], r["path"], r["replicas"], r.get("replica_cpus"), r["clients"], r["qps"], r["p50_ms"],
-             r["p99_ms"], r["errors"]] for r in result["load"]]
+    rows = [[r["videos"], r["path"] if r["path"] != "HTTP" else f"HTTP, {r['ingress']}", r["replicas"],
+             r["replica_cpus"], r["clients"], r["qps"], r["p50_ms"], r["p99_ms"], r["errors"]] for r in result["load"]]
     lines = [f"queries encoded by {result['model']} (random weights)",
              common.table(["videos", "path", "replicas", "CPUs each", "clients", "QPS", "p50 ms", "p99 ms", "errors"],
                           rows, left=2)]

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
 
-from pipelines.cluster.connect import connect
+from pipelines.cluster.connect import connect, spans_nodes
 from pipelines.serve.options import ServeOptions, ServiceOptions
 from pipelines.serve.state import MAX_K, MAX_QUERY_CHARS, BadQuery, SearchState, Unavailable, parse_query
 from pipelines.storage.location import Location
 from pipelines.tracking import resolve_tracking_uri
+from tempme.errors import UserError
 
 APP_NAME = "tempme-search"
 __all__ = ["APP_NAME", "MAX_K", "MAX_QUERY_CHARS", "BadQuery", "SearchState", "ServeOptions", "ServiceOptions",
@@ -23,9 +25,11 @@ __all__ = ["APP_NAME", "MAX_K", "MAX_QUERY_CHARS", "BadQuery", "SearchState", "S
 
 def start_service(options: ServeOptions, service: ServiceOptions | None = None, ready_timeout_s: float = 300.0
                   ) -> str:
-    """Deploy the application on Ray (this process's, else `service.ray_address`, else a local one), listening
-    on `service.host:port`, and wait until every replica has started; returns the service's address."""
+    """Deploy the application on Ray (this process's, else `service.ray_address`, else a local one, its job
+    carrying what `service.ingress` needs), listening on `service.host:port`, and wait until every replica has
+    started; returns the service's address."""
 
+    import ray
     from ray import serve
 
     from pipelines.serve.app import build
@@ -34,7 +38,12 @@ def start_service(options: ServeOptions, service: ServiceOptions | None = None, 
     options = dataclasses.replace(options, index=Location.of(options.index).uri,
                                   tracking_uri=resolve_tracking_uri(options.tracking_uri))
     service = service or ServiceOptions()
-    connect(service.ray_address)
+    if not (ray.is_initialized() or service.ray_address or os.environ.get("RAY_ADDRESS")):
+        service.check_ingress_here()        # Ray starts on this machine: Serve's HAProxy will run here
+    connect(service.ray_address, service.ray_env())
+    if service.ingress == "haproxy" and service.host.startswith("127.") and spans_nodes(ray.nodes()):
+        raise UserError(f"--host {service.host} on a cluster of several nodes: with --ingress haproxy each node's "
+                        "HAProxy reaches the replicas' own HTTP servers, which listen on --host; use --host 0.0.0.0")
     logging_config = _serve_logging()
     serve.start(http_options={"host": service.host, "port": service.port}, logging_config=logging_config)
     serve.run(build({**vars(options), "replicas": service.replicas, "replica_cpus": service.replica_cpus}),

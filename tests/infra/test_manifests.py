@@ -256,6 +256,13 @@ def test_search_rayservice():
     assert app["import_path"] == "pipelines.serve.app:build" and app["route_prefix"] == "/"
     assert _is_shared_storage(app["args"]["index"]), app["args"]["index"]
     assert isinstance(app["args"]["replicas"], int) and app["args"]["replicas"] >= 1
+    # HAProxy ingress on every pod (what `tempme serve` uses by default), its replicas reachable from other pods
+    assert config["http_options"]["host"] == "0.0.0.0"
+    cluster = service["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
+    for pod in pods:
+        (container,) = pod["template"]["spec"]["containers"]
+        assert _env(container)["RAY_SERVE_ENABLE_HA_PROXY"]["value"] == "1", container["name"]
 
 
 def test_dockerfile_builds_the_package_on_the_pinned_ray_image():
