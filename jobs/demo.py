@@ -17,21 +17,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pipelines.cluster.connect import connect
     from pipelines.demo.end_to_end import run_demo
     from pipelines.serve import ServeOptions, ServiceOptions, run_service
+    from pipelines.serve.ingress import haproxy_found
 
     options = from_args(DemoOptions, args)
-    service = ServiceOptions(port=options.port)
-    if not options.no_serve:     # the demo's first job starts Ray: with what the service's ingress needs
-        service.check_ingress_here()
-        connect(None, service.ray_env())
     say = lambda line: print(line, flush=True)   # noqa: E731
     result = run_demo(options, say=say)
     if not options.no_serve:
         say(f"\nServing the demo index at http://127.0.0.1:{options.port}/ (a search page; the API is "
             f"/search?q=...&k=10)")
-        run_service(ServeOptions(index=str(result.index), tracking_uri=result.tracking_uri), service, say=say)
+        run_service(ServeOptions(index=str(result.index), tracking_uri=result.tracking_uri),
+                    ServiceOptions(port=options.port, ingress="haproxy" if haproxy_found() else "proxy"), say=say)
     return 0
 
 

@@ -64,14 +64,12 @@ def scratch(args: argparse.Namespace) -> Iterator[Path]:
             yield Path(folder)
 
 
-def start_ray(num_cpus: int | None = None, env: dict[str, str] | None = None) -> None:
-    """A quiet local Ray of `num_cpus` CPUs (None: all) whose job carries `env`, unless Ray is up already (a
-    test's cluster, a caller's)."""
+def start_ray(num_cpus: int | None = None) -> None:
+    """A quiet local Ray of `num_cpus` CPUs (None: all), unless Ray is up already (a test's cluster, a caller's)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
-                 runtime_env={"env_vars": env} if env else None)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
 
 
 def numbers(text: str, option: str, kind: type = int, sep: str = ",", least: int = 1,

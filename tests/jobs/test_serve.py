@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from jobs.cli import main
-from pipelines.serve import ServiceOptions
+from pipelines.serve import ServiceOptions, ingress
 from tempme.errors import UserError
 from tests.fixtures.ray_fixtures import serve_on_loopback_env
 from tests.fixtures.servers import free_port
@@ -21,8 +21,14 @@ from tests.fixtures.servers import free_port
 
 def listeners() -> dict[tuple[str, int], str]:
     """(address, port) -> the name of the process listening there, for this user's TCP listeners."""
-    return {(c.laddr.ip, c.laddr.port): psutil.Process(c.pid).name() for c in psutil.net_connections("tcp")
-            if c.status == psutil.CONN_LISTEN and c.pid}
+    found = {}
+    for c in psutil.net_connections("tcp"):
+        if c.status == psutil.CONN_LISTEN and c.pid:
+            try:
+                found[(c.laddr.ip, c.laddr.port)] = psutil.Process(c.pid).name()
+            except psutil.NoSuchProcess:      # an HAProxy replaced by a reload
+                pass
+    return found
 
 
 @pytest.mark.slow
@@ -56,6 +62,10 @@ def test_serve_answers_where_it_says_and_stops_on_ctrl_c(ingress, trained_index,
         process.send_signal(signal.SIGINT)
         rest = process.communicate(timeout=120)[0]
         assert process.returncode == 0 and "stopping the search service" in rest
+        deadline = time.monotonic() + 30
+        while ("127.0.0.1", port) in listeners() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert ("127.0.0.1", port) not in listeners()    # HAProxy went with the service
         # Only the job's own lines: no Serve INFO logs or access log, no Ray warnings. Left: the raylet's note
         # that Serve's controller was killed while its graceful_shutdown ran (Serve's own shutdown path), and
         # Serve's warning, with HAProxy, that replicas listening on 127.0.0.1 take no requests from other nodes
@@ -77,14 +87,20 @@ def test_bad_flags_are_refused(flag, tmp_path, capsys):
 
 
 def test_haproxy_is_asked_for_where_there_is_none(monkeypatch):
-    import importlib.util
-    import shutil
+    monkeypatch.setattr(ingress, "haproxy_found", lambda: False)
+    ingress.check_here("proxy")
+    with pytest.raises(UserError, match="use --ingress proxy"):
+        ingress.check_here("haproxy")
 
-    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    ServiceOptions(ingress="proxy").check_ingress_here()
+
+def test_haproxy_on_several_nodes_needs_replicas_listening_on_every_interface():
+    ingress.check_host("haproxy", "0.0.0.0", several_nodes=True)
+    ingress.check_host("haproxy", "127.0.0.1", several_nodes=False)
+    ingress.check_host("proxy", "127.0.0.1", several_nodes=True)
+    with pytest.raises(UserError, match="use --host 0.0.0.0"):
+        ingress.check_host("haproxy", "localhost", several_nodes=True)
+
+
+def test_an_unknown_ingress_is_refused():
     with pytest.raises(UserError, match="--ingress must be one of haproxy, proxy, got 'nginx'"):
         ServiceOptions(ingress="nginx")
-    with pytest.raises(UserError, match="use --ingress proxy"):
-        ServiceOptions().check_ingress_here()
