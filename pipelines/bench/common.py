@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -33,8 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser, module: ModuleType) -> None:
 
 
 def run(module: ModuleType, args: argparse.Namespace) -> int:
-    """Measure, then print the result as JSON (`--json`) or as the module's table and the machine's line."""
-    result = {**module.measure(args), "machine": machine()}
+    """Measure, then print the result as JSON (`--json`) or as the module's table and the machine's line. Under
+    `--json`, what libraries print to stdout while measuring (Ray's notes from its raylets) goes to stderr, so
+    stdout is the JSON alone."""
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = {**module.measure(args), "machine": machine()}
     if args.json:
         print(json.dumps(result, indent=1))
     else:

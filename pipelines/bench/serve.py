@@ -9,6 +9,7 @@ at most `seconds` and `max_requests`.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import threading
 import time
@@ -50,13 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args) -> dict:
-    """Per index size: of the same queries as direct calls to a replica's search object in this process, and
-    over HTTP per ingress, replica count and CPUs, per client count: QPS, p50/p99; and the seconds from a
-    publish to its being served."""
+    """Per index size: of the same queries as direct calls to a replica's search object in this process (with
+    as many torch threads as a replica has CPUs), and over HTTP per ingress, replica count and CPUs, per client
+    count: QPS, p50/p99; and the seconds from a publish to its being served."""
     from ray import serve
 
     from pipelines.index import IndexStore
-    from pipelines.serve import APP_NAME, SearchState, ServeOptions, ServiceOptions, start_service
+    from pipelines.serve import APP_NAME, ServeOptions, ServiceOptions, start_service
     from pipelines.serve.ingress import INGRESS_ENV, check_here
 
     sizes, replica_counts = common.numbers(args.sizes, "--sizes"), common.numbers(args.replicas, "--replicas")
@@ -76,15 +77,11 @@ def measure(args) -> dict:
             log(f"writing an index of {n} videos ...")
             build(location, n, corpus(rng, n, dim), rng, model)
             IndexStore(location).refresh_search()
-            state = SearchState(ServeOptions(index=location, refresh_s=3600))
-            for count in clients:
-                load(direct(state), min(args.seconds, 3.0), args.max_requests, count)
-                rows.append({"videos": n, "path": "in-process", "ingress": None, "replicas": None,
-                             "replica_cpus": None, "clients": count,
-                             **load(direct(state), args.seconds, args.max_requests, count)})
-                log(f"  {rows[-1]}")
-            state.close()
-            del state
+            for cpus in cpu_counts:
+                for measured in direct_in_replica_process(location, cpus, clients, args):
+                    rows.append({"videos": n, "path": "in-process", "ingress": None, "replicas": None,
+                                 "replica_cpus": cpus, **measured})
+                    log(f"  {rows[-1]}")
             for ingress in ingresses:
                 for replicas, cpus in [(r, c) for r in replica_counts for c in cpu_counts]:
                     address = start_service(ServeOptions(index=location, refresh_s=args.refresh_s),
@@ -117,10 +114,11 @@ def _follow(address: str, location: str, model, rng, dim: int) -> float | None:
 
 def render(result: dict) -> str:
     rows = [[r["videos"], r["path"] if r["path"] != "HTTP" else f"HTTP, {r['ingress']}", r["replicas"],
-             r["replica_cpus"], r["clients"], r["qps"], r["p50_ms"], r["p99_ms"], r["errors"]] for r in result["load"]]
-    lines = [f"queries encoded by {result['model']} (random weights)",
-             common.table(["videos", "path", "replicas", "CPUs each", "clients", "QPS", "p50 ms", "p99 ms", "errors"],
-                          rows, left=2)]
+             r["replica_cpus"], r["clients"], r["qps"], r["p50_ms"], r["p99_ms"], r["took_p50_ms"], r["batch_mean"],
+             r["errors"]] for r in result["load"]]
+    lines = [f"queries encoded by {result['model']} (random weights); took: the replica's own time per batch",
+             common.table(["videos", "path", "replicas", "CPUs each", "clients", "QPS", "p50 ms", "p99 ms",
+                           "took p50 ms", "batch", "errors"], rows, left=2)]
     lines += [f"{f['videos']} videos: a published version served after {f['publish_to_served_s']} s "
               f"(the service looks every {f['refresh_s']} s)" if f["publish_to_served_s"] is not None else
               f"{f['videos']} videos: a published version was not served within {FOLLOW_LIMIT_S:.0f} s"
@@ -143,20 +141,61 @@ def bench_model(root: Path, config: str, seed: int = 0):
 
 
 def over_http(address: str, k: int = 10):
-    def ask(query: str) -> None:
-        with urllib.request.urlopen(f"{address}search?q={urllib.parse.quote(query)}&k={k}", timeout=30) as reply:
-            reply.read()
+    """The query as an HTTP client sends it: each client thread keeps its connection open between requests, as
+    browsers and HTTP libraries' connection pools do (a lost connection is opened again on the next request)."""
+    where = urllib.parse.urlsplit(address)
+    connections = threading.local()
+
+    def ask(query: str) -> dict:
+        if getattr(connections, "open", None) is None:
+            connections.open = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+        try:
+            connections.open.request("GET", f"{where.path}search?q={urllib.parse.quote(query)}&k={k}")
+            reply = connections.open.getresponse()
+            body = reply.read()
+        except (OSError, http.client.HTTPException) as err:
+            connections.open.close()
+            connections.open = None
+            raise OSError(f"{address}: {err}") from err
+        if reply.status != 200:
+            raise OSError(f"{address}: HTTP {reply.status}")
+        return json.loads(body)
     return ask
 
 
 def direct(state, k: int = 10):
-    """The same query as a call to a replica's search object, in this process."""
+    """The same query as a call to a replica's search object."""
     return lambda query: state.search(query, k)
 
 
+def direct_in_replica_process(location: str, cpus: int, clients: list[int], args) -> list[dict]:
+    """Per client count, the load of direct calls to a replica's search object, made in a Ray actor of `cpus`
+    CPUs: a process set up as a replica of that many CPUs is (Ray gives its torch and BLAS as many threads),
+    without HTTP. The actor runs the clients itself, so no call crosses processes."""
+    import ray
+
+    from pipelines.serve import SearchState, ServeOptions
+
+    @ray.remote(num_cpus=cpus)
+    class Direct:
+        def __init__(self):
+            self.state = SearchState(ServeOptions(index=location, refresh_s=3600))
+
+        def measure(self, count: int) -> dict:
+            load(direct(self.state), min(args.seconds, 3.0), args.max_requests, count)    # warm up
+            return {"clients": count, **load(direct(self.state), args.seconds, args.max_requests, count)}
+
+    actor = Direct.remote()
+    try:
+        return [ray.get(actor.measure.remote(count)) for count in clients]
+    finally:
+        ray.kill(actor)
+
+
 def load(ask, seconds: float, max_requests: int, clients: int) -> dict:
-    """`ask` queries from `clients` threads; QPS and latency percentiles of the answered requests."""
-    latencies, errors, lock = [], [0], threading.Lock()
+    """`ask` queries from `clients` threads: QPS and latency percentiles of the answered requests, and from the
+    answers, the replica's own time per batch (`took_ms`: the text encoder and the index) and the mean batch."""
+    latencies, took, batches, errors, lock = [], [], [], [0], threading.Lock()
     stop = time.monotonic() + seconds
 
     def client(n: int) -> None:
@@ -167,9 +206,11 @@ def load(ask, seconds: float, max_requests: int, clients: int) -> dict:
                     return
             started = time.perf_counter()
             try:
-                ask(QUERIES[i % len(QUERIES)])
+                answer = ask(QUERIES[i % len(QUERIES)])
                 with lock:
                     latencies.append(time.perf_counter() - started)
+                    took.append(answer["took_ms"])
+                    batches.append(answer["batch"])
             except OSError:
                 with lock:
                     errors[0] += 1
@@ -185,7 +226,9 @@ def load(ask, seconds: float, max_requests: int, clients: int) -> dict:
     ms = np.asarray(latencies) * 1000
     return {"requests": len(latencies), "errors": errors[0], "qps": round(len(latencies) / elapsed, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
-            "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None}
+            "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
+            "took_p50_ms": round(float(np.median(took)), 1) if took else None,
+            "batch_mean": round(float(np.mean(batches)), 2) if batches else None}
 
 
 def _version(address: str) -> int:

@@ -2,26 +2,26 @@
 of each video at `GET /thumbnail/<video_id>`.
 
 Each replica loads the text encoder once (bf16 where the hardware computes it) and follows the index
-(`state.SearchState`). Concurrent queries to a replica are gathered (`@serve.batch`) into one pass of the text encoder
-and one index query, computed off the event loop, which meanwhile gathers the next batch. `build({"index": ...,
+(`state.SearchState`). The queries that reach a replica while it computes a pass share the next pass of the text
+encoder and one index query (`gather.Gatherer`), computed off the event loop, which meanwhile gathers the next batch;
+a query reaching an idle replica waits for nothing. `build({"index": ...,
 "replicas": N})` makes the application, for `tempme serve` and for a RayService's `import_path:
 pipelines.serve.app:build`.
 """
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 
+from pipelines.serve.gather import Gatherer
 from pipelines.serve.options import ServeOptions
 from pipelines.serve.page import PAGE
 from pipelines.serve.state import BadQuery, SearchState, Unavailable, parse_query
 from tempme.errors import UserError
 
 BATCH = 16              # queries gathered into one pass at most
-BATCH_WAIT_S = 0.002    # how long the first of them waits for others
+BATCH_WAIT_S = 0.005    # how long a pass that follows another waits for the clients just answered
 api = FastAPI(title="TempMe video search", docs_url=None, redoc_url=None)
 
 
@@ -34,6 +34,7 @@ def _error(status: int, err: Exception) -> JSONResponse:
 class SearchService:
     def __init__(self, options: dict):
         self.state = SearchState(ServeOptions(**options))
+        self._answer = Gatherer(self.state.search_many, BATCH, BATCH_WAIT_S)
 
     def check_health(self) -> None:
         """Serve's own health check: the replica is alive even while its index is unavailable (503s say so)."""
@@ -52,15 +53,11 @@ class SearchService:
     @api.get("/search")
     async def search(self, q: str | None = None, k: str | None = None):
         try:
-            return await self._answer(parse_query(q, k))
+            return JSONResponse(await self._answer(parse_query(q, k)))    # as it is: no re-encoding by FastAPI
         except BadQuery as err:
             return _error(400, err)
         except Unavailable as err:
             return _error(503, err)
-
-    @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def _answer(self, requests: list[tuple[str, int]]) -> list[dict]:
-        return await asyncio.to_thread(self.state.search_many, requests)
 
     @api.get("/thumbnail/{video_id}")
     def thumbnail(self, video_id: str, t: float | None = None):

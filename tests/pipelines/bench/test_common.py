@@ -1,4 +1,5 @@
 """The benchmarks' shared plumbing: comma-separated options, aligned tables, and `--json` on the command line."""
+import argparse
 import json
 
 import pytest
@@ -45,3 +46,15 @@ def test_json_is_one_document_with_the_machine(capsys):
     assert {(r["kind"], r["refine"]) for r in ann} == {("IVF_PQ", 10), ("IVF_PQ", 30)} and all(
         0 <= r["recall"] <= 1 for r in ann)
     assert set(result["machine"]) == {"cpus", "load_average"}
+
+
+def test_under_json_what_a_library_prints_while_measuring_goes_to_stderr(capsys):
+    class Chatty:
+        @staticmethod
+        def measure(args):
+            print("(raylet) a note from a library")
+            return {"figure": 1}
+
+    assert common.run(Chatty, argparse.Namespace(json=True)) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["figure"] == 1 and err == "(raylet) a note from a library\n"
