@@ -41,10 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args) -> dict:
-    from ray import serve
 
     from pipelines.index import IndexStore
-    from pipelines.serve import ServeOptions, ServiceOptions, start_service
+    from pipelines.serve import ServeOptions, ServiceOptions, start_service, stop_service
 
     log = common.progress(args)
     with common.scratch(args) as root:
@@ -70,7 +69,7 @@ def measure(args) -> dict:
                 time.sleep(5.0)            # a little more load on the new version
                 during = load.since(before, load.mark())
         finally:
-            serve.shutdown()
+            stop_service()
     return {"benchmark": "promotion", "videos": args.videos, "model": args.model, "rate": args.rate,
             "before": _summary(load.since(0, before)), "during": _summary(during),
             "new_model_served_after_s": served_after, "change_exit_code": change.exitcode}

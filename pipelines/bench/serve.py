@@ -54,10 +54,9 @@ def measure(args) -> dict:
     """Per index size: of the same queries as direct calls to a replica's search object in this process (with
     as many torch threads as a replica has CPUs), and over HTTP per ingress, replica count and CPUs, per client
     count: QPS, p50/p99; and the seconds from a publish to its being served."""
-    from ray import serve
 
     from pipelines.index import IndexStore
-    from pipelines.serve import APP_NAME, ServeOptions, ServiceOptions, start_service
+    from pipelines.serve import ServeOptions, ServiceOptions, start_service, stop_service
     from pipelines.serve.ingress import INGRESS_ENV, check_here
 
     sizes, replica_counts = common.numbers(args.sizes, "--sizes"), common.numbers(args.replicas, "--replicas")
@@ -97,8 +96,7 @@ def measure(args) -> dict:
                         follow.append({"videos": n, "refresh_s": args.refresh_s,
                                        "publish_to_served_s": _follow(address, location, model, rng, dim)})
                         log(f"  {follow[-1]}")
-                    serve.delete(APP_NAME)     # replicas drain first (30 s behind HAProxy), then Serve stops
-                    serve.shutdown()           # and the next start is a new Serve, with its own ingress
+                    stop_service()
     return {"model": args.model, "load": rows, "follow": follow}
 
 

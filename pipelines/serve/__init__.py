@@ -20,7 +20,7 @@ from pipelines.tracking import resolve_tracking_uri
 
 APP_NAME = "tempme-search"
 __all__ = ["APP_NAME", "MAX_K", "MAX_QUERY_CHARS", "BadQuery", "SearchState", "ServeOptions", "ServiceOptions",
-           "Unavailable", "parse_query", "start_service", "run_service"]
+           "Unavailable", "parse_query", "start_service", "stop_service", "run_service"]
 
 
 def start_service(options: ServeOptions, service: ServiceOptions | None = None, ready_timeout_s: float = 300.0
@@ -60,6 +60,16 @@ def start_service(options: ServeOptions, service: ServiceOptions | None = None, 
         time.sleep(0.5)
 
 
+def stop_service() -> None:
+    """Take the application down, then Serve: the replicas drain first (30 s behind HAProxy), which a bare
+    `serve.shutdown()` does not wait for (it gives up on the controller after 30 s), and a next
+    `start_service` starts a new Serve, with its own ingress."""
+    from ray import serve
+
+    serve.delete(APP_NAME)
+    serve.shutdown()
+
+
 def _serve_logging() -> dict:
     """Serve logs as loud as this process's root logger lets through: a quiet job (`jobs.output`) gets Serve's
     warnings only, from its driver-side logger (which importing Serve set to INFO) and its components
@@ -73,9 +83,6 @@ def _serve_logging() -> dict:
 def run_service(options: ServeOptions, service: ServiceOptions | None = None, say: Callable[[str], None] = print
                 ) -> None:
     """`start_service`, say where it is, and keep it up until Ctrl-C (or SIGTERM); then take it down."""
-
-    from ray import serve
-
     address = start_service(options, service)
     try:
         with urllib.request.urlopen(address + "healthz", timeout=30) as reply:
@@ -91,5 +98,4 @@ def run_service(options: ServeOptions, service: ServiceOptions | None = None, sa
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        serve.delete(APP_NAME)
-        serve.shutdown()
+        stop_service()

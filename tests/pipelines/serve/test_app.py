@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 import pytest
 
 from pipelines.embed import EmbedOptions, embed_corpus
-from pipelines.serve import APP_NAME, ServeOptions, ServiceOptions, start_service
+from pipelines.serve import APP_NAME, ServeOptions, ServiceOptions, start_service, stop_service
 from pipelines.shards.stream import split_videos
 from tests.fixtures.servers import free_port
 
@@ -36,7 +36,6 @@ def get_json(url: str) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def service(ray_cluster, trained_index, tmp_path_factory):
-    from ray import serve
 
     index, _, uri = trained_index
     served = tmp_path_factory.mktemp("served") / "index"
@@ -46,7 +45,7 @@ def service(ray_cluster, trained_index, tmp_path_factory):
     try:
         yield address, served, uri
     finally:
-        serve.shutdown()
+        stop_service()
 
 
 @pytest.fixture(scope="module")
