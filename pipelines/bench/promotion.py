@@ -41,7 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args) -> dict:
-
     from pipelines.index import IndexStore
     from pipelines.serve import ServeOptions, ServiceOptions, start_service, stop_service
 

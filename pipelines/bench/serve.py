@@ -51,10 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args) -> dict:
-    """Per index size: of the same queries as direct calls to a replica's search object in this process (with
-    as many torch threads as a replica has CPUs), and over HTTP per ingress, replica count and CPUs, per client
-    count: QPS, p50/p99; and the seconds from a publish to its being served."""
-
+    """Per index size: of the same queries as direct calls to a replica's search object (in a Ray actor of each
+    replica CPU count), and over HTTP per ingress, replica count and CPUs, per client count: QPS, p50/p99, the
+    replica's own time and batch; and the seconds from a publish to its being served."""
     from pipelines.index import IndexStore
     from pipelines.serve import ServeOptions, ServiceOptions, start_service, stop_service
     from pipelines.serve.ingress import INGRESS_ENV, check_here
@@ -87,10 +86,8 @@ def measure(args) -> dict:
                                             ServiceOptions(port=args.port, replicas=replicas, replica_cpus=cpus,
                                                            ingress=ingress))
                     for count in clients:
-                        load(over_http(address), min(args.seconds, 3.0), args.max_requests, count)   # warm up
                         rows.append({"videos": n, "path": "HTTP", "ingress": ingress, "replicas": replicas,
-                                     "replica_cpus": cpus, "clients": count,
-                                     **load(over_http(address), args.seconds, args.max_requests, count)})
+                                     "replica_cpus": cpus, **warm_load(over_http(address), args, count)})
                         log(f"  {rows[-1]}")
                     if (ingress, replicas, cpus) == (ingresses[-1], replica_counts[-1], cpu_counts[-1]):
                         follow.append({"videos": n, "refresh_s": args.refresh_s,
@@ -180,14 +177,19 @@ def direct_in_replica_process(location: str, cpus: int, clients: list[int], args
             self.state = SearchState(ServeOptions(index=location, refresh_s=3600))
 
         def measure(self, count: int) -> dict:
-            load(direct(self.state), min(args.seconds, 3.0), args.max_requests, count)    # warm up
-            return {"clients": count, **load(direct(self.state), args.seconds, args.max_requests, count)}
+            return warm_load(direct(self.state), args, count)
 
     actor = Direct.remote()
     try:
         return [ray.get(actor.measure.remote(count)) for count in clients]
     finally:
         ray.kill(actor)
+
+
+def warm_load(ask, args, clients: int) -> dict:
+    """`load` from `clients` clients for `args.seconds`, after as much as 3 s of it to warm up."""
+    load(ask, min(args.seconds, 3.0), args.max_requests, clients)
+    return {"clients": clients, **load(ask, args.seconds, args.max_requests, clients)}
 
 
 def load(ask, seconds: float, max_requests: int, clients: int) -> dict:
