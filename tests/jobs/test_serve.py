@@ -74,14 +74,13 @@ def test_serve_answers_where_it_says_and_stops_on_ctrl_c(ingress, trained_index,
         # - at times, HAProxyManager's error that a reload failed, with HAProxy's start-up lines quoted: the
         #   replica's removal after its drain starts a reload that Serve's shutdown kills (Ray stops HAProxy
         #   without waiting for a reload in flight).
-        out = lines + rest.splitlines()
-        reload_killed = [i for i, line in enumerate(out) if "HAProxy graceful reload failed" in line]
-        quoted = {j for i in reload_killed for j in range(i + 1, len(out))
-                  if all(re.search(r"\(HAProxyManager pid=\d+\) \[(NOTICE|WARNING)\] ", x) for x in out[i + 1:j + 1])}
-        noise = [line for i, line in enumerate(out)
-                 if re.search(r"\bINFO\b|WARNING|ERROR|\(raylet\)|core_worker|GET /healthz", line)
-                 and i not in quoted and i not in reload_killed
-                 and "ServeController.graceful_shutdown" not in line and "cross-node routing will fail" not in line]
+        noise, reload_killed = [], False
+        for line in lines + rest.splitlines():
+            reload_killed = "HAProxy graceful reload failed" in line or reload_killed and bool(
+                re.search(r"\(HAProxyManager pid=\d+\) \[(NOTICE|WARNING)\] ", line))    # HAProxy's, quoted
+            if (re.search(r"\bINFO\b|WARNING|ERROR|\(raylet\)|core_worker|GET /healthz", line) and not reload_killed
+                    and "ServeController.graceful_shutdown" not in line and "cross-node routing will fail" not in line):
+                noise.append(line)
         assert noise == [], noise
     finally:
         if process.poll() is None:
